@@ -1,0 +1,99 @@
+import type { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import { Logger as PinoNestLogger } from 'nestjs-pino';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { AppModule } from './app.module';
+import { ensureDevSecret } from './auth/dev-secret';
+import { createLogger } from './common/logger';
+import { loadConfig, type AppConfig } from './config/config';
+import type { Runtime } from './config/runtime';
+import { DataDirLock } from './database/data-dir-lock';
+import { resolveDatabase } from './database/database';
+import { runMigrations } from './database/migrate';
+
+export interface StartedApp {
+  app: INestApplication;
+  config: AppConfig;
+  /** Base URL the service listens on, e.g. http://127.0.0.1:8080. */
+  url: string;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+/**
+ * Boots framegate from an environment: validate config, lock DATA_DIR, get a database (embedded
+ * or DATABASE_URL), migrate under an advisory lock, then start Nest over HTTP or HTTPS.
+ */
+export async function startApp(env: Record<string, string | undefined>): Promise<StartedApp> {
+  const config = loadConfig(env);
+  const logger = createLogger(config);
+  const lock = DataDirLock.acquire(config.DATA_DIR);
+  const cleanups: Array<() => Promise<void>> = [() => Promise.resolve(lock.release())];
+  const cleanup = async (): Promise<void> => {
+    for (const fn of cleanups.splice(0).reverse()) {
+      await fn();
+    }
+  };
+  try {
+    const pgLog = logger.child({ component: 'embedded-postgres' });
+    const database = await resolveDatabase(config, (line) => pgLog.debug(line));
+    cleanups.push(() => database.stop());
+    if (database.embedded) {
+      logger.info({ dataDir: config.DATA_DIR }, 'embedded Postgres started');
+    }
+    if (config.DB_MIGRATE) {
+      const applied = await runMigrations({
+        url: database.url,
+        poolMax: 2,
+        nodeId: config.NODE_ID,
+      });
+      if (applied.length > 0) {
+        logger.info({ applied }, 'migrations applied');
+      }
+    }
+    const runtime = resolveRuntime(config, database.url, logger);
+    const app = await NestFactory.create<NestExpressApplication>(
+      AppModule.forRoot(runtime, logger),
+      {
+        bufferLogs: true,
+        bodyParser: false,
+        httpsOptions: config.TLS_CERT_FILE
+          ? {
+              cert: readFileSync(config.TLS_CERT_FILE),
+              key: readFileSync(config.TLS_KEY_FILE as string),
+            }
+          : undefined,
+      },
+    );
+    cleanups.push(() => app.close());
+    app.useLogger(app.get(PinoNestLogger));
+    app.set('trust proxy', config.TRUST_PROXY);
+    app.disable('x-powered-by');
+    app.useBodyParser('json', { limit: config.HTTP_BODY_LIMIT_BYTES });
+    await app.listen(config.PORT, config.HOST);
+    const address = app.getHttpServer().address() as AddressInfo;
+    const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
+    const url = `${config.TLS_CERT_FILE ? 'https' : 'http'}://${host}:${address.port}`;
+    logger.info({ url, node: config.NODE_ID }, 'framegate listening');
+    return { app, config, url, logger, close: cleanup };
+  } catch (err) {
+    await cleanup().catch(() => undefined);
+    throw err;
+  }
+}
+
+function resolveRuntime(config: AppConfig, databaseUrl: string, logger: Logger): Runtime {
+  if (config.AUTH_JWT_SECRET || config.AUTH_JWKS_URL) {
+    return { config, databaseUrl, jwtSecret: config.AUTH_JWT_SECRET, devSecret: false };
+  }
+  const { secret, file } = ensureDevSecret(config.DATA_DIR);
+  logger.warn(
+    { secretFile: file },
+    'no AUTH_JWKS_URL or AUTH_JWT_SECRET: using a development signing secret. ' +
+      'Mint a token with: npm run token -- --sub alice --channel branch-app --scope "stream:publish admin"',
+  );
+  return { config, databaseUrl, jwtSecret: secret, devSecret: true };
+}

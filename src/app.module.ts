@@ -1,0 +1,53 @@
+import { type DynamicModule, Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { LoggerModule } from 'nestjs-pino';
+import type { Logger } from 'pino';
+import { AuditModule } from './audit/audit.module';
+import { AuthModule } from './auth/auth.module';
+import { stripQuery } from './common/logger';
+import { HttpExceptionFilter } from './common/http-exception.filter';
+import { ConfigModule } from './config/config.module';
+import type { Runtime } from './config/runtime';
+import { dataSourceOptions } from './database/data-source-options';
+import { HealthModule } from './health/health.module';
+import { SessionsModule } from './sessions/sessions.module';
+
+@Module({})
+export class AppModule {
+  static forRoot(runtime: Runtime, logger: Logger): DynamicModule {
+    const { config } = runtime;
+    return {
+      module: AppModule,
+      imports: [
+        ConfigModule.forRoot(runtime),
+        LoggerModule.forRoot({
+          pinoHttp: {
+            logger,
+            // Health probes would drown everything else.
+            autoLogging: { ignore: (req) => req.url?.startsWith('/health') ?? false },
+            serializers: {
+              req: (req: { id: unknown; method: string; url?: string }) => ({
+                id: req.id,
+                method: req.method,
+                url: stripQuery(req.url),
+              }),
+            },
+          },
+        }),
+        TypeOrmModule.forRoot(
+          dataSourceOptions({
+            url: runtime.databaseUrl,
+            poolMax: config.DB_POOL_MAX,
+            nodeId: config.NODE_ID,
+          }),
+        ),
+        AuditModule,
+        AuthModule,
+        SessionsModule,
+        HealthModule,
+      ],
+      providers: [{ provide: APP_FILTER, useClass: HttpExceptionFilter }],
+    };
+  }
+}

@@ -1,0 +1,62 @@
+/** Handshake outcomes (spec section 8). */
+export const AUDIT_OUTCOMES = [
+  'accepted',
+  'rejected_auth',
+  'rejected_origin',
+  'rejected_quota',
+  'rejected_draining',
+  'rejected_scope',
+  'rejected_protocol',
+] as const;
+export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];
+
+export type Transport = 'ws' | 'http';
+
+/** How a connection ended; present once the connection has closed. */
+export interface ConnectionClose {
+  closedAt: Date;
+  closeCode: number;
+  closeReason: string;
+  durationMs: number;
+  bytesIn: number;
+  bytesOut: number;
+  framesIn: number;
+  framesOut: number;
+}
+
+/**
+ * One connection audit. The handshake records it without `close`; the close records it again, in
+ * full, with `close`. Both are upserts on `id`, so they land correctly in either order and a
+ * replayed record never duplicates a row.
+ */
+export interface ConnectionAuditRecord {
+  kind: 'connection';
+  /** A UUID chosen when the connection is first seen. */
+  id: string;
+  at: Date;
+  node: string;
+  transport: Transport;
+  remoteAddress: string | null;
+  userAgent: string | null;
+  origin: string | null;
+  subject: string | null;
+  channel: string | null;
+  outcome: AuditOutcome;
+  /** The error code of a rejection. */
+  error: string | null;
+  sessionId: string | null;
+  close?: ConnectionClose;
+}
+
+/** Something that happened to a session (attach, detach, resume, kick, ...). */
+export interface SessionEventRecord {
+  kind: 'session_event';
+  id: string;
+  sessionId: string;
+  at: Date;
+  type: string;
+  connectionId: string | null;
+  detail: Record<string, unknown>;
+}
+
+export type AuditRecord = ConnectionAuditRecord | SessionEventRecord;

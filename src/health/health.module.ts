@@ -1,0 +1,13 @@
+import { Module } from '@nestjs/common';
+import { TerminusModule } from '@nestjs/terminus';
+import { AuditBacklogHealthIndicator } from './audit-backlog.health';
+import { DiskHealthIndicator } from './disk.health';
+import { FfmpegHealthIndicator } from './ffmpeg.health';
+import { HealthController } from './health.controller';
+
+@Module({
+  imports: [TerminusModule.forRoot({ errorLogStyle: 'json', logger: false })],
+  controllers: [HealthController],
+  providers: [DiskHealthIndicator, FfmpegHealthIndicator, AuditBacklogHealthIndicator],
+})
+export class HealthModule {}

@@ -1,0 +1,64 @@
+import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+import { bigintColumn } from '../database/columns';
+
+export const RECORDING_STATUSES = [
+  'pending',
+  'recording',
+  'finalizing',
+  'ready',
+  'failed',
+] as const;
+export type RecordingStatus = (typeof RECORDING_STATUSES)[number];
+
+@Entity('recordings')
+@Index('ix_recordings_status_updated', ['status', 'updatedAt'])
+@Index('ux_recordings_session', ['sessionId'], { unique: true })
+export class RecordingEntity {
+  @PrimaryColumn('uuid')
+  id!: string;
+
+  @Column('uuid', { name: 'session_id' })
+  sessionId!: string;
+
+  @Column('text')
+  status!: RecordingStatus;
+
+  @Column('text', { name: 'failure_reason', nullable: true })
+  failureReason!: string | null;
+
+  @Column('text', { nullable: true })
+  path!: string | null;
+
+  @Column('bigint', { nullable: true, transformer: bigintColumn })
+  bytes!: number | null;
+
+  @Column('integer', { name: 'duration_ms', nullable: true })
+  durationMs!: number | null;
+
+  @Column('integer', { name: 'frame_count', nullable: true })
+  frameCount!: number | null;
+
+  @Column('integer', { nullable: true })
+  width!: number | null;
+
+  @Column('integer', { nullable: true })
+  height!: number | null;
+
+  @Column('text', { name: 'video_codec', nullable: true })
+  videoCodec!: string | null;
+
+  @Column('text', { name: 'audio_codec', nullable: true })
+  audioCodec!: string | null;
+
+  @Column('text', { nullable: true })
+  sha256!: string | null;
+
+  @Column('timestamptz', { name: 'created_at', default: () => 'now()' })
+  createdAt!: Date;
+
+  @Column('timestamptz', { name: 'updated_at', default: () => 'now()' })
+  updatedAt!: Date;
+
+  @Column('timestamptz', { name: 'ready_at', nullable: true })
+  readyAt!: Date | null;
+}

@@ -1,0 +1,119 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Repository } from 'typeorm';
+import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
+import { hasScope, type Principal } from '../auth/scopes';
+import { AppError } from '../common/app-error';
+import { ErrorCode } from '../common/error-code';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import { RecordingEntity } from '../media/recording.entity';
+import type { OpenSession, Opened } from '../protocol/open-session.schema';
+import { SessionEntity } from './session.entity';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** What `GET /v1/sessions/{id}` returns. */
+export interface SessionView {
+  id: string;
+  subject: string;
+  channel: string;
+  status: SessionEntity['status'];
+  statusHistory: SessionEntity['statusHistory'];
+  params: Record<string, unknown>;
+  video: SessionEntity['video'];
+  audio: SessionEntity['audio'];
+  recordingSettings: SessionEntity['recordingSettings'];
+  lastSeq: number;
+  videoFrames: number;
+  audioFrames: number;
+  rejectedFrames: number;
+  bytesIn: number;
+  createdAt: string;
+  updatedAt: string;
+  closedAt: string | null;
+  recording: { id: string; status: RecordingEntity['status']; durationMs: number | null } | null;
+}
+
+@Injectable()
+export class SessionsService {
+  constructor(
+    @InjectRepository(SessionEntity) private readonly sessions: Repository<SessionEntity>,
+    @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  /** Creates an open session owned by the caller (spec section 6) and returns `opened`. */
+  async create(owner: Principal, body: OpenSession): Promise<Opened> {
+    const id = randomUUID();
+    const resumeToken = randomBytes(32).toString('base64url');
+    const now = new Date();
+    const row: Partial<SessionEntity> = {
+      id,
+      subject: owner.subject,
+      channel: owner.channel,
+      status: 'open',
+      statusHistory: [{ status: 'open', at: now.toISOString(), cause: 'opened' }],
+      params: body.params,
+      video: body.video,
+      audio: body.audio ?? null,
+      recordingSettings: body.recording ?? null,
+      resumeTokenHash: hashResumeToken(resumeToken),
+      node: this.config.NODE_ID,
+      createdAt: now,
+      updatedAt: now,
+    };
+    // TypeORM's deep-partial type cannot express jsonb `unknown` values; the row is complete.
+    await this.sessions.insert(row as QueryDeepPartialEntity<SessionEntity>);
+    return {
+      sessionId: id,
+      resumeToken,
+      lastSeq: 0,
+      ack: { intervalMs: this.config.ACK_INTERVAL_MS, maxFrames: this.config.ACK_MAX_FRAMES },
+      limits: { maxFrameBytes: this.config.MAX_FRAME_BYTES, maxFps: this.config.STREAM_MAX_FPS },
+    };
+  }
+
+  /**
+   * The session if the caller owns it or is an admin. Someone else's session is reported as not
+   * found, exactly like a missing one, so that ids cannot be probed.
+   */
+  async findVisible(principal: Principal, id: string): Promise<SessionEntity> {
+    const session = UUID.test(id) ? await this.sessions.findOneBy({ id }) : null;
+    if (!session || (session.subject !== principal.subject && !hasScope(principal, 'admin'))) {
+      throw new AppError(ErrorCode.NotFound, 'session not found');
+    }
+    return session;
+  }
+
+  async view(principal: Principal, id: string): Promise<SessionView> {
+    const s = await this.findVisible(principal, id);
+    const recording = await this.recordings.findOneBy({ sessionId: s.id });
+    return {
+      id: s.id,
+      subject: s.subject,
+      channel: s.channel,
+      status: s.status,
+      statusHistory: s.statusHistory,
+      params: s.params,
+      video: s.video,
+      audio: s.audio,
+      recordingSettings: s.recordingSettings,
+      lastSeq: s.lastSeq,
+      videoFrames: s.videoFrames,
+      audioFrames: s.audioFrames,
+      rejectedFrames: s.rejectedFrames,
+      bytesIn: s.bytesIn,
+      createdAt: s.createdAt.toISOString(),
+      updatedAt: s.updatedAt.toISOString(),
+      closedAt: s.closedAt?.toISOString() ?? null,
+      recording: recording
+        ? { id: recording.id, status: recording.status, durationMs: recording.durationMs }
+        : null,
+    };
+  }
+}
+
+export function hashResumeToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}

@@ -1,0 +1,72 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+const ROOT = join(__dirname, '..', '..');
+/** Absolute, so the service can run from any working directory. */
+export const TS_NODE = require.resolve('ts-node/register/transpile-only');
+
+export interface ServiceExit {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * The service as an operator runs it: `src/main.ts` in its own process (through ts-node, so the
+ * tests need no build), in a working directory of the test's choosing.
+ */
+export class ServiceProcess {
+  readonly child: ChildProcess;
+  stdout = '';
+  stderr = '';
+  private readonly exited: Promise<ServiceExit>;
+
+  constructor(env: Record<string, string | undefined>, cwd: string) {
+    this.child = spawn(process.execPath, ['-r', TS_NODE, join(ROOT, 'src/main.ts')], {
+      cwd,
+      env: { PATH: process.env.PATH, TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stdout?.on('data', (d: Buffer) => (this.stdout += d.toString()));
+    this.child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.exited = new Promise((resolve) => {
+      this.child.once('exit', (code) =>
+        resolve({ code, stdout: this.stdout, stderr: this.stderr }),
+      );
+    });
+  }
+
+  /** Resolves with the URL from the `framegate listening` log line, or rejects if it exits first. */
+  listening(timeoutMs = 60_000): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`service did not start: ${this.stderr}`)),
+        timeoutMs,
+      );
+      const check = (): void => {
+        const m = /"url":"([^"]+)"[^\n]*"msg":"framegate listening"/.exec(this.stdout);
+        if (m?.[1]) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      };
+      this.child.stdout?.on('data', check);
+      check();
+      void this.exited.then((exit) => {
+        clearTimeout(timer);
+        reject(new Error(`service exited with ${exit.code}: ${exit.stderr}`));
+      });
+    });
+  }
+
+  exit(): Promise<ServiceExit> {
+    return this.exited;
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<ServiceExit> {
+    if (this.child.exitCode === null) {
+      this.child.kill(signal);
+    }
+    return this.exited;
+  }
+}
