@@ -40,7 +40,8 @@ export class InitialSchema1764000000000 implements MigrationInterface {
     await q.query(`
       CREATE TABLE session_messages (
         id uuid PRIMARY KEY,
-        session_id uuid NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        session_id uuid NOT NULL
+          CONSTRAINT fk_session_messages_session REFERENCES sessions (id) ON DELETE CASCADE,
         direction text NOT NULL CONSTRAINT ck_session_messages_direction CHECK (direction IN ('in', 'out')),
         client_id text NOT NULL,
         body jsonb NOT NULL,
@@ -57,7 +58,8 @@ export class InitialSchema1764000000000 implements MigrationInterface {
     await q.query(`
       CREATE TABLE session_events (
         id uuid PRIMARY KEY,
-        session_id uuid NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        session_id uuid NOT NULL
+          CONSTRAINT fk_session_events_session REFERENCES sessions (id) ON DELETE CASCADE,
         at timestamptz NOT NULL,
         type text NOT NULL,
         connection_id uuid,
@@ -104,7 +106,8 @@ export class InitialSchema1764000000000 implements MigrationInterface {
     await q.query(`
       CREATE TABLE recordings (
         id uuid PRIMARY KEY,
-        session_id uuid NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        session_id uuid NOT NULL
+          CONSTRAINT fk_recordings_session REFERENCES sessions (id) ON DELETE CASCADE,
         status text NOT NULL CONSTRAINT ck_recordings_status
           CHECK (status IN ('pending', 'recording', 'finalizing', 'ready', 'failed')),
         failure_reason text,

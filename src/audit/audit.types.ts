@@ -5,7 +5,6 @@ export const AUDIT_OUTCOMES = [
   'rejected_origin',
   'rejected_quota',
   'rejected_draining',
-  'rejected_scope',
   'rejected_protocol',
 ] as const;
 export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];

@@ -1,4 +1,4 @@
-import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+import { Check, Column, Entity, Index, PrimaryColumn } from 'typeorm';
 import { bigintColumn } from '../database/columns';
 import type { AuditOutcome, Transport } from './audit.types';
 
@@ -9,6 +9,7 @@ import type { AuditOutcome, Transport } from './audit.types';
 @Index('ix_connection_audits_subject_at', ['subject', 'at'])
 @Index('ix_connection_audits_session', ['sessionId'])
 @Index('ix_connection_audits_outcome_at', ['outcome', 'at'])
+@Check('ck_connection_audits_transport', `transport IN ('ws', 'http')`)
 export class ConnectionAuditEntity {
   @PrimaryColumn('uuid')
   id!: string;

@@ -1,4 +1,5 @@
-import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+import { Column, Entity, ForeignKey, Index, PrimaryColumn } from 'typeorm';
+import { SessionEntity } from '../sessions/session.entity';
 
 @Entity('session_events')
 @Index('ix_session_events_session_at', ['sessionId', 'at'])
@@ -7,6 +8,7 @@ export class SessionEventEntity {
   id!: string;
 
   @Column('uuid', { name: 'session_id' })
+  @ForeignKey(() => SessionEntity, { name: 'fk_session_events_session', onDelete: 'CASCADE' })
   sessionId!: string;
 
   @Column('timestamptz')

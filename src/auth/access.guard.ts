@@ -1,8 +1,13 @@
-import { type ExecutionContext, Injectable } from '@nestjs/common';
+import { type ExecutionContext, Inject, Injectable } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import type { Request } from 'express';
 import { Reflector } from '@nestjs/core';
 import { AuthGuard } from '@nestjs/passport';
+import { AuditWriter } from '../audit/audit-writer.service';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
+import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-address';
+import { APP_CONFIG, type AppConfig } from '../config/config';
 import { PUBLIC_KEY, SCOPES_KEY } from './auth.decorators';
 import { hasScope, type Principal, type Scope } from './scopes';
 import { invalidToken } from './token-verifier.service';
@@ -14,8 +19,15 @@ import { invalidToken } from './token-verifier.service';
  */
 @Injectable()
 export class AccessGuard extends AuthGuard('jwt') {
-  constructor(private readonly reflector: Reflector) {
+  private readonly trust: TrustFn;
+
+  constructor(
+    private readonly reflector: Reflector,
+    private readonly audit: AuditWriter,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {
     super();
+    this.trust = compileTrust(config.TRUST_PROXY);
   }
 
   override async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -29,15 +41,41 @@ export class AccessGuard extends AuthGuard('jwt') {
         `route ${context.getClass().name}.${context.getHandler().name} declares no scopes`,
       );
     }
-    await super.canActivate(context);
-    const principal = context.switchToHttp().getRequest<{ user: Principal }>().user;
+    const req = context.switchToHttp().getRequest<Request & { user?: Principal }>();
+    try {
+      await super.canActivate(context);
+    } catch (err) {
+      this.recordRejection(req, err instanceof AppError ? err.code : ErrorCode.InvalidToken);
+      throw err;
+    }
+    const principal = req.user as Principal;
     if (!scopes.some((s) => hasScope(principal, s))) {
+      this.recordRejection(req, ErrorCode.InsufficientScope, principal);
       throw new AppError(
         ErrorCode.InsufficientScope,
         `this needs the scope ${scopes.join(' or ')}`,
       );
     }
     return true;
+  }
+
+  /** Refused credentials on the REST side are audited like refused handshakes. */
+  private recordRejection(req: Request, error: ErrorCode, principal?: Principal): void {
+    this.audit.record({
+      kind: 'connection',
+      id: randomUUID(),
+      at: new Date(),
+      node: this.config.NODE_ID,
+      transport: 'http',
+      remoteAddress: remoteAddressOf(req, this.trust),
+      userAgent: req.headers['user-agent']?.slice(0, 512) ?? null,
+      origin: req.headers.origin?.slice(0, 512) ?? null,
+      subject: principal?.subject ?? null,
+      channel: principal?.channel ?? null,
+      outcome: 'rejected_auth',
+      error,
+      sessionId: null,
+    });
   }
 
   override handleRequest<T = Principal>(err: unknown, user: T | false, info: unknown): T {

@@ -1,4 +1,5 @@
-import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+import { Check, Column, Entity, ForeignKey, Index, PrimaryColumn } from 'typeorm';
+import { SessionEntity } from '../sessions/session.entity';
 import { bigintColumn } from '../database/columns';
 
 export const RECORDING_STATUSES = [
@@ -13,11 +14,16 @@ export type RecordingStatus = (typeof RECORDING_STATUSES)[number];
 @Entity('recordings')
 @Index('ix_recordings_status_updated', ['status', 'updatedAt'])
 @Index('ux_recordings_session', ['sessionId'], { unique: true })
+@Check(
+  'ck_recordings_status',
+  `status IN ('pending', 'recording', 'finalizing', 'ready', 'failed')`,
+)
 export class RecordingEntity {
   @PrimaryColumn('uuid')
   id!: string;
 
   @Column('uuid', { name: 'session_id' })
+  @ForeignKey(() => SessionEntity, { name: 'fk_recordings_session', onDelete: 'CASCADE' })
   sessionId!: string;
 
   @Column('text')

@@ -1,4 +1,5 @@
-import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+import { Check, Column, Entity, ForeignKey, Index, PrimaryColumn } from 'typeorm';
+import { SessionEntity } from './session.entity';
 
 export type MessageDirection = 'in' | 'out';
 
@@ -6,11 +7,13 @@ export type MessageDirection = 'in' | 'out';
 @Entity('session_messages')
 @Index('ix_session_messages_session_created', ['sessionId', 'createdAt'])
 @Index('ux_session_messages_client_id', ['sessionId', 'direction', 'clientId'], { unique: true })
+@Check('ck_session_messages_direction', `direction IN ('in', 'out')`)
 export class SessionMessageEntity {
   @PrimaryColumn('uuid')
   id!: string;
 
   @Column('uuid', { name: 'session_id' })
+  @ForeignKey(() => SessionEntity, { name: 'fk_session_messages_session', onDelete: 'CASCADE' })
   sessionId!: string;
 
   @Column('text')

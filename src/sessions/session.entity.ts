@@ -1,4 +1,4 @@
-import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+import { Check, Column, Entity, Index, PrimaryColumn } from 'typeorm';
 import { bigintColumn } from '../database/columns';
 import type {
   AudioSettings,
@@ -12,6 +12,9 @@ import type {
 @Index('ix_sessions_channel_created', ['channel', 'createdAt'])
 @Index('ix_sessions_subject_created', ['subject', 'createdAt'])
 @Index('ix_sessions_status_updated', ['status', 'updatedAt'])
+// A GIN index on params (jsonb_path_ops) for admin queries by business field; TypeORM cannot express it.
+@Index('ix_sessions_params', { synchronize: false })
+@Check('ck_sessions_status', `status IN ('open', 'interrupted', 'abandoned', 'closed')`)
 export class SessionEntity {
   @PrimaryColumn('uuid')
   id!: string;

@@ -3,6 +3,7 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Repository } from 'typeorm';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
+import { AuditWriter } from '../audit/audit-writer.service';
 import { hasScope, type Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
@@ -41,6 +42,7 @@ export class SessionsService {
     @InjectRepository(SessionEntity) private readonly sessions: Repository<SessionEntity>,
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly audit: AuditWriter,
   ) {}
 
   /** Creates an open session owned by the caller (spec section 6) and returns `opened`. */
@@ -65,6 +67,15 @@ export class SessionsService {
     };
     // TypeORM's deep-partial type cannot express jsonb `unknown` values; the row is complete.
     await this.sessions.insert(row as QueryDeepPartialEntity<SessionEntity>);
+    this.audit.record({
+      kind: 'session_event',
+      id: randomUUID(),
+      sessionId: id,
+      at: now,
+      type: 'opened',
+      connectionId: null,
+      detail: { transport: 'http', subject: owner.subject },
+    });
     return {
       sessionId: id,
       resumeToken,

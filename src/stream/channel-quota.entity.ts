@@ -1,7 +1,11 @@
-import { Column, Entity, PrimaryColumn } from 'typeorm';
+import { Check, Column, Entity, PrimaryColumn } from 'typeorm';
 
 /** Per-channel overrides of the quota defaults from the environment; null keeps the default. */
 @Entity('channel_quotas')
+@Check('ck_channel_quotas_max_connections', `max_connections >= 0`)
+@Check('ck_channel_quotas_handshakes', `handshakes_per_min >= 0`)
+@Check('ck_channel_quotas_max_fps', `max_fps > 0`)
+@Check('ck_channel_quotas_max_kbps', `max_kbps > 0`)
 export class ChannelQuotaEntity {
   @PrimaryColumn('text')
   channel!: string;
