@@ -77,7 +77,7 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     const address = app.getHttpServer().address() as AddressInfo;
     const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
     const url = `${config.TLS_CERT_FILE ? 'https' : 'http'}://${host}:${address.port}`;
-    logger.info({ url, node: config.NODE_ID }, 'framegate listening');
+    logger.info({ url }, 'framegate listening');
     return { app, config, url, logger, close: cleanup };
   } catch (err) {
     await cleanup().catch(() => undefined);

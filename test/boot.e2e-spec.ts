@@ -1,6 +1,6 @@
 import { testDir } from './support/dirs';
 import { execFile } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ServiceProcess, TS_NODE } from './support/service-process';
@@ -107,6 +107,12 @@ describe('embedded Postgres under DATA_DIR', () => {
     );
 
     expect((await first.stop('SIGTERM')).code).toBe(0);
+    // The graceful stop wrote the last audit records to Postgres before stopping it: no journal.
+    const journal = join(dataDir, 'audit-journal');
+    const leftover = existsSync(journal)
+      ? readdirSync(journal).filter((f) => readFileSync(join(journal, f), 'utf8').trim() !== '')
+      : [];
+    expect(leftover).toEqual([]);
 
     const second = new ServiceProcess(env(), cwd);
     const url2 = await second.listening();

