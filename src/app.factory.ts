@@ -13,6 +13,9 @@ import type { Runtime } from './config/runtime';
 import { DataDirLock } from './database/data-dir-lock';
 import { resolveDatabase } from './database/database';
 import { runMigrations } from './database/migrate';
+import { DrainService } from './stream/drain.service';
+import { FRAMES_CONTENT_TYPE } from './stream/fallback.controller';
+import { StreamWsAdapter } from './stream/stream.adapter';
 
 export interface StartedApp {
   app: INestApplication;
@@ -68,11 +71,20 @@ export async function startApp(env: Record<string, string | undefined>): Promise
           : undefined,
       },
     );
-    cleanups.push(() => app.close());
+    cleanups.push(async () => {
+      // Connections and sessions first, while the database and audit writer are still there.
+      await app.get(DrainService).drain();
+      await app.close();
+    });
     app.useLogger(app.get(PinoNestLogger));
     app.set('trust proxy', config.TRUST_PROXY);
     app.disable('x-powered-by');
     app.useBodyParser('json', { limit: config.HTTP_BODY_LIMIT_BYTES });
+    app.useBodyParser('raw', {
+      type: FRAMES_CONTENT_TYPE,
+      limit: config.HTTP_FRAMES_BODY_LIMIT_BYTES,
+    });
+    app.useWebSocketAdapter(new StreamWsAdapter(app, config));
     await app.listen(config.PORT, config.HOST);
     const address = app.getHttpServer().address() as AddressInfo;
     const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;

@@ -12,6 +12,7 @@ import type { Runtime } from './config/runtime';
 import { dataSourceOptions } from './database/data-source-options';
 import { HealthModule } from './health/health.module';
 import { SessionsModule } from './sessions/sessions.module';
+import { StreamModule } from './stream/stream.module';
 
 @Module({})
 export class AppModule {
@@ -45,6 +46,7 @@ export class AppModule {
         AuditModule,
         AuthModule,
         SessionsModule,
+        StreamModule,
         HealthModule,
       ],
       providers: [{ provide: APP_FILTER, useClass: HttpExceptionFilter }],

@@ -153,11 +153,12 @@ describe('audit writer across a database outage', () => {
     expect(res.status).toBe(201);
     await waitFor(() => writer.backlog() === 0);
     const events = await app.db.query(
-      `SELECT type, detail FROM session_events WHERE session_id = $1`,
+      `SELECT type, detail FROM session_events WHERE session_id = $1 ORDER BY at, type DESC`,
       [res.body.sessionId],
     );
     expect(events.rows).toEqual([
-      { type: 'opened', detail: { transport: 'http', subject: 'alice' } },
+      { type: 'created', detail: { subject: 'alice', channel: 'branch-app' } },
+      { type: 'attached', detail: { transport: 'http', cause: 'opened', lastSeq: 0 } },
     ]);
   });
 });

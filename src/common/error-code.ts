@@ -1,3 +1,5 @@
+import { CloseCode } from '../protocol/close-codes';
+
 /** Every error the service reports, on any transport. Mapped to HTTP and close codes below. */
 export enum ErrorCode {
   InvalidToken = 'invalid_token',
@@ -14,6 +16,14 @@ export enum ErrorCode {
   Draining = 'draining',
   Unavailable = 'unavailable',
   Internal = 'internal_error',
+  /** Stream protocol violation (bad header, unknown type, invalid JSON, seq gap). */
+  ProtocolError = 'protocol_error',
+  /** Unknown session, bad resume token, or resume window passed. */
+  UnknownSession = 'unknown_session',
+  /** A session message arrived in a state where it makes no sense (e.g. `open` twice). */
+  InvalidState = 'invalid_state',
+  /** One image could not be decoded; the frame is acked as rejected. */
+  BadImage = 'bad_image',
 }
 
 /** The HTTP status of each error code; exhaustive, so a new code cannot be forgotten. */
@@ -26,11 +36,16 @@ export function httpStatusOf(code: ErrorCode): number {
       return 403;
     case ErrorCode.ValidationFailed:
     case ErrorCode.BadRequest:
+    case ErrorCode.ProtocolError:
       return 400;
     case ErrorCode.NotFound:
+    case ErrorCode.UnknownSession:
       return 404;
     case ErrorCode.Conflict:
+    case ErrorCode.InvalidState:
       return 409;
+    case ErrorCode.BadImage:
+      return 422;
     case ErrorCode.PayloadTooLarge:
       return 413;
     case ErrorCode.UnsupportedMediaType:
@@ -43,5 +58,39 @@ export function httpStatusOf(code: ErrorCode): number {
       return 503;
     case ErrorCode.Internal:
       return 500;
+  }
+}
+
+/**
+ * What an error does to a WebSocket connection: a close code when it ends the connection, or
+ * null when it is answered with an `error` message and the connection stays open.
+ */
+export function closeCodeOf(code: ErrorCode): CloseCode | null {
+  switch (code) {
+    case ErrorCode.ProtocolError:
+      return CloseCode.Protocol;
+    case ErrorCode.UnknownSession:
+      return CloseCode.UnknownSession;
+    case ErrorCode.PayloadTooLarge:
+      return CloseCode.TooLarge;
+    case ErrorCode.Draining:
+      return CloseCode.Restart;
+    case ErrorCode.Internal:
+    case ErrorCode.Unavailable:
+      return CloseCode.Internal;
+    // Only `auth` refreshes reach a handler with a token: a refused one keeps the old expiry.
+    case ErrorCode.InvalidToken:
+    case ErrorCode.InsufficientScope:
+    case ErrorCode.OriginNotAllowed:
+    case ErrorCode.ValidationFailed:
+    case ErrorCode.BadRequest:
+    case ErrorCode.NotFound:
+    case ErrorCode.Conflict:
+    case ErrorCode.UnsupportedMediaType:
+    case ErrorCode.QuotaExceeded:
+    case ErrorCode.NodeFull:
+    case ErrorCode.InvalidState:
+    case ErrorCode.BadImage:
+      return null;
   }
 }

@@ -131,6 +131,19 @@ export const envSchema = z
     ACK_MAX_FRAMES: int(1, 10_000).default(50),
     MAX_FRAME_BYTES: int(1024, 64 * 1024 * 1024).default(2 * 1024 * 1024),
     STREAM_MAX_FPS: int(1, 120).default(30),
+    STREAM_MAX_KBPS: int(64, 1_000_000).default(16_000),
+    RESUME_WINDOW_MS: int(1000, 86_400_000).default(60_000),
+    HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(15_000),
+    HEARTBEAT_TIMEOUT_MS: int(200, 3_600_000).default(30_000),
+    CONTROL_MESSAGES_PER_SEC: int(1, 10_000).default(50),
+    HTTP_FRAMES_BODY_LIMIT_BYTES: int(1024, 512 * 1024 * 1024).default(16 * 1024 * 1024),
+    SESSION_STATS_FLUSH_MS: int(50, 600_000).default(1_000),
+
+    QUOTA_NODE_MAX_CONNECTIONS: int(1, 1_000_000).default(10_000),
+    QUOTA_CHANNEL_MAX_CONNECTIONS: int(0, 1_000_000).default(1_000),
+    QUOTA_HANDSHAKES_PER_MIN: int(1, 1_000_000).default(600),
+    QUOTA_IP_HANDSHAKES_PER_MIN: int(1, 1_000_000).default(120),
+    QUOTA_REFRESH_MS: int(50, 600_000).default(5_000),
 
     SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(15_000),
   })
@@ -140,6 +153,13 @@ export const envSchema = z
         code: 'custom',
         path: [env.TLS_CERT_FILE ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'],
         message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
+      });
+    }
+    if (env.HEARTBEAT_TIMEOUT_MS <= env.HEARTBEAT_INTERVAL_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['HEARTBEAT_TIMEOUT_MS'],
+        message: 'must be greater than HEARTBEAT_INTERVAL_MS',
       });
     }
     if (env.NODE_ENV === 'production' && !env.AUTH_JWKS_URL && !env.AUTH_JWT_SECRET) {

@@ -45,8 +45,14 @@ export class SessionsService {
     private readonly audit: AuditWriter,
   ) {}
 
-  /** Creates an open session owned by the caller (spec section 6) and returns `opened`. */
-  async create(owner: Principal, body: OpenSession): Promise<Opened> {
+  /**
+   * Creates an open session row owned by the caller; returns `opened` and the hash of its resume
+   * token (the token itself is only ever given to the client).
+   */
+  async create(
+    owner: Principal,
+    body: OpenSession,
+  ): Promise<{ opened: Opened; resumeTokenHash: string }> {
     const id = randomUUID();
     const resumeToken = randomBytes(32).toString('base64url');
     const now = new Date();
@@ -72,16 +78,19 @@ export class SessionsService {
       id: randomUUID(),
       sessionId: id,
       at: now,
-      type: 'opened',
+      type: 'created',
       connectionId: null,
-      detail: { transport: 'http', subject: owner.subject },
+      detail: { subject: owner.subject, channel: owner.channel },
     });
     return {
-      sessionId: id,
-      resumeToken,
-      lastSeq: 0,
-      ack: { intervalMs: this.config.ACK_INTERVAL_MS, maxFrames: this.config.ACK_MAX_FRAMES },
-      limits: { maxFrameBytes: this.config.MAX_FRAME_BYTES, maxFps: this.config.STREAM_MAX_FPS },
+      opened: {
+        sessionId: id,
+        resumeToken,
+        lastSeq: 0,
+        ack: { intervalMs: this.config.ACK_INTERVAL_MS, maxFrames: this.config.ACK_MAX_FRAMES },
+        limits: { maxFrameBytes: this.config.MAX_FRAME_BYTES, maxFps: this.config.STREAM_MAX_FPS },
+      },
+      resumeTokenHash: row.resumeTokenHash as string,
     };
   }
 

@@ -1,0 +1,122 @@
+import { Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { randomUUID } from 'node:crypto';
+import type { DataSource } from 'typeorm';
+import type { MessageDirection } from './session-message.entity';
+import type { SessionStatus } from './session.types';
+
+/** Counters of one live session, written in batches (never per frame). */
+export interface SessionStats {
+  id: string;
+  lastSeq: number;
+  videoFrames: number;
+  audioFrames: number;
+  rejectedFrames: number;
+  bytesIn: number;
+}
+
+/**
+ * The session writes of the stream runtime: status transitions (each appended to the status
+ * history with its time and cause), batched counters, and messages. Raw SQL: each is one
+ * statement that TypeORM's repository API would turn into several.
+ */
+@Injectable()
+export class SessionStore {
+  constructor(@InjectDataSource() private readonly db: DataSource) {}
+
+  /**
+   * Moves a session from one of `from` to `to`; false when it was in none of them (someone else
+   * moved it first), so concurrent transitions cannot both win.
+   */
+  async transition(
+    id: string,
+    from: readonly SessionStatus[],
+    to: SessionStatus,
+    cause: string,
+    at: Date = new Date(),
+  ): Promise<boolean> {
+    const [, affected] = await this.db.query<[unknown[], number]>(
+      `UPDATE sessions SET
+         status = $2,
+         status_history = status_history || jsonb_build_array(
+           jsonb_build_object('status', $2::text, 'at', $3::text, 'cause', $4::text)),
+         updated_at = $5,
+         interrupted_at = CASE WHEN $2 = 'interrupted' THEN $5 ELSE interrupted_at END,
+         closed_at = CASE WHEN $2 IN ('closed', 'abandoned') THEN $5 ELSE closed_at END
+       WHERE id = $1 AND status = ANY($6::text[])`,
+      [id, to, at.toISOString(), cause, at, from],
+    );
+    return affected > 0;
+  }
+
+  /** One statement for every dirty session of the node. */
+  async saveStats(rows: readonly SessionStats[]): Promise<void> {
+    if (rows.length === 0) {
+      return;
+    }
+    await this.db.query(
+      `UPDATE sessions AS s SET
+         last_seq = v.last_seq, video_frames = v.video_frames, audio_frames = v.audio_frames,
+         rejected_frames = v.rejected_frames, bytes_in = v.bytes_in, updated_at = now()
+       FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+         AS v(id, last_seq, video_frames, audio_frames, rejected_frames, bytes_in)
+       WHERE s.id = v.id`,
+      [
+        rows.map((r) => r.id),
+        rows.map((r) => r.lastSeq),
+        rows.map((r) => r.videoFrames),
+        rows.map((r) => r.audioFrames),
+        rows.map((r) => r.rejectedFrames),
+        rows.map((r) => r.bytesIn),
+      ],
+    );
+  }
+
+  /**
+   * Stores a business message once: a resend with the same client id (after a resume) is a
+   * no-op, so `msg.ack` can be answered again without a duplicate row.
+   */
+  async storeMessage(
+    sessionId: string,
+    direction: MessageDirection,
+    clientId: string,
+    body: unknown,
+    sender: string,
+  ): Promise<void> {
+    await this.db.query(
+      `INSERT INTO session_messages (id, session_id, direction, client_id, body, sender)
+       VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+       ON CONFLICT (session_id, direction, client_id) DO NOTHING`,
+      [randomUUID(), sessionId, direction, clientId, JSON.stringify(body ?? null), sender],
+    );
+  }
+
+  /**
+   * At start: sessions this node had live when it died cannot still be attached anywhere; they
+   * become interrupted now, which opens their resume window.
+   */
+  async interruptOrphans(node: string): Promise<string[]> {
+    const now = new Date();
+    const rows = await this.db.query<Array<{ id: string }>>(
+      `UPDATE sessions SET
+         status = 'interrupted',
+         status_history = status_history || jsonb_build_array(
+           jsonb_build_object('status', 'interrupted', 'at', $2::text, 'cause', 'node_restart')),
+         updated_at = $3, interrupted_at = $3
+       WHERE node = $1 AND status = 'open'
+       RETURNING id`,
+      [node, now.toISOString(), now],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Interrupted sessions of this node whose resume window has passed. */
+  async expiredInterrupted(node: string, windowMs: number): Promise<string[]> {
+    const rows = await this.db.query<Array<{ id: string }>>(
+      `SELECT id FROM sessions
+       WHERE node = $1 AND status = 'interrupted' AND interrupted_at < now() - make_interval(secs => $2)`,
+      [node, windowMs / 1000],
+    );
+    return rows.map((r) => r.id);
+  }
+}

@@ -1,0 +1,217 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { IncomingMessage } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { AuditWriter } from '../audit/audit-writer.service';
+import type { AuditOutcome } from '../audit/audit.types';
+import { hasScope, type Principal } from '../auth/scopes';
+import { TicketsService } from '../auth/tickets.service';
+import { TokenVerifier } from '../auth/token-verifier.service';
+import { AppError } from '../common/app-error';
+import { ErrorCode, httpStatusOf } from '../common/error-code';
+import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-address';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import { QuotaService, type ConnectionSlot } from './quota.service';
+
+export const SUBPROTOCOL = 'framegate.v1';
+
+/** An accepted handshake: who, from where, and the connection slot it holds. */
+export interface AcceptedHandshake {
+  connectionId: string;
+  at: Date;
+  principal: Principal;
+  slot: ConnectionSlot;
+  remoteAddress: string | null;
+  userAgent: string | null;
+  origin: string | null;
+}
+
+export interface RejectedHandshake {
+  status: number;
+  headers: Record<string, string>;
+  body: { error: ErrorCode; message: string };
+}
+
+export type HandshakeVerdict =
+  { ok: true; accepted: AcceptedHandshake } | ({ ok: false } & RejectedHandshake);
+
+/**
+ * Decides a WebSocket upgrade before any 101 (spec section 2): draining, per-IP handshake rate,
+ * subprotocol, Origin, credentials (bearer header or single-use ticket), scope, then the node and
+ * channel quotas. Every outcome is audited.
+ */
+@Injectable()
+export class HandshakeService {
+  private readonly trust: TrustFn;
+  private readonly allowedOrigins: Set<string>;
+  draining = false;
+
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly verifier: TokenVerifier,
+    private readonly tickets: TicketsService,
+    private readonly quotas: QuotaService,
+    private readonly audit: AuditWriter,
+  ) {
+    this.trust = compileTrust(config.TRUST_PROXY);
+    this.allowedOrigins = new Set(config.ALLOWED_ORIGINS);
+  }
+
+  async authorize(req: IncomingMessage): Promise<HandshakeVerdict> {
+    const base = {
+      connectionId: randomUUID(),
+      at: new Date(),
+      remoteAddress: remoteAddressOf(req, this.trust),
+      userAgent: req.headers['user-agent']?.slice(0, 512) ?? null,
+      origin: typeof req.headers.origin === 'string' ? req.headers.origin.slice(0, 512) : null,
+    };
+    let principal: Principal | null = null;
+    try {
+      if (this.draining) {
+        throw new Rejection(
+          'rejected_draining',
+          new AppError(ErrorCode.Draining, 'this node is draining; reconnect', { retryAfterS: 1 }),
+        );
+      }
+      const ipVerdict = await this.quotas.checkIpHandshake(base.remoteAddress ?? 'unknown');
+      if (!ipVerdict.ok) {
+        throw quotaRejection(ipVerdict);
+      }
+      if (!offersSubprotocol(req)) {
+        throw new Rejection(
+          'rejected_protocol',
+          new AppError(ErrorCode.BadRequest, `offer the WebSocket subprotocol ${SUBPROTOCOL}`),
+        );
+      }
+      if (base.origin !== null && !this.originAllowed(base.origin, req.headers.host)) {
+        throw new Rejection(
+          'rejected_origin',
+          new AppError(ErrorCode.OriginNotAllowed, 'origin not allowed'),
+        );
+      }
+      principal = await this.authenticate(req);
+      if (!hasScope(principal, 'stream:publish')) {
+        throw new Rejection(
+          'rejected_auth',
+          new AppError(ErrorCode.InsufficientScope, 'this needs the scope stream:publish'),
+        );
+      }
+      const admitted = await this.quotas.admit(principal.channel);
+      if (!admitted.ok || !admitted.slot) {
+        throw quotaRejection(admitted);
+      }
+      const accepted: AcceptedHandshake = { ...base, principal, slot: admitted.slot };
+      this.record(base, principal, 'accepted', null);
+      return { ok: true, accepted };
+    } catch (err) {
+      const rejection =
+        err instanceof Rejection ? err : new Rejection('rejected_auth', toAuthError(err));
+      this.record(base, principal, rejection.outcome, rejection.error.code);
+      const headers: Record<string, string> = {};
+      if (rejection.error.code === ErrorCode.InvalidToken) {
+        headers['WWW-Authenticate'] = 'Bearer error="invalid_token"';
+      }
+      if (rejection.error.extra.retryAfterS !== undefined) {
+        headers['Retry-After'] = String(Math.max(1, Math.ceil(rejection.error.extra.retryAfterS)));
+      }
+      return {
+        ok: false,
+        status: httpStatusOf(rejection.error.code),
+        headers,
+        body: { error: rejection.error.code, message: rejection.error.message },
+      };
+    }
+  }
+
+  private async authenticate(req: IncomingMessage): Promise<Principal> {
+    const header = req.headers.authorization;
+    if (header !== undefined) {
+      const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header);
+      if (!match?.[1]) {
+        throw new AppError(ErrorCode.InvalidToken, 'malformed authorization header');
+      }
+      return this.verifier.verify(match[1]);
+    }
+    const ticket = new URL(req.url ?? '/', 'http://localhost').searchParams.get('ticket');
+    if (ticket) {
+      return this.tickets.consume(ticket);
+    }
+    throw new AppError(ErrorCode.InvalidToken, 'missing bearer token or ticket');
+  }
+
+  private originAllowed(origin: string, host: string | undefined): boolean {
+    if (this.allowedOrigins.has('*') || this.allowedOrigins.has(origin)) {
+      return true;
+    }
+    // Same-origin pages (e.g. served by this node) are always allowed.
+    try {
+      return host !== undefined && new URL(origin).host === host;
+    } catch {
+      return false;
+    }
+  }
+
+  private record(
+    base: Omit<AcceptedHandshake, 'principal' | 'slot'>,
+    principal: Principal | null,
+    outcome: AuditOutcome,
+    error: ErrorCode | null,
+  ): void {
+    this.audit.record({
+      kind: 'connection',
+      id: base.connectionId,
+      at: base.at,
+      node: this.config.NODE_ID,
+      transport: 'ws',
+      remoteAddress: base.remoteAddress,
+      userAgent: base.userAgent,
+      origin: base.origin,
+      subject: principal?.subject ?? null,
+      channel: principal?.channel ?? null,
+      outcome,
+      error,
+      sessionId: null,
+    });
+  }
+}
+
+class Rejection extends Error {
+  constructor(
+    readonly outcome: AuditOutcome,
+    readonly error: AppError,
+  ) {
+    super(error.message);
+  }
+}
+
+function quotaRejection(verdict: {
+  ok: false;
+  reason: string;
+  status: number;
+  retryAfterS: number;
+  message: string;
+}): Rejection {
+  return new Rejection(
+    'rejected_quota',
+    new AppError(
+      verdict.status === 503 ? ErrorCode.NodeFull : ErrorCode.QuotaExceeded,
+      verdict.message,
+      {
+        retryAfterS: verdict.retryAfterS,
+      },
+    ),
+  );
+}
+
+/** A failure that is not about the credentials (the database is down) is a 503, not a 401. */
+function toAuthError(err: unknown): AppError {
+  return err instanceof AppError
+    ? err
+    : new AppError(ErrorCode.Unavailable, 'credentials cannot be checked right now', {
+        retryAfterS: 5,
+      });
+}
+
+function offersSubprotocol(req: IncomingMessage): boolean {
+  const header = req.headers['sec-websocket-protocol'];
+  return typeof header === 'string' && header.split(',').some((p) => p.trim() === SUBPROTOCOL);
+}

@@ -1,0 +1,322 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnModuleDestroy,
+} from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Repository } from 'typeorm';
+import { AuditWriter } from '../audit/audit-writer.service';
+import type { Principal } from '../auth/scopes';
+import { AppError } from '../common/app-error';
+import { ErrorCode } from '../common/error-code';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import type { OpenSession, Opened } from '../protocol/open-session.schema';
+import { SessionStore } from '../sessions/session-store.service';
+import { SessionEntity } from '../sessions/session.entity';
+import { SessionsService } from '../sessions/sessions.service';
+import { SessionRuntime, type RuntimeDeps, type SessionSink } from './session-runtime';
+import { SpoolWriter } from './spool';
+
+/** How often the sweeper looks for idle HTTP-attached and expired interrupted sessions. */
+const SWEEP_MS = 1_000;
+
+/**
+ * The live sessions of this node. Opens, resumes (rehydrating from the spool a session this node
+ * owned before a restart), ends, and writes their counters in batches.
+ */
+@Injectable()
+export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly logger = new Logger(SessionRegistry.name);
+  private readonly live = new Map<string, SessionRuntime>();
+  /** Per-session lock: attaches and ends of one session run one at a time. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly spoolDir: string;
+  private readonly deps: RuntimeDeps;
+  private statsTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private statsWrite: Promise<void> = Promise.resolve();
+
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly sessions: SessionsService,
+    private readonly store: SessionStore,
+    audit: AuditWriter,
+    @InjectRepository(SessionEntity) private readonly rows: Repository<SessionEntity>,
+  ) {
+    this.spoolDir = resolve(config.DATA_DIR, 'spool');
+    mkdirSync(this.spoolDir, { recursive: true });
+    this.deps = {
+      config,
+      store,
+      audit,
+      logger: this.logger,
+      onEnded: (runtime) => {
+        if (this.live.get(runtime.id) === runtime) {
+          this.live.delete(runtime.id);
+        }
+      },
+      onWindowPassed: (runtime) => void this.withLock(runtime.id, () => runtime.abandon()),
+    };
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    const orphans = await this.store.interruptOrphans(this.config.NODE_ID);
+    if (orphans.length > 0) {
+      this.logger.log(
+        { sessions: orphans.length },
+        'sessions left open by a previous run are interrupted',
+      );
+    }
+    this.statsTimer = setInterval(() => void this.flushStats(), this.config.SESSION_STATS_FLUSH_MS);
+    this.statsTimer.unref();
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
+    this.sweepTimer.unref();
+  }
+
+  onModuleDestroy(): void {
+    clearInterval(this.statsTimer);
+    clearInterval(this.sweepTimer);
+  }
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  get(sessionId: string): SessionRuntime | undefined {
+    return this.live.get(sessionId);
+  }
+
+  runtimes(): IterableIterator<SessionRuntime> {
+    return this.live.values();
+  }
+
+  spoolPath(sessionId: string): string {
+    return join(this.spoolDir, `${sessionId}.spool`);
+  }
+
+  /** Creates a session (row + spool) attached to `sink`, and returns `opened`. */
+  async open(owner: Principal, body: OpenSession, sink: SessionSink): Promise<Opened> {
+    const created = await this.sessions.create(owner, body);
+    const spool = await SpoolWriter.open(this.spoolPath(created.opened.sessionId));
+    const runtime = new SessionRuntime(
+      this.deps,
+      {
+        id: created.opened.sessionId,
+        subject: owner.subject,
+        channel: owner.channel,
+        resumeTokenHash: created.resumeTokenHash,
+        status: 'open',
+        lastSeq: 0,
+        videoFrames: 0,
+        audioFrames: 0,
+        rejectedFrames: 0,
+        bytesIn: 0,
+        interruptedAt: null,
+      },
+      spool,
+    );
+    this.live.set(runtime.id, runtime);
+    await runtime.attach(sink, 'opened');
+    return created.opened;
+  }
+
+  /**
+   * Continues a session on `sink` (spec section 5). Only its owner with its resume token, within
+   * the window; anything else is `unknown_session` (4004), without saying which check failed.
+   */
+  resume(
+    principal: Principal,
+    sessionId: string,
+    resumeToken: string,
+    sink: SessionSink,
+  ): Promise<Opened> {
+    return this.withLock(sessionId, async () => {
+      const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
+      const lastSeq = await runtime.attach(sink, `resumed_${sink.transport}`);
+      return {
+        sessionId,
+        resumeToken,
+        lastSeq,
+        ack: { intervalMs: this.config.ACK_INTERVAL_MS, maxFrames: this.config.ACK_MAX_FRAMES },
+        limits: { maxFrameBytes: this.config.MAX_FRAME_BYTES, maxFps: this.config.STREAM_MAX_FPS },
+      };
+    });
+  }
+
+  /** The runtime of a session for an HTTP fallback call, attaching the HTTP transport to it. */
+  forHttp(
+    principal: Principal,
+    sessionId: string,
+    resumeToken: string,
+    sink: SessionSink,
+  ): Promise<SessionRuntime> {
+    return this.withLock(sessionId, async () => {
+      const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
+      if (runtime.attached !== sink) {
+        await runtime.attach(sink, 'resumed_http');
+      }
+      runtime.lastActivityAt = Date.now();
+      return runtime;
+    });
+  }
+
+  /** Ends a session normally. */
+  closeSession(
+    runtime: SessionRuntime,
+    cause: string,
+  ): Promise<Awaited<ReturnType<SessionRuntime['close']>>> {
+    return this.withLock(runtime.id, () => runtime.close(cause));
+  }
+
+  /** A transport went away: interrupted, resume window starts. */
+  detach(runtime: SessionRuntime, sink: SessionSink, cause: string): Promise<void> {
+    return this.withLock(runtime.id, () => runtime.detach(sink, cause));
+  }
+
+  /** Writes the counters of every session that changed since the last write, in one statement. */
+  flushStats(): Promise<void> {
+    this.statsWrite = this.statsWrite.then(async () => {
+      const rows = [];
+      for (const runtime of this.live.values()) {
+        const stats = runtime.takeStats();
+        if (stats) {
+          rows.push(stats);
+        }
+      }
+      try {
+        await this.store.saveStats(rows);
+      } catch (err) {
+        this.logger.warn({ err }, 'session counters not saved; retrying on the next flush');
+        for (const row of rows) {
+          this.live.get(row.id)?.takeStats();
+        }
+      }
+    });
+    return this.statsWrite;
+  }
+
+  private async runtimeFor(
+    principal: Principal,
+    sessionId: string,
+    resumeToken: string,
+  ): Promise<SessionRuntime> {
+    const unknown = new AppError(
+      ErrorCode.UnknownSession,
+      'unknown session, bad resume token, or resume window passed',
+    );
+    const known = this.live.get(sessionId);
+    const runtime = known ?? (await this.rehydrate(sessionId));
+    if (
+      !runtime ||
+      runtime.subject !== principal.subject ||
+      !tokenMatches(resumeToken, runtime.resumeTokenHash)
+    ) {
+      throw unknown;
+    }
+    if (runtime.status !== 'open' && runtime.status !== 'interrupted') {
+      throw unknown;
+    }
+    return runtime;
+  }
+
+  /**
+   * A session this node owned before it restarted: its frames are in the spool here, so it can go
+   * on within its window. The spool, not the database, says what was stored.
+   */
+  private async rehydrate(sessionId: string): Promise<SessionRuntime | null> {
+    if (!/^[0-9a-f-]{36}$/i.test(sessionId)) {
+      return null;
+    }
+    const row = await this.rows.findOneBy({ id: sessionId });
+    if (
+      !row ||
+      row.node !== this.config.NODE_ID ||
+      (row.status !== 'open' && row.status !== 'interrupted')
+    ) {
+      return null;
+    }
+    const interruptedAt = row.status === 'interrupted' ? row.interruptedAt : new Date();
+    if (interruptedAt && interruptedAt.getTime() + this.config.RESUME_WINDOW_MS < Date.now()) {
+      return null;
+    }
+    const path = this.spoolPath(sessionId);
+    if (!existsSync(path)) {
+      return null;
+    }
+    const spool = await SpoolWriter.open(path);
+    if (row.status === 'open') {
+      await this.store.transition(sessionId, ['open'], 'interrupted', 'spool_failure');
+    }
+    const runtime = new SessionRuntime(
+      this.deps,
+      {
+        id: row.id,
+        subject: row.subject,
+        channel: row.channel,
+        resumeTokenHash: row.resumeTokenHash,
+        status: 'interrupted',
+        lastSeq: spool.recovered.lastSeq,
+        videoFrames: row.videoFrames,
+        audioFrames: row.audioFrames,
+        rejectedFrames: row.rejectedFrames,
+        bytesIn: row.bytesIn,
+        interruptedAt,
+      },
+      spool,
+    );
+    this.live.set(sessionId, runtime);
+    return runtime;
+  }
+
+  private async sweep(): Promise<void> {
+    const idleBefore = Date.now() - this.config.HEARTBEAT_TIMEOUT_MS;
+    for (const runtime of this.live.values()) {
+      const sink = runtime.attached;
+      if (sink?.transport === 'http' && runtime.lastActivityAt < idleBefore) {
+        await this.detach(runtime, sink, 'http_idle').catch((err: unknown) =>
+          this.logger.warn(
+            { err, sessionId: runtime.id },
+            'could not interrupt an idle HTTP session',
+          ),
+        );
+      }
+    }
+    try {
+      const expired = await this.store.expiredInterrupted(
+        this.config.NODE_ID,
+        this.config.RESUME_WINDOW_MS,
+      );
+      for (const id of expired) {
+        if (!this.live.has(id)) {
+          await this.store.transition(id, ['interrupted'], 'abandoned', 'resume_window_passed');
+        }
+      }
+    } catch (err) {
+      this.logger.debug({ err }, 'sweep of expired sessions deferred');
+    }
+  }
+
+  private withLock<T>(sessionId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(sessionId) ?? Promise.resolve();
+    const next = previous.then(fn, fn);
+    const settled = next.catch(() => undefined);
+    this.locks.set(sessionId, settled);
+    void settled.then(() => {
+      if (this.locks.get(sessionId) === settled) {
+        this.locks.delete(sessionId);
+      }
+    });
+    return next;
+  }
+}
+
+function tokenMatches(token: string, hash: string): boolean {
+  const given = createHash('sha256').update(token).digest();
+  const stored = Buffer.from(hash, 'hex');
+  return stored.length === given.length && timingSafeEqual(given, stored);
+}

@@ -1,0 +1,32 @@
+import { Controller, HttpCode, Param, Post } from '@nestjs/common';
+import { RequireScopes } from '../auth/auth.decorators';
+import { AppError } from '../common/app-error';
+import { ErrorCode } from '../common/error-code';
+import { CloseCode } from '../protocol/close-codes';
+import { SessionRegistry } from './session-registry.service';
+import { StreamConnection } from './stream-connection';
+
+@Controller('v1/admin/sessions')
+export class StreamAdminController {
+  constructor(private readonly registry: SessionRegistry) {}
+
+  /**
+   * Disconnects the live WebSocket of a session with 4003 (the client should stop); the session
+   * is interrupted and ends as abandoned unless resumed within its window.
+   */
+  @Post(':id/disconnect')
+  @HttpCode(200)
+  @RequireScopes('admin')
+  disconnect(@Param('id') id: string): { sessionId: string; disconnected: boolean } {
+    const runtime = this.registry.get(id);
+    if (!runtime) {
+      throw new AppError(ErrorCode.NotFound, 'no live session with this id on this node');
+    }
+    const sink = runtime.attached;
+    if (!(sink instanceof StreamConnection)) {
+      return { sessionId: id, disconnected: false };
+    }
+    sink.end(CloseCode.Kicked, 'kicked', 'disconnected by an administrator');
+    return { sessionId: id, disconnected: true };
+  }
+}

@@ -1,0 +1,192 @@
+import type { INestApplicationContext } from '@nestjs/common';
+import { WsAdapter } from '@nestjs/platform-ws';
+import type { MessageMappingProperties } from '@nestjs/websockets';
+import type { IncomingMessage, Server } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { EMPTY, type Observable } from 'rxjs';
+import type { WebSocket, WebSocketServer } from 'ws';
+import { parseOrThrow } from '../common/zod-body.pipe';
+import type { AppConfig } from '../config/config';
+import { CloseCode } from '../protocol/close-codes';
+import { clientMessageSchema, MAX_CONTROL_BYTES } from '../protocol/messages';
+import {
+  type AcceptedHandshake,
+  HandshakeService,
+  type RejectedHandshake,
+  SUBPROTOCOL,
+} from './handshake.service';
+import { connectionOf, StreamConnections } from './stream-connections.service';
+
+const HANDSHAKE = Symbol('framegate.handshake');
+
+/** The accepted handshake of a socket, for the gateway's connection handler. */
+export function handshakeOf(ws: WebSocket): AcceptedHandshake | undefined {
+  return (ws as WebSocket & { [HANDSHAKE]?: AcceptedHandshake })[HANDSHAKE];
+}
+
+type WsServerWithPath = WebSocketServer & { path: string };
+
+/**
+ * Nest's `ws` adapter with framegate's two departures from it:
+ * - the upgrade is decided before any 101 by the HandshakeService (auth, Origin, quotas), and a
+ *   refusal is a real HTTP response with a JSON body;
+ * - binary messages go straight to the connection's media path (no JSON, no Nest pipeline); text
+ *   messages are parsed once, validated against the protocol schema, and dispatched by `type` to
+ *   the gateway's @SubscribeMessage handlers (guards, filters and interceptors apply there).
+ */
+export class StreamWsAdapter extends WsAdapter {
+  private readonly gate: HandshakeService;
+  private readonly connections: StreamConnections;
+
+  constructor(
+    app: INestApplicationContext,
+    private readonly config: AppConfig,
+  ) {
+    super(app);
+    this.gate = app.get(HandshakeService);
+    this.connections = app.get(StreamConnections);
+  }
+
+  override create(port: number, options: Record<string, unknown> = {}): WebSocketServer {
+    return super.create(port, {
+      ...options,
+      maxPayload: this.config.MAX_FRAME_BYTES,
+      perMessageDeflate: false,
+      handleProtocols: (protocols: Set<string>) =>
+        protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false,
+    }) as WebSocketServer;
+  }
+
+  protected override ensureHttpServerExists(port: number, httpServer?: Server): Server | undefined {
+    if (!httpServer || this.httpServersRegistry.has(port)) {
+      return super.ensureHttpServerExists(port, httpServer);
+    }
+    this.httpServersRegistry.set(port, httpServer);
+    httpServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      void this.upgrade(port, req, socket, head);
+    });
+    return httpServer;
+  }
+
+  override bindMessageHandlers(
+    client: WebSocket,
+    handlers: MessageMappingProperties[],
+    transform: (data: unknown) => Observable<unknown>,
+  ): void {
+    const byType = new Map(handlers.map((h) => [h.message as string, h]));
+    client.on('message', (data: Buffer, isBinary: boolean) => {
+      const connection = connectionOf(client);
+      if (!connection) {
+        return;
+      }
+      if (isBinary) {
+        connection.onMedia(data);
+        return;
+      }
+      connection.onText(data.length);
+      if (data.length > MAX_CONTROL_BYTES) {
+        connection.end(
+          CloseCode.TooLarge,
+          'message_too_large',
+          'control messages are at most 64 KiB',
+        );
+        return;
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(data.toString('utf8'));
+      } catch {
+        connection.end(CloseCode.Protocol, 'protocol_error', 'invalid JSON');
+        return;
+      }
+      const type = (parsed as { type?: unknown } | null)?.type;
+      const handler = typeof type === 'string' ? byType.get(type) : undefined;
+      if (!handler) {
+        connection.end(CloseCode.Protocol, 'protocol_error', 'unknown message type');
+        return;
+      }
+      let message;
+      try {
+        message = parseOrThrow(clientMessageSchema, parsed, `${String(type)} message`);
+      } catch (err) {
+        connection.reportError(err);
+        return;
+      }
+      const result = transform(handler.callback(message, type)) ?? EMPTY;
+      result.subscribe({
+        next: (response) => {
+          if (response !== null && response !== undefined) {
+            connection.send(response as Parameters<typeof connection.send>[0]);
+          }
+        },
+        error: (err: unknown) => connection.reportError(err),
+      });
+    });
+  }
+
+  private async upgrade(
+    port: number,
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+  ): Promise<void> {
+    socket.on('error', () => socket.destroy());
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const servers = (this.wsServersRegistry.get(port) ?? []) as unknown as WsServerWithPath[];
+    const server = servers.find((s) => s.path === path);
+    if (!server) {
+      reject(socket, {
+        status: 404,
+        headers: {},
+        body: { error: 'not_found' as never, message: 'no WebSocket endpoint here' },
+      });
+      return;
+    }
+    let verdict;
+    try {
+      verdict = await this.gate.authorize(req);
+    } catch {
+      reject(socket, {
+        status: 500,
+        headers: {},
+        body: { error: 'internal_error' as never, message: 'internal error' },
+      });
+      return;
+    }
+    if (!verdict.ok) {
+      reject(socket, verdict);
+      return;
+    }
+    const accepted = verdict.accepted;
+    if (socket.destroyed) {
+      accepted.slot.release();
+      return;
+    }
+    server.handleUpgrade(req, socket, head, (ws) => {
+      (ws as WebSocket & { [HANDSHAKE]?: AcceptedHandshake })[HANDSHAKE] = accepted;
+      this.connections.accept(ws, accepted);
+      server.emit('connection', ws, req);
+    });
+  }
+}
+
+/** A plain HTTP answer on the upgrade socket, then close: no 101 for a refused client. */
+function reject(socket: Duplex, rejection: RejectedHandshake): void {
+  if (socket.destroyed) {
+    return;
+  }
+  const body = JSON.stringify(rejection.body);
+  const headers = {
+    'Content-Type': 'application/json',
+    'Content-Length': String(Buffer.byteLength(body)),
+    Connection: 'close',
+    ...rejection.headers,
+  };
+  const head = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('\r\n');
+  socket.end(
+    `HTTP/1.1 ${rejection.status} ${STATUS_CODES[rejection.status] ?? ''}\r\n${head}\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,28 @@
+import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { AuthModule } from '../auth/auth.module';
+import { SessionsModule } from '../sessions/sessions.module';
+import { ChannelQuotaEntity } from './channel-quota.entity';
+import { DrainService } from './drain.service';
+import { FallbackController } from './fallback.controller';
+import { HandshakeService } from './handshake.service';
+import { QuotaService } from './quota.service';
+import { SessionRegistry } from './session-registry.service';
+import { StreamConnections } from './stream-connections.service';
+import { StreamAdminController } from './stream-admin.controller';
+import { StreamGateway } from './stream.gateway';
+
+@Module({
+  imports: [AuthModule, SessionsModule, TypeOrmModule.forFeature([ChannelQuotaEntity])],
+  controllers: [FallbackController, StreamAdminController],
+  providers: [
+    StreamGateway,
+    HandshakeService,
+    QuotaService,
+    SessionRegistry,
+    StreamConnections,
+    DrainService,
+  ],
+  exports: [SessionRegistry, DrainService, QuotaService, StreamConnections],
+})
+export class StreamModule {}
