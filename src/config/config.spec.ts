@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ConfigError, loadConfig } from './config';
+import { envSchema } from './env.schema';
 
 describe('loadConfig', () => {
   it('applies the documented defaults to an empty environment', () => {
@@ -83,5 +86,22 @@ describe('loadConfig', () => {
     expect(
       loadConfig({ NODE_ENV: 'production', AUTH_JWKS_URL: 'https://idp.test/jwks' }).NODE_ENV,
     ).toBe('production');
+  });
+});
+
+describe('configuration documentation', () => {
+  const names = Object.keys(envSchema.shape);
+  const read = (file: string) => readFileSync(join(__dirname, '..', '..', file), 'utf8');
+
+  it('lists every variable in the README configuration table', () => {
+    const readme = read('README.md');
+    const missing = names.filter((n) => !readme.includes(`\`${n}\``));
+    expect(missing).toEqual([]);
+  });
+
+  it('lists every variable in .env.example', () => {
+    const example = read('.env.example');
+    const missing = names.filter((n) => !new RegExp(`^#? ?${n}=`, 'm').test(example));
+    expect(missing).toEqual([]);
   });
 });

@@ -132,6 +132,7 @@ export const envSchema = z
     MAX_FRAME_BYTES: int(1024, 64 * 1024 * 1024).default(2 * 1024 * 1024),
     STREAM_MAX_FPS: int(1, 120).default(30),
     STREAM_MAX_KBPS: int(64, 1_000_000).default(16_000),
+    STREAM_FLOW_GRACE_MS: int(0, 600_000).default(5_000),
     RESUME_WINDOW_MS: int(1000, 86_400_000).default(60_000),
     HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(15_000),
     HEARTBEAT_TIMEOUT_MS: int(200, 3_600_000).default(30_000),

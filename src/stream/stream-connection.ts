@@ -32,8 +32,6 @@ export interface ConnectionDeps {
 const MAX_TIMER_MS = 2_147_483_647;
 /** After a close frame, a peer that does not answer is cut off this much later. */
 const CLOSE_GRACE_MS = 2_000;
-/** How long a client may ignore `flow` while over its frame-rate or bandwidth quota. */
-const FLOW_GRACE_MS = 5_000;
 
 /**
  * One WebSocket connection: its principal and credential expiry, liveness, counters for the
@@ -52,6 +50,8 @@ export class StreamConnection implements SessionSink {
   private expiryTimer: NodeJS.Timeout | undefined;
   private closing = false;
   private closeReason: CloseReason | null = null;
+  /** The code this side closed with; the audit records it rather than the peer's echo. */
+  private sentCloseCode: number | null = null;
   private bytesIn = 0;
   private bytesOut = 0;
   private framesIn = 0;
@@ -73,8 +73,9 @@ export class StreamConnection implements SessionSink {
     });
     ws.on('error', (err: Error & { code?: string }) => {
       // ws reports oversized and malformed frames here and closes by itself (1009 / 1002).
-      this.closeReason ??=
-        err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'message_too_large' : 'protocol_error';
+      const tooLarge = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
+      this.closeReason ??= tooLarge ? 'message_too_large' : 'protocol_error';
+      this.sentCloseCode ??= tooLarge ? CloseCode.TooLarge : 1002;
     });
     ws.once('close', (code: number) => void this.onClosed(code));
   }
@@ -242,6 +243,7 @@ export class StreamConnection implements SessionSink {
     }
     this.closing = true;
     this.closeReason ??= reason;
+    this.sentCloseCode ??= code;
     this.ws.close(code, message.slice(0, 120));
     setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
   }
@@ -257,7 +259,7 @@ export class StreamConnection implements SessionSink {
     this.limiter = new FrameRateLimiter({
       maxFps: limits.maxFps,
       maxKbps: limits.maxKbps,
-      graceMs: FLOW_GRACE_MS,
+      graceMs: this.deps.config.STREAM_FLOW_GRACE_MS,
     });
     return { type: 'opened', ...opened, limits: { ...opened.limits, maxFps: limits.maxFps } };
   }
@@ -328,7 +330,7 @@ export class StreamConnection implements SessionSink {
       sessionId: this.sessionId,
       close: {
         closedAt,
-        closeCode: code,
+        closeCode: this.sentCloseCode ?? code,
         closeReason: reason,
         durationMs: closedAt.getTime() - this.handshake.at.getTime(),
         bytesIn: this.bytesIn,
