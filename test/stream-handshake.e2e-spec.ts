@@ -147,3 +147,26 @@ describe('WebSocket handshake', () => {
     expect(res).toBe(404);
   });
 });
+
+describe('WebSocket handshake behind a trusted proxy', () => {
+  let app: TestApp;
+
+  beforeAll(async () => {
+    app = await startTestApp({ env: { TRUST_PROXY: 'loopback' } });
+  });
+  afterAll(() => app.close());
+
+  it('audits the client address from X-Forwarded-For of a trusted proxy', async () => {
+    const client = await StreamClient.connect(app.url, {
+      token: hsToken(),
+      headers: { 'x-forwarded-for': '203.0.113.9', 'user-agent': 'behind-proxy' },
+    });
+    client.close();
+    await waitFor(async () => {
+      const r = await app.db.query<{ remote_address: string }>(
+        `SELECT remote_address FROM connection_audits WHERE user_agent = 'behind-proxy'`,
+      );
+      return r.rows[0]?.remote_address === '203.0.113.9';
+    });
+  });
+});

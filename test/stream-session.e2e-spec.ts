@@ -68,6 +68,19 @@ describe('stream sessions over WebSocket', () => {
     client.close();
   });
 
+  it('answers a flood of control messages with quota_exceeded and stays open', async () => {
+    const client = await StreamClient.connect(app.url, { token });
+    for (let i = 0; i < 80; i++) {
+      client.send({ type: 'ping', t: i });
+    }
+    expect(await client.next('error')).toMatchObject({ code: 'quota_exceeded' });
+    await new Promise((r) => setTimeout(r, 1_100));
+    client.send({ type: 'ping', t: 'later' });
+    await waitFor(() => client.messages.some((m) => m.type === 'pong' && m.t === 'later'));
+    expect(client.ws.readyState).toBe(client.ws.OPEN);
+    client.close();
+  });
+
   it('pushes a business message to the live client and stores it', async () => {
     const client = await StreamClient.connect(app.url, { token });
     const opened = await client.open();
