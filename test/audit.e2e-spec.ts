@@ -6,17 +6,8 @@ import type { ConnectionAuditRecord } from '../src/audit/audit.types';
 import { call, startTestApp, type TestApp } from './support/app';
 import { testDir } from './support/dirs';
 import { PgProcess } from './support/pg-process';
+import { waitFor } from './support/wait';
 import { hsToken } from './support/tokens';
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error('condition not met in time');
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function connection(i: number, closed: boolean): ConnectionAuditRecord {
   const at = new Date();

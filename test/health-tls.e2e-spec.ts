@@ -6,16 +6,7 @@ import { join } from 'node:path';
 import { generate } from 'selfsigned';
 import { call, startTestApp, type TestApp } from './support/app';
 import { PgProcess } from './support/pg-process';
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error('condition not met in time');
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+import { waitFor } from './support/wait';
 
 describe('health', () => {
   let dir: string;

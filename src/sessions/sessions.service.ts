@@ -83,13 +83,7 @@ export class SessionsService {
       detail: { subject: owner.subject, channel: owner.channel },
     });
     return {
-      opened: {
-        sessionId: id,
-        resumeToken,
-        lastSeq: 0,
-        ack: { intervalMs: this.config.ACK_INTERVAL_MS, maxFrames: this.config.ACK_MAX_FRAMES },
-        limits: { maxFrameBytes: this.config.MAX_FRAME_BYTES, maxFps: this.config.STREAM_MAX_FPS },
-      },
+      opened: buildOpened(this.config, id, resumeToken, 0),
       resumeTokenHash: row.resumeTokenHash as string,
     };
   }
@@ -132,6 +126,22 @@ export class SessionsService {
         : null,
     };
   }
+}
+
+/** The fields of `opened` for a session; `lastSeq` is the highest seq durably stored. */
+export function buildOpened(
+  config: AppConfig,
+  sessionId: string,
+  resumeToken: string,
+  lastSeq: number,
+): Opened {
+  return {
+    sessionId,
+    resumeToken,
+    lastSeq,
+    ack: { intervalMs: config.ACK_INTERVAL_MS, maxFrames: config.ACK_MAX_FRAMES },
+    limits: { maxFrameBytes: config.MAX_FRAME_BYTES, maxFps: config.STREAM_MAX_FPS },
+  };
 }
 
 export function hashResumeToken(token: string): string {

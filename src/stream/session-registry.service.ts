@@ -18,7 +18,7 @@ import { APP_CONFIG, type AppConfig } from '../config/config';
 import type { OpenSession, Opened } from '../protocol/open-session.schema';
 import { SessionStore } from '../sessions/session-store.service';
 import { SessionEntity } from '../sessions/session.entity';
-import { SessionsService } from '../sessions/sessions.service';
+import { buildOpened, SessionsService } from '../sessions/sessions.service';
 import { SessionRuntime, type RuntimeDeps, type SessionSink } from './session-runtime';
 import { SpoolWriter } from './spool';
 
@@ -138,13 +138,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     return this.withLock(sessionId, async () => {
       const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
       const lastSeq = await runtime.attach(sink, `resumed_${sink.transport}`);
-      return {
-        sessionId,
-        resumeToken,
-        lastSeq,
-        ack: { intervalMs: this.config.ACK_INTERVAL_MS, maxFrames: this.config.ACK_MAX_FRAMES },
-        limits: { maxFrameBytes: this.config.MAX_FRAME_BYTES, maxFps: this.config.STREAM_MAX_FPS },
-      };
+      return buildOpened(this.config, sessionId, resumeToken, lastSeq);
     });
   }
 

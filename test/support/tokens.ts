@@ -17,23 +17,24 @@ export interface TokenOptions {
   extra?: Record<string, unknown>;
 }
 
+/** The claims of a test access token. */
+function claims(o: TokenOptions): Record<string, unknown> {
+  const now = Math.floor(Date.now() / 1000);
+  return {
+    sub: o.sub ?? 'alice',
+    channel: o.channel ?? 'branch-app',
+    scope: o.scope ?? 'stream:publish',
+    exp: now + (o.expiresIn ?? 3600),
+    ...(o.notBefore !== undefined ? { nbf: now + o.notBefore } : {}),
+    ...(o.issuer ? { iss: o.issuer } : {}),
+    ...(o.audience ? { aud: o.audience } : {}),
+    ...o.extra,
+  };
+}
+
 /** An HS256 access token as an identity provider would mint it for development. */
 export function hsToken(o: TokenOptions = {}): string {
-  const now = Math.floor(Date.now() / 1000);
-  return jwt.sign(
-    {
-      sub: o.sub ?? 'alice',
-      channel: o.channel ?? 'branch-app',
-      scope: o.scope ?? 'stream:publish',
-      exp: now + (o.expiresIn ?? 3600),
-      ...(o.notBefore !== undefined ? { nbf: now + o.notBefore } : {}),
-      ...(o.issuer ? { iss: o.issuer } : {}),
-      ...(o.audience ? { aud: o.audience } : {}),
-      ...o.extra,
-    },
-    o.secret ?? TEST_SECRET,
-    { algorithm: 'HS256', noTimestamp: false },
-  );
+  return jwt.sign(claims(o), o.secret ?? TEST_SECRET, { algorithm: 'HS256' });
 }
 
 export interface SigningKey {
@@ -55,20 +56,7 @@ export function ecKey(kid: string): SigningKey {
 
 /** An access token signed by a JWKS key. */
 export function keyToken(key: SigningKey, o: TokenOptions = {}): string {
-  const now = Math.floor(Date.now() / 1000);
-  return jwt.sign(
-    {
-      sub: o.sub ?? 'alice',
-      channel: o.channel ?? 'branch-app',
-      scope: o.scope ?? 'stream:publish',
-      exp: now + (o.expiresIn ?? 3600),
-      ...(o.issuer ? { iss: o.issuer } : {}),
-      ...(o.audience ? { aud: o.audience } : {}),
-      ...o.extra,
-    },
-    key.privateKey,
-    { algorithm: key.alg, keyid: key.kid },
-  );
+  return jwt.sign(claims(o), key.privateKey, { algorithm: key.alg, keyid: key.kid });
 }
 
 export function jwkOf(key: SigningKey): Record<string, unknown> {
