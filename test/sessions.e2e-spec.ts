@@ -57,7 +57,7 @@ describe('sessions over REST', () => {
       subject: 'alice',
       status: 'open',
       params: open.params,
-      recording: null,
+      recording: { id: expect.any(String), status: 'recording', durationMs: null },
     });
     expect(mine.body).not.toHaveProperty('resumeTokenHash');
 

@@ -62,7 +62,7 @@ describe('HTTP fallback', () => {
     expect(closed.body).toMatchObject({
       sessionId: s.sessionId,
       frames: 60,
-      recording: { status: 'pending' },
+      recording: { status: 'failed', reason: 'no video frames to record' },
     });
   });
 

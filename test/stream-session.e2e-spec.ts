@@ -38,15 +38,20 @@ describe('stream sessions over WebSocket', () => {
     expect(closed).toMatchObject({
       sessionId: opened.sessionId,
       frames: 300,
-      recording: { status: 'pending' },
+      recording: { status: 'failed', reason: 'no video frames to record' },
     });
     expect((await client.closed).code).toBe(1000);
 
     const row = await app.db.query(
-      'SELECT status, last_seq, video_frames, bytes_in FROM sessions WHERE id = $1',
+      'SELECT status, last_seq, video_frames, rejected_frames FROM sessions WHERE id = $1',
       [opened.sessionId],
     );
-    expect(row.rows[0]).toMatchObject({ status: 'closed', last_seq: '300', video_frames: '300' });
+    expect(row.rows[0]).toMatchObject({
+      status: 'closed',
+      last_seq: '300',
+      video_frames: '0',
+      rejected_frames: '300',
+    });
   });
 
   it('answers ping with pong and stores a msg once, however often it is resent', async () => {

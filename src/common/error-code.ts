@@ -24,6 +24,8 @@ export enum ErrorCode {
   InvalidState = 'invalid_state',
   /** One image could not be decoded; the frame is acked as rejected. */
   BadImage = 'bad_image',
+  /** A `Range` request selects no byte of the file (HTTP 416). */
+  RangeNotSatisfiable = 'range_not_satisfiable',
 }
 
 /** The HTTP status of each error code; exhaustive, so a new code cannot be forgotten. */
@@ -50,6 +52,8 @@ export function httpStatusOf(code: ErrorCode): number {
       return 413;
     case ErrorCode.UnsupportedMediaType:
       return 415;
+    case ErrorCode.RangeNotSatisfiable:
+      return 416;
     case ErrorCode.QuotaExceeded:
       return 429;
     case ErrorCode.NodeFull:
@@ -91,6 +95,7 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
     case ErrorCode.NodeFull:
     case ErrorCode.InvalidState:
     case ErrorCode.BadImage:
+    case ErrorCode.RangeNotSatisfiable:
       return null;
   }
 }

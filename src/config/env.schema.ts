@@ -126,11 +126,13 @@ export const envSchema = z
     HEALTH_AUDIT_BACKLOG_MAX: int(1, 1_000_000).default(10_000),
     FFMPEG_PATH: readableFile.optional(),
     FFPROBE_PATH: readableFile.optional(),
+    RETENTION_DAYS: int(1, 36_500).optional(),
+    RETENTION_SWEEP_MS: int(1_000, 86_400_000).default(3_600_000),
 
     ACK_INTERVAL_MS: int(10, 10_000).default(200),
     ACK_MAX_FRAMES: int(1, 10_000).default(50),
     MAX_FRAME_BYTES: int(1024, 64 * 1024 * 1024).default(2 * 1024 * 1024),
-    STREAM_MAX_FPS: int(1, 120).default(30),
+    STREAM_MAX_FPS: int(1, 10_000).default(30),
     STREAM_MAX_KBPS: int(64, 1_000_000).default(16_000),
     STREAM_FLOW_GRACE_MS: int(0, 600_000).default(5_000),
     RESUME_WINDOW_MS: int(1000, 86_400_000).default(60_000),
@@ -145,6 +147,22 @@ export const envSchema = z
     QUOTA_HANDSHAKES_PER_MIN: int(1, 1_000_000).default(600),
     QUOTA_IP_HANDSHAKES_PER_MIN: int(1, 1_000_000).default(120),
     QUOTA_REFRESH_MS: int(50, 600_000).default(5_000),
+
+    RECORDING_PRESET: z
+      .enum(['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow'])
+      .default('veryfast'),
+    RECORDING_CRF: int(0, 51).default(23),
+    RECORDING_FPS: z.coerce.number().min(1).max(60).default(10),
+    RECORDING_WIDTH: int(16, 3840)
+      .refine((n) => n % 2 === 0, 'must be even')
+      .default(640),
+    RECORDING_HEIGHT: int(16, 2160)
+      .refine((n) => n % 2 === 0, 'must be even')
+      .default(480),
+    RECORDING_WATERMARK: bool.default(false),
+    RECORDING_MAX_ENCODERS: int(1, 1_000).optional(),
+    RECORDING_MAX_INPUT_PIXELS: int(1, 1_000_000_000).default(40_000_000),
+    KEEP_SPOOL: bool.default(false),
 
     SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(15_000),
   })

@@ -11,7 +11,8 @@ const evenDimension = (max: number) =>
 export const videoSettingsSchema = z.strictObject({
   width: dimension(8192),
   height: dimension(8192),
-  fps: z.number().min(0.1).max(120),
+  /** Nominal capture rate; the server's RECORDING_FPS when absent. */
+  fps: z.number().min(0.1).max(120).optional(),
 });
 
 /** PCM s16le audio: sample rate and channel count. */

@@ -12,7 +12,7 @@ export interface StatusChange {
 export interface VideoSettings {
   width: number;
   height: number;
-  fps: number;
+  fps?: number;
 }
 
 export interface AudioSettings {

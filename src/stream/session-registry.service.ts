@@ -15,12 +15,14 @@ import type { Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
+import { RecordingService } from '../media/recording.service';
+import type { RecorderEvents } from '../media/session-recorder';
 import type { OpenSession, Opened } from '../protocol/open-session.schema';
 import { SessionStore } from '../sessions/session-store.service';
 import { SessionEntity } from '../sessions/session.entity';
 import { buildOpened, SessionsService } from '../sessions/sessions.service';
 import { SessionRuntime, type RuntimeDeps, type SessionSink } from './session-runtime';
-import { SpoolWriter } from './spool';
+import { scanSpool, SpoolWriter } from './spool';
 
 /** How often the sweeper looks for idle HTTP-attached and expired interrupted sessions. */
 const SWEEP_MS = 1_000;
@@ -40,6 +42,9 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   private statsTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private statsWrite: Promise<void> = Promise.resolve();
+  private sweeping = false;
+  /** Sessions whose recording is being finalized from the spool right now. */
+  private readonly finalizing = new Set<string>();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -47,6 +52,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     private readonly store: SessionStore,
     audit: AuditWriter,
     @InjectRepository(SessionEntity) private readonly rows: Repository<SessionEntity>,
+    private readonly recordings: RecordingService,
   ) {
     this.spoolDir = resolve(config.DATA_DIR, 'spool');
     mkdirSync(this.spoolDir, { recursive: true });
@@ -76,11 +82,18 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     this.statsTimer.unref();
     this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
+    void this.recoverRecordings();
   }
 
-  onModuleDestroy(): void {
+  /**
+   * After the drain, no transport is attached; what is left are interrupted sessions: their spools
+   * are closed and encoders stopped (a restart rebuilds their recordings from the spools).
+   */
+  async onModuleDestroy(): Promise<void> {
     clearInterval(this.statsTimer);
     clearInterval(this.sweepTimer);
+    await Promise.all([...this.live.values()].map((runtime) => runtime.release()));
+    this.live.clear();
   }
 
   get size(): number {
@@ -119,6 +132,19 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         interruptedAt: null,
       },
       spool,
+    );
+    runtime.setRecording(
+      await this.recordings.begin(
+        {
+          id: runtime.id,
+          video: body.video,
+          audio: body.audio ?? null,
+          recordingSettings: body.recording ?? null,
+        },
+        this.spoolPath(runtime.id),
+        runtime.recorderEvents,
+        false,
+      ),
     );
     this.live.set(runtime.id, runtime);
     await runtime.attach(sink, 'opened');
@@ -263,11 +289,25 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       },
       spool,
     );
+    // The encoder is rebuilt from the spool: the partial MP4 of the dead process is replaced.
+    runtime.setRecording(await this.recordings.begin(row, path, runtime.recorderEvents, true));
     this.live.set(sessionId, runtime);
     return runtime;
   }
 
   private async sweep(): Promise<void> {
+    if (this.sweeping) {
+      return;
+    }
+    this.sweeping = true;
+    try {
+      await this.sweepOnce();
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private async sweepOnce(): Promise<void> {
     const idleBefore = Date.now() - this.config.HEARTBEAT_TIMEOUT_MS;
     for (const runtime of this.live.values()) {
       const sink = runtime.attached;
@@ -286,12 +326,53 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         this.config.RESUME_WINDOW_MS,
       );
       for (const id of expired) {
-        if (!this.live.has(id)) {
-          await this.store.transition(id, ['interrupted'], 'abandoned', 'resume_window_passed');
+        if (
+          !this.live.has(id) &&
+          (await this.store.transition(id, ['interrupted'], 'abandoned', 'resume_window_passed'))
+        ) {
+          await this.finalizeFromSpool(id);
         }
       }
     } catch (err) {
       this.logger.debug({ err }, 'sweep of expired sessions deferred');
+    }
+  }
+
+  /**
+   * Finalizes the recording of an ended session this node has no runtime for (abandoned while the
+   * node was down, or a crash during finalizing): every frame in the spool goes into it.
+   */
+  private async finalizeFromSpool(sessionId: string): Promise<void> {
+    const path = this.spoolPath(sessionId);
+    if (this.finalizing.has(sessionId) || !existsSync(path)) {
+      return;
+    }
+    this.finalizing.add(sessionId);
+    try {
+      const row = await this.rows.findOneBy({ id: sessionId });
+      if (!row) {
+        return;
+      }
+      const { lastSeq } = await scanSpool(path);
+      const handle = await this.recordings.begin(row, path, NO_EVENTS, true);
+      await handle.finish(lastSeq);
+    } finally {
+      this.finalizing.delete(sessionId);
+    }
+  }
+
+  /** At start: recordings left unfinished by a dead process for sessions that already ended. */
+  private async recoverRecordings(): Promise<void> {
+    const rows = await this.rows.query<Array<{ id: string }>>(
+      `SELECT s.id FROM sessions s JOIN recordings r ON r.session_id = s.id
+       WHERE s.node = $1 AND s.status IN ('closed', 'abandoned')
+         AND r.status IN ('pending', 'recording', 'finalizing')`,
+      [this.config.NODE_ID],
+    );
+    for (const { id } of rows) {
+      await this.finalizeFromSpool(id).catch((err: unknown) =>
+        this.logger.error({ err, sessionId: id }, 'could not recover a recording'),
+      );
     }
   }
 
@@ -308,6 +389,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     return next;
   }
 }
+
+const NO_EVENTS: RecorderEvents = { onBadImage: () => undefined, onBacklog: () => undefined };
 
 function tokenMatches(token: string, hash: string): boolean {
   const given = createHash('sha256').update(token).digest();

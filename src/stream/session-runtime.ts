@@ -3,7 +3,10 @@ import type { Logger } from '@nestjs/common';
 import type { AuditWriter } from '../audit/audit-writer.service';
 import type { AppConfig } from '../config/config';
 import { type MediaHeader, Track } from '../protocol/media-header';
-import type { Closed, ServerMessage } from '../protocol/messages';
+import { ErrorCode } from '../common/error-code';
+import type { RecordingHandle } from '../media/recording.service';
+import type { RecorderEvents } from '../media/session-recorder';
+import type { Closed, ClosedRecording, ServerMessage } from '../protocol/messages';
 import type { SessionStats, SessionStore } from '../sessions/session-store.service';
 import type { SessionStatus } from '../sessions/session.types';
 import type { SpoolWriter } from './spool';
@@ -89,6 +92,8 @@ export class SessionRuntime {
   private readonly intervalMs: number;
   private readonly maxFrames: number;
 
+  private recording: RecordingHandle | null = null;
+
   constructor(
     private readonly deps: RuntimeDeps,
     init: RuntimeInit,
@@ -114,6 +119,29 @@ export class SessionRuntime {
     }
   }
 
+  /** Connects the session's recorder; every frame stored from now on is offered to it. */
+  setRecording(recording: RecordingHandle): void {
+    this.recording = recording;
+  }
+
+  /** The recorder's events: bad frames are reported with their seq, backlog becomes `flow`. */
+  readonly recorderEvents: RecorderEvents = {
+    onBadImage: (seq, reason) => {
+      this.videoFrames--;
+      this.rejectedFrames++;
+      this.dirty = true;
+      this.sink?.send({ type: 'error', code: ErrorCode.BadImage, message: reason, seq });
+    },
+    onBacklog: (behind) => {
+      const fps = this.deps.config.STREAM_MAX_FPS;
+      this.sink?.send(
+        behind
+          ? { type: 'flow', maxFps: Math.max(1, Math.floor(fps / 2)), reason: 'encoder_backlog' }
+          : { type: 'flow', maxFps: fps, reason: 'recovered' },
+      );
+    },
+  };
+
   get attached(): SessionSink | null {
     return this.sink;
   }
@@ -132,8 +160,17 @@ export class SessionRuntime {
     return this.deps.config.MAX_FRAME_BYTES;
   }
 
+  /** Media messages stored (recorded video, audio, and images refused as `bad_image`). */
   get frames(): number {
-    return this.videoFrames + this.audioFrames;
+    return this.videoFrames + this.audioFrames + this.rejectedFrames;
+  }
+
+  /** Drops the runtime at process shutdown: the spool is closed, the encoder stopped. */
+  async release(): Promise<void> {
+    clearTimeout(this.ackTimer);
+    clearTimeout(this.windowTimer);
+    this.recording?.abort();
+    await this.spool.close().catch(() => undefined);
   }
 
   /**
@@ -153,6 +190,7 @@ export class SessionRuntime {
       return 'gap';
     }
     this.spool.append(message);
+    this.recording?.offer(message, header);
     this.receivedSeq = seq;
     if (header.track === Track.Video) {
       this.videoFrames++;
@@ -186,6 +224,7 @@ export class SessionRuntime {
     await this.spool.sync();
     if (target > this.durableSeq) {
       this.durableSeq = target;
+      this.recording?.durable();
     }
     return this.durableSeq;
   }
@@ -269,22 +308,27 @@ export class SessionRuntime {
     }
   }
 
-  /** Ends the session normally: durable, final ack, `closed`. */
+  /** Ends the session normally: durable, final ack, recording finalized, `closed`. */
   async close(cause: string): Promise<Closed> {
     await this.finalAck();
+    const recording = await this.finishRecording();
     await this.end('closed', cause);
-    return {
-      sessionId: this.id,
-      frames: this.frames,
-      recording: { id: null, status: 'pending', durationMs: null },
-    };
+    return { sessionId: this.id, frames: this.frames, recording };
   }
 
-  /** The resume window passed: the session ends with what was stored. */
+  /** The resume window passed: the session ends with what was stored, recording finalized. */
   async abandon(): Promise<void> {
     if (this.status === 'interrupted') {
+      await this.finishRecording();
       await this.end('abandoned', 'resume_window_passed');
     }
+  }
+
+  private async finishRecording(): Promise<ClosedRecording> {
+    if (!this.recording) {
+      return { id: null, status: 'pending', durationMs: null };
+    }
+    return this.recording.finish(this.durableSeq);
   }
 
   /** Counters for the batched stats write; clears the dirty flag. */
@@ -339,6 +383,7 @@ export class SessionRuntime {
     this.sink = null;
     sink?.failed();
     void this.spool.close().catch(() => undefined);
+    this.recording?.abort();
     this.deps.onEnded(this);
   }
 

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { AuthModule } from '../auth/auth.module';
+import { MediaModule } from '../media/media.module';
 import { SessionsModule } from '../sessions/sessions.module';
 import { ChannelQuotaEntity } from './channel-quota.entity';
 import { DrainService } from './drain.service';
@@ -13,7 +14,12 @@ import { StreamAdminController } from './stream-admin.controller';
 import { StreamGateway } from './stream.gateway';
 
 @Module({
-  imports: [AuthModule, SessionsModule, TypeOrmModule.forFeature([ChannelQuotaEntity])],
+  imports: [
+    AuthModule,
+    SessionsModule,
+    MediaModule,
+    TypeOrmModule.forFeature([ChannelQuotaEntity]),
+  ],
   controllers: [FallbackController, StreamAdminController],
   providers: [
     StreamGateway,

@@ -1,0 +1,80 @@
+import sharp from 'sharp';
+import { BadImageError, FramePipeline, jpegSize } from './frame-pipeline';
+
+const image = (width: number, height: number, format: 'jpeg' | 'png' | 'webp' = 'jpeg') =>
+  sharp({ create: { width, height, channels: 3, background: { r: 200, g: 30, b: 90 } } })
+    .toFormat(format)
+    .toBuffer();
+
+const pipeline = (over: Partial<ConstructorParameters<typeof FramePipeline>[0]> = {}) =>
+  new FramePipeline({
+    width: 640,
+    height: 480,
+    maxInputPixels: 40_000_000,
+    watermark: false,
+    sessionId: 's-1',
+    ...over,
+  });
+
+describe('jpegSize', () => {
+  it('reads the size of a whole JPEG without decoding it', async () => {
+    expect(jpegSize(await image(640, 480))).toEqual({ width: 640, height: 480 });
+    expect(jpegSize(await image(17, 9))).toEqual({ width: 17, height: 9 });
+  });
+
+  it('refuses a truncated JPEG, a PNG and garbage', async () => {
+    const jpeg = await image(640, 480);
+    expect(jpegSize(jpeg.subarray(0, jpeg.length - 10))).toBeNull();
+    expect(jpegSize(await image(640, 480, 'png'))).toBeNull();
+    expect(jpegSize(Buffer.from([0xff, 0xd8, 0xff, 0xd9]))).toBeNull();
+    expect(jpegSize(Buffer.alloc(100, 7))).toBeNull();
+  });
+});
+
+describe('FramePipeline', () => {
+  it('passes a JPEG of the target size through untouched', async () => {
+    const p = pipeline();
+    const jpeg = await image(640, 480);
+    expect(await p.prepare(jpeg, 0)).toBe(jpeg);
+    expect(p.stats).toEqual({ passthroughs: 1, conversions: 0 });
+  });
+
+  it.each(['png', 'webp'] as const)('converts a %s of the target size to JPEG', async (format) => {
+    const out = await pipeline().prepare(await image(640, 480, format), 0);
+    expect(jpegSize(out)).toEqual({ width: 640, height: 480 });
+  });
+
+  it('scales to the recording size keeping the aspect, with padding, and upscales', async () => {
+    const wide = await pipeline().prepare(await image(1280, 360), 0);
+    expect(jpegSize(wide)).toEqual({ width: 640, height: 480 });
+    // The padding above a 640×180 picture is black.
+    const { data } = await sharp(wide)
+      .extract({ left: 320, top: 10, width: 1, height: 1 })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    expect([...data].every((v) => v < 20)).toBe(true);
+    const up = await pipeline({ width: 1280, height: 960 }).prepare(await image(640, 480), 0);
+    expect(jpegSize(up)).toEqual({ width: 1280, height: 960 });
+  });
+
+  it('burns in a watermark when asked, even for a JPEG of the target size', async () => {
+    const p = pipeline({ watermark: true });
+    const jpeg = await image(640, 480);
+    const out = await p.prepare(jpeg, 12_345);
+    expect(out).not.toBe(jpeg);
+    expect(p.stats.conversions).toBe(1);
+  });
+
+  it('refuses garbage, a truncated JPEG and a decompression bomb with BadImageError', async () => {
+    const p = pipeline({ maxInputPixels: 10_000_000 });
+    await expect(p.prepare(Buffer.from('not an image at all'), 0)).rejects.toBeInstanceOf(
+      BadImageError,
+    );
+    const jpeg = await image(800, 600);
+    await expect(p.prepare(jpeg.subarray(0, 200), 0)).rejects.toBeInstanceOf(BadImageError);
+    const bomb = Buffer.from(await image(8, 8, 'png'));
+    bomb.writeUInt32BE(100_000, 16);
+    bomb.writeUInt32BE(100_000, 20);
+    await expect(p.prepare(bomb, 0)).rejects.toThrow(/pixel limit|decoded/);
+  });
+});

@@ -1,0 +1,16 @@
+import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { SessionsModule } from '../sessions/sessions.module';
+import { RecordingEntity } from './recording.entity';
+import { RecordingService } from './recording.service';
+import { RecordingsController } from './recordings.controller';
+import { RetentionService } from './retention.service';
+
+/** ffmpeg and sharp behind small services: live recording, retrieval, retention. */
+@Module({
+  imports: [SessionsModule, TypeOrmModule.forFeature([RecordingEntity])],
+  controllers: [RecordingsController],
+  providers: [RecordingService, RetentionService],
+  exports: [RecordingService, RetentionService],
+})
+export class MediaModule {}

@@ -1,0 +1,174 @@
+import { createHash, type Hash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+import { WritableStream } from 'node:stream/web';
+import {
+  EncodedAudioPacketSource,
+  EncodedPacket,
+  EncodedVideoPacketSource,
+  Mp4OutputFormat,
+  Output,
+  StreamTarget,
+  type StreamTargetChunk,
+} from 'mediabunny';
+import { AAC_LC, AAC_SAMPLE_RATES, audioSpecificConfig } from './adts-stream';
+import { avcCodecString } from './h264-stream';
+
+/**
+ * Shortest fragment: a fragment is cut at the first keyframe after this much media, so the
+ * encoder's keyframe interval sets what a crash can lose.
+ */
+const MIN_FRAGMENT_S = 1;
+
+export interface LiveMp4Options {
+  video: { width: number; height: number };
+  audio?: { sampleRate: number; channels: number };
+}
+
+/**
+ * Appends an MP4 file with the file's bytes hashed as they go out. Fragmented MP4 is written
+ * strictly in order, which is what makes the running hash the file's hash.
+ */
+class HashedFileSink {
+  private readonly hash: Hash = createHash('sha256');
+  bytes = 0;
+
+  constructor(private readonly file: FileHandle) {}
+
+  async write(chunk: StreamTargetChunk): Promise<void> {
+    if (chunk.position !== this.bytes) {
+      throw new Error(`MP4 write at ${chunk.position}, expected ${this.bytes}: not sequential`);
+    }
+    try {
+      await this.file.write(chunk.data, 0, chunk.data.byteLength, chunk.position);
+    } catch (err) {
+      // The stream is errored from here on and never closes its sink: release the file now.
+      await this.release();
+      throw err;
+    }
+    this.hash.update(chunk.data);
+    this.bytes += chunk.data.byteLength;
+  }
+
+  /** Makes the finished file durable before it is reported as a recording. */
+  async close(): Promise<void> {
+    await this.file.sync();
+    await this.file.close();
+  }
+
+  async release(): Promise<void> {
+    await this.file.close().catch(() => undefined);
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/**
+ * Muxes H.264 access units (Annex B) and raw AAC frames into a fragmented MP4 in-process, each
+ * sample at its own timestamp (variable frame rate). The file grows fragment by fragment
+ * (ftyp+moov, then moof+mdat pairs), so a copy taken at any moment after the first fragment is
+ * a playable file of everything up to its last complete fragment.
+ *
+ * Fragments interleave the tracks by time: samples of a track that runs ahead wait in memory
+ * until the other track reaches their time. With an audio track whose samples stop coming,
+ * video piles up in memory and nothing reaches the file until finalize.
+ */
+export class LiveMp4Writer {
+  private videoConfigured = false;
+
+  private constructor(
+    private readonly output: Output,
+    private readonly sink: HashedFileSink,
+    private readonly video: EncodedVideoPacketSource,
+    private readonly audio: EncodedAudioPacketSource | null,
+    private readonly videoSize: LiveMp4Options['video'],
+  ) {}
+
+  static async create(path: string, options: LiveMp4Options): Promise<LiveMp4Writer> {
+    const audioConfig = options.audio ? aacDecoderConfig(options.audio) : null;
+    const sink = new HashedFileSink(await open(path, 'w'));
+    const output = new Output({
+      format: new Mp4OutputFormat({
+        fastStart: 'fragmented',
+        minimumFragmentDuration: MIN_FRAGMENT_S,
+      }),
+      target: new StreamTarget(
+        new WritableStream<StreamTargetChunk>({
+          write: (chunk) => sink.write(chunk),
+          close: () => sink.close(),
+        }),
+      ),
+    });
+    const video = new EncodedVideoPacketSource('avc');
+    output.addVideoTrack(video);
+    let audio: EncodedAudioPacketSource | null = null;
+    if (audioConfig) {
+      audio = new EncodedAudioPacketSource('aac');
+      // Configured up front, so no packet needs to carry it, and a session that never sends
+      // audio still gets a valid (empty) track.
+      output.addAudioTrack(audio, { decoderConfig: audioConfig });
+    }
+    try {
+      await output.start();
+    } catch (err) {
+      await sink.release();
+      throw err;
+    }
+    return new LiveMp4Writer(output, sink, video, audio, options.video);
+  }
+
+  /** Resolves when the muxer can take more: await it, that is the writer's backpressure. */
+  async addVideo(au: Buffer, key: boolean, timestampS: number, durationS: number): Promise<void> {
+    const packet = new EncodedPacket(au, key ? 'key' : 'delta', timestampS, durationS);
+    if (this.videoConfigured) {
+      await this.video.add(packet);
+      return;
+    }
+    const codec = avcCodecString(au);
+    if (!key || !codec) {
+      throw new Error('the first video access unit must be a keyframe with an SPS');
+    }
+    this.videoConfigured = true;
+    // No `description`: the packets stay Annex B and the muxer builds the avcC box from them.
+    await this.video.add(packet, {
+      decoderConfig: {
+        codec,
+        codedWidth: this.videoSize.width,
+        codedHeight: this.videoSize.height,
+      },
+    });
+  }
+
+  /** A raw AAC frame (no ADTS header). */
+  async addAudio(frame: Uint8Array, timestampS: number, durationS: number): Promise<void> {
+    if (!this.audio) {
+      throw new Error('this recording has no audio track');
+    }
+    await this.audio.add(new EncodedPacket(frame, 'key', timestampS, durationS));
+  }
+
+  /** Writes the last fragment, syncs and closes the file; the hash covers the whole file. */
+  async finalize(): Promise<{ bytes: number; sha256: string }> {
+    await this.output.finalize();
+    return { bytes: this.sink.bytes, sha256: this.sink.digest() };
+  }
+
+  /** Stops writing and closes the file, leaving what was written (a valid prefix) in place. */
+  async cancel(): Promise<void> {
+    await this.output.cancel();
+  }
+}
+
+function aacDecoderConfig(audio: { sampleRate: number; channels: number }) {
+  const rateIndex = AAC_SAMPLE_RATES.indexOf(audio.sampleRate as (typeof AAC_SAMPLE_RATES)[number]);
+  if (rateIndex < 0) {
+    throw new Error(`AAC has no sampling frequency index for ${audio.sampleRate} Hz`);
+  }
+  return {
+    codec: 'mp4a.40.2',
+    sampleRate: audio.sampleRate,
+    numberOfChannels: audio.channels,
+    description: audioSpecificConfig(AAC_LC, rateIndex, audio.channels),
+  };
+}

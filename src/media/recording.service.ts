@@ -1,0 +1,274 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Repository } from 'typeorm';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import type { ClosedRecording } from '../protocol/messages';
+import type { SessionEntity } from '../sessions/session.entity';
+import { locateTool } from './ffmpeg-locator';
+import { RecordingEntity } from './recording.entity';
+import { type RecorderEvents, type RecorderSession, SessionRecorder } from './session-recorder';
+
+/**
+ * Live encoders per core when RECORDING_MAX_ENCODERS is unset: a 10 fps 640×480 session costs a
+ * single-threaded veryfast x264 about 1/25 of a core here (bench:recording), leaving headroom for
+ * sharp and the event loop.
+ */
+const ENCODERS_PER_CORE = 20;
+
+/** A session's recording as the stream runtime sees it. */
+export interface RecordingHandle {
+  readonly id: string;
+  offer: SessionRecorder['offer'];
+  durable(): void;
+  /** Finalizes; never rejects (a failure is a `failed` recording with its reason). */
+  finish(lastSeq: number): Promise<ClosedRecording>;
+  abort(): void;
+}
+
+/**
+ * Owns the recordings: one recorder per session, at most RECORDING_MAX_ENCODERS encoding at once
+ * (a session beyond that is encoded from its spool when a slot frees), the `recordings` rows and
+ * their states recording → finalizing → ready | failed.
+ */
+@Injectable()
+export class RecordingService {
+  private readonly logger = new Logger(RecordingService.name);
+  readonly maxEncoders: number;
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  readonly dir: string;
+  private readonly ffmpegPath: string;
+
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
+  ) {
+    this.maxEncoders = config.RECORDING_MAX_ENCODERS ?? availableParallelism() * ENCODERS_PER_CORE;
+    this.dir = resolve(config.DATA_DIR, 'recordings');
+    mkdirSync(this.dir, { recursive: true });
+    this.ffmpegPath = locateTool('ffmpeg', config.FFMPEG_PATH).path;
+  }
+
+  get encoders(): { active: number; waiting: number; max: number } {
+    return { active: this.active, waiting: this.waiting.length, max: this.maxEncoders };
+  }
+
+  outputSize(session: Pick<SessionEntity, 'recordingSettings'>): { width: number; height: number } {
+    return (
+      session.recordingSettings ?? {
+        width: this.config.RECORDING_WIDTH,
+        height: this.config.RECORDING_HEIGHT,
+      }
+    );
+  }
+
+  /**
+   * Starts (or, after a restart, restarts from the spool) the recording of a session. With a free
+   * encoder slot a `live` recorder is fed from memory; without one the recorder waits and then
+   * reads everything from the spool.
+   */
+  async begin(
+    session: Pick<SessionEntity, 'id' | 'video' | 'audio' | 'recordingSettings'>,
+    spoolPath: string,
+    events: RecorderEvents,
+    fromSpool: boolean,
+  ): Promise<RecordingHandle> {
+    const existing = await this.recordings.findOneBy({ sessionId: session.id });
+    const id = existing?.id ?? randomUUID();
+    const outputPath = join(this.dir, `${session.id}.mp4`);
+    const size = this.outputSize(session);
+    const recorderSession: RecorderSession = {
+      id: session.id,
+      fps: session.video.fps ?? this.config.RECORDING_FPS,
+      audio: session.audio,
+      width: size.width,
+      height: size.height,
+    };
+    const slot = this.tryAcquire();
+    const status = slot ? 'recording' : 'pending';
+    if (existing) {
+      await this.recordings.update({ id }, { status, failureReason: null, updatedAt: new Date() });
+    } else {
+      await this.recordings.insert({
+        id,
+        sessionId: session.id,
+        status,
+        path: outputPath,
+        width: size.width,
+        height: size.height,
+      });
+    }
+    const spoolBytes = fromSpool ? fileSize(spoolPath) : 0;
+    const makeRecorder = (mode: 'live' | 'spool') =>
+      new SessionRecorder(
+        {
+          config: this.config,
+          logger: this.logger,
+          ffmpegPath: this.ffmpegPath,
+          spoolPath,
+          outputPath,
+          events,
+        },
+        recorderSession,
+        mode,
+        mode === 'spool' ? Math.max(spoolBytes, fileSize(spoolPath)) : spoolBytes,
+      );
+    let recorder: SessionRecorder | null = null;
+    let latest = 0;
+    let holdsSlot = slot;
+    let finished = false;
+    let started: Promise<SessionRecorder>;
+    let forceStart: (() => void) | null = null;
+    let aborted = false;
+    if (slot) {
+      recorder = makeRecorder(fromSpool ? 'spool' : 'live');
+      const r = recorder;
+      started = r.start().then(() => r);
+    } else {
+      // No slot now: the frames wait in the spool; the recorder starts when a slot frees, or at
+      // finish (finalizing must not wait behind sessions that hold slots while interrupted).
+      const wait = this.waitForSlot();
+      forceStart = () => wait.cancel();
+      started = wait.promise.then(async (gotSlot) => {
+        holdsSlot = gotSlot;
+        if (aborted) {
+          throw new Error('recording aborted before it started');
+        }
+        await this.recordings.update({ id }, { status: 'recording', updatedAt: new Date() });
+        const r = makeRecorder('spool');
+        await r.start();
+        recorder = r;
+        r.durable();
+        return r;
+      });
+    }
+    const releaseSlot = () => {
+      if (holdsSlot) {
+        holdsSlot = false;
+        this.release();
+      }
+    };
+    started.catch(() => undefined);
+    return {
+      id,
+      offer: (message, header) => {
+        latest = header.seq;
+        recorder?.offer(message, header);
+      },
+      durable: () => recorder?.durable(),
+      finish: async (lastSeq) => {
+        if (finished) {
+          return { id, status: 'failed', durationMs: null, reason: 'finished twice' };
+        }
+        finished = true;
+        forceStart?.();
+        const since = Date.now();
+        await this.recordings.update({ id }, { status: 'finalizing', updatedAt: new Date() });
+        try {
+          const r = await started;
+          const result = await r.finish(Math.max(lastSeq, latest));
+          await this.recordings.update(
+            { id },
+            {
+              status: 'ready',
+              path: result.path,
+              bytes: result.bytes,
+              sha256: result.sha256,
+              durationMs: result.durationMs,
+              frameCount: result.frameCount,
+              width: result.width,
+              height: result.height,
+              videoCodec: result.videoCodec,
+              audioCodec: result.audioCodec,
+              readyAt: new Date(),
+              updatedAt: new Date(),
+            },
+          );
+          if (!this.config.KEEP_SPOOL) {
+            rmSync(spoolPath, { force: true });
+          }
+          this.logger.log(
+            { sessionId: session.id, frames: result.frameCount, ms: Date.now() - since },
+            'recording ready',
+          );
+          return { id, status: 'ready', durationMs: result.durationMs };
+        } catch (err) {
+          const reason = err instanceof Error ? err.message : String(err);
+          this.logger.error({ sessionId: session.id, err }, 'recording failed');
+          await this.recordings
+            .update(
+              { id },
+              { status: 'failed', failureReason: reason.slice(0, 1000), updatedAt: new Date() },
+            )
+            .catch(() => undefined);
+          return { id, status: 'failed', durationMs: null, reason };
+        } finally {
+          releaseSlot();
+        }
+      },
+      abort: () => {
+        if (!finished) {
+          finished = true;
+          aborted = true;
+          forceStart?.();
+          recorder?.abort();
+          // A recorder still waiting for a slot gives it back as soon as it gets it.
+          void started.then(releaseSlot, releaseSlot);
+          releaseSlot();
+        }
+      },
+    };
+  }
+
+  private tryAcquire(): boolean {
+    if (this.active < this.maxEncoders) {
+      this.active++;
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Waits for an encoder slot; `cancel()` stops waiting and resolves the promise with false (the
+   * caller goes on without a slot).
+   */
+  private waitForSlot(): { promise: Promise<boolean>; cancel(): void } {
+    let settle: (gotSlot: boolean) => void = () => undefined;
+    const promise = new Promise<boolean>((resolve) => {
+      settle = resolve;
+    });
+    const waiter = () => settle(true);
+    this.waiting.push(waiter);
+    return {
+      promise,
+      cancel: () => {
+        const i = this.waiting.indexOf(waiter);
+        if (i !== -1) {
+          this.waiting.splice(i, 1);
+          settle(false);
+        }
+      },
+    };
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) {
+      next();
+    } else {
+      this.active--;
+    }
+  }
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}

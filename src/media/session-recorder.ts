@@ -1,0 +1,392 @@
+import type { Logger } from '@nestjs/common';
+import { open, type FileHandle } from 'node:fs/promises';
+import { crc32 } from 'node:zlib';
+import type { AppConfig } from '../config/config';
+import {
+  MEDIA_HEADER_BYTES,
+  type MediaHeader,
+  readMediaHeader,
+  Track,
+} from '../protocol/media-header';
+import type { AudioSettings } from '../sessions/session.types';
+import { SPOOL_HEADER_BYTES, SPOOL_RECORD_PREFIX_BYTES } from '../stream/spool';
+import { AudioEncoderProcess } from './audio-encoder';
+import { BadImageError, FramePipeline } from './frame-pipeline';
+import { isKeyframe } from './h264-stream';
+import { LiveMp4Writer } from './mp4-writer';
+import { VideoEncoderProcess } from './video-encoder';
+
+/** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
+const MAX_QUEUED_FRAMES = 64;
+
+export interface RecorderSession {
+  id: string;
+  /** Capture frame rate: the nominal interval of the last frame. */
+  fps: number;
+  audio: AudioSettings | null;
+  width: number;
+  height: number;
+}
+
+export interface RecorderEvents {
+  /** A video frame was refused by the frame pipeline; it is not in the recording. */
+  onBadImage(seq: number, reason: string): void;
+  /** The encoder fell behind (frames come from the spool now) or caught up again. */
+  onBacklog(behind: boolean): void;
+}
+
+export interface RecordingResult {
+  path: string;
+  bytes: number;
+  sha256: string;
+  frameCount: number;
+  durationMs: number;
+  width: number;
+  height: number;
+  videoCodec: 'h264';
+  audioCodec: 'aac' | null;
+}
+
+export interface RecorderDeps {
+  config: AppConfig;
+  logger: Logger;
+  ffmpegPath: string;
+  spoolPath: string;
+  outputPath: string;
+  events: RecorderEvents;
+}
+
+/**
+ * Encodes one session while it streams: video frames through the frame pipeline into an H.264
+ * encoder (one ffmpeg per session), audio into AAC, muxed in-process into fragmented MP4 with each
+ * frame at its capture pts (variable frame rate). Frames normally come from memory as they are
+ * stored; when the encoder falls behind, or for a session recorded after the fact, they are read
+ * from the spool, which is the source of truth. Records are processed strictly in seq order.
+ */
+export class SessionRecorder {
+  private readonly pipeline: FramePipeline;
+  private readonly queue: Array<{ message: Buffer; header: MediaHeader; offset: number }> = [];
+  /** Spool offset of the next record offered (the spool's end as far as we know). */
+  private appendOffset: number;
+  /** Spool offset and seq of the next record to process. */
+  private nextOffset = SPOOL_HEADER_BYTES;
+  private nextSeq = 1;
+  /** Highest seq offered (stored by the session). */
+  private latestSeq = 0;
+  private catchingUp: boolean;
+  private finishing = false;
+  private wake: (() => void) | null = null;
+  private loop: Promise<void> | null = null;
+  private failure: Error | null = null;
+
+  private video!: VideoEncoderProcess;
+  private audio: AudioEncoderProcess | null = null;
+  private writer!: LiveMp4Writer;
+  private writes: Promise<void> = Promise.resolve();
+  /** Capture pts (s) of frames given to the encoder, waiting for their access unit. */
+  private readonly ptsQueue: number[] = [];
+  private pendingVideo: { au: Buffer; key: boolean; ts: number } | null = null;
+  private lastVideoTs = -1;
+  private videoFrames = 0;
+  private videoEndS = 0;
+  private firstAudioS: number | null = null;
+  private audioPrimed = false;
+  private audioSamplesIn = 0;
+  private audioSamplesOut = 0;
+  private pendingAudio: { frame: Uint8Array; ts: number; samples: number } | null = null;
+  private audioEndS = 0;
+
+  constructor(
+    private readonly deps: RecorderDeps,
+    private readonly session: RecorderSession,
+    /** `live`: fed from memory from the first frame; `spool`: start by reading the spool. */
+    mode: 'live' | 'spool',
+    spoolBytes: number,
+  ) {
+    this.catchingUp = mode === 'spool';
+    this.appendOffset = Math.max(spoolBytes, SPOOL_HEADER_BYTES);
+    this.pipeline = new FramePipeline({
+      width: session.width,
+      height: session.height,
+      maxInputPixels: deps.config.RECORDING_MAX_INPUT_PIXELS,
+      watermark: deps.config.RECORDING_WATERMARK,
+      sessionId: session.id,
+    });
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.deps;
+    this.writer = await LiveMp4Writer.create(this.deps.outputPath, {
+      video: { width: this.session.width, height: this.session.height },
+      audio: this.session.audio ?? undefined,
+    });
+    this.video = new VideoEncoderProcess(this.deps.ffmpegPath);
+    this.video.start({
+      width: this.session.width,
+      height: this.session.height,
+      fps: Math.max(1, Math.round(this.session.fps)),
+      preset: config.RECORDING_PRESET,
+      crf: config.RECORDING_CRF,
+      onAccessUnit: (au) => this.onAccessUnit(au),
+    });
+    if (this.session.audio) {
+      this.audio = new AudioEncoderProcess(this.deps.ffmpegPath);
+      this.audio.start({
+        sampleRate: this.session.audio.sampleRate,
+        channels: this.session.audio.channels,
+        onFrame: (frame, info) => this.onAudioFrame(frame, info.samples),
+      });
+    }
+    this.loop = this.run().catch((err: unknown) => {
+      this.failure = err instanceof Error ? err : new Error(String(err));
+    });
+  }
+
+  /** A record the session just stored, in seq order. Hot path: O(1), no await. */
+  offer(message: Buffer, header: MediaHeader): void {
+    const offset = this.appendOffset;
+    this.appendOffset += SPOOL_RECORD_PREFIX_BYTES + message.length;
+    this.latestSeq = header.seq;
+    if (this.catchingUp) {
+      return;
+    }
+    if (this.queue.length >= MAX_QUEUED_FRAMES) {
+      // Behind: drop the in-memory copies; the spool has them all.
+      this.queue.length = 0;
+      this.catchingUp = true;
+      this.deps.events.onBacklog(true);
+    } else {
+      this.queue.push({ message, header, offset });
+    }
+    this.kick();
+  }
+
+  /** Records up to `seq` are on disk: a recorder catching up may read them. */
+  durable(): void {
+    this.kick();
+  }
+
+  /**
+   * Encodes everything up to `lastSeq` (everything stored), closes the encoders and finalizes
+   * the MP4. What is left to encode at this point is at most the frames in flight, so this takes
+   * milliseconds for a live recorder.
+   */
+  async finish(lastSeq: number): Promise<RecordingResult> {
+    this.latestSeq = Math.max(this.latestSeq, lastSeq);
+    this.finishing = true;
+    this.kick();
+    await this.loop;
+    if (this.failure) {
+      this.abort();
+      throw this.failure;
+    }
+    if (this.videoFrames === 0 && this.ptsQueue.length === 0 && this.pendingVideo === null) {
+      this.abort();
+      throw new Error('no video frames to record');
+    }
+    await this.video.end();
+    await this.audio?.end();
+    await this.writes;
+    if (this.pendingAudio) {
+      const last = this.pendingAudio;
+      this.pendingAudio = null;
+      const left = this.audioSamplesIn - (this.audioSamplesOut - last.samples);
+      await this.writeAudio(last, Math.max(1, Math.min(last.samples, Math.round(left))));
+    }
+    if (this.pendingVideo) {
+      const last = this.pendingVideo;
+      this.pendingVideo = null;
+      await this.writeVideo(last, 1 / this.session.fps);
+    }
+    const { bytes, sha256 } = await this.writer.finalize();
+    return {
+      path: this.deps.outputPath,
+      bytes,
+      sha256,
+      frameCount: this.videoFrames,
+      durationMs: Math.round(Math.max(this.videoEndS, this.audioEndS) * 1000),
+      width: this.session.width,
+      height: this.session.height,
+      videoCodec: 'h264',
+      audioCodec: this.audio ? 'aac' : null,
+    };
+  }
+
+  abort(): void {
+    this.finishing = true;
+    this.queue.length = 0;
+    this.kick();
+    this.video?.kill();
+    this.audio?.kill();
+  }
+
+  private kick(): void {
+    const wake = this.wake;
+    if (wake) {
+      this.wake = null;
+      wake();
+    }
+  }
+
+  private sleep(): Promise<void> {
+    return new Promise((resolve) => {
+      this.wake = resolve;
+    });
+  }
+
+  private async run(): Promise<void> {
+    for (;;) {
+      if (this.catchingUp) {
+        const progressed = await this.readSpool();
+        if (this.nextSeq > this.latestSeq && !this.finishing) {
+          this.catchingUp = false;
+          this.deps.events.onBacklog(false);
+          continue;
+        }
+        if (this.finishing && (this.nextSeq > this.latestSeq || !progressed)) {
+          if (this.nextSeq <= this.latestSeq) {
+            throw new Error(`spool ends at seq ${this.nextSeq - 1}, expected ${this.latestSeq}`);
+          }
+          return;
+        }
+        if (!progressed) {
+          await this.sleep();
+        }
+      } else {
+        const item = this.queue.shift();
+        if (item) {
+          await this.process(item.message, item.header, item.offset);
+        } else if (this.finishing) {
+          return;
+        } else {
+          await this.sleep();
+        }
+      }
+    }
+  }
+
+  /** Processes every intact spool record from nextOffset to the end; false when there was none. */
+  private async readSpool(): Promise<boolean> {
+    let file: FileHandle;
+    try {
+      file = await open(this.deps.spoolPath, 'r');
+    } catch {
+      return false;
+    }
+    let progressed = false;
+    try {
+      const prefix = Buffer.alloc(SPOOL_RECORD_PREFIX_BYTES);
+      for (;;) {
+        const { bytesRead } = await file.read(prefix, 0, prefix.length, this.nextOffset);
+        if (bytesRead < prefix.length) {
+          return progressed;
+        }
+        const length = prefix.readUInt32BE(0);
+        if (length <= MEDIA_HEADER_BYTES || length > 64 * 1024 * 1024) {
+          return progressed;
+        }
+        const message = Buffer.allocUnsafe(length);
+        const body = await file.read(
+          message,
+          0,
+          length,
+          this.nextOffset + SPOOL_RECORD_PREFIX_BYTES,
+        );
+        if (body.bytesRead < length || crc32(message) !== prefix.readUInt32BE(4)) {
+          // Not fully written yet (or torn by a crash): wait for more, never record it.
+          return progressed;
+        }
+        const header = readMediaHeader(message);
+        if (typeof header === 'string' || header.seq !== this.nextSeq) {
+          throw new Error(`spool record at ${this.nextOffset} is not seq ${this.nextSeq}`);
+        }
+        await this.process(message, header, this.nextOffset);
+        progressed = true;
+      }
+    } finally {
+      await file.close();
+    }
+  }
+
+  private async process(message: Buffer, header: MediaHeader, offset: number): Promise<void> {
+    this.nextOffset = offset + SPOOL_RECORD_PREFIX_BYTES + message.length;
+    this.nextSeq = header.seq + 1;
+    const payload = message.subarray(MEDIA_HEADER_BYTES);
+    const ts = header.pts / 1000;
+    if (header.track === Track.Audio) {
+      if (this.audio) {
+        this.firstAudioS ??= ts;
+        this.audioSamplesIn += payload.length / (2 * (this.session.audio?.channels ?? 1));
+        if (!this.audio.write(payload)) {
+          await this.audio.drained();
+        }
+      }
+      return;
+    }
+    let jpeg: Buffer;
+    try {
+      jpeg = await this.pipeline.prepare(payload, header.pts);
+    } catch (err) {
+      if (err instanceof BadImageError) {
+        this.deps.events.onBadImage(header.seq, err.message);
+        return;
+      }
+      throw err;
+    }
+    // Capture times must rise for a decoder; a client clock step back is nudged forward 1 ms.
+    const at = ts > this.lastVideoTs ? ts : this.lastVideoTs + 0.001;
+    this.lastVideoTs = at;
+    this.ptsQueue.push(at);
+    if (!this.video.write(jpeg)) {
+      await this.video.drained();
+    }
+  }
+
+  private onAccessUnit(au: Buffer): void {
+    const ts = this.ptsQueue.shift();
+    if (ts === undefined) {
+      this.failure ??= new Error('the encoder produced more frames than it was given');
+      return;
+    }
+    const previous = this.pendingVideo;
+    this.pendingVideo = { au, key: isKeyframe(au), ts };
+    if (previous) {
+      this.writes = this.writes.then(() => this.writeVideo(previous, ts - previous.ts));
+    }
+  }
+
+  private async writeVideo(
+    frame: { au: Buffer; key: boolean; ts: number },
+    durationS: number,
+  ): Promise<void> {
+    await this.writer.addVideo(frame.au, frame.key, frame.ts, durationS);
+    this.videoFrames++;
+    this.videoEndS = frame.ts + durationS;
+  }
+
+  /**
+   * AAC frames in order. The encoder's first frame is its priming (1024 samples of delay, in both
+   * ffmpeg versions we support) and is dropped, so audio starts at the first message's pts; the
+   * last frame is cut to the samples actually sent, so the track lasts exactly as long as the PCM.
+   */
+  private onAudioFrame(frame: Uint8Array, samples: number): void {
+    if (!this.audioPrimed) {
+      this.audioPrimed = true;
+      return;
+    }
+    const rate = this.session.audio?.sampleRate ?? 48_000;
+    const ts = (this.firstAudioS ?? 0) + this.audioSamplesOut / rate;
+    this.audioSamplesOut += samples;
+    const previous = this.pendingAudio;
+    this.pendingAudio = { frame, ts, samples };
+    if (previous) {
+      this.writes = this.writes.then(() => this.writeAudio(previous, previous.samples));
+    }
+  }
+
+  private async writeAudio(a: { frame: Uint8Array; ts: number }, samples: number): Promise<void> {
+    const rate = this.session.audio?.sampleRate ?? 48_000;
+    await this.writer.addAudio(a.frame, a.ts, samples / rate);
+    this.audioEndS = a.ts + samples / rate;
+  }
+}

@@ -1,0 +1,238 @@
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { once } from 'node:events';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { AccessUnitSplitter } from './h264-stream';
+
+/** Tail of ffmpeg's stderr kept for error messages (at `-loglevel error` it is short anyway). */
+const STDERR_TAIL_CHARS = 4096;
+/** Lines of that tail quoted in an error message. */
+const STDERR_LINES = 5;
+/**
+ * Input buffered ahead of ffmpeg's stdin (a few 640×480 JPEGs): enough that the encoder never
+ * waits on a round trip through our event loop, small enough that backpressure stays prompt.
+ */
+const INPUT_HIGH_WATER_MARK = 256 * 1024;
+
+/** Where an encoder's stdout goes: chunks as they come, then end of stream. */
+export interface StreamSink {
+  push(chunk: Buffer): void;
+  end(): void;
+}
+
+/**
+ * One long-lived ffmpeg fed on stdin and read on stdout.
+ *
+ * Spawned with child_process rather than fluent-ffmpeg, whose stream handling fought this use:
+ * a spawn error (ENOENT, EACCES) throws a TypeError inside its exit handler and the command never
+ * settles; its 'end' fires before a piped stdout has drained; it fails a command 20 ms after the
+ * output stream closes unless the exit was seen first (fluent-ffmpeg issues #1135, #1171); it
+ * spawns `ffmpeg -formats` and `-encoders` before the first command; and its setFfmpegPath is
+ * process-wide, not per command. Here the child's 'close' event alone decides: it comes after the
+ * exit and after stdout has ended, so success means every byte reached the sink.
+ */
+export class PipedFfmpegProcess {
+  private readonly input = new PassThrough({ highWaterMark: INPUT_HIGH_WATER_MARK });
+  private child: ChildProcessByStdio<Writable, Readable, Readable> | null = null;
+  private done: Promise<void> = Promise.resolve();
+  private stderr = '';
+  private closed = false;
+  private killed = false;
+
+  constructor(
+    private readonly ffmpegPath: string,
+    private readonly label: string,
+  ) {}
+
+  /** Writes to ffmpeg's stdin; false when its buffer is full (then await `drained()`). */
+  write(data: Buffer): boolean {
+    if (!this.child || this.closed) {
+      throw new Error(`${this.label} is not accepting input`);
+    }
+    return this.input.write(data);
+  }
+
+  /** Resolves when `write` may be called again; rejects if ffmpeg failed meanwhile. */
+  async drained(): Promise<void> {
+    if (this.input.writableNeedDrain) {
+      await Promise.race([once(this.input, 'drain'), this.done]);
+    }
+  }
+
+  /** Closes stdin; resolves when ffmpeg exited 0 and its whole output reached the sink. */
+  end(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.input.end();
+    }
+    return this.done;
+  }
+
+  /** Stops ffmpeg at once; `end()` and `drained()` then reject. */
+  kill(): void {
+    this.closed = true;
+    this.killed = true;
+    this.input.destroy();
+    this.child?.kill('SIGKILL');
+  }
+
+  protected run(inputArgs: string[], outputArgs: string[], sink: StreamSink): void {
+    if (this.child) {
+      throw new Error(`${this.label} was already started`);
+    }
+    const child = spawn(this.ffmpegPath, [...inputArgs, '-i', 'pipe:0', ...outputArgs, 'pipe:1'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    // EPIPE once ffmpeg has exited: its exit status says why, and 'close' reports that.
+    child.stdin.on('error', () => undefined);
+    this.input.pipe(child.stdin);
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (text: string) => {
+      this.stderr = (this.stderr + text).slice(-STDERR_TAIL_CHARS);
+    });
+    let sinkError: Error | null = null;
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (sinkError) {
+        return;
+      }
+      try {
+        sink.push(chunk);
+      } catch (err) {
+        sinkError = err instanceof Error ? err : new Error(String(err));
+        child.kill('SIGKILL');
+      }
+    });
+    this.done = new Promise<void>((resolve, reject) => {
+      // Only when the process could not be spawned at all.
+      child.on('error', (err) => reject(this.failure(err.message)));
+      child.on('close', (code, signal) => {
+        if (sinkError) {
+          reject(this.failure(`its output was unreadable: ${sinkError.message}`));
+        } else if (this.killed) {
+          reject(new Error(`${this.label} was killed`));
+        } else if (code !== 0) {
+          reject(
+            this.failure(signal ? `ffmpeg died of ${signal}` : `ffmpeg exited with code ${code}`),
+          );
+        } else {
+          try {
+            sink.end();
+            resolve();
+          } catch (err) {
+            reject(this.failure(`its output was unreadable: ${String(err)}`));
+          }
+        }
+      });
+    });
+    // Marked handled here: a failure surfaces through end() or drained(), whoever asks first.
+    this.done.catch(() => undefined);
+  }
+
+  private failure(reason: string): Error {
+    const tail = this.stderr
+      .split('\n')
+      .map((line) => line.trim())
+      .filter(Boolean)
+      .slice(-STDERR_LINES)
+      .join(' | ');
+    return new Error(`${this.label} failed: ${reason}${tail ? ` (ffmpeg: ${tail})` : ''}`);
+  }
+}
+
+export interface VideoEncoderOptions {
+  width: number;
+  height: number;
+  /** Nominal frame rate: sets the keyframe interval; sample times come from capture pts. */
+  fps: number;
+  /** x264 preset, e.g. `veryfast`. */
+  preset: string;
+  /** x264 constant rate factor (0–51, lower is better). */
+  crf: number;
+  /** One call per input JPEG, in input order, with the access unit in Annex B. */
+  onAccessUnit: (au: Buffer) => void;
+}
+
+/**
+ * One session's H.264 encoder: JPEGs (already at the output size) in on stdin, one access unit
+ * out per JPEG. The caller maps access units back to capture times by order, so a frame ffmpeg
+ * cannot decode stops the encoder (`-xerror`) instead of being skipped.
+ *
+ * An access unit arrives about two JPEGs after its own: ffmpeg's JPEG parser passes a frame on
+ * when the next one starts, and an access unit is known complete when the next one's delimiter
+ * arrives. `end()` delivers the rest.
+ */
+export class VideoEncoderProcess extends PipedFfmpegProcess {
+  constructor(ffmpegPath: string) {
+    super(ffmpegPath, 'video encoder');
+  }
+
+  start(options: VideoEncoderOptions): void {
+    const splitter = new AccessUnitSplitter(options.onAccessUnit);
+    const gop = Math.max(1, Math.round(options.fps * 2));
+    this.run(
+      [
+        '-hide_banner',
+        '-loglevel',
+        'error',
+        // Stop on a frame that does not decode: skipping it would shift every later timestamp.
+        '-xerror',
+        // Without these ffmpeg buffers seconds of input to probe it before encoding anything.
+        '-probesize',
+        '32',
+        '-analyzeduration',
+        '0',
+        '-f',
+        'image2pipe',
+        '-c:v',
+        'mjpeg',
+        '-framerate',
+        String(Math.max(1, Math.round(options.fps))),
+        // The JPEG decoder on the encoder's one core too (it costs ~10 % of the encoding).
+        '-threads',
+        '1',
+      ],
+      [
+        // Neither drop nor duplicate: exactly one output frame per input JPEG.
+        '-vsync',
+        'passthrough',
+        '-s',
+        `${options.width}x${options.height}`,
+        '-c:v',
+        'libx264',
+        '-preset',
+        options.preset,
+        // No lookahead: each frame comes out as the next goes in, so finishing costs nothing.
+        '-tune',
+        'zerolatency',
+        '-crf',
+        String(options.crf),
+        // Browser-safe: 4:2:0, no B-frames.
+        '-pix_fmt',
+        'yuv420p',
+        '-bf',
+        '0',
+        // ~2 s between keyframes; MP4 fragments (what a crash can lose) are cut at keyframes.
+        '-g',
+        String(gop),
+        // Access unit delimiters are how the output stream is split into frames.
+        '-x264-params',
+        'aud=1',
+        // Measured: two single-threaded encoders scale almost linearly on two cores; x264's own
+        // threads gain little at this size.
+        '-threads',
+        '1',
+        '-f',
+        'h264',
+      ],
+      {
+        push: (chunk) => splitter.push(chunk),
+        end: () => {
+          const last = splitter.flush();
+          if (last) {
+            options.onAccessUnit(last);
+          }
+        },
+      },
+    );
+  }
+}

@@ -1,0 +1,197 @@
+import { encodeMediaMessage, Track } from '../src/protocol/media-header';
+import { startTestApp, type TestApp } from './support/app';
+import { jpegFrames, pcmSine, probe } from './support/media';
+import { StreamClient } from './support/stream-client';
+import { hsToken } from './support/tokens';
+
+interface RecordingRow {
+  status: string;
+  path: string;
+  frame_count: number;
+  duration_ms: number;
+  width: number;
+  height: number;
+  video_codec: string;
+  audio_codec: string | null;
+  sha256: string;
+  failure_reason: string | null;
+}
+
+describe('live recording', () => {
+  let app: TestApp;
+  let frames640: Buffer[];
+  const token = hsToken({ sub: 'teller', channel: 'branch-app' });
+
+  beforeAll(async () => {
+    app = await startTestApp({ env: { STREAM_MAX_FPS: '2000', STREAM_MAX_KBPS: '1000000' } });
+    frames640 = await jpegFrames(640, 480);
+  });
+  afterAll(() => app.close());
+
+  async function recordingOf(sessionId: string): Promise<RecordingRow> {
+    const r = await app.db.query<RecordingRow>('SELECT * FROM recordings WHERE session_id = $1', [
+      sessionId,
+    ]);
+    return r.rows[0];
+  }
+
+  /** Streams video frames at the given capture times (ms) as fast as the acks allow. */
+  async function stream(
+    client: StreamClient,
+    pts: number[],
+    images: Buffer[],
+    firstSeq = 1,
+  ): Promise<number> {
+    let seq = firstSeq - 1;
+    for (const [i, t] of pts.entries()) {
+      seq++;
+      client.ws.send(encodeMediaMessage(Track.Video, seq, t, images[i % images.length]));
+      if (seq % 50 === 0) {
+        await client.acksUntil(seq - 25);
+      }
+    }
+    return seq;
+  }
+
+  it('records 300 frames at 10 fps into a 30 s H.264 MP4 at the requested size, ready at close', async () => {
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({ video: { width: 640, height: 480, fps: 10 } });
+    const last = await stream(
+      client,
+      Array.from({ length: 300 }, (_, i) => i * 100),
+      frames640,
+    );
+    client.send({ type: 'close' });
+    const closed = await client.next('closed', 30_000);
+    expect(closed.recording).toMatchObject({ status: 'ready', durationMs: 30_000 });
+    expect(last).toBe(300);
+
+    const row = await recordingOf(opened.sessionId);
+    expect(row).toMatchObject({
+      status: 'ready',
+      frame_count: 300,
+      width: 640,
+      height: 480,
+      video_codec: 'h264',
+    });
+    const p = await probe(row.path);
+    expect(p).toMatchObject({
+      videoFrames: 300,
+      width: 640,
+      height: 480,
+      videoCodec: 'h264',
+      pixFmt: 'yuv420p',
+    });
+    expect(Math.abs(p.durationMs - 30_000)).toBeLessThanOrEqual(100);
+  });
+
+  it('upscales 640×480 frames to a requested 1280×960 recording', async () => {
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({
+      video: { width: 640, height: 480, fps: 10 },
+      recording: { width: 1280, height: 960 },
+    });
+    await stream(
+      client,
+      Array.from({ length: 30 }, (_, i) => i * 100),
+      frames640,
+    );
+    client.send({ type: 'close' });
+    expect((await client.next('closed', 30_000)).recording.status).toBe('ready');
+    const p = await probe((await recordingOf(opened.sessionId)).path);
+    expect(p).toMatchObject({ videoFrames: 30, width: 1280, height: 960 });
+  });
+
+  it('keeps uneven capture timing: 7–12 fps over 60 s gives a 60 s video with every frame', async () => {
+    const pts: number[] = [];
+    let seed = 7;
+    for (let t = 0; t <= 60_000;) {
+      pts.push(t);
+      seed = (seed * 48_271) % 2_147_483_647;
+      t += Math.round(1000 / (7 + (seed % 6)));
+    }
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({ video: { width: 640, height: 480, fps: 10 } });
+    await stream(client, pts, frames640);
+    client.send({ type: 'close' });
+    await client.next('closed', 30_000);
+    const p = await probe((await recordingOf(opened.sessionId)).path);
+    expect(p.videoFrames).toBe(pts.length);
+    const span = (pts.at(-1) as number) - pts[0];
+    // The capture span plus one nominal frame interval (100 ms at 10 fps), within one frame.
+    expect(Math.abs(p.durationMs - (span + 100))).toBeLessThanOrEqual(1000 / 7);
+  });
+
+  it('records video and PCM audio into H.264 + AAC with matching audio duration and start', async () => {
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({
+      video: { width: 640, height: 480, fps: 10 },
+      audio: { sampleRate: 16_000, channels: 1 },
+    });
+    const pcm = pcmSine(5, 16_000);
+    const chunk = 1_600 * 2; // 100 ms
+    let seq = 0;
+    for (let i = 0; i < 50; i++) {
+      seq++;
+      client.ws.send(encodeMediaMessage(Track.Video, seq, i * 100, frames640[i % 10]));
+      seq++;
+      client.ws.send(
+        encodeMediaMessage(Track.Audio, seq, i * 100, pcm.subarray(i * chunk, (i + 1) * chunk)),
+      );
+    }
+    await client.acksUntil(seq);
+    client.send({ type: 'close' });
+    expect((await client.next('closed', 30_000)).recording.status).toBe('ready');
+    const row = await recordingOf(opened.sessionId);
+    expect(row).toMatchObject({ video_codec: 'h264', audio_codec: 'aac' });
+    const p = await probe(row.path);
+    expect(p.audioCodec).toBe('aac');
+    expect(Math.abs((p.audioDurationMs as number) - 5_000)).toBeLessThanOrEqual(100);
+    expect(Math.abs((p.audioStartMs as number) - p.videoStartMs)).toBeLessThan(100);
+  });
+
+  it('rejects a corrupt JPEG and a PNG bomb with bad_image and records every other frame', async () => {
+    const corrupt = Buffer.concat([
+      Buffer.from([0xff, 0xd8, 0xff, 0xe0]),
+      Buffer.alloc(2000, 0x55),
+    ]);
+    // A PNG whose header declares 100 000 × 100 000 pixels.
+    const bomb = Buffer.from(
+      await (
+        await import('sharp')
+      )
+        .default({ create: { width: 8, height: 8, channels: 3, background: 'red' } })
+        .png()
+        .toBuffer(),
+    );
+    bomb.writeUInt32BE(100_000, 16);
+    bomb.writeUInt32BE(100_000, 20);
+    const rssBefore = process.memoryUsage().rss;
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({ video: { width: 640, height: 480, fps: 10 } });
+    const images = Array.from({ length: 40 }, (_, i) =>
+      i === 10 ? corrupt : i === 20 ? bomb : frames640[i % 10],
+    );
+    await stream(
+      client,
+      images.map((_, i) => i * 100),
+      images,
+    );
+    client.send({ type: 'close' });
+    const closed = await client.next('closed', 30_000);
+    const errors = client.messages.filter((m) => m.type === 'error');
+    expect(errors).toEqual([
+      expect.objectContaining({ code: 'bad_image', seq: 11 }),
+      expect.objectContaining({ code: 'bad_image', seq: 21 }),
+    ]);
+    expect(closed.recording.status).toBe('ready');
+    const p = await probe((await recordingOf(opened.sessionId)).path);
+    expect(p.videoFrames).toBe(38);
+    const session = await app.db.query(
+      'SELECT video_frames, rejected_frames FROM sessions WHERE id = $1',
+      [opened.sessionId],
+    );
+    expect(session.rows[0]).toMatchObject({ video_frames: '38', rejected_frames: '2' });
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(300 * 1024 * 1024);
+  });
+});
