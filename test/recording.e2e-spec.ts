@@ -1,8 +1,12 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { startTestApp, type TestApp } from './support/app';
 import { jpegFrames, pcmSine, probe } from './support/media';
 import { StreamClient } from './support/stream-client';
 import { hsToken } from './support/tokens';
+
+const run = promisify(execFile);
 
 interface RecordingRow {
   status: string;
@@ -193,5 +197,52 @@ describe('live recording', () => {
     );
     expect(session.rows[0]).toMatchObject({ video_frames: '38', rejected_frames: '2' });
     expect(process.memoryUsage().rss - rssBefore).toBeLessThan(300 * 1024 * 1024);
+  });
+
+  it('survives its encoder dying mid-session: a new encoder continues the same recording', async () => {
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({ video: { width: 640, height: 480, fps: 10 } });
+    await stream(
+      client,
+      Array.from({ length: 100 }, (_, i) => i * 100),
+      frames640,
+    );
+    await client.acksUntil(100);
+    const { stdout } = await run('pgrep', ['-P', String(process.pid), '-f', 'libx264']);
+    const pids = stdout.trim().split('\n').filter(Boolean).map(Number);
+    expect(pids.length).toBeGreaterThan(0);
+    pids.forEach((pid) => process.kill(pid, 'SIGKILL'));
+    await stream(
+      client,
+      Array.from({ length: 100 }, (_, i) => (100 + i) * 100),
+      frames640,
+      101,
+    );
+    client.send({ type: 'close' });
+    const closed = await client.next('closed', 30_000);
+    expect(closed.recording.status).toBe('ready');
+    const p = await probe((await recordingOf(opened.sessionId)).path);
+    expect(p.videoFrames).toBe(200);
+    expect(Math.abs(p.durationMs - 20_000)).toBeLessThanOrEqual(100);
+  });
+
+  it('fills silence when a session declares audio but sends none, so video fragments keep flowing', async () => {
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({
+      video: { width: 640, height: 480, fps: 10 },
+      audio: { sampleRate: 16_000, channels: 1 },
+    });
+    await stream(
+      client,
+      Array.from({ length: 100 }, (_, i) => i * 100),
+      frames640,
+    );
+    client.send({ type: 'close' });
+    expect((await client.next('closed', 30_000)).recording.status).toBe('ready');
+    const p = await probe((await recordingOf(opened.sessionId)).path);
+    expect(p.videoFrames).toBe(100);
+    expect(p.audioCodec).toBe('aac');
+    // Silence up to one second behind the last frame.
+    expect(p.audioDurationMs).toBeGreaterThanOrEqual(8_800);
   });
 });

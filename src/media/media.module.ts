@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { SessionsModule } from '../sessions/sessions.module';
+import { MediaAdminController } from './media-admin.controller';
 import { RecordingEntity } from './recording.entity';
 import { RecordingService } from './recording.service';
 import { RecordingsController } from './recordings.controller';
@@ -9,7 +10,7 @@ import { RetentionService } from './retention.service';
 /** ffmpeg and sharp behind small services: live recording, retrieval, retention. */
 @Module({
   imports: [SessionsModule, TypeOrmModule.forFeature([RecordingEntity])],
-  controllers: [RecordingsController],
+  controllers: [RecordingsController, MediaAdminController],
   providers: [RecordingService, RetentionService],
   exports: [RecordingService, RetentionService],
 })

@@ -25,7 +25,7 @@ export interface LiveMp4Options {
 }
 
 /**
- * Appends an MP4 file with the file's bytes hashed as they go out. Fragmented MP4 is written
+ * Writes the MP4 file, hashing its bytes as they go out. Fragmented MP4 is written
  * strictly in order, which is what makes the running hash the file's hash.
  */
 class HashedFileSink {

@@ -39,6 +39,8 @@ export class RecordingService {
   private readonly logger = new Logger(RecordingService.name);
   readonly maxEncoders: number;
   private active = 0;
+  /** Recorders that run now, by session. */
+  private readonly live = new Map<string, SessionRecorder>();
   private readonly waiting: Array<() => void> = [];
   readonly dir: string;
   private readonly ffmpegPath: string;
@@ -53,8 +55,19 @@ export class RecordingService {
     this.ffmpegPath = locateTool('ffmpeg', config.FFMPEG_PATH).path;
   }
 
-  get encoders(): { active: number; waiting: number; max: number } {
-    return { active: this.active, waiting: this.waiting.length, max: this.maxEncoders };
+  /** Encoder slots and each live recorder's backlog, for operators and benchmarks. */
+  status(): {
+    encoders: { active: number; waiting: number; max: number };
+    recorders: Array<{ sessionId: string; backlogFrames: number; fromSpool: boolean }>;
+  } {
+    return {
+      encoders: { active: this.active, waiting: this.waiting.length, max: this.maxEncoders },
+      recorders: [...this.live].map(([sessionId, r]) => ({
+        sessionId,
+        backlogFrames: r.backlog.frames,
+        fromSpool: r.backlog.fromSpool,
+      })),
+    };
   }
 
   outputSize(session: Pick<SessionEntity, 'recordingSettings'>): { width: number; height: number } {
@@ -127,6 +140,7 @@ export class RecordingService {
     if (slot) {
       recorder = makeRecorder(fromSpool ? 'spool' : 'live');
       const r = recorder;
+      this.live.set(session.id, r);
       started = r.start().then(() => r);
     } else {
       // No slot now: the frames wait in the spool; the recorder starts when a slot frees, or at
@@ -140,6 +154,7 @@ export class RecordingService {
         }
         await this.recordings.update({ id }, { status: 'recording', updatedAt: new Date() });
         const r = makeRecorder('spool');
+        this.live.set(session.id, r);
         await r.start();
         recorder = r;
         r.durable();
@@ -207,6 +222,7 @@ export class RecordingService {
             .catch(() => undefined);
           return { id, status: 'failed', durationMs: null, reason };
         } finally {
+          this.live.delete(session.id);
           releaseSlot();
         }
       },
@@ -216,6 +232,7 @@ export class RecordingService {
           aborted = true;
           forceStart?.();
           recorder?.abort();
+          this.live.delete(session.id);
           // A recorder still waiting for a slot gives it back as soon as it gets it.
           void started.then(releaseSlot, releaseSlot);
           releaseSlot();

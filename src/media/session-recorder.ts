@@ -1,6 +1,7 @@
 import type { Logger } from '@nestjs/common';
 import { open, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
+import sharp from 'sharp';
 import type { AppConfig } from '../config/config';
 import {
   MEDIA_HEADER_BYTES,
@@ -15,6 +16,23 @@ import { BadImageError, FramePipeline } from './frame-pipeline';
 import { isKeyframe } from './h264-stream';
 import { LiveMp4Writer } from './mp4-writer';
 import { VideoEncoderProcess } from './video-encoder';
+
+/** Times an encoder may die on a bad frame in one session before the recording fails. */
+const MAX_ENCODER_RESTARTS = 20;
+/** Audio may trail video by this much before silence is inserted. */
+const AUDIO_LAG_S = 1;
+/** A jump in audio pts beyond this is a gap to fill, not jitter. */
+const AUDIO_GAP_S = 0.05;
+
+/** Full decode: whether ffmpeg will be able to read this JPEG. Only used after a failure. */
+async function decodes(jpeg: Buffer): Promise<boolean> {
+  try {
+    await sharp(jpeg, { failOn: 'error' }).raw().toBuffer();
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
 const MAX_QUEUED_FRAMES = 64;
@@ -84,7 +102,10 @@ export class SessionRecorder {
   private writer!: LiveMp4Writer;
   private writes: Promise<void> = Promise.resolve();
   /** Capture pts (s) of frames given to the encoder, waiting for their access unit. */
-  private readonly ptsQueue: number[] = [];
+  /** Frames given to the current encoder, waiting for their access unit. */
+  private readonly inFlight: Array<{ jpeg: Buffer; ts: number; seq: number }> = [];
+  private encoderDied = false;
+  private encoderRestarts = 0;
   private pendingVideo: { au: Buffer; key: boolean; ts: number } | null = null;
   private lastVideoTs = -1;
   private videoFrames = 0;
@@ -114,14 +135,15 @@ export class SessionRecorder {
     });
   }
 
-  async start(): Promise<void> {
+  /** Frames stored but not yet given to the encoder, and whether they come from the spool. */
+  get backlog(): { frames: number; fromSpool: boolean } {
+    return { frames: Math.max(0, this.latestSeq - this.nextSeq + 1), fromSpool: this.catchingUp };
+  }
+
+  private startVideoEncoder(): void {
     const { config } = this.deps;
-    this.writer = await LiveMp4Writer.create(this.deps.outputPath, {
-      video: { width: this.session.width, height: this.session.height },
-      audio: this.session.audio ?? undefined,
-    });
-    this.video = new VideoEncoderProcess(this.deps.ffmpegPath);
-    this.video.start({
+    const encoder = new VideoEncoderProcess(this.deps.ffmpegPath);
+    encoder.start({
       width: this.session.width,
       height: this.session.height,
       fps: Math.max(1, Math.round(this.session.fps)),
@@ -129,6 +151,47 @@ export class SessionRecorder {
       crf: config.RECORDING_CRF,
       onAccessUnit: (au) => this.onAccessUnit(au),
     });
+    this.video = encoder;
+    this.encoderDied = false;
+    encoder.exited().catch(() => {
+      if (this.video === encoder) {
+        this.encoderDied = true;
+        this.kick();
+      }
+    });
+  }
+
+  /**
+   * The encoder stopped on a frame it could not decode (ffmpeg runs with -xerror, since dropping
+   * a frame silently would shift every later frame's time). The frames it had not yet returned are
+   * checked with a full decode: bad ones are reported as `bad_image`, the rest go to a new encoder,
+   * which continues the same recording from a keyframe.
+   */
+  private async recoverEncoder(): Promise<void> {
+    if (++this.encoderRestarts > MAX_ENCODER_RESTARTS) {
+      throw new Error(`the encoder failed ${MAX_ENCODER_RESTARTS} times`);
+    }
+    this.video.kill();
+    const pending = this.inFlight.splice(0);
+    this.startVideoEncoder();
+    for (const frame of pending) {
+      if (await decodes(frame.jpeg)) {
+        this.inFlight.push(frame);
+        if (!this.video.write(frame.jpeg)) {
+          await this.video.drained();
+        }
+      } else {
+        this.deps.events.onBadImage(frame.seq, 'image cannot be decoded');
+      }
+    }
+  }
+
+  async start(): Promise<void> {
+    this.writer = await LiveMp4Writer.create(this.deps.outputPath, {
+      video: { width: this.session.width, height: this.session.height },
+      audio: this.session.audio ?? undefined,
+    });
+    this.startVideoEncoder();
     if (this.session.audio) {
       this.audio = new AudioEncoderProcess(this.deps.ffmpegPath);
       this.audio.start({
@@ -180,11 +243,21 @@ export class SessionRecorder {
       this.abort();
       throw this.failure;
     }
-    if (this.videoFrames === 0 && this.ptsQueue.length === 0 && this.pendingVideo === null) {
+    if (this.videoFrames === 0 && this.inFlight.length === 0 && this.pendingVideo === null) {
       this.abort();
       throw new Error('no video frames to record');
     }
-    await this.video.end();
+    for (;;) {
+      try {
+        await this.video.end();
+        break;
+      } catch (err) {
+        if (this.inFlight.length === 0) {
+          throw err;
+        }
+        await this.recoverEncoder();
+      }
+    }
     await this.audio?.end();
     await this.writes;
     if (this.pendingAudio) {
@@ -218,6 +291,8 @@ export class SessionRecorder {
     this.kick();
     this.video?.kill();
     this.audio?.kill();
+    // Keeps the complete fragments written so far and releases the file.
+    void this.writer?.cancel().catch(() => undefined);
   }
 
   private kick(): void {
@@ -314,9 +389,15 @@ export class SessionRecorder {
     const payload = message.subarray(MEDIA_HEADER_BYTES);
     const ts = header.pts / 1000;
     if (header.track === Track.Audio) {
-      if (this.audio) {
+      if (this.audio && this.session.audio) {
         this.firstAudioS ??= ts;
-        this.audioSamplesIn += payload.length / (2 * (this.session.audio?.channels ?? 1));
+        // A gap in the client's audio (its pts is ahead of what was sent) is filled with silence,
+        // so later audio stays at its capture time; overlaps are appended as they come.
+        const gap = ts - (this.firstAudioS + this.audioSamplesIn / this.session.audio.sampleRate);
+        if (gap > AUDIO_GAP_S) {
+          await this.writeSilence(gap);
+        }
+        this.audioSamplesIn += payload.length / (2 * this.session.audio.channels);
         if (!this.audio.write(payload)) {
           await this.audio.drained();
         }
@@ -336,14 +417,50 @@ export class SessionRecorder {
     // Capture times must rise for a decoder; a client clock step back is nudged forward 1 ms.
     const at = ts > this.lastVideoTs ? ts : this.lastVideoTs + 0.001;
     this.lastVideoTs = at;
-    this.ptsQueue.push(at);
-    if (!this.video.write(jpeg)) {
-      await this.video.drained();
+    await this.fillSilence(at);
+    if (this.encoderDied) {
+      await this.recoverEncoder();
+    }
+    this.inFlight.push({ jpeg, ts: at, seq: header.seq });
+    try {
+      if (!this.video.write(jpeg)) {
+        await this.video.drained();
+      }
+    } catch {
+      await this.recoverEncoder();
+    }
+  }
+
+  /**
+   * A session that declared audio but sends none (or stops) gets silence up to the video's time:
+   * the MP4 interleaves tracks by time, so a silent-but-declared track would otherwise hold every
+   * video fragment in memory until the end.
+   */
+  private async fillSilence(videoTs: number): Promise<void> {
+    const audio = this.session.audio;
+    if (!audio || !this.audio) {
+      return;
+    }
+    this.firstAudioS ??= videoTs;
+    await this.writeSilence(
+      videoTs - AUDIO_LAG_S - (this.firstAudioS + this.audioSamplesIn / audio.sampleRate),
+    );
+  }
+
+  private async writeSilence(seconds: number): Promise<void> {
+    const audio = this.session.audio;
+    if (!audio || !this.audio || seconds <= 0) {
+      return;
+    }
+    const samples = Math.round(seconds * audio.sampleRate);
+    this.audioSamplesIn += samples;
+    if (!this.audio.write(Buffer.alloc(samples * 2 * audio.channels))) {
+      await this.audio.drained();
     }
   }
 
   private onAccessUnit(au: Buffer): void {
-    const ts = this.ptsQueue.shift();
+    const ts = this.inFlight.shift()?.ts;
     if (ts === undefined) {
       this.failure ??= new Error('the encoder produced more frames than it was given');
       return;

@@ -67,6 +67,11 @@ export class PipedFfmpegProcess {
     return this.done;
   }
 
+  /** Settles when ffmpeg exits, without closing its input: rejects if it failed. */
+  exited(): Promise<void> {
+    return this.done;
+  }
+
   /** Stops ffmpeg at once; `end()` and `drained()` then reject. */
   kill(): void {
     this.closed = true;
