@@ -246,3 +246,66 @@ describe('live recording', () => {
     expect(p.audioDurationMs).toBeGreaterThanOrEqual(8_800);
   });
 });
+
+describe('recording backpressure', () => {
+  let app: TestApp;
+  const token = hsToken({ sub: 'teller', channel: 'branch-app' });
+
+  beforeAll(async () => {
+    app = await startTestApp({
+      env: { STREAM_MAX_FPS: '5000', STREAM_MAX_KBPS: '1000000', RECORDING_MAX_ENCODERS: '1' },
+    });
+  });
+  afterAll(() => app.close());
+
+  const framesOf = async (sessionId: string) => {
+    const r = await app.db.query<{ path: string; status: string }>(
+      'SELECT path, status FROM recordings WHERE session_id = $1',
+      [sessionId],
+    );
+    return probe(r.rows[0]?.path);
+  };
+
+  it('acks frames faster than the encoder, tells the client to slow down, and still records them all', async () => {
+    const small = await jpegFrames(320, 240);
+    const client = await StreamClient.connect(app.url, { token });
+    // Upscaling every frame in sharp makes this session slower to encode than to store.
+    const opened = await client.open({
+      video: { width: 320, height: 240, fps: 10 },
+      recording: { width: 1280, height: 960 },
+    });
+    for (let seq = 1; seq <= 200; seq++) {
+      client.ws.send(encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, small[seq % 10]));
+    }
+    // Durability does not wait for the encoder.
+    await client.acksUntil(200, 20_000);
+    expect(await client.next('flow', 20_000)).toMatchObject({ reason: 'encoder_backlog' });
+    expect(await client.next('flow', 60_000)).toMatchObject({ reason: 'recovered' });
+    client.send({ type: 'close' });
+    expect((await client.next('closed', 60_000)).recording.status).toBe('ready');
+    expect((await framesOf(opened.sessionId)).videoFrames).toBe(200);
+  });
+
+  it('encodes a session beyond RECORDING_MAX_ENCODERS from its spool, without losing a frame', async () => {
+    const frames = await jpegFrames(640, 480);
+    const first = await StreamClient.connect(app.url, { token });
+    const a = await first.open({ video: { width: 640, height: 480, fps: 10 } });
+    const second = await StreamClient.connect(app.url, { token });
+    const b = await second.open({ video: { width: 640, height: 480, fps: 10 } });
+    const pending = await app.db.query('SELECT status FROM recordings WHERE session_id = $1', [
+      b.sessionId,
+    ]);
+    expect(pending.rows[0].status).toBe('pending');
+    for (let seq = 1; seq <= 50; seq++) {
+      first.ws.send(encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, frames[seq % 10]));
+      second.ws.send(encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, frames[seq % 10]));
+    }
+    await Promise.all([first.acksUntil(50), second.acksUntil(50)]);
+    second.send({ type: 'close' });
+    first.send({ type: 'close' });
+    expect((await second.next('closed', 30_000)).recording.status).toBe('ready');
+    expect((await first.next('closed', 30_000)).recording.status).toBe('ready');
+    expect((await framesOf(a.sessionId)).videoFrames).toBe(50);
+    expect((await framesOf(b.sessionId)).videoFrames).toBe(50);
+  });
+});

@@ -214,16 +214,16 @@ describe('media pipeline: JPEG → H.264 (+ PCM → AAC) → fragmented MP4', ()
       beforeFinalize: () => copyFileSync(path, copy),
     });
     const probe = await probeRecording(copy, FFPROBE);
-    // Keyframes every 20 frames (2 s at 10 fps) cut the fragments: frames 0–39 are in two
-    // complete fragments, 40–58 still wait in the muxer for the next keyframe or finalize.
-    expect(probe).toMatchObject({ videoFrames: 40, videoCodec: 'h264', videoStartMs: 0 });
+    // Keyframes every 10 frames (1 s at 10 fps) cut the fragments: frames 0–49 are in five
+    // complete fragments, 50–58 still wait in the muxer for the next keyframe or finalize.
+    expect(probe).toMatchObject({ videoFrames: 50, videoCodec: 'h264', videoStartMs: 0 });
     expect((await probeRecording(path, FFPROBE)).videoFrames).toBe(60);
   });
 
   it('keeps the complete fragments of a recording given up with cancel()', async () => {
     const path = join(dir, 'cancel.mp4');
     await record(path, { frames, pts: unevenPts(60), lastDurationS: 0.1, cancel: true });
-    expect((await probeRecording(path, FFPROBE)).videoFrames).toBe(40);
+    expect((await probeRecording(path, FFPROBE)).videoFrames).toBe(50);
   });
 
   it('rejects end() with ffmpeg’s message when the first frame is not a JPEG', async () => {

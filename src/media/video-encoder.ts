@@ -173,7 +173,9 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
 
   start(options: VideoEncoderOptions): void {
     const splitter = new AccessUnitSplitter(options.onAccessUnit);
-    const gop = Math.max(1, Math.round(options.fps * 2));
+    // A keyframe every second: the muxer can only cut a fragment at a keyframe, and fragments
+    // bound what a crash can cost the MP4 (the spool still has it all) and when it is playable.
+    const gop = Math.max(1, Math.round(options.fps));
     this.run(
       [
         '-hide_banner',
