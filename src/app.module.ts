@@ -12,6 +12,7 @@ import type { Runtime } from './config/runtime';
 import { dataSourceOptions } from './database/data-source-options';
 import { HealthModule } from './health/health.module';
 import { SessionsModule } from './sessions/sessions.module';
+import { MetricsModule } from './metrics/metrics.module';
 import { StreamModule } from './stream/stream.module';
 
 @Module({})
@@ -47,6 +48,7 @@ export class AppModule {
         AuthModule,
         SessionsModule,
         StreamModule,
+        MetricsModule,
         HealthModule,
       ],
       providers: [{ provide: APP_FILTER, useClass: HttpExceptionFilter }],

@@ -176,4 +176,16 @@ describe('stream sessions over WebSocket', () => {
     other.send({ type: 'resume', sessionId: opened.sessionId, resumeToken: resumeTokenOf(opened) });
     expect((await other.closed).code).toBe(4004);
   });
+
+  it('exposes Prometheus metrics without credentials, counts only', async () => {
+    const res = await fetch(`${app.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await res.text();
+    expect(text).toMatch(/^# TYPE framegate_frames_received_total counter$/m);
+    const frames = Number(/^framegate_frames_received_total (\d+)$/m.exec(text)?.[1]);
+    expect(frames).toBeGreaterThanOrEqual(300);
+    expect(text).toMatch(/^framegate_acks_sent_total \d+$/m);
+    expect(text).not.toMatch(/alice|branch-app/);
+  });
 });

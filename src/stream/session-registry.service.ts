@@ -21,7 +21,12 @@ import type { OpenSession, Opened } from '../protocol/open-session.schema';
 import { SessionStore } from '../sessions/session-store.service';
 import { SessionEntity } from '../sessions/session.entity';
 import { buildOpened, SessionsService } from '../sessions/sessions.service';
-import { SessionRuntime, type RuntimeDeps, type SessionSink } from './session-runtime';
+import {
+  type IngestTotals,
+  SessionRuntime,
+  type RuntimeDeps,
+  type SessionSink,
+} from './session-runtime';
 import { scanSpool, SpoolWriter } from './spool';
 
 /** How often the sweeper looks for idle HTTP-attached and expired interrupted sessions. */
@@ -35,6 +40,8 @@ const SWEEP_MS = 1_000;
 export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(SessionRegistry.name);
   private readonly live = new Map<string, SessionRuntime>();
+  /** Frames, bytes and acks of every session since this process started. */
+  readonly totals: IngestTotals = { frames: 0, bytes: 0, acks: 0 };
   /** Per-session lock: attaches and ends of one session run one at a time. */
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly spoolDir: string;
@@ -57,6 +64,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     this.spoolDir = resolve(config.DATA_DIR, 'spool');
     mkdirSync(this.spoolDir, { recursive: true });
     this.deps = {
+      totals: this.totals,
       config,
       store,
       audit,

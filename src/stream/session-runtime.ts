@@ -30,7 +30,15 @@ export type IngestResult = 'stored' | 'duplicate' | 'gap' | 'failed';
 /** Queued bytes after which the spool is written (not synced) early, bounding memory. */
 const EARLY_WRITE_BYTES = 4 * 1024 * 1024;
 
+/** Node-wide counters since start, for /metrics. */
+export interface IngestTotals {
+  frames: number;
+  bytes: number;
+  acks: number;
+}
+
 export interface RuntimeDeps {
+  totals: IngestTotals;
   config: AppConfig;
   store: SessionStore;
   audit: AuditWriter;
@@ -198,6 +206,8 @@ export class SessionRuntime {
       this.audioFrames++;
     }
     this.bytesIn += message.length;
+    this.deps.totals.frames++;
+    this.deps.totals.bytes += message.length;
     this.dirty = true;
     this.framesSinceAck++;
     if (this.framesSinceAck >= this.maxFrames) {
@@ -240,6 +250,7 @@ export class SessionRuntime {
         const sink = this.sink;
         if (sink && durable > this.ackedSeq) {
           this.ackedSeq = durable;
+          this.deps.totals.acks++;
           sink.ack(durable);
         }
       },

@@ -1,0 +1,75 @@
+import { Controller, Get, Header } from '@nestjs/common';
+import { AuditWriter } from '../audit/audit-writer.service';
+import { Public } from '../auth/auth.decorators';
+import { RecordingService } from '../media/recording.service';
+import { QuotaService } from '../stream/quota.service';
+import { SessionRegistry } from '../stream/session-registry.service';
+import { StreamConnections } from '../stream/stream-connections.service';
+
+/**
+ * Prometheus text exposition of the node's state and counters. Public like the health probes:
+ * it carries counts only, no subject, channel or session id.
+ */
+@Controller('metrics')
+@Public()
+export class MetricsController {
+  constructor(
+    private readonly registry: SessionRegistry,
+    private readonly connections: StreamConnections,
+    private readonly recordings: RecordingService,
+    private readonly quotas: QuotaService,
+    private readonly audit: AuditWriter,
+  ) {}
+
+  @Get()
+  @Header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
+  metrics(): string {
+    const { encoders, recorders } = this.recordings.status();
+    const totals = this.registry.totals;
+    const lines: Array<[string, 'gauge' | 'counter', string, number]> = [
+      ['framegate_connections', 'gauge', 'Live WebSocket connections', this.connections.size],
+      [
+        'framegate_connection_slots',
+        'gauge',
+        'Connection slots held (quota)',
+        this.quotas.stats().node,
+      ],
+      [
+        'framegate_sessions_live',
+        'gauge',
+        'Sessions with a runtime on this node',
+        this.registry.size,
+      ],
+      ['framegate_frames_received_total', 'counter', 'Media messages stored', totals.frames],
+      ['framegate_bytes_received_total', 'counter', 'Media bytes stored', totals.bytes],
+      ['framegate_acks_sent_total', 'counter', 'Merged acks sent over WebSocket', totals.acks],
+      ['framegate_encoders_active', 'gauge', 'Encoder slots in use', encoders.active],
+      [
+        'framegate_encoders_waiting',
+        'gauge',
+        'Recordings waiting for an encoder slot',
+        encoders.waiting,
+      ],
+      ['framegate_encoders_max', 'gauge', 'RECORDING_MAX_ENCODERS', encoders.max],
+      [
+        'framegate_recorder_backlog_frames',
+        'gauge',
+        'Frames stored but not yet encoded, all sessions',
+        recorders.reduce((sum, r) => sum + r.backlogFrames, 0),
+      ],
+      [
+        'framegate_audit_backlog',
+        'gauge',
+        'Audit records not yet in Postgres',
+        this.audit.backlog(),
+      ],
+    ];
+    return lines
+      .map(
+        ([name, type, help, value]) =>
+          `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}`,
+      )
+      .join('\n')
+      .concat('\n');
+  }
+}
