@@ -1,3 +1,5 @@
+import { appendGrowing } from './grow-buffer';
+
 /** Sampling frequencies by their 4-bit index (ISO 14496-3, 1.6.3.4). */
 export const AAC_SAMPLE_RATES = [
   96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
@@ -26,7 +28,7 @@ export interface AdtsFrameInfo {
  * Throws on a lost sync word: ffmpeg's output never has one, so it means a broken pipe.
  */
 export class AdtsSplitter {
-  private buf = Buffer.allocUnsafe(INITIAL_CAPACITY);
+  private buf: Buffer = Buffer.allocUnsafe(INITIAL_CAPACITY);
   private length = 0;
 
   constructor(private readonly onFrame: (frame: Uint8Array, info: AdtsFrameInfo) => void) {}
@@ -75,18 +77,8 @@ export class AdtsSplitter {
   }
 
   private append(chunk: Buffer): void {
-    const needed = this.length + chunk.length;
-    if (needed > this.buf.length) {
-      let capacity = this.buf.length * 2;
-      while (capacity < needed) {
-        capacity *= 2;
-      }
-      const grown = Buffer.allocUnsafe(capacity);
-      this.buf.copy(grown, 0, 0, this.length);
-      this.buf = grown;
-    }
-    chunk.copy(this.buf, this.length);
-    this.length = needed;
+    this.buf = appendGrowing(this.buf, this.length, chunk);
+    this.length += chunk.length;
   }
 }
 

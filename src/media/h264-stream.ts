@@ -1,3 +1,5 @@
+import { appendGrowing } from './grow-buffer';
+
 /** H.264 Annex B NAL unit types this module looks for. */
 const NAL_IDR = 5;
 const NAL_SPS = 7;
@@ -14,7 +16,7 @@ const INITIAL_CAPACITY = 256 * 1024;
  */
 export class AccessUnitSplitter {
   /** Holds the access unit in progress; bytes are copied in once per chunk, never per byte. */
-  private buf = Buffer.allocUnsafe(INITIAL_CAPACITY);
+  private buf: Buffer = Buffer.allocUnsafe(INITIAL_CAPACITY);
   private length = 0;
   /** Where the next start-code search resumes (a start code may straddle two chunks). */
   private scanFrom = 0;
@@ -64,18 +66,8 @@ export class AccessUnitSplitter {
   }
 
   private append(chunk: Buffer): void {
-    const needed = this.length + chunk.length;
-    if (needed > this.buf.length) {
-      let capacity = this.buf.length * 2;
-      while (capacity < needed) {
-        capacity *= 2;
-      }
-      const grown = Buffer.allocUnsafe(capacity);
-      this.buf.copy(grown, 0, 0, this.length);
-      this.buf = grown;
-    }
-    chunk.copy(this.buf, this.length);
-    this.length = needed;
+    this.buf = appendGrowing(this.buf, this.length, chunk);
+    this.length += chunk.length;
   }
 }
 
