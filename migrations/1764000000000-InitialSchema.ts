@@ -113,7 +113,7 @@ export class InitialSchema1764000000000 implements MigrationInterface {
         failure_reason text,
         path text,
         bytes bigint,
-        duration_ms integer,
+        duration_ms bigint,
         frame_count integer,
         width integer,
         height integer,

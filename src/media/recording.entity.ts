@@ -38,7 +38,7 @@ export class RecordingEntity {
   @Column('bigint', { nullable: true, transformer: bigintColumn })
   bytes!: number | null;
 
-  @Column('integer', { name: 'duration_ms', nullable: true })
+  @Column('bigint', { name: 'duration_ms', nullable: true, transformer: bigintColumn })
   durationMs!: number | null;
 
   @Column('integer', { name: 'frame_count', nullable: true })

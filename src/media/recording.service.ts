@@ -13,11 +13,11 @@ import { RecordingEntity } from './recording.entity';
 import { type RecorderEvents, type RecorderSession, SessionRecorder } from './session-recorder';
 
 /**
- * Live encoders per core when RECORDING_MAX_ENCODERS is unset: a 10 fps 640×480 session costs a
- * single-threaded veryfast x264 about 1/25 of a core here (bench:recording), leaving headroom for
- * sharp and the event loop.
+ * Live encoders per core when RECORDING_MAX_ENCODERS is unset: bench:recording kept 38 sessions of
+ * 10 fps 640×480 in real time on 2 cores (about 1/20 of a core each with the service's overhead);
+ * 18 per core leaves headroom for sharp, Postgres and the event loop.
  */
-const ENCODERS_PER_CORE = 20;
+const ENCODERS_PER_CORE = 18;
 
 /** A session's recording as the stream runtime sees it. */
 export interface RecordingHandle {

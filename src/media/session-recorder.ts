@@ -137,7 +137,11 @@ export class SessionRecorder {
 
   /** Frames stored but not yet given to the encoder, and whether they come from the spool. */
   get backlog(): { frames: number; fromSpool: boolean } {
-    return { frames: Math.max(0, this.latestSeq - this.nextSeq + 1), fromSpool: this.catchingUp };
+    // Frames inside the encoder count too: under overload they are where the backlog starts.
+    return {
+      frames: Math.max(0, this.latestSeq - this.nextSeq + 1) + this.inFlight.length,
+      fromSpool: this.catchingUp,
+    };
   }
 
   private startVideoEncoder(): void {

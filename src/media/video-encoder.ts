@@ -2,6 +2,7 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { AccessUnitSplitter } from './h264-stream';
+import { setPriority } from 'node:os';
 
 /** Tail of ffmpeg's stderr kept for error messages (at `-loglevel error` it is short anyway). */
 const STDERR_TAIL_CHARS = 4096;
@@ -30,6 +31,9 @@ export interface StreamSink {
  * process-wide, not per command. Here the child's 'close' event alone decides: it comes after the
  * exit and after stdout has ended, so success means every byte reached the sink.
  */
+/** Encoders run below the service's priority (nice 10). */
+const ENCODER_NICENESS = 10;
+
 export class PipedFfmpegProcess {
   private readonly input = new PassThrough({ highWaterMark: INPUT_HIGH_WATER_MARK });
   private child: ChildProcessByStdio<Writable, Readable, Readable> | null = null;
@@ -88,6 +92,16 @@ export class PipedFfmpegProcess {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.child = child;
+    if (child.pid !== undefined) {
+      // Encoding can catch up from the spool; storing and acknowledging frames cannot wait, so
+      // the event loop gets the CPU first when the machine is saturated.
+      try {
+        setPriority(child.pid, ENCODER_NICENESS);
+      } catch {
+        // Lowering a priority needs no privilege; should the platform refuse anyway, the
+        // encoder simply runs at normal priority.
+      }
+    }
     // EPIPE once ffmpeg has exited: its exit status says why, and 'close' reports that.
     child.stdin.on('error', () => undefined);
     this.input.pipe(child.stdin);
