@@ -1,0 +1,436 @@
+import { performance } from 'node:perf_hooks';
+import WebSocket from 'ws';
+import type { ClosedRecording } from '../../src/protocol/messages';
+import { StreamClient } from '../../test/support/stream-client';
+import { FRAME_HEIGHT, FRAME_WIDTH, type FramePool } from './recording-frames';
+
+/** A real camera's interval: 10 fps. */
+const FRAME_INTERVAL_MS = 100;
+const CAPTURE_FPS = 1000 / FRAME_INTERVAL_MS;
+/** Sessions opened at once while a trial connects its clients. */
+const CONNECT_CONCURRENCY = 16;
+/** The admin poll's cadence during a paced trial. */
+const POLL_MS = 1_000;
+/** How long a `close` may take before the session counts as lost (a backlog may be encoding). */
+const CLOSE_TIMEOUT_MS = 120_000;
+/** How long recorders may take to leave the service's list after their sessions closed. */
+const SETTLE_TIMEOUT_MS = 60_000;
+/** The "keeps up" rule: the last seconds of a run, and the backlog allowed then per session. */
+const KEEP_UP_TAIL_S = 5;
+const KEEP_UP_FRAMES_PER_SESSION = 2;
+/**
+ * ...and the total's growth allowed over the second half, in frames per second per session: a
+ * backlog that is still small but rising (0.05/s is half a frame per session over 10 s) is a
+ * recorder falling behind. It shows late: the ~10 frames (256 KB) queued in each encoder's stdin
+ * are not in `backlogFrames`, so an overloaded run looks clean until those queues are full.
+ */
+const KEEP_UP_GROWTH_PER_SESSION = 0.05;
+
+const OPEN_BODY = { video: { width: FRAME_WIDTH, height: FRAME_HEIGHT, fps: CAPTURE_FPS } };
+
+/** `GET /v1/admin/recording`. */
+export interface RecordingStatus {
+  encoders: { active: number; waiting: number; max: number };
+  recorders: Array<{ sessionId: string; backlogFrames: number; fromSpool: boolean }>;
+}
+
+export async function recordingStatus(
+  baseUrl: string,
+  adminToken: string,
+): Promise<RecordingStatus> {
+  const res = await fetch(new URL('/v1/admin/recording', baseUrl), {
+    headers: { authorization: `Bearer ${adminToken}` },
+    signal: AbortSignal.timeout(5_000),
+  });
+  if (!res.ok) {
+    throw new Error(`GET /v1/admin/recording answered ${res.status}`);
+  }
+  return (await res.json()) as RecordingStatus;
+}
+
+export interface Percentiles {
+  p50: number;
+  p95: number;
+  max: number;
+  samples: number;
+}
+
+export function percentiles(values: number[]): Percentiles {
+  const sorted = [...values].sort((a, b) => a - b);
+  // Nearest rank: with 10 samples p95 is the largest, as it honestly is.
+  const at = (p: number): number =>
+    sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)];
+  return {
+    p50: round(at(0.5), 1),
+    p95: round(at(0.95), 1),
+    max: round(sorted.at(-1) ?? 0, 1),
+    samples: sorted.length,
+  };
+}
+
+export function round(value: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+}
+
+interface BacklogSample {
+  /** Seconds since the first frame of the trial. */
+  t: number;
+  total: number;
+  maxPerSession: number;
+  fromSpool: number;
+  waiting: number;
+  active: number;
+  recorders: number;
+}
+
+export interface PacedTrialOptions {
+  baseUrl: string;
+  sessions: number;
+  seconds: number;
+  pool: FramePool;
+  tokenFor: (i: number) => string;
+  adminToken: string;
+  /** Called when the first session starts sending and when the last one stops. */
+  onStreaming?: (edge: 'start' | 'end') => void;
+}
+
+export interface PacedTrialResult {
+  sessions: number;
+  seconds: number;
+  keptUp: boolean;
+  /** Why it did not keep up (empty when it did). */
+  why: string[];
+  sentFrames: number;
+  /** Frames per second actually sent, all sessions together and per session. */
+  sentFps: number;
+  perSessionFps: number;
+  backlog: {
+    /** Total of every session's backlog over the last KEEP_UP_TAIL_S seconds: its maximum. */
+    maxTotalTail: number;
+    allowedTail: number;
+    allowedSlope: number;
+    maxTotalSecondHalf: number;
+    /** Least-squares slope of the total over the second half, frames per second. */
+    slopeSecondHalf: number;
+    maxPerSession: number;
+    fromSpoolSecondHalf: number;
+    fromSpoolEver: number;
+    pendingMax: number;
+    /** The total at each poll, one a second. */
+    series: number[];
+    pollErrors: number;
+  };
+  client: {
+    flows: Record<string, number>;
+    errors: Record<string, number>;
+    /** Connections that ended before `close`, by close code. */
+    earlyCloses: Record<string, number>;
+    /** Frames sent but not yet acknowledged when sending stopped: the worst session. */
+    maxAckLag: number;
+  };
+  close: { statuses: Record<string, number>; ms: Percentiles };
+}
+
+/**
+ * `sessions` clients, each streaming one session at a real 10 fps (its own 100 ms interval,
+ * staggered across the interval as independent cameras are; pts is the real capture time) for
+ * `seconds`, while the service's recorders are polled once a second; then every session is closed.
+ */
+export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult> {
+  const clients: StreamClient[] = [];
+  const ids: string[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  try {
+    for (let first = 0; first < o.sessions; first += CONNECT_CONCURRENCY) {
+      const batch = Array.from(
+        { length: Math.min(CONNECT_CONCURRENCY, o.sessions - first) },
+        async (_, k) => {
+          const client = await StreamClient.connect(o.baseUrl, { token: o.tokenFor(first + k) });
+          clients[first + k] = client;
+          ids[first + k] = (await client.open(OPEN_BODY)).sessionId;
+        },
+      );
+      await Promise.all(batch);
+    }
+    const earlyCloses: Record<string, number> = {};
+    let closing = false;
+    for (const client of clients) {
+      void client.closed.then(({ code }) => {
+        if (!closing) {
+          earlyCloses[code] = (earlyCloses[code] ?? 0) + 1;
+        }
+      });
+    }
+
+    const seqs = new Array<number>(o.sessions).fill(0);
+    let stopped = false;
+    o.onStreaming?.('start');
+    const t0 = performance.now();
+    clients.forEach((client, i) => {
+      const ws = client.ws;
+      const start = t0 + (i * FRAME_INTERVAL_MS) / o.sessions;
+      // pts counts from the first frame actually sent (a timer may fire a little early, and a
+      // pts must never be negative).
+      let firstSentAt = -1;
+      // Each frame is due at start + k × 100 ms: a late timer does not push the later frames back
+      // (as setInterval would), so every session really sends 10 fps.
+      const send = (): void => {
+        if (ws.readyState !== WebSocket.OPEN || stopped) {
+          return;
+        }
+        const now = performance.now();
+        if (firstSentAt < 0) {
+          firstSentAt = now;
+        }
+        const seq = ++seqs[i];
+        ws.send(o.pool.frame(seq + i, seq, Math.round(now - firstSentAt)));
+        timers[i] = setTimeout(send, start + seq * FRAME_INTERVAL_MS - performance.now());
+      };
+      timers[i] = setTimeout(send, start - performance.now());
+    });
+
+    const mine = new Set(ids);
+    const samples: BacklogSample[] = [];
+    let pollErrors = 0;
+    const endAt = t0 + o.seconds * 1000;
+    for (let k = 1; t0 + k * POLL_MS <= endAt; k++) {
+      await sleep(t0 + k * POLL_MS - performance.now());
+      try {
+        const status = await recordingStatus(o.baseUrl, o.adminToken);
+        const recorders = status.recorders.filter((r) => mine.has(r.sessionId));
+        samples.push({
+          t: (performance.now() - t0) / 1000,
+          total: recorders.reduce((sum, r) => sum + r.backlogFrames, 0),
+          maxPerSession: Math.max(0, ...recorders.map((r) => r.backlogFrames)),
+          fromSpool: recorders.filter((r) => r.fromSpool).length,
+          waiting: status.encoders.waiting,
+          active: status.encoders.active,
+          recorders: recorders.length,
+        });
+      } catch {
+        pollErrors++;
+      }
+    }
+    await sleep(endAt - performance.now());
+    const sendSeconds = (performance.now() - t0) / 1000;
+    stopped = true;
+    for (const timer of timers) {
+      clearTimeout(timer);
+    }
+    o.onStreaming?.('end');
+    const sentFrames = seqs.reduce((a, b) => a + b, 0);
+
+    const flows: Record<string, number> = {};
+    const errors: Record<string, number> = {};
+    let maxAckLag = 0;
+    clients.forEach((client, i) => {
+      let acked = 0;
+      for (const m of client.messages) {
+        if (m.type === 'ack') {
+          acked = Math.max(acked, m.seq);
+        } else if (m.type === 'flow') {
+          flows[m.reason] = (flows[m.reason] ?? 0) + 1;
+        } else if (m.type === 'error') {
+          errors[m.code] = (errors[m.code] ?? 0) + 1;
+        }
+      }
+      maxAckLag = Math.max(maxAckLag, seqs[i] - acked);
+      // Only what comes after `close` matters from here on.
+      client.messages.length = 0;
+    });
+
+    closing = true;
+    const statuses: Record<string, number> = {};
+    const closeMs: number[] = [];
+    await Promise.all(
+      clients.map(async (client) => {
+        const sent = performance.now();
+        client.send({ type: 'close' });
+        try {
+          const closed = await client.next('closed', CLOSE_TIMEOUT_MS);
+          closeMs.push(performance.now() - sent);
+          statuses[closed.recording.status] = (statuses[closed.recording.status] ?? 0) + 1;
+        } catch {
+          statuses.noClosed = (statuses.noClosed ?? 0) + 1;
+        }
+      }),
+    );
+    await settle(o.baseUrl, o.adminToken);
+
+    const half = samples.filter((s) => s.t >= o.seconds / 2);
+    const tail = samples.filter((s) => s.t >= o.seconds - KEEP_UP_TAIL_S);
+    const maxOf = (list: BacklogSample[], pick: (s: BacklogSample) => number): number =>
+      Math.max(0, ...list.map(pick));
+    const allowedTail = KEEP_UP_FRAMES_PER_SESSION * o.sessions;
+    const backlog = {
+      maxTotalTail: maxOf(tail, (s) => s.total),
+      allowedTail,
+      allowedSlope: round(Math.max(1, KEEP_UP_GROWTH_PER_SESSION * o.sessions), 2),
+      maxTotalSecondHalf: maxOf(half, (s) => s.total),
+      slopeSecondHalf: round(slope(half.map((s) => [s.t, s.total])), 2),
+      maxPerSession: maxOf(samples, (s) => s.maxPerSession),
+      fromSpoolSecondHalf: maxOf(half, (s) => s.fromSpool),
+      fromSpoolEver: maxOf(samples, (s) => s.fromSpool),
+      pendingMax: maxOf(samples, (s) => s.waiting),
+      series: samples.map((s) => s.total),
+      pollErrors,
+    };
+    const allowedSlope = Math.max(1, KEEP_UP_GROWTH_PER_SESSION * o.sessions);
+    const why: string[] = [];
+    if (tail.length === 0) {
+      why.push('no backlog sample in the last seconds');
+    }
+    if (backlog.maxTotalTail > allowedTail) {
+      why.push(
+        `backlog ${backlog.maxTotalTail} > ${allowedTail} frames in the last ${KEEP_UP_TAIL_S} s`,
+      );
+    }
+    if (backlog.slopeSecondHalf > allowedSlope) {
+      why.push(
+        `backlog grows by ${backlog.slopeSecondHalf} frames/s in the second half ` +
+          `(allowed ${round(allowedSlope, 2)})`,
+      );
+    }
+    if (backlog.fromSpoolSecondHalf > 0) {
+      why.push(`${backlog.fromSpoolSecondHalf} recorders reading the spool in the second half`);
+    }
+    if (backlog.pendingMax > 0) {
+      why.push(`${backlog.pendingMax} recorders pending (waiting for an encoder slot)`);
+    }
+    if ((statuses.ready ?? 0) !== o.sessions) {
+      why.push(`recordings at close: ${JSON.stringify(statuses)}`);
+    }
+    if (Object.keys(earlyCloses).length > 0) {
+      why.push(`connections lost while streaming: ${JSON.stringify(earlyCloses)}`);
+    }
+    return {
+      sessions: o.sessions,
+      seconds: o.seconds,
+      keptUp: why.length === 0,
+      why,
+      sentFrames,
+      sentFps: round(sentFrames / sendSeconds, 1),
+      perSessionFps: round(sentFrames / sendSeconds / o.sessions, 2),
+      backlog,
+      client: { flows, errors, earlyCloses, maxAckLag },
+      close: { statuses, ms: percentiles(closeMs) },
+    };
+  } finally {
+    for (const timer of timers) {
+      clearTimeout(timer);
+    }
+    for (const client of clients) {
+      client?.ws.terminate();
+    }
+  }
+}
+
+/** Waits until none of the service's recorders is left and no encoder slot is held. */
+export async function settle(baseUrl: string, adminToken: string): Promise<boolean> {
+  const deadline = performance.now() + SETTLE_TIMEOUT_MS;
+  while (performance.now() < deadline) {
+    try {
+      const status = await recordingStatus(baseUrl, adminToken);
+      if (status.recorders.length === 0 && status.encoders.active === 0) {
+        return true;
+      }
+    } catch {
+      // The service may be busy finishing; ask again.
+    }
+    await sleep(250);
+  }
+  return false;
+}
+
+export interface CloseLatencyOptions {
+  baseUrl: string;
+  token: string;
+  adminToken: string;
+  pool: FramePool;
+  frames: number;
+  sendFps: number;
+}
+
+export interface CloseLatencyResult {
+  sessionId: string;
+  /** `close` sent to `closed` received. */
+  closeMs: number;
+  status: ClosedRecording['status'];
+  durationMs: number | null;
+  frames: number;
+  /** Frames the recorder had not yet given to ffmpeg when `close` was sent. */
+  backlogAtClose: number | null;
+  flows: number;
+}
+
+/**
+ * One session of `frames` frames with pts i × 100 ms (10 fps of capture time), sent at `sendFps`;
+ * once every frame is acknowledged (durable), `close` is sent and the time to `closed` taken.
+ */
+export async function closeLatencySession(o: CloseLatencyOptions): Promise<CloseLatencyResult> {
+  const client = await StreamClient.connect(o.baseUrl, { token: o.token });
+  try {
+    const { sessionId } = await client.open(OPEN_BODY);
+    const start = performance.now();
+    for (let i = 1; i <= o.frames; i++) {
+      const wait = start + ((i - 1) * 1000) / o.sendFps - performance.now();
+      if (wait >= 1) {
+        await sleep(wait);
+      }
+      client.ws.send(o.pool.frame(i - 1, i, (i - 1) * FRAME_INTERVAL_MS));
+    }
+    await client.acksUntil(o.frames, 30_000);
+    const flows = client.messages.filter((m) => m.type === 'flow').length;
+    let backlogAtClose: number | null = null;
+    try {
+      const status = await recordingStatus(o.baseUrl, o.adminToken);
+      backlogAtClose =
+        status.recorders.find((r) => r.sessionId === sessionId)?.backlogFrames ?? null;
+    } catch {
+      // Reported as unknown.
+    }
+    let closedAt = 0;
+    client.ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (!isBinary && closedAt === 0 && data.includes('"type":"closed"')) {
+        closedAt = performance.now();
+      }
+    });
+    const sent = performance.now();
+    client.send({ type: 'close' });
+    const closed = await client.next('closed', CLOSE_TIMEOUT_MS);
+    await Promise.race([client.closed, sleep(5_000)]);
+    return {
+      sessionId,
+      closeMs: round((closedAt || performance.now()) - sent, 1),
+      status: closed.recording.status,
+      durationMs: closed.recording.durationMs,
+      frames: closed.frames,
+      backlogAtClose,
+      flows,
+    };
+  } finally {
+    client.ws.terminate();
+  }
+}
+
+/** Least-squares slope of y over x; 0 with fewer than two points. */
+function slope(points: Array<[number, number]>): number {
+  if (points.length < 2) {
+    return 0;
+  }
+  const n = points.length;
+  const mx = points.reduce((s, [x]) => s + x, 0) / n;
+  const my = points.reduce((s, [, y]) => s + y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const [x, y] of points) {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  }
+  return den === 0 ? 0 : num / den;
+}
