@@ -105,6 +105,7 @@ export class SessionRecorder {
   /** Frames given to the current encoder, waiting for their access unit. */
   private readonly inFlight: Array<{ jpeg: Buffer; ts: number; seq: number }> = [];
   private encoderDied = false;
+  private outputOpen = false;
   private encoderRestarts = 0;
   private pendingVideo: { au: Buffer; key: boolean; ts: number } | null = null;
   private lastVideoTs = -1;
@@ -190,7 +191,19 @@ export class SessionRecorder {
     }
   }
 
-  async start(): Promise<void> {
+  /**
+   * Starts following the session. The MP4 and the encoders are created with the first frame, so
+   * a session that is open but idle costs no ffmpeg process and no open file.
+   */
+  start(): Promise<void> {
+    this.loop = this.run().catch((err: unknown) => {
+      this.failure = err instanceof Error ? err : new Error(String(err));
+    });
+    return Promise.resolve();
+  }
+
+  private async openOutput(): Promise<void> {
+    this.outputOpen = true;
     this.writer = await LiveMp4Writer.create(this.deps.outputPath, {
       video: { width: this.session.width, height: this.session.height },
       audio: this.session.audio ?? undefined,
@@ -204,9 +217,6 @@ export class SessionRecorder {
         onFrame: (frame, info) => this.onAudioFrame(frame, info.samples),
       });
     }
-    this.loop = this.run().catch((err: unknown) => {
-      this.failure = err instanceof Error ? err : new Error(String(err));
-    });
   }
 
   /** A record the session just stored, in seq order. Hot path: O(1), no await. */
@@ -247,7 +257,10 @@ export class SessionRecorder {
       this.abort();
       throw this.failure;
     }
-    if (this.videoFrames === 0 && this.inFlight.length === 0 && this.pendingVideo === null) {
+    if (
+      !this.outputOpen ||
+      (this.videoFrames === 0 && this.inFlight.length === 0 && this.pendingVideo === null)
+    ) {
       this.abort();
       throw new Error('no video frames to record');
     }
@@ -388,6 +401,9 @@ export class SessionRecorder {
   }
 
   private async process(message: Buffer, header: MediaHeader, offset: number): Promise<void> {
+    if (!this.outputOpen) {
+      await this.openOutput();
+    }
     this.nextOffset = offset + SPOOL_RECORD_PREFIX_BYTES + message.length;
     this.nextSeq = header.seq + 1;
     const payload = message.subarray(MEDIA_HEADER_BYTES);
