@@ -92,8 +92,11 @@ export class SpoolWriter {
   private next: Deferred | undefined;
   private failure: Error | undefined;
   private closing: Promise<void> | undefined;
-  /** Record prefixes; a slice is reused only after the writev that carried it has completed. */
-  private readonly prefixPool = Buffer.allocUnsafe(RECORDS_PER_WRITEV * SPOOL_RECORD_PREFIX_BYTES);
+  /**
+   * Record prefixes; a slice is reused only after the writev that carried it has completed.
+   * Allocated with the first write, so an idle session's writer holds no buffer.
+   */
+  private prefixPool: Buffer | null = null;
   private readonly prefixViews: Buffer[] = [];
   private readonly iov: Buffer[] = [];
 
@@ -345,6 +348,7 @@ export class SpoolWriter {
     let view = this.prefixViews[index];
     if (!view) {
       const at = index * SPOOL_RECORD_PREFIX_BYTES;
+      this.prefixPool ??= Buffer.allocUnsafe(RECORDS_PER_WRITEV * SPOOL_RECORD_PREFIX_BYTES);
       view = this.prefixPool.subarray(at, at + SPOOL_RECORD_PREFIX_BYTES);
       this.prefixViews[index] = view;
     }
