@@ -122,5 +122,5 @@ describe('embedded Postgres under DATA_DIR', () => {
     expect(read.status).toBe(200);
     expect(read.body.params).toEqual({ transactionId: 'TX-embedded' });
     expect((await second.stop('SIGTERM')).code).toBe(0);
-  });
+  }, 120_000);
 });
