@@ -30,7 +30,13 @@ import { runMigrations } from '../src/database/migrate';
 import { testDir } from '../test/support/dirs';
 import { PgProcess } from '../test/support/pg-process';
 import { hsToken } from '../test/support/tokens';
-import { BenchChild, machineCpuTicks, openFilesLimit, TS_NODE } from './support/child';
+import {
+  BenchChild,
+  machineCpuTicks,
+  openFilesLimit,
+  pressureTotals,
+  TS_NODE,
+} from './support/child';
 import { benchJpeg } from './support/jpeg';
 import {
   type ClientOptions,
@@ -145,6 +151,11 @@ interface RunFigures extends StreamRunResult {
    * threads, and other people's processes. Large values mean the figures are disturbed.
    */
   otherCpuPct: number;
+  /**
+   * Pressure stall information over the window, in % of its time (null without PSI): some task
+   * waiting for a CPU; some task, and every task, waiting for I/O (here: fdatasync and the disk).
+   */
+  pressure: { cpuSomePct: number; ioSomePct: number; ioFullPct: number } | null;
   /** At the end of the window: the server process, and with its children (ffmpeg encoders). */
   serverRssMB: number;
   serverTreeRssMB: number;
@@ -300,7 +311,12 @@ async function main(): Promise<number> {
           `  ${figures.framesPerSec} frames/s, ${figures.mbPerSec} MB/s, ack p50 ${figures.ackLatencyMs.p50} ms ` +
             `p99 ${figures.ackLatencyMs.p99} ms, CPU server ${figures.serverCpuPct}% ` +
             `(process ${figures.serverProcessCpuPct}%) ` +
-            `client ${figures.clientCpuPct}% other ${figures.otherCpuPct}%; all closed after ` +
+            `client ${figures.clientCpuPct}% other ${figures.otherCpuPct}%` +
+            (figures.pressure
+              ? `; I/O stalled ${figures.pressure.ioSomePct}% of the time (all tasks ` +
+                `${figures.pressure.ioFullPct}%)`
+              : '') +
+            `; all closed after ` +
             `${figures.closeSeconds} s` +
             (figures.recorderAtEnd
               ? `; encoder backlog at the end ${figures.recorderAtEnd.backlogFrames} frames`
@@ -522,6 +538,9 @@ async function measuredRun(
   let machine0 = { busy: 0, total: 0 };
   let machineBusyPct = 0;
   let recorderAtEnd: RecorderGauges | null = null;
+  let pressure0 = pressureTotals();
+  let windowStart = 0;
+  let pressure: RunFigures['pressure'] = null;
   let rss = 0;
   let treeRss = 0;
   const result = await streamRun({
@@ -538,11 +557,23 @@ async function measuredRun(
       if (edge === 'start') {
         cpu0 = server.child.cpuMs();
         machine0 = machineCpuTicks();
+        pressure0 = pressureTotals();
+        windowStart = performance.now();
       } else {
         const now = server.child.cpuMs();
         cpu = { user: now.user - cpu0.user, sys: now.sys - cpu0.sys, own: now.own - cpu0.own };
         const m = machineCpuTicks();
         machineBusyPct = ((m.busy - machine0.busy) / (m.total - machine0.total)) * 100;
+        const p = pressureTotals();
+        const windowUs = (performance.now() - windowStart) * 1000;
+        pressure =
+          p && pressure0
+            ? {
+                cpuSomePct: round(((p.cpuSome - pressure0.cpuSome) / windowUs) * 100, 1),
+                ioSomePct: round(((p.ioSome - pressure0.ioSome) / windowUs) * 100, 1),
+                ioFullPct: round(((p.ioFull - pressure0.ioFull) / windowUs) * 100, 1),
+              }
+            : null;
         rss = server.child.rssBytes();
         treeRss = server.child.treeRssBytes();
         recorderAtEnd = await recorderGauges(server);
@@ -563,6 +594,7 @@ async function measuredRun(
         result.clientCpuPct,
       1,
     ),
+    pressure,
     serverRssMB: mb(rss),
     serverTreeRssMB: mb(treeRss),
     recorderAtEnd,

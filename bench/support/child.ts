@@ -253,6 +253,22 @@ export function machineCpuTicks(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+/**
+ * Pressure stall totals (/proc/pressure/<cpu|io>, µs since boot): how long some task, or every
+ * task, was stalled waiting for the resource. null where the kernel has no PSI.
+ */
+export function pressureTotals(): { cpuSome: number; ioSome: number; ioFull: number } | null {
+  try {
+    const total = (text: string, kind: 'some' | 'full'): number =>
+      Number(new RegExp(`^${kind} .*total=(\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+    const cpu = readFileSync('/proc/pressure/cpu', 'utf8');
+    const io = readFileSync('/proc/pressure/io', 'utf8');
+    return { cpuSome: total(cpu, 'some'), ioSome: total(io, 'some'), ioFull: total(io, 'full') };
+  } catch {
+    return null;
+  }
+}
+
 /** The soft and hard open-files limits of this process (/proc/self/limits). */
 export function openFilesLimit(): { soft: number; hard: number } {
   const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
