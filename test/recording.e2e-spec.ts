@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
-import { startTestApp, type TestApp } from './support/app';
+import { call, startTestApp, type TestApp } from './support/app';
 import { jpegFrames, pcmSine, probe } from './support/media';
 import { StreamClient } from './support/stream-client';
 import { hsToken } from './support/tokens';
+import { waitFor } from './support/wait';
 
 const run = promisify(execFile);
 
@@ -286,26 +287,56 @@ describe('recording backpressure', () => {
     expect((await framesOf(opened.sessionId)).videoFrames).toBe(200);
   });
 
-  it('encodes a session beyond RECORDING_MAX_ENCODERS from its spool, without losing a frame', async () => {
+  it('gives encoder slots to sessions with frames, and encodes one beyond RECORDING_MAX_ENCODERS from its spool', async () => {
     const frames = await jpegFrames(640, 480);
+    const admin = hsToken({ sub: 'ops', scope: 'admin' });
+    const encoders = async () => {
+      const res = await call(app.url, 'GET', '/v1/admin/recording', { token: admin });
+      return res.body as {
+        encoders: { active: number; waiting: number };
+        recorders: Array<{ sessionId: string; backlogFrames: number }>;
+      };
+    };
+    const statusOf = async (sessionId: string) =>
+      (
+        await app.db.query<{ status: string }>(
+          'SELECT status FROM recordings WHERE session_id = $1',
+          [sessionId],
+        )
+      ).rows[0]?.status;
     const first = await StreamClient.connect(app.url, { token });
     const a = await first.open({ video: { width: 640, height: 480, fps: 10 } });
     const second = await StreamClient.connect(app.url, { token });
     const b = await second.open({ video: { width: 640, height: 480, fps: 10 } });
-    const pending = await app.db.query('SELECT status FROM recordings WHERE session_id = $1', [
-      b.sessionId,
-    ]);
-    expect(pending.rows[0].status).toBe('pending');
-    for (let seq = 1; seq <= 50; seq++) {
-      first.ws.send(encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, frames[seq % 10]));
+    // Open but idle: no slot taken, nothing waiting.
+    expect((await encoders()).encoders).toMatchObject({ active: 0, waiting: 0 });
+    expect(await statusOf(b.sessionId)).toBe('recording');
+
+    // The second session streams first and gets the only slot.
+    for (let seq = 1; seq <= 20; seq++) {
       second.ws.send(encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, frames[seq % 10]));
     }
-    await Promise.all([first.acksUntil(50), second.acksUntil(50)]);
+    await second.acksUntil(20);
+    for (let seq = 1; seq <= 50; seq++) {
+      first.ws.send(encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, frames[seq % 10]));
+    }
+    await first.acksUntil(50);
+    const busy = await encoders();
+    expect(busy.encoders).toMatchObject({ active: 1, waiting: 1 });
+    // The waiting session's frames count in the backlog before any encoder has seen them.
+    expect(busy.recorders.find((r) => r.sessionId === a.sessionId)?.backlogFrames).toBe(50);
+    await waitFor(async () => (await statusOf(a.sessionId)) === 'pending');
+
+    for (let seq = 21; seq <= 50; seq++) {
+      second.ws.send(encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, frames[seq % 10]));
+    }
+    await second.acksUntil(50);
     second.send({ type: 'close' });
     first.send({ type: 'close' });
     expect((await second.next('closed', 30_000)).recording.status).toBe('ready');
     expect((await first.next('closed', 30_000)).recording.status).toBe('ready');
     expect((await framesOf(a.sessionId)).videoFrames).toBe(50);
     expect((await framesOf(b.sessionId)).videoFrames).toBe(50);
+    expect((await encoders()).encoders).toMatchObject({ active: 0, waiting: 0 });
   });
 });

@@ -10,7 +10,12 @@ import type { ClosedRecording } from '../protocol/messages';
 import type { SessionEntity } from '../sessions/session.entity';
 import { locateTool } from './ffmpeg-locator';
 import { RecordingEntity } from './recording.entity';
-import { type RecorderEvents, type RecorderSession, SessionRecorder } from './session-recorder';
+import {
+  type RecorderBacklog,
+  type RecorderEvents,
+  type RecorderSession,
+  SessionRecorder,
+} from './session-recorder';
 
 /**
  * Live encoders per core when RECORDING_MAX_ENCODERS is unset: bench:recording kept 38 sessions of
@@ -39,8 +44,8 @@ export class RecordingService {
   private readonly logger = new Logger(RecordingService.name);
   readonly maxEncoders: number;
   private active = 0;
-  /** Recorders that run now, by session. */
-  private readonly live = new Map<string, SessionRecorder>();
+  /** Sessions with frames to record (running or waiting for a slot): their backlog, by id. */
+  private readonly recorders = new Map<string, () => RecorderBacklog>();
   private readonly waiting: Array<() => void> = [];
   readonly dir: string;
   private readonly ffmpegPath: string;
@@ -62,11 +67,10 @@ export class RecordingService {
   } {
     return {
       encoders: { active: this.active, waiting: this.waiting.length, max: this.maxEncoders },
-      recorders: [...this.live].map(([sessionId, r]) => ({
-        sessionId,
-        backlogFrames: r.backlog.frames,
-        fromSpool: r.backlog.fromSpool,
-      })),
+      recorders: [...this.recorders].map(([sessionId, backlog]) => {
+        const { frames, fromSpool } = backlog();
+        return { sessionId, backlogFrames: frames, fromSpool };
+      }),
     };
   }
 
@@ -80,9 +84,10 @@ export class RecordingService {
   }
 
   /**
-   * Starts (or, after a restart, restarts from the spool) the recording of a session. With a free
-   * encoder slot a `live` recorder is fed from memory; without one the recorder waits and then
-   * reads everything from the spool.
+   * Starts (or, after a restart, restarts from the spool) the recording of a session. A new
+   * session takes an encoder slot with its first frame, so open but idle sessions hold none. With
+   * a free slot a `live` recorder is fed from memory; without one the recorder waits and then reads
+   * everything from the spool.
    */
   async begin(
     session: Pick<SessionEntity, 'id' | 'video' | 'audio' | 'recordingSettings'>,
@@ -101,8 +106,9 @@ export class RecordingService {
       width: size.width,
       height: size.height,
     };
-    const slot = this.tryAcquire();
-    const status = slot ? 'recording' : 'pending';
+    // A spool with frames in it is recorded now; a new session waits for its first frame.
+    const eagerSlot = fromSpool ? this.tryAcquire() : null;
+    const status = eagerSlot === false ? 'pending' : 'recording';
     if (existing) {
       await this.recordings.update({ id }, { status, failureReason: null, updatedAt: new Date() });
     } else {
@@ -132,34 +138,55 @@ export class RecordingService {
       );
     let recorder: SessionRecorder | null = null;
     let latest = 0;
-    let holdsSlot = slot;
+    let holdsSlot = false;
     let finished = false;
-    let started: Promise<SessionRecorder>;
+    let started: Promise<SessionRecorder> | null = null;
     let forceStart: (() => void) | null = null;
     let aborted = false;
-    if (slot) {
-      recorder = makeRecorder(fromSpool ? 'spool' : 'live');
-      const r = recorder;
-      this.live.set(session.id, r);
-      started = r.start().then(() => r);
-    } else {
+    const backlog = (): RecorderBacklog => recorder?.backlog ?? { frames: latest, fromSpool: true };
+
+    const start = (slot: boolean): Promise<SessionRecorder> => {
+      this.recorders.set(session.id, backlog);
+      if (slot) {
+        holdsSlot = true;
+        const r = makeRecorder(fromSpool ? 'spool' : 'live');
+        recorder = r;
+        return r.start().then(() => r);
+      }
       // No slot now: the frames wait in the spool; the recorder starts when a slot frees, or at
       // finish (finalizing must not wait behind sessions that hold slots while interrupted).
       const wait = this.waitForSlot();
       forceStart = () => wait.cancel();
-      started = wait.promise.then(async (gotSlot) => {
+      const marked =
+        eagerSlot === null
+          ? this.recordings
+              .update({ id }, { status: 'pending', updatedAt: new Date() })
+              .catch(() => undefined)
+          : Promise.resolve();
+      return wait.promise.then(async (gotSlot) => {
         holdsSlot = gotSlot;
         if (aborted) {
           throw new Error('recording aborted before it started');
         }
-        await this.recordings.update({ id }, { status: 'recording', updatedAt: new Date() });
+        await marked;
+        if (!finished) {
+          await this.recordings.update({ id }, { status: 'recording', updatedAt: new Date() });
+        }
         const r = makeRecorder('spool');
-        this.live.set(session.id, r);
         await r.start();
         recorder = r;
         r.durable();
         return r;
       });
+    };
+    // A failed start is reported by finish; until then the rejection is held, not unhandled.
+    const launch = (slot: boolean): void => {
+      const p = start(slot);
+      p.catch(() => undefined);
+      started = p;
+    };
+    if (eagerSlot !== null) {
+      launch(eagerSlot);
     }
     const releaseSlot = () => {
       if (holdsSlot) {
@@ -167,11 +194,13 @@ export class RecordingService {
         this.release();
       }
     };
-    started.catch(() => undefined);
     return {
       id,
       offer: (message, header) => {
         latest = header.seq;
+        if (!started) {
+          launch(this.tryAcquire());
+        }
         recorder?.offer(message, header);
       },
       durable: () => recorder?.durable(),
@@ -184,6 +213,9 @@ export class RecordingService {
         const since = Date.now();
         await this.recordings.update({ id }, { status: 'finalizing', updatedAt: new Date() });
         try {
+          if (!started) {
+            throw new Error('no video frames to record');
+          }
           const r = await started;
           const result = await r.finish(Math.max(lastSeq, latest));
           await this.recordings.update(
@@ -222,7 +254,7 @@ export class RecordingService {
             .catch(() => undefined);
           return { id, status: 'failed', durationMs: null, reason };
         } finally {
-          this.live.delete(session.id);
+          this.recorders.delete(session.id);
           releaseSlot();
         }
       },
@@ -232,9 +264,9 @@ export class RecordingService {
           aborted = true;
           forceStart?.();
           recorder?.abort();
-          this.live.delete(session.id);
+          this.recorders.delete(session.id);
           // A recorder still waiting for a slot gives it back as soon as it gets it.
-          void started.then(releaseSlot, releaseSlot);
+          void started?.then(releaseSlot, releaseSlot);
           releaseSlot();
         }
       },

@@ -46,6 +46,12 @@ export interface RecorderSession {
   height: number;
 }
 
+/** Frames stored but not yet given to the encoder, and whether they come from the spool. */
+export interface RecorderBacklog {
+  frames: number;
+  fromSpool: boolean;
+}
+
 export interface RecorderEvents {
   /** A video frame was refused by the frame pipeline; it is not in the recording. */
   onBadImage(seq: number, reason: string): void;
@@ -101,7 +107,6 @@ export class SessionRecorder {
   private audio: AudioEncoderProcess | null = null;
   private writer!: LiveMp4Writer;
   private writes: Promise<void> = Promise.resolve();
-  /** Capture pts (s) of frames given to the encoder, waiting for their access unit. */
   /** Frames given to the current encoder, waiting for their access unit. */
   private readonly inFlight: Array<{ jpeg: Buffer; ts: number; seq: number }> = [];
   private encoderDied = false;
@@ -136,8 +141,7 @@ export class SessionRecorder {
     });
   }
 
-  /** Frames stored but not yet given to the encoder, and whether they come from the spool. */
-  get backlog(): { frames: number; fromSpool: boolean } {
+  get backlog(): RecorderBacklog {
     // Frames inside the encoder count too: under overload they are where the backlog starts.
     return {
       frames: Math.max(0, this.latestSeq - this.nextSeq + 1) + this.inFlight.length,

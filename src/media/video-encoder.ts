@@ -1,8 +1,9 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
-import { PassThrough, type Readable, type Writable } from 'node:stream';
-import { AccessUnitSplitter } from './h264-stream';
 import { setPriority } from 'node:os';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { backgroundCommand } from './background-priority';
+import { AccessUnitSplitter } from './h264-stream';
 
 /** Tail of ffmpeg's stderr kept for error messages (at `-loglevel error` it is short anyway). */
 const STDERR_TAIL_CHARS = 4096;
@@ -31,8 +32,8 @@ export interface StreamSink {
  * process-wide, not per command. Here the child's 'close' event alone decides: it comes after the
  * exit and after stdout has ended, so success means every byte reached the sink.
  */
-/** Encoders run below the service's priority (nice 10). */
-const ENCODER_NICENESS = 10;
+/** Without SCHED_IDLE, encoders run at the lowest nice level instead. */
+const ENCODER_NICENESS = 19;
 
 export class PipedFfmpegProcess {
   private readonly input = new PassThrough({ highWaterMark: INPUT_HIGH_WATER_MARK });
@@ -88,13 +89,18 @@ export class PipedFfmpegProcess {
     if (this.child) {
       throw new Error(`${this.label} was already started`);
     }
-    const child = spawn(this.ffmpegPath, [...inputArgs, '-i', 'pipe:0', ...outputArgs, 'pipe:1'], {
+    const background = backgroundCommand(this.ffmpegPath, [
+      ...inputArgs,
+      '-i',
+      'pipe:0',
+      ...outputArgs,
+      'pipe:1',
+    ]);
+    const child = spawn(background.command, background.args, {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.child = child;
-    if (child.pid !== undefined) {
-      // Encoding can catch up from the spool; storing and acknowledging frames cannot wait, so
-      // the event loop gets the CPU first when the machine is saturated.
+    if (!background.idle && child.pid !== undefined) {
       try {
         setPriority(child.pid, ENCODER_NICENESS);
       } catch {
