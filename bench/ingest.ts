@@ -1,7 +1,9 @@
 /**
  * bench:ingest: the full framegate stack (auth, sessions in Postgres, spool with group fdatasync,
- * merged acks) against a raw `ws` server doing the same framing with no durability, in one run.
- * Each server runs in its own process; this process is the load generator. Progress goes to
+ * merged acks) against a raw `ws` server doing the same framing with no durability, in one run,
+ * and against a naive durable server (the raw one plus one writev + fdatasync per merged ack), which
+ * shows what durability alone costs on the machine. Each server runs in its own process; this
+ * process is the load generator. Progress goes to
  * stderr, one JSON object with every figure next to its baseline to stdout.
  *
  * Env (all optional):
@@ -21,7 +23,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -114,7 +116,8 @@ function progress(line: string): void {
   process.stderr.write(`[bench:ingest ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 }
 
-type Side = 'framegate' | 'raw';
+/** `naive`: the raw server plus the same durability (one writev + fdatasync per merged ack). */
+type Side = 'framegate' | 'raw' | 'naive';
 
 interface Server {
   side: Side;
@@ -286,7 +289,12 @@ async function main(): Promise<number> {
       const server =
         side === 'framegate'
           ? await startFramegate(root, name, databaseUrl, secret, settings, cpuProf)
-          : await startRaw(root, name, settings);
+          : await startRaw(
+              root,
+              name,
+              settings,
+              side === 'naive' ? join(root, 'naive-spool') : null,
+            );
       cleanup.add(name, () => server.child.stop(30_000));
       servers.set(name, server.child);
       progress(`${name} listening (pid ${server.child.pid})`);
@@ -296,6 +304,7 @@ async function main(): Promise<number> {
     // 1 and 2: throughput and ack latency, both servers up, one scenario at a time.
     const fg = await start('framegate', 'framegate', settings.cpuProfDir !== undefined);
     const raw = await start('raw', 'raw', false);
+    const naive = await start('naive', 'naive', false);
     const throughput: Array<Record<string, unknown>> = [];
     const run = async (server: Server, connections: number, fps?: number): Promise<RunFigures> => {
       const label = `${server.side} ${connections} conns${fps ? ` at ${fps} fps` : ''}`;
@@ -342,19 +351,22 @@ async function main(): Promise<number> {
     };
     for (const connections of settings.connections) {
       const entry: Record<string, unknown> = { connections };
-      for (const server of [raw, fg]) {
+      for (const server of [raw, naive, fg]) {
         entry[server.side] = await attempt(failures, `${server.side} ${connections} conns`, () =>
           run(server, connections),
         );
       }
       entry.ratio = ratios(entry.framegate, entry.raw);
+      // What durability alone costs on this machine, and framegate against that floor.
+      entry.naiveRatio = ratios(entry.naive, entry.raw);
+      entry.ratioToNaive = ratios(entry.framegate, entry.naive);
       throughput.push(entry);
     }
     let paced: Record<string, unknown> | null = null;
     const connections = settings.connections.at(0);
     if (settings.pacedFps > 0 && connections !== undefined) {
       paced = { connections, fps: settings.pacedFps };
-      for (const server of [raw, fg]) {
+      for (const server of [raw, naive, fg]) {
         paced[server.side] = await attempt(failures, `${server.side} paced`, () =>
           run(server, connections, settings.pacedFps),
         );
@@ -362,6 +374,7 @@ async function main(): Promise<number> {
     }
     const fgStop = await fg.child.stop(30_000);
     await raw.child.stop(30_000);
+    await naive.child.stop(30_000);
     progress(`framegate stopped in ${fgStop.ms} ms (exit ${fgStop.code ?? fgStop.signal})`);
     if (fgStop.code !== 0) {
       failures.push(`framegate (throughput) exited with ${fgStop.code ?? fgStop.signal}`);
@@ -503,7 +516,15 @@ async function startFramegate(
   };
 }
 
-async function startRaw(root: string, name: string, settings: Settings): Promise<Server> {
+async function startRaw(
+  root: string,
+  name: string,
+  settings: Settings,
+  spoolDir: string | null,
+): Promise<Server> {
+  if (spoolDir) {
+    mkdirSync(spoolDir, { recursive: true });
+  }
   const { child, match } = await BenchChild.start({
     name,
     script: join(ROOT, 'bench/support/raw-server.ts'),
@@ -514,11 +535,12 @@ async function startRaw(root: string, name: string, settings: Settings): Promise
       TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'),
       ACK_INTERVAL_MS: '200',
       ACK_MAX_FRAMES: '50',
+      RAW_SPOOL_DIR: spoolDir ?? undefined,
     },
     ready: /READY (\d+)/,
   });
   return {
-    side: 'raw',
+    side: spoolDir ? 'naive' : 'raw',
     child,
     endpoint: { url: `ws://127.0.0.1:${match[1]}/v1/stream`, headersFor: () => ({}) },
     metricsUrl: null,
@@ -789,7 +811,7 @@ function latencyPair(entry: Record<string, unknown> | undefined): Record<string,
     isRun(v)
       ? { p50: v.ackLatencyMs.p50, p99: v.ackLatencyMs.p99, samples: v.ackLatencyMs.samples }
       : null;
-  return { framegate: pick(entry.framegate), raw: pick(entry.raw) };
+  return { framegate: pick(entry.framegate), raw: pick(entry.raw), naive: pick(entry.naive) };
 }
 
 /** The aims of the task, reported (not asserted). */

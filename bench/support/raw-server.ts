@@ -1,15 +1,22 @@
 /**
- * The baseline of bench:ingest: a plain `ws` server speaking the same framing as framegate, with
- * nothing durable. It parses the 12-byte media header, applies the sequence rule and the same
- * merged-ack rule, and answers `open` with an `opened`-shaped message; no auth, no spool file, no
- * fdatasync, no database.
+ * The baselines of bench:ingest: a plain `ws` server speaking the same framing as framegate. It
+ * parses the 12-byte media header, applies the sequence rule and the same merged-ack rule, and
+ * answers `open` with an `opened`-shaped message; no auth, no database, no recording.
+ *
+ * Without RAW_SPOOL_DIR nothing is durable (the `raw` baseline). With it, each session appends its
+ * messages to a file of its own with the same 8-byte record prefix as framegate's spool (length,
+ * CRC-32), and every merged ack waits for one writev + fdatasync covering it (the `naive durable`
+ * baseline: the least a server can do for framegate's durability, written the obvious way).
  *
  * Usage: node -r ts-node/register/transpile-only bench/support/raw-server.ts
- * Env: ACK_INTERVAL_MS (200), ACK_MAX_FRAMES (50), MAX_FRAME_BYTES (2 MiB).
+ * Env: ACK_INTERVAL_MS (200), ACK_MAX_FRAMES (50), MAX_FRAME_BYTES (2 MiB), RAW_SPOOL_DIR.
  * Prints `READY <port>` once listening on 127.0.0.1:<ephemeral>; stops on SIGTERM/SIGINT.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { type FileHandle, open } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { CloseCode } from '../../src/protocol/close-codes';
 import { readMediaHeader } from '../../src/protocol/media-header';
@@ -20,6 +27,46 @@ const ACK_INTERVAL_MS = Number(process.env.ACK_INTERVAL_MS ?? 200);
 const ACK_MAX_FRAMES = Number(process.env.ACK_MAX_FRAMES ?? 50);
 const MAX_FRAME_BYTES = Number(process.env.MAX_FRAME_BYTES ?? 2 * 1024 * 1024);
 const MAX_FPS = 30;
+const SPOOL_DIR = process.env.RAW_SPOOL_DIR;
+
+/** Appends length + CRC-32 prefixed records; each `sync` is one writev and one fdatasync. */
+class NaiveSpool {
+  private pending: Buffer[] = [];
+  private position = 0;
+  private rounds: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly file: FileHandle) {}
+
+  static async create(path: string): Promise<NaiveSpool> {
+    return new NaiveSpool(await open(path, 'w'));
+  }
+
+  append(message: Buffer): void {
+    const prefix = Buffer.allocUnsafe(8);
+    prefix.writeUInt32BE(message.length, 0);
+    prefix.writeUInt32BE(crc32(message), 4);
+    this.pending.push(prefix, message);
+  }
+
+  /** Resolves when everything appended before the call is on disk. */
+  sync(): Promise<void> {
+    this.rounds = this.rounds.then(async () => {
+      const batch = this.pending;
+      this.pending = [];
+      if (batch.length > 0) {
+        const { bytesWritten } = await this.file.writev(batch, this.position);
+        this.position += bytesWritten;
+        await this.file.datasync();
+      }
+    });
+    return this.rounds;
+  }
+
+  async close(): Promise<void> {
+    await this.rounds.catch(() => undefined);
+    await this.file.close();
+  }
+}
 
 /** One connection's session: the same counters framegate's runtime keeps for its acks. */
 class RawSession {
@@ -29,6 +76,7 @@ class RawSession {
   private framesSinceAck = 0;
   private lastAckAt = 0;
   private ackTimer: NodeJS.Timeout | undefined;
+  private spool: NaiveSpool | null = null;
 
   constructor(private readonly ws: WebSocket) {}
 
@@ -50,6 +98,7 @@ class RawSession {
       return;
     }
     this.receivedSeq = header.seq;
+    this.spool?.append(data);
     this.framesSinceAck++;
     if (this.framesSinceAck >= ACK_MAX_FRAMES) {
       this.flushAck();
@@ -69,32 +118,42 @@ class RawSession {
     }
     switch (message.type) {
       case 'open':
-        this.opened = true;
-        this.send({
-          type: 'opened',
-          sessionId: randomUUID(),
-          resumeToken: randomBytes(24).toString('base64url'),
-          lastSeq: 0,
-          ack: { intervalMs: ACK_INTERVAL_MS, maxFrames: ACK_MAX_FRAMES },
-          limits: { maxFrameBytes: MAX_FRAME_BYTES, maxFps: MAX_FPS },
-        });
+        if (SPOOL_DIR) {
+          void NaiveSpool.create(join(SPOOL_DIR, randomUUID())).then(
+            (spool) => {
+              this.spool = spool;
+              this.opened = true;
+              this.sendOpened();
+            },
+            () => this.ws.close(CloseCode.Internal, 'spool not created'),
+          );
+        } else {
+          this.opened = true;
+          this.sendOpened();
+        }
         return;
       case 'ping':
         this.send({ type: 'pong', t: message.t });
         return;
-      case 'close':
+      case 'close': {
+        const seq = this.receivedSeq;
+        const synced = this.spool?.sync() ?? Promise.resolve();
         this.end();
-        if (this.receivedSeq > this.ackedSeq) {
-          this.ack();
-        }
-        this.send({
-          type: 'closed',
-          sessionId: randomUUID(),
-          frames: this.receivedSeq,
-          recording: { id: null, status: 'pending', durationMs: null },
-        });
-        this.ws.close(CloseCode.Normal, 'session closed');
+        synced.then(
+          () => {
+            this.ack(seq);
+            this.send({
+              type: 'closed',
+              sessionId: randomUUID(),
+              frames: seq,
+              recording: { id: null, status: 'pending', durationMs: null },
+            });
+            this.ws.close(CloseCode.Normal, 'session closed');
+          },
+          () => this.ws.close(CloseCode.Internal, 'spool write failed'),
+        );
         return;
+      }
       default:
         this.ws.close(CloseCode.Protocol, 'unknown message type');
     }
@@ -104,6 +163,19 @@ class RawSession {
     clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     this.opened = false;
+    void this.spool?.close();
+    this.spool = null;
+  }
+
+  private sendOpened(): void {
+    this.send({
+      type: 'opened',
+      sessionId: randomUUID(),
+      resumeToken: randomBytes(24).toString('base64url'),
+      lastSeq: 0,
+      ack: { intervalMs: ACK_INTERVAL_MS, maxFrames: ACK_MAX_FRAMES },
+      limits: { maxFrameBytes: MAX_FRAME_BYTES, maxFps: MAX_FPS },
+    });
   }
 
   private readonly flushAck = (): void => {
@@ -111,13 +183,21 @@ class RawSession {
     this.ackTimer = undefined;
     this.framesSinceAck = 0;
     this.lastAckAt = Date.now();
-    this.ack();
+    if (this.spool) {
+      const seq = this.receivedSeq;
+      this.spool.sync().then(
+        () => this.ack(seq),
+        () => this.ws.close(CloseCode.Internal, 'spool write failed'),
+      );
+    } else {
+      this.ack(this.receivedSeq);
+    }
   };
 
-  private ack(): void {
-    if (this.receivedSeq > this.ackedSeq) {
-      this.ackedSeq = this.receivedSeq;
-      this.sendRaw(`{"type":"ack","seq":${this.ackedSeq}}`);
+  private ack(seq: number): void {
+    if (seq > this.ackedSeq) {
+      this.ackedSeq = seq;
+      this.sendRaw(`{"type":"ack","seq":${seq}}`);
     }
   }
 

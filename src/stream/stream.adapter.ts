@@ -131,7 +131,7 @@ export class StreamWsAdapter extends WsAdapter {
     socket: Duplex,
     head: Buffer,
   ): Promise<void> {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const servers = (this.wsServersRegistry.get(port) ?? []) as unknown as WsServerWithPath[];
     const server = servers.find((s) => s.path === path);
@@ -164,11 +164,21 @@ export class StreamWsAdapter extends WsAdapter {
       return;
     }
     server.handleUpgrade(req, socket, head, (ws) => {
+      // From here `ws` handles socket errors.
+      socket.off('error', destroyOnError);
       (ws as WebSocket & { [HANDSHAKE]?: AcceptedHandshake })[HANDSHAKE] = accepted;
       this.connections.accept(ws, accepted);
       server.emit('connection', ws, req);
     });
   }
+}
+
+/**
+ * Module-level on purpose: a closure made inside `upgrade` would keep its whole context (the
+ * request with its headers and bearer token, the head buffer) alive as long as the socket lives.
+ */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
 }
 
 /** A plain HTTP answer on the upgrade socket, then close: no 101 for a refused client. */
