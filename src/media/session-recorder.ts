@@ -1,6 +1,4 @@
 import type { Logger } from '@nestjs/common';
-import { open, type FileHandle } from 'node:fs/promises';
-import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import type { AppConfig } from '../config/config';
 import {
@@ -10,7 +8,7 @@ import {
   Track,
 } from '../protocol/media-header';
 import type { AudioSettings } from '../sessions/session.types';
-import { SPOOL_HEADER_BYTES, SPOOL_RECORD_PREFIX_BYTES } from '../stream/spool';
+import { SPOOL_HEADER_BYTES, SPOOL_RECORD_PREFIX_BYTES, SpoolFollower } from '../stream/spool';
 import { AudioEncoderProcess } from './audio-encoder';
 import { BadImageError, FramePipeline } from './frame-pipeline';
 import { isKeyframe } from './h264-stream';
@@ -89,6 +87,8 @@ export interface RecorderDeps {
  */
 export class SessionRecorder {
   private readonly pipeline: FramePipeline;
+  /** Reads the spool when the recorder is behind (or records after the fact). */
+  private readonly spool: SpoolFollower;
   private readonly queue: Array<{ message: Buffer; header: MediaHeader; offset: number }> = [];
   /** Spool offset of the next record offered (the spool's end as far as we know). */
   private appendOffset: number;
@@ -132,6 +132,7 @@ export class SessionRecorder {
   ) {
     this.catchingUp = mode === 'spool';
     this.appendOffset = Math.max(spoolBytes, SPOOL_HEADER_BYTES);
+    this.spool = new SpoolFollower(deps.spoolPath);
     this.pipeline = new FramePipeline({
       width: session.width,
       height: session.height,
@@ -331,6 +332,14 @@ export class SessionRecorder {
   }
 
   private async run(): Promise<void> {
+    try {
+      await this.follow();
+    } finally {
+      await this.spool.close().catch(() => undefined);
+    }
+  }
+
+  private async follow(): Promise<void> {
     for (;;) {
       if (this.catchingUp) {
         const progressed = await this.readSpool();
@@ -363,44 +372,27 @@ export class SessionRecorder {
 
   /** Processes every intact spool record from nextOffset to the end; false when there was none. */
   private async readSpool(): Promise<boolean> {
-    let file: FileHandle;
-    try {
-      file = await open(this.deps.spoolPath, 'r');
-    } catch {
-      return false;
-    }
     let progressed = false;
-    try {
-      const prefix = Buffer.alloc(SPOOL_RECORD_PREFIX_BYTES);
-      for (;;) {
-        const { bytesRead } = await file.read(prefix, 0, prefix.length, this.nextOffset);
-        if (bytesRead < prefix.length) {
+    for (;;) {
+      let message: Buffer | null;
+      try {
+        message = await this.spool.recordAt(this.nextOffset);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
           return progressed;
         }
-        const length = prefix.readUInt32BE(0);
-        if (length <= MEDIA_HEADER_BYTES || length > 64 * 1024 * 1024) {
-          return progressed;
-        }
-        const message = Buffer.allocUnsafe(length);
-        const body = await file.read(
-          message,
-          0,
-          length,
-          this.nextOffset + SPOOL_RECORD_PREFIX_BYTES,
-        );
-        if (body.bytesRead < length || crc32(message) !== prefix.readUInt32BE(4)) {
-          // Not fully written yet (or torn by a crash): wait for more, never record it.
-          return progressed;
-        }
-        const header = readMediaHeader(message);
-        if (typeof header === 'string' || header.seq !== this.nextSeq) {
-          throw new Error(`spool record at ${this.nextOffset} is not seq ${this.nextSeq}`);
-        }
-        await this.process(message, header, this.nextOffset);
-        progressed = true;
+        throw err;
       }
-    } finally {
-      await file.close();
+      if (!message) {
+        // Not fully written yet (or torn by a crash): wait for more, never record it.
+        return progressed;
+      }
+      const header = readMediaHeader(message);
+      if (typeof header === 'string' || header.seq !== this.nextSeq) {
+        throw new Error(`spool record at ${this.nextOffset} is not seq ${this.nextSeq}`);
+      }
+      await this.process(message, header, this.nextOffset);
+      progressed = true;
     }
   }
 

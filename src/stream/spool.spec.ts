@@ -16,6 +16,7 @@ import {
   scanSpool,
   SPOOL_HEADER_BYTES,
   SPOOL_RECORD_PREFIX_BYTES,
+  SpoolFollower,
   SpoolWriter,
   type SpoolRecord,
   type SpoolSummary,
@@ -461,5 +462,78 @@ describe('SpoolWriter and readSpool', () => {
     expect(() => writer.append(Buffer.alloc(0))).toThrow(RangeError);
     expect(writer.pendingBytes).toBe(0);
     await writer.close();
+  });
+});
+
+describe('SpoolFollower', () => {
+  let dir: string;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'framegate-follow-'));
+  });
+
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Every record the follower can read from `offset` on, and the offset after the last one. */
+  async function follow(
+    follower: SpoolFollower,
+    offset: number,
+  ): Promise<{ messages: Buffer[]; offset: number }> {
+    const messages: Buffer[] = [];
+    for (let m = await follower.recordAt(offset); m; m = await follower.recordAt(offset)) {
+      messages.push(m);
+      offset += SPOOL_RECORD_PREFIX_BYTES + m.length;
+    }
+    return { messages, offset };
+  }
+
+  it('follows a spool while it grows, in chunks, with one descriptor', async () => {
+    const path = join(dir, 's.spool');
+    const writer = await SpoolWriter.open(path);
+    const follower = new SpoolFollower(path);
+    const first = range(1, 80).map((seq) => frame(seq));
+    first.forEach((m) => writer.append(m));
+    await writer.sync();
+    const a = await follow(follower, SPOOL_HEADER_BYTES);
+    expect(a.messages).toEqual(first);
+    expect(openFds(path)).toBe(2);
+
+    // Nothing new yet, then more records (one larger than the read-ahead) become readable.
+    expect(await follower.recordAt(a.offset)).toBeNull();
+    const more = [frame(81), frame(82, 3 * 1024 * 1024), frame(83)];
+    more.forEach((m) => writer.append(m));
+    await writer.sync();
+    const b = await follow(follower, a.offset);
+    expect(b.messages).toEqual(more);
+    expect(b.offset).toBe(statSync(path).size);
+
+    await follower.close();
+    expect(openFds(path)).toBe(1);
+    await writer.close();
+  });
+
+  it('reads a record that is only partly on disk, or corrupt, as not there yet', async () => {
+    const path = join(dir, 's.spool');
+    const writer = await SpoolWriter.open(path);
+    writer.append(frame(1));
+    await writer.close();
+    const whole = readFileSync(path);
+    const recordBytes = whole.length - SPOOL_HEADER_BYTES;
+
+    writeFileSync(path, whole.subarray(0, whole.length - 10));
+    const follower = new SpoolFollower(path);
+    expect(await follower.recordAt(SPOOL_HEADER_BYTES)).toBeNull();
+    writeFileSync(path, whole);
+    expect(await follower.recordAt(SPOOL_HEADER_BYTES)).toEqual(frame(1));
+    await follower.close();
+
+    const corrupt = Buffer.from(whole);
+    corrupt[SPOOL_HEADER_BYTES + recordBytes - 1] ^= 0xff;
+    writeFileSync(path, corrupt);
+    const again = new SpoolFollower(path);
+    expect(await again.recordAt(SPOOL_HEADER_BYTES)).toBeNull();
+    await again.close();
   });
 });

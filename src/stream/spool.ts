@@ -407,6 +407,73 @@ async function scan(fh: FileHandle, path: string): Promise<SpoolSummary> {
   return scanner.summary();
 }
 
+/** Read-ahead of a follower: a few dozen typical frames per read. */
+const FOLLOW_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * Follows a spool that is still being appended to, for a reader that lags behind the writer (the
+ * recorder catching up): records in order from a given offset, read in chunks of up to 1 MiB, so
+ * one read on the thread pool serves many records instead of two per record. The file stays open
+ * until `close()`. A record not yet fully on disk reads as `null`: the caller tries again later.
+ */
+export class SpoolFollower {
+  private fh: FileHandle | null = null;
+  private readonly buf = Buffer.allocUnsafe(FOLLOW_CHUNK_BYTES);
+  /** File offsets held in `buf`. */
+  private bufStart = 0;
+  private bufEnd = 0;
+
+  constructor(private readonly path: string) {}
+
+  /** The intact record at `offset` (its message is its own copy), or null when it is incomplete. */
+  async recordAt(offset: number): Promise<Buffer | null> {
+    this.fh ??= await open(this.path, 'r');
+    if (!(await this.fill(offset, SPOOL_RECORD_PREFIX_BYTES))) {
+      return null;
+    }
+    const p = offset - this.bufStart;
+    const length = this.buf.readUInt32BE(p);
+    const expected = this.buf.readUInt32BE(p + 4);
+    if (length === 0 || length > SPOOL_MAX_MESSAGE_BYTES) {
+      return null;
+    }
+    const body = offset + SPOOL_RECORD_PREFIX_BYTES;
+    let message: Buffer;
+    if (length <= this.buf.length) {
+      if (!(await this.fill(body, length))) {
+        return null;
+      }
+      const b = body - this.bufStart;
+      message = Buffer.from(this.buf.subarray(b, b + length));
+    } else {
+      message = Buffer.allocUnsafe(length);
+      const { bytesRead } = await this.fh.read(message, 0, length, body);
+      if (bytesRead < length) {
+        return null;
+      }
+    }
+    return crc32(message) === expected ? message : null;
+  }
+
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = null;
+    await fh?.close();
+  }
+
+  /** Makes file bytes [at, at + n) available in `buf` (n ≤ its size); false if not all on disk. */
+  private async fill(at: number, n: number): Promise<boolean> {
+    if (at >= this.bufStart && at + n <= this.bufEnd) {
+      return true;
+    }
+    const fh = this.fh as FileHandle;
+    const { bytesRead } = await fh.read(this.buf, 0, this.buf.length, at);
+    this.bufStart = at;
+    this.bufEnd = at + bytesRead;
+    return bytesRead >= n;
+  }
+}
+
 const NO_MESSAGE = Buffer.alloc(0);
 
 /** Walks the records of an open spool file from its header to the first torn one. */
