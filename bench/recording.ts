@@ -385,8 +385,9 @@ async function main(): Promise<number> {
       }
       progress(
         `  ${result.keptUp ? 'kept up' : `did not keep up (${result.why.join('; ')})`}; ` +
-          `sent ${result.sentFps} fps, backlog in the last 5 s ≤ ${result.backlog.maxTotalTail} ` +
-          `(allowed ${result.backlog.allowedTail}), slope ${result.backlog.slopeSecondHalf}/s, ` +
+          `sent ${result.sentFps} fps, waiting for encoders in the last 5 s ≤ ` +
+          `${result.backlog.maxQueuedTail} (allowed ${result.backlog.allowedTail}; with the frames ` +
+          `inside them ${result.backlog.maxTotalTail}), slope ${result.backlog.slopeSecondHalf}/s, ` +
           `service CPU ${cpu?.childrenPct ?? '?'}% = node ${cpu?.split?.serviceNodePct ?? '?'}% ` +
           `+ ffmpeg ${cpu?.split?.encodersPct ?? '?'}% + pg ${cpu?.split?.restPct ?? '?'}% ` +
           `(ms/frame ${JSON.stringify(cpuMsPerFrame)}), ` +
@@ -596,8 +597,10 @@ async function main(): Promise<number> {
           trialCap: maxSessions,
         },
         rule:
-          'kept up: total backlog over the last 5 s ≤ 2 frames per session and growing by at ' +
-          'most 0.05 frames/s per session over the second half, no recorder reading the spool ' +
+          'kept up: over the last 5 s ≤ 2 frames per session waiting for the encoders (frames ' +
+          'inside ffmpeg not counted: it holds each JPEG until the next begins), the whole ' +
+          'backlog growing by at most 0.05 frames/s per session over the second half, no ' +
+          'recorder reading the spool ' +
           'in the second half, no recorder pending, every recording ready at close',
         cpuPerFrame: {
           what:

@@ -294,7 +294,12 @@ describe('recording backpressure', () => {
       const res = await call(app.url, 'GET', '/v1/admin/recording', { token: admin });
       return res.body as {
         encoders: { active: number; waiting: number };
-        recorders: Array<{ sessionId: string; backlogFrames: number }>;
+        recorders: Array<{
+          sessionId: string;
+          backlogFrames: number;
+          encodingFrames: number;
+          fromSpool: boolean;
+        }>;
       };
     };
     const statusOf = async (sessionId: string) =>
@@ -324,7 +329,11 @@ describe('recording backpressure', () => {
     const busy = await encoders();
     expect(busy.encoders).toMatchObject({ active: 1, waiting: 1 });
     // The waiting session's frames count in the backlog before any encoder has seen them.
-    expect(busy.recorders.find((r) => r.sessionId === a.sessionId)?.backlogFrames).toBe(50);
+    expect(busy.recorders.find((r) => r.sessionId === a.sessionId)).toMatchObject({
+      backlogFrames: 50,
+      encodingFrames: 0,
+      fromSpool: true,
+    });
     await waitFor(async () => (await statusOf(a.sessionId)) === 'pending');
 
     for (let seq = 21; seq <= 50; seq++) {

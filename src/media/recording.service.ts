@@ -63,13 +63,18 @@ export class RecordingService {
   /** Encoder slots and each live recorder's backlog, for operators and benchmarks. */
   status(): {
     encoders: { active: number; waiting: number; max: number };
-    recorders: Array<{ sessionId: string; backlogFrames: number; fromSpool: boolean }>;
+    recorders: Array<{
+      sessionId: string;
+      backlogFrames: number;
+      encodingFrames: number;
+      fromSpool: boolean;
+    }>;
   } {
     return {
       encoders: { active: this.active, waiting: this.waiting.length, max: this.maxEncoders },
       recorders: [...this.recorders].map(([sessionId, backlog]) => {
-        const { frames, fromSpool } = backlog();
-        return { sessionId, backlogFrames: frames, fromSpool };
+        const { frames, encoding, fromSpool } = backlog();
+        return { sessionId, backlogFrames: frames, encodingFrames: encoding, fromSpool };
       }),
     };
   }
@@ -143,7 +148,8 @@ export class RecordingService {
     let started: Promise<SessionRecorder> | null = null;
     let forceStart: (() => void) | null = null;
     let aborted = false;
-    const backlog = (): RecorderBacklog => recorder?.backlog ?? { frames: latest, fromSpool: true };
+    const backlog = (): RecorderBacklog =>
+      recorder?.backlog ?? { frames: latest, encoding: 0, fromSpool: true };
 
     const start = (slot: boolean): Promise<SessionRecorder> => {
       this.recorders.set(session.id, backlog);

@@ -44,9 +44,15 @@ export interface RecorderSession {
   height: number;
 }
 
-/** Frames stored but not yet given to the encoder, and whether they come from the spool. */
+/** Frames stored but not yet encoded, and whether they come from the spool. */
 export interface RecorderBacklog {
+  /** Every frame stored and not yet out of the encoder. */
   frames: number;
+  /**
+   * Of those, the frames inside the encoder: ffmpeg holds each JPEG until the next one begins, so
+   * a recorder that keeps up shows about one here.
+   */
+  encoding: number;
   fromSpool: boolean;
 }
 
@@ -146,6 +152,7 @@ export class SessionRecorder {
     // Frames inside the encoder count too: under overload they are where the backlog starts.
     return {
       frames: Math.max(0, this.latestSeq - this.nextSeq + 1) + this.inFlight.length,
+      encoding: this.inFlight.length,
       fromSpool: this.catchingUp,
     };
   }

@@ -1,8 +1,6 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
-import { setPriority } from 'node:os';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
-import { backgroundCommand } from './background-priority';
 import { AccessUnitSplitter } from './h264-stream';
 
 /** Tail of ffmpeg's stderr kept for error messages (at `-loglevel error` it is short anyway). */
@@ -32,9 +30,6 @@ export interface StreamSink {
  * process-wide, not per command. Here the child's 'close' event alone decides: it comes after the
  * exit and after stdout has ended, so success means every byte reached the sink.
  */
-/** Without SCHED_IDLE, encoders run at the lowest nice level instead. */
-const ENCODER_NICENESS = 19;
-
 export class PipedFfmpegProcess {
   private readonly input = new PassThrough({ highWaterMark: INPUT_HIGH_WATER_MARK });
   private child: ChildProcessByStdio<Writable, Readable, Readable> | null = null;
@@ -89,25 +84,13 @@ export class PipedFfmpegProcess {
     if (this.child) {
       throw new Error(`${this.label} was already started`);
     }
-    const background = backgroundCommand(this.ffmpegPath, [
-      ...inputArgs,
-      '-i',
-      'pipe:0',
-      ...outputArgs,
-      'pipe:1',
-    ]);
-    const child = spawn(background.command, background.args, {
+    // Encoders run at the service's own priority. Lower ones (nice 10, SCHED_IDLE) were measured
+    // (docs/recording.md): on a saturated machine the event loop and the clients then take the
+    // CPU the encoders need to stay in real time, which is what a node is sized for.
+    const child = spawn(this.ffmpegPath, [...inputArgs, '-i', 'pipe:0', ...outputArgs, 'pipe:1'], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.child = child;
-    if (!background.idle && child.pid !== undefined) {
-      try {
-        setPriority(child.pid, ENCODER_NICENESS);
-      } catch {
-        // Lowering a priority needs no privilege; should the platform refuse anyway, the
-        // encoder simply runs at normal priority.
-      }
-    }
     // EPIPE once ffmpeg has exited: its exit status says why, and 'close' reports that.
     child.stdin.on('error', () => undefined);
     this.input.pipe(child.stdin);
