@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
@@ -248,6 +249,25 @@ describe('live recording', () => {
   });
 });
 
+/** Nice levels of this process's H.264 encoders (children running libx264), from /proc. */
+function videoEncoderNiceness(): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .flatMap((pid) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        // Fields from the state on: ppid is the 2nd, nice the 17th.
+        return Number(fields[1]) === process.pid && cmdline.includes('libx264')
+          ? [Number(fields[16])]
+          : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
 describe('recording backpressure', () => {
   let app: TestApp;
   const token = hsToken({ sub: 'teller', channel: 'branch-app' });
@@ -281,6 +301,8 @@ describe('recording backpressure', () => {
     // Durability does not wait for the encoder.
     await client.acksUntil(200, 20_000);
     expect(await client.next('flow', 20_000)).toMatchObject({ reason: 'encoder_backlog' });
+    // Behind, its encoder yields the CPU to ingest.
+    expect(videoEncoderNiceness()).toEqual([19]);
     expect(await client.next('flow', 60_000)).toMatchObject({ reason: 'recovered' });
     client.send({ type: 'close' });
     expect((await client.next('closed', 60_000)).recording.status).toBe('ready');

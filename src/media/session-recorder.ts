@@ -34,6 +34,15 @@ async function decodes(jpeg: Buffer): Promise<boolean> {
 
 /** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
 const MAX_QUEUED_FRAMES = 64;
+/**
+ * The nice level of an encoder whose recorder is behind. An encoder that keeps up runs at the
+ * service's priority: real-time recording is what a node is sized for, and lower priorities cost
+ * real-time sessions (bench:recording: 38 sessions keep up at the service's priority; at nice 10
+ * 38 fell behind, under SCHED_IDLE 35 did). A recorder that is behind (its client sends faster
+ * than real time, or it waited for a slot) is encoding what the spool already holds safely: it
+ * yields the CPU to storing and acknowledging frames, and catches up when the machine has time.
+ */
+const BEHIND_NICENESS = 19;
 
 export interface RecorderSession {
   id: string;
@@ -170,6 +179,9 @@ export class SessionRecorder {
     });
     this.video = encoder;
     this.encoderDied = false;
+    if (this.catchingUp && !this.finishing) {
+      encoder.setNiceness(BEHIND_NICENESS);
+    }
     encoder.exited().catch(() => {
       if (this.video === encoder) {
         this.encoderDied = true;
@@ -243,6 +255,7 @@ export class SessionRecorder {
       // Behind: drop the in-memory copies; the spool has them all.
       this.queue.length = 0;
       this.catchingUp = true;
+      this.video?.setNiceness(BEHIND_NICENESS);
       this.deps.events.onBacklog(true);
     } else {
       this.queue.push({ message, header, offset });
@@ -263,6 +276,10 @@ export class SessionRecorder {
   async finish(lastSeq: number): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
+    if (this.outputOpen) {
+      // The client now waits for what is left (best effort, as when catching up).
+      this.video.setNiceness(0);
+    }
     this.kick();
     await this.loop;
     if (this.failure) {
@@ -352,6 +369,8 @@ export class SessionRecorder {
         const progressed = await this.readSpool();
         if (this.nextSeq > this.latestSeq && !this.finishing) {
           this.catchingUp = false;
+          // Best effort: an unprivileged service cannot raise it back (see setNiceness).
+          this.video?.setNiceness(0);
           this.deps.events.onBacklog(false);
           continue;
         }

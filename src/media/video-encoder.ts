@@ -1,5 +1,6 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
+import { setPriority } from 'node:os';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { AccessUnitSplitter } from './h264-stream';
 
@@ -72,6 +73,23 @@ export class PipedFfmpegProcess {
     return this.done;
   }
 
+  /**
+   * Sets ffmpeg's nice level; false when the system refuses (raising a priority back needs
+   * CAP_SYS_NICE or a RLIMIT_NICE allowance, so an unprivileged service can only lower it).
+   */
+  setNiceness(niceness: number): boolean {
+    const pid = this.child?.pid;
+    if (pid === undefined || this.closed) {
+      return false;
+    }
+    try {
+      setPriority(pid, niceness);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Stops ffmpeg at once; `end()` and `drained()` then reject. */
   kill(): void {
     this.closed = true;
@@ -84,9 +102,6 @@ export class PipedFfmpegProcess {
     if (this.child) {
       throw new Error(`${this.label} was already started`);
     }
-    // Encoders run at the service's own priority. Lower ones (nice 10, SCHED_IDLE) were measured
-    // (docs/recording.md): on a saturated machine the event loop and the clients then take the
-    // CPU the encoders need to stay in real time, which is what a node is sized for.
     const child = spawn(this.ffmpegPath, [...inputArgs, '-i', 'pipe:0', ...outputArgs, 'pipe:1'], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
