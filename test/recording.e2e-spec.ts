@@ -249,8 +249,8 @@ describe('live recording', () => {
   });
 });
 
-/** Nice levels of this process's H.264 encoders (children running libx264), from /proc. */
-function videoEncoderNiceness(): number[] {
+/** Nice level and scheduling policy of this process's H.264 encoders (libx264), from /proc. */
+function videoEncoders(): Array<{ nice: number; policy: number }> {
   return readdirSync('/proc')
     .filter((entry) => /^\d+$/.test(entry))
     .flatMap((pid) => {
@@ -258,15 +258,17 @@ function videoEncoderNiceness(): number[] {
         const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
         const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
         const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-        // Fields from the state on: ppid is the 2nd, nice the 17th.
+        // Fields from the state (3rd) on: ppid is the 4th, nice the 19th, policy the 41st.
         return Number(fields[1]) === process.pid && cmdline.includes('libx264')
-          ? [Number(fields[16])]
+          ? [{ nice: Number(fields[16]), policy: Number(fields[38]) }]
           : [];
       } catch {
         return [];
       }
     });
 }
+
+const SCHED_IDLE = 5;
 
 describe('recording backpressure', () => {
   let app: TestApp;
@@ -302,7 +304,8 @@ describe('recording backpressure', () => {
     await client.acksUntil(200, 20_000);
     expect(await client.next('flow', 20_000)).toMatchObject({ reason: 'encoder_backlog' });
     // Behind, its encoder yields the CPU to ingest.
-    expect(videoEncoderNiceness()).toEqual([19]);
+    await waitFor(() => videoEncoders()[0]?.policy === SCHED_IDLE);
+    expect(videoEncoders()).toEqual([{ nice: 19, policy: SCHED_IDLE }]);
     expect(await client.next('flow', 60_000)).toMatchObject({ reason: 'recovered' });
     client.send({ type: 'close' });
     expect((await client.next('closed', 60_000)).recording.status).toBe('ready');

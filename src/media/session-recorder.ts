@@ -34,15 +34,17 @@ async function decodes(jpeg: Buffer): Promise<boolean> {
 
 /** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
 const MAX_QUEUED_FRAMES = 64;
-/**
- * The nice level of an encoder whose recorder is behind. An encoder that keeps up runs at the
- * service's priority: real-time recording is what a node is sized for, and lower priorities cost
- * real-time sessions (bench:recording: 38 sessions keep up at the service's priority; at nice 10
- * 38 fell behind, under SCHED_IDLE 35 did). A recorder that is behind (its client sends faster
- * than real time, or it waited for a slot) is encoding what the spool already holds safely: it
- * yields the CPU to storing and acknowledging frames, and catches up when the machine has time.
+/*
+ * An encoder that keeps up runs at the service's priority: real-time recording is what a node is
+ * sized for, and lower priorities cost real-time sessions (bench:recording: 38 sessions keep up at
+ * the service's priority; at nice 10, 38 fell behind, under SCHED_IDLE 35 did). A live recorder
+ * that falls behind because its client sends faster than real time encodes what the spool already
+ * holds safely: its encoder goes to the background CPU class, yielding to storing and
+ * acknowledging frames, and comes back when the recorder has caught up or the session finishes.
+ * Recorders that start from the spool (after a restart, or after waiting for a slot) are not
+ * pushed back: nothing they encode is arriving faster than real time, and on a busy machine the
+ * background class could starve them.
  */
-const BEHIND_NICENESS = 19;
 
 export interface RecorderSession {
   id: string;
@@ -113,6 +115,8 @@ export class SessionRecorder {
   /** Highest seq offered (stored by the session). */
   private latestSeq = 0;
   private catchingUp: boolean;
+  /** Behind its client: the encoder runs in the background CPU class. */
+  private yielding = false;
   private finishing = false;
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
@@ -179,8 +183,8 @@ export class SessionRecorder {
     });
     this.video = encoder;
     this.encoderDied = false;
-    if (this.catchingUp && !this.finishing) {
-      encoder.setNiceness(BEHIND_NICENESS);
+    if (this.yielding && !this.finishing) {
+      encoder.setBackground(true);
     }
     encoder.exited().catch(() => {
       if (this.video === encoder) {
@@ -255,7 +259,8 @@ export class SessionRecorder {
       // Behind: drop the in-memory copies; the spool has them all.
       this.queue.length = 0;
       this.catchingUp = true;
-      this.video?.setNiceness(BEHIND_NICENESS);
+      this.yielding = true;
+      this.video?.setBackground(true);
       this.deps.events.onBacklog(true);
     } else {
       this.queue.push({ message, header, offset });
@@ -276,9 +281,9 @@ export class SessionRecorder {
   async finish(lastSeq: number): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
-    if (this.outputOpen) {
-      // The client now waits for what is left (best effort, as when catching up).
-      this.video.setNiceness(0);
+    if (this.outputOpen && this.yielding) {
+      // The client now waits for what is left.
+      this.video.setBackground(false);
     }
     this.kick();
     await this.loop;
@@ -369,8 +374,10 @@ export class SessionRecorder {
         const progressed = await this.readSpool();
         if (this.nextSeq > this.latestSeq && !this.finishing) {
           this.catchingUp = false;
-          // Best effort: an unprivileged service cannot raise it back (see setNiceness).
-          this.video?.setNiceness(0);
+          if (this.yielding) {
+            this.yielding = false;
+            this.video?.setBackground(false);
+          }
           this.deps.events.onBacklog(false);
           continue;
         }

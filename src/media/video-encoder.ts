@@ -1,7 +1,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
-import { setPriority } from 'node:os';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { setBackground } from './cpu-class';
 import { AccessUnitSplitter } from './h264-stream';
 
 /** Tail of ffmpeg's stderr kept for error messages (at `-loglevel error` it is short anyway). */
@@ -73,20 +73,11 @@ export class PipedFfmpegProcess {
     return this.done;
   }
 
-  /**
-   * Sets ffmpeg's nice level; false when the system refuses (raising a priority back needs
-   * CAP_SYS_NICE or a RLIMIT_NICE allowance, so an unprivileged service can only lower it).
-   */
-  setNiceness(niceness: number): boolean {
+  /** Moves ffmpeg to the background CPU class or back (best effort, see `setBackground`). */
+  setBackground(background: boolean): void {
     const pid = this.child?.pid;
-    if (pid === undefined || this.closed) {
-      return false;
-    }
-    try {
-      setPriority(pid, niceness);
-      return true;
-    } catch {
-      return false;
+    if (pid !== undefined && !this.closed) {
+      setBackground(pid, background);
     }
   }
 
