@@ -38,13 +38,16 @@ const MAX_QUEUED_FRAMES = 64;
  * An encoder that keeps up runs at the service's priority: real-time recording is what a node is
  * sized for, and lower priorities cost real-time sessions (bench:recording: 38 sessions keep up at
  * the service's priority; at nice 10, 38 fell behind, under SCHED_IDLE 35 did). A live recorder
- * that falls behind because its client sends faster than real time encodes what the spool already
- * holds safely: its encoder goes to the background CPU class, yielding to storing and
- * acknowledging frames, and comes back when the recorder has caught up or the session finishes.
+ * whose client sends faster than real time (the newest frame offered is more than BEHIND_MS of
+ * capture time ahead of the one being encoded) encodes what the spool already holds safely: its
+ * encoder goes to the background CPU class, yielding to storing and acknowledging frames, and
+ * comes back when the recorder has caught up or the session finishes.
  * Recorders that start from the spool (after a restart, or after waiting for a slot) are not
  * pushed back: nothing they encode is arriving faster than real time, and on a busy machine the
  * background class could starve them.
  */
+
+const BEHIND_MS = 2_000;
 
 export interface RecorderSession {
   id: string;
@@ -117,6 +120,8 @@ export class SessionRecorder {
   private catchingUp: boolean;
   /** Behind its client: the encoder runs in the background CPU class. */
   private yielding = false;
+  /** Capture pts (ms) of the last record handed to `process`. */
+  private processedPts: number | null = null;
   private finishing = false;
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
@@ -252,6 +257,13 @@ export class SessionRecorder {
     const offset = this.appendOffset;
     this.appendOffset += SPOOL_RECORD_PREFIX_BYTES + message.length;
     this.latestSeq = header.seq;
+    if (
+      !this.yielding &&
+      this.processedPts !== null &&
+      header.pts - this.processedPts > BEHIND_MS
+    ) {
+      this.setYielding(true);
+    }
     if (this.catchingUp) {
       return;
     }
@@ -259,8 +271,7 @@ export class SessionRecorder {
       // Behind: drop the in-memory copies; the spool has them all.
       this.queue.length = 0;
       this.catchingUp = true;
-      this.yielding = true;
-      this.video?.setBackground(true);
+      this.setYielding(true);
       this.deps.events.onBacklog(true);
     } else {
       this.queue.push({ message, header, offset });
@@ -281,10 +292,8 @@ export class SessionRecorder {
   async finish(lastSeq: number): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
-    if (this.outputOpen && this.yielding) {
-      // The client now waits for what is left.
-      this.video.setBackground(false);
-    }
+    // The client now waits for what is left.
+    this.setYielding(false);
     this.kick();
     await this.loop;
     if (this.failure) {
@@ -346,6 +355,14 @@ export class SessionRecorder {
     void this.writer?.cancel().catch(() => undefined);
   }
 
+  /** Moves the encoder to the background CPU class while behind its client, and back. */
+  private setYielding(behind: boolean): void {
+    if (behind !== this.yielding) {
+      this.yielding = behind;
+      this.video?.setBackground(behind);
+    }
+  }
+
   private kick(): void {
     const wake = this.wake;
     if (wake) {
@@ -374,10 +391,7 @@ export class SessionRecorder {
         const progressed = await this.readSpool();
         if (this.nextSeq > this.latestSeq && !this.finishing) {
           this.catchingUp = false;
-          if (this.yielding) {
-            this.yielding = false;
-            this.video?.setBackground(false);
-          }
+          this.setYielding(false);
           this.deps.events.onBacklog(false);
           continue;
         }
@@ -397,6 +411,8 @@ export class SessionRecorder {
         } else if (this.finishing) {
           return;
         } else {
+          // Everything offered is encoded: caught up with the client.
+          this.setYielding(false);
           await this.sleep();
         }
       }
@@ -435,6 +451,7 @@ export class SessionRecorder {
     }
     this.nextOffset = offset + SPOOL_RECORD_PREFIX_BYTES + message.length;
     this.nextSeq = header.seq + 1;
+    this.processedPts = header.pts;
     const payload = message.subarray(MEDIA_HEADER_BYTES);
     const ts = header.pts / 1000;
     if (header.track === Track.Audio) {
