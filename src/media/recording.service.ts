@@ -127,7 +127,7 @@ export class RecordingService {
       });
     }
     const spoolBytes = fromSpool ? fileSize(spoolPath) : 0;
-    const makeRecorder = (mode: 'live' | 'spool') =>
+    const makeRecorder = (mode: 'live' | 'spool', background = false) =>
       new SessionRecorder(
         {
           config: this.config,
@@ -140,6 +140,7 @@ export class RecordingService {
         recorderSession,
         mode,
         mode === 'spool' ? Math.max(spoolBytes, fileSize(spoolPath)) : spoolBytes,
+        background,
       );
     let recorder: SessionRecorder | null = null;
     let latest = 0;
@@ -178,7 +179,8 @@ export class RecordingService {
         if (!finished) {
           await this.recordings.update({ id }, { status: 'recording', updatedAt: new Date() });
         }
-        const r = makeRecorder('spool');
+        // Without a slot (the session is finishing): beyond the node's encoder capacity.
+        const r = makeRecorder('spool', !gotSlot);
         await r.start();
         recorder = r;
         r.durable();

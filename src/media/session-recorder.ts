@@ -41,10 +41,12 @@ const MAX_QUEUED_FRAMES = 64;
  * whose client sends faster than real time (the newest frame offered is more than BEHIND_MS of
  * capture time ahead of the one being encoded) encodes what the spool already holds safely: its
  * encoder goes to the background CPU class, yielding to storing and acknowledging frames, and
- * comes back when the recorder has caught up or the session finishes.
- * Recorders that start from the spool (after a restart, or after waiting for a slot) are not
- * pushed back: nothing they encode is arriving faster than real time, and on a busy machine the
- * background class could starve them.
+ * comes back when the recorder has caught up. It stays there while the session finishes: `close`
+ * then waits for it, but the storing, acknowledging and database work of every other session on
+ * the node comes first (100 sessions closing at once, each finishing its encoder at normal
+ * priority, starved Postgres into 5 s pool timeouts in bench:ingest).
+ * Recorders that start from the spool with an encoder slot (after a restart, or after waiting for
+ * one) are not pushed back; one started without a slot because its session is finishing is.
  */
 
 const BEHIND_MS = 2_000;
@@ -153,7 +155,10 @@ export class SessionRecorder {
     /** `live`: fed from memory from the first frame; `spool`: start by reading the spool. */
     mode: 'live' | 'spool',
     spoolBytes: number,
+    /** Start in the background CPU class: encoding beyond the node's encoder slots. */
+    background = false,
   ) {
+    this.yielding = background;
     this.catchingUp = mode === 'spool';
     this.appendOffset = Math.max(spoolBytes, SPOOL_HEADER_BYTES);
     this.spool = new SpoolFollower(deps.spoolPath);
@@ -188,7 +193,7 @@ export class SessionRecorder {
     });
     this.video = encoder;
     this.encoderDied = false;
-    if (this.yielding && !this.finishing) {
+    if (this.yielding) {
       encoder.setBackground(true);
     }
     encoder.exited().catch(() => {
@@ -292,8 +297,6 @@ export class SessionRecorder {
   async finish(lastSeq: number): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
-    // The client now waits for what is left.
-    this.setYielding(false);
     this.kick();
     await this.loop;
     if (this.failure) {
