@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
+import type { RecordingStatus } from '../src/media/recording.service';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
 import { jpegFrames, pcmSine, probe } from './support/media';
@@ -317,15 +318,7 @@ describe('recording backpressure', () => {
     const admin = hsToken({ sub: 'ops', scope: 'admin' });
     const encoders = async () => {
       const res = await call(app.url, 'GET', '/v1/admin/recording', { token: admin });
-      return res.body as {
-        encoders: { active: number; waiting: number };
-        recorders: Array<{
-          sessionId: string;
-          backlogFrames: number;
-          encodingFrames: number;
-          fromSpool: boolean;
-        }>;
-      };
+      return res.body as RecordingStatus;
     };
     const statusOf = async (sessionId: string) =>
       (

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import type { ClosedRecording } from '../../src/protocol/messages';
+import type { RecordingStatus } from '../../src/media/recording.service';
 import { StreamClient } from '../../test/support/stream-client';
 import { FRAME_HEIGHT, FRAME_WIDTH, type FramePool } from './recording-frames';
 
@@ -31,17 +32,6 @@ const KEEP_UP_FRAMES_PER_SESSION = 2;
 const KEEP_UP_GROWTH_PER_SESSION = 0.05;
 
 const OPEN_BODY = { video: { width: FRAME_WIDTH, height: FRAME_HEIGHT, fps: CAPTURE_FPS } };
-
-/** `GET /v1/admin/recording`. */
-export interface RecordingStatus {
-  encoders: { active: number; waiting: number; max: number };
-  recorders: Array<{
-    sessionId: string;
-    backlogFrames: number;
-    encodingFrames: number;
-    fromSpool: boolean;
-  }>;
-}
 
 export async function recordingStatus(
   baseUrl: string,

@@ -1,7 +1,6 @@
 import { execFile } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { setPriority } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { findOnPath } from './ffmpeg-locator';
 
 /**
  * Moves a process between the normal CPU class and the background one. Background is Linux's
@@ -31,21 +30,7 @@ let chrt: string | null | undefined;
 
 function chrtPath(): string | null {
   if (chrt === undefined) {
-    const dirs = process.platform === 'linux' ? (process.env.PATH ?? '').split(delimiter) : [];
-    chrt =
-      dirs
-        .filter(Boolean)
-        .map((dir) => join(dir, 'chrt'))
-        .find(executable) ?? null;
+    chrt = process.platform === 'linux' ? findOnPath('chrt') : null;
   }
   return chrt;
-}
-
-function executable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
 }

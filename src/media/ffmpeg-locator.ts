@@ -17,11 +17,9 @@ export function locateTool(
   if (configured) {
     return { path: configured, source: 'env' };
   }
-  for (const dir of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) {
-    const candidate = join(dir, tool);
-    if (isExecutable(candidate)) {
-      return { path: candidate, source: 'system' };
-    }
+  const system = findOnPath(tool);
+  if (system) {
+    return { path: system, source: 'system' };
   }
   // Required only here: the installers throw at load time on a platform they ship no binary for.
   const bundled =
@@ -31,6 +29,12 @@ export function locateTool(
       : // eslint-disable-next-line @typescript-eslint/no-require-imports
         (require('@ffprobe-installer/ffprobe') as { path: string }).path;
   return { path: bundled, source: 'bundled' };
+}
+
+/** The first executable named `name` in the directories of PATH, or null. */
+export function findOnPath(name: string): string | null {
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  return dirs.map((dir) => join(dir, name)).find(isExecutable) ?? null;
 }
 
 function isExecutable(path: string): boolean {

@@ -24,6 +24,19 @@ import {
  */
 const ENCODERS_PER_CORE = 18;
 
+/** `GET /v1/admin/recording`: encoder slots and each recorder's backlog. */
+export interface RecordingStatus {
+  encoders: { active: number; waiting: number; max: number };
+  recorders: Array<{
+    sessionId: string;
+    /** Frames stored and not yet out of the encoder. */
+    backlogFrames: number;
+    /** Of those, the frames inside ffmpeg. */
+    encodingFrames: number;
+    fromSpool: boolean;
+  }>;
+}
+
 /** A session's recording as the stream runtime sees it. */
 export interface RecordingHandle {
   readonly id: string;
@@ -61,15 +74,7 @@ export class RecordingService {
   }
 
   /** Encoder slots and each live recorder's backlog, for operators and benchmarks. */
-  status(): {
-    encoders: { active: number; waiting: number; max: number };
-    recorders: Array<{
-      sessionId: string;
-      backlogFrames: number;
-      encodingFrames: number;
-      fromSpool: boolean;
-    }>;
-  } {
+  status(): RecordingStatus {
     return {
       encoders: { active: this.active, waiting: this.waiting.length, max: this.maxEncoders },
       recorders: [...this.recorders].map(([sessionId, backlog]) => {
