@@ -39,7 +39,7 @@ const MAX_QUEUED_FRAMES = 64;
  * sized for, and lower priorities cost real-time sessions (bench:recording: 38 sessions keep up at
  * the service's priority; at nice 10, 38 fell behind, under SCHED_IDLE 35 did). A live recorder
  * whose client sends faster than real time (the newest frame offered is more than BEHIND_MS of
- * capture time ahead of the one being encoded) encodes what the spool already holds safely: its
+ * capture time ahead of the one being encoded, or BEHIND_QUEUED_FRAMES wait for it) encodes what the spool already holds safely: its
  * encoder goes to the background CPU class, yielding to storing and acknowledging frames, and
  * comes back when the recorder has caught up. It stays there while the session finishes: `close`
  * then waits for it, but the storing, acknowledging and database work of every other session on
@@ -50,6 +50,8 @@ const MAX_QUEUED_FRAMES = 64;
  */
 
 const BEHIND_MS = 2_000;
+/** ...or this many frames are queued for it (a quarter of the queue; a real-time one holds ~0). */
+const BEHIND_QUEUED_FRAMES = 16;
 
 export interface RecorderSession {
   id: string;
@@ -264,8 +266,8 @@ export class SessionRecorder {
     this.latestSeq = header.seq;
     if (
       !this.yielding &&
-      this.processedPts !== null &&
-      header.pts - this.processedPts > BEHIND_MS
+      ((this.processedPts !== null && header.pts - this.processedPts > BEHIND_MS) ||
+        this.queue.length >= BEHIND_QUEUED_FRAMES)
     ) {
       this.setYielding(true);
     }
