@@ -21,9 +21,9 @@
  * - BENCH_QUIET_WAIT_SECONDS (60): before each scenario, wait up to this long for the machine to
  *   be idle; a scenario that other processes disturbed anyway is run again, up to 3 times.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -50,11 +50,19 @@ import {
   streamRun,
   type StreamRunResult,
 } from './support/load-client';
+import {
+  Cleanup,
+  cpuModel,
+  describe,
+  filesystemOf,
+  memoryGB,
+  progressFor,
+  sourceState,
+} from './support/run-info';
 
+const progress = progressFor('ingest');
 const ROOT = resolve(__dirname, '..');
 const CHANNEL = 'bench';
-/** A child that ignores SIGTERM is killed after 30 s; no cleanup step may take longer than this. */
-const CLEANUP_STEP_TIMEOUT_MS = 45_000;
 /**
  * Above this much CPU (in % of one core) used by neither server nor client during a window, the
  * run is flagged: someone else is using the machine.
@@ -110,10 +118,6 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
     quietWaitSeconds: num('BENCH_QUIET_WAIT_SECONDS', 60, 0),
     closeTimeoutSeconds: num('BENCH_CLOSE_TIMEOUT_SECONDS', 300, 1),
   };
-}
-
-function progress(line: string): void {
-  process.stderr.write(`[bench:ingest ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 }
 
 /** `naive`: the raw server plus the same durability (one writev + fdatasync per merged ack). */
@@ -196,33 +200,6 @@ interface IdleFigures {
   errors: Record<string, number>;
 }
 
-/** Everything started, stopped in reverse order: on success, on failure and on a signal. */
-class Cleanup {
-  private readonly steps: Array<{ name: string; fn: () => Promise<unknown> }> = [];
-
-  add(name: string, fn: () => Promise<unknown>): void {
-    this.steps.push({ name, fn });
-  }
-
-  async run(): Promise<void> {
-    for (const step of this.steps.splice(0).reverse()) {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        await Promise.race([
-          step.fn(),
-          new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error('timed out')), CLEANUP_STEP_TIMEOUT_MS);
-          }),
-        ]);
-      } catch (err) {
-        progress(`cleanup: ${step.name} failed: ${describe(err)}`);
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-  }
-}
-
 async function main(): Promise<number> {
   const settings = settingsFromEnv(process.env);
   // This process holds every client socket of the idle scenario.
@@ -241,7 +218,7 @@ async function main(): Promise<number> {
   }
 
   const began = performance.now();
-  const cleanup = new Cleanup();
+  const cleanup = new Cleanup(progress);
   const onSignal = (signal: NodeJS.Signals): void => {
     progress(`${signal}: stopping`);
     void cleanup.run().finally(() => process.exit(130));
@@ -400,11 +377,7 @@ async function main(): Promise<number> {
       machine: {
         nproc: cpus().length,
         cpuModel: cpuModel(),
-        memoryGB: round(
-          Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) /
-            1024 ** 2,
-          1,
-        ),
+        memoryGB: memoryGB(),
         kernel: release(),
         node: process.version,
       },
@@ -850,55 +823,8 @@ function aims(
   };
 }
 
-/** The commit measured and how many server source files differ from it; null outside git. */
-function sourceState(): { commit: string; uncommittedFiles: number } | null {
-  try {
-    const git = (...args: string[]): string =>
-      execFileSync('git', args, {
-        cwd: ROOT,
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'ignore'],
-      });
-    const commit = git('rev-parse', '--short', 'HEAD').trim();
-    const changed = git(
-      '--no-optional-locks',
-      'status',
-      '--porcelain',
-      '--',
-      'src',
-      'migrations',
-    ).split('\n');
-    return { commit, uncommittedFiles: changed.filter(Boolean).length };
-  } catch {
-    return null;
-  }
-}
-
-/** `type device` of the mount holding `path`, from /proc/mounts: fdatasync costs depend on it. */
-function filesystemOf(path: string): string {
-  let best = { mount: '', text: 'unknown' };
-  for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
-    const [device, mount, type] = line.split(' ');
-    if (mount && (path === mount || path.startsWith(mount.endsWith('/') ? mount : `${mount}/`))) {
-      if (mount.length >= best.mount.length) {
-        best = { mount, text: `${type} on ${device} (${mount})` };
-      }
-    }
-  }
-  return best.text;
-}
-
-function cpuModel(): string {
-  const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-  return m?.[1]?.trim() ?? 'unknown';
-}
-
 function mb(bytes: number): number {
   return round(bytes / 1e6, 1);
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Runs this benchmark again under bash with a raised open-files limit; resolves its exit code. */

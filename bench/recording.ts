@@ -21,11 +21,10 @@
  * - BENCH_QUIET_WAIT_SECONDS (20): before each measurement, wait up to this long for the
  *   machine to be idle (other people's work on the same cores skews every figure).
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { availableParallelism, release } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { envSchema } from '../src/config/env.schema';
 import { locateTool } from '../src/media/ffmpeg-locator';
@@ -34,13 +33,7 @@ import { testDir } from '../test/support/dirs';
 import { PgProcess } from '../test/support/pg-process';
 import { ServiceProcess } from '../test/support/service-process';
 import { hsToken } from '../test/support/tokens';
-import {
-  type CpuFigures,
-  CpuWindow,
-  cpuModel,
-  memoryGB,
-  waitForQuiet,
-} from './support/recording-cpu';
+import { type CpuFigures, CpuWindow, waitForQuiet } from './support/recording-cpu';
 import {
   ChildSet,
   encodeOnce,
@@ -59,8 +52,17 @@ import {
   percentiles,
   round,
 } from './support/recording-load';
+import {
+  Cleanup,
+  cpuModel,
+  describe,
+  filesystemOf,
+  memoryGB,
+  progressFor,
+  sourceState,
+} from './support/run-info';
 
-const ROOT = resolve(__dirname, '..');
+const progress = progressFor('recording');
 const CHANNEL = 'bench';
 /** Frames per second of every session, capture time. */
 const SESSION_FPS = 10;
@@ -77,7 +79,6 @@ const MACHINE_RUNS_MAX = 4;
 const DISTURBED_RETRIES = 2;
 /** A child that ignores SIGTERM this long is killed. */
 const STOP_TIMEOUT_MS = 30_000;
-const CLEANUP_STEP_TIMEOUT_MS = 45_000;
 /** The service's default encoders per core (src/media/recording.service.ts), for the report. */
 const SERVICE_DEFAULT_ENCODERS_PER_CORE = 20;
 
@@ -119,41 +120,10 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
   };
 }
 
-function progress(line: string): void {
-  process.stderr.write(`[bench:recording ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
-}
-
-/** Everything started, stopped in reverse order: on success, on failure and on a signal. */
-class Cleanup {
-  private readonly steps: Array<{ name: string; fn: () => unknown }> = [];
-
-  add(name: string, fn: () => unknown): void {
-    this.steps.push({ name, fn });
-  }
-
-  async run(): Promise<void> {
-    for (const step of this.steps.splice(0).reverse()) {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        await Promise.race([
-          Promise.resolve().then(step.fn),
-          new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error('timed out')), CLEANUP_STEP_TIMEOUT_MS);
-          }),
-        ]);
-      } catch (err) {
-        progress(`cleanup: ${step.name} failed: ${describe(err)}`);
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-  }
-}
-
 async function main(): Promise<number> {
   const settings = settingsFromEnv(process.env);
   const began = performance.now();
-  const cleanup = new Cleanup();
+  const cleanup = new Cleanup(progress);
   const children = new ChildSet();
   const onSignal = (signal: NodeJS.Signals): void => {
     progress(`${signal}: stopping`);
@@ -752,43 +722,8 @@ function logProblems(output: string): {
   return problems;
 }
 
-/** The commit measured and how many service source files differ from it; null outside git. */
-function sourceState(): { commit: string; uncommittedFiles: number } | null {
-  try {
-    const git = (...args: string[]): string =>
-      execFileSync('git', args, {
-        cwd: ROOT,
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'ignore'],
-      });
-    const commit = git('rev-parse', '--short', 'HEAD').trim();
-    const changed = git('--no-optional-locks', 'status', '--porcelain', '--', 'src', 'migrations');
-    return { commit, uncommittedFiles: changed.split('\n').filter(Boolean).length };
-  } catch {
-    return null;
-  }
-}
-
-/** `type device` of the mount holding `path`, from /proc/mounts: fdatasync costs depend on it. */
-function filesystemOf(path: string): string {
-  let best = { mount: '', text: 'unknown' };
-  for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
-    const [device, mount, type] = line.split(' ');
-    if (mount && (path === mount || path.startsWith(mount.endsWith('/') ? mount : `${mount}/`))) {
-      if (mount.length >= best.mount.length) {
-        best = { mount, text: `${type} on ${device} (${mount})` };
-      }
-    }
-  }
-  return best.text;
-}
-
 function clamp(value: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, value));
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 main().then(

@@ -135,16 +135,6 @@ export class CpuWindow {
   }
 }
 
-export function cpuModel(): string {
-  const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-  return m?.[1]?.trim() ?? 'unknown';
-}
-
-export function memoryGB(): number {
-  const kb = Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
-  return Math.round((kb / 1024 ** 2) * 10) / 10;
-}
-
 /**
  * Waits (at most `maxSeconds`) until the machine is quiet — under `busyPct` % of all cores busy
  * for one second — since figures taken while someone else's work runs on the same cores mean
