@@ -34,21 +34,21 @@ async function decodes(jpeg: Buffer): Promise<boolean> {
 
 /** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
 const MAX_QUEUED_FRAMES = 64;
-/*
+/**
  * An encoder that keeps up runs at the service's priority: real-time recording is what a node is
  * sized for, and lower priorities cost real-time sessions (bench:recording: 38 sessions keep up at
  * the service's priority; at nice 10, 38 fell behind, under SCHED_IDLE 35 did). A live recorder
  * whose client sends faster than real time (the newest frame offered is more than BEHIND_MS of
- * capture time ahead of the one being encoded, or BEHIND_QUEUED_FRAMES wait for it) encodes what the spool already holds safely: its
- * encoder goes to the background CPU class, yielding to storing and acknowledging frames, and
- * comes back when the recorder has caught up. It stays there while the session finishes: `close`
- * then waits for it, but the storing, acknowledging and database work of every other session on
- * the node comes first (100 sessions closing at once, each finishing its encoder at normal
- * priority, starved Postgres into 5 s pool timeouts in bench:ingest).
- * Recorders that start from the spool with an encoder slot (after a restart, or after waiting for
- * one) are not pushed back; one started without a slot because its session is finishing is.
+ * capture time ahead of the one being encoded, or BEHIND_QUEUED_FRAMES wait for it) encodes what
+ * the spool already holds safely: its encoder goes to the background CPU class, yielding to
+ * storing and acknowledging frames, and comes back when the recorder has caught up. It stays there
+ * while the session finishes: `close` then waits for it, but the storing, acknowledging and
+ * database work of every other session on the node comes first (100 sessions closing at once,
+ * each finishing its encoder at normal priority, starved Postgres into 5 s pool timeouts in
+ * bench:ingest). Recorders that start from the spool with an encoder slot (after a restart, or
+ * after waiting for one) are not pushed back; one started without a slot because its session is
+ * finishing is.
  */
-
 const BEHIND_MS = 2_000;
 /** ...or this many frames are queued for it (a quarter of the queue; a real-time one holds ~0). */
 const BEHIND_QUEUED_FRAMES = 16;

@@ -418,7 +418,8 @@ const FOLLOW_CHUNK_BYTES = 1024 * 1024;
  */
 export class SpoolFollower {
   private fh: FileHandle | null = null;
-  private readonly buf = Buffer.allocUnsafe(FOLLOW_CHUNK_BYTES);
+  /** Allocated with the first read: a recorder that never falls behind holds none. */
+  private buf: Buffer | null = null;
   /** File offsets held in `buf`. */
   private bufStart = 0;
   private bufEnd = 0;
@@ -431,20 +432,21 @@ export class SpoolFollower {
     if (!(await this.fill(offset, SPOOL_RECORD_PREFIX_BYTES))) {
       return null;
     }
+    const buf = this.buf as Buffer;
     const p = offset - this.bufStart;
-    const length = this.buf.readUInt32BE(p);
-    const expected = this.buf.readUInt32BE(p + 4);
+    const length = buf.readUInt32BE(p);
+    const expected = buf.readUInt32BE(p + 4);
     if (length === 0 || length > SPOOL_MAX_MESSAGE_BYTES) {
       return null;
     }
     const body = offset + SPOOL_RECORD_PREFIX_BYTES;
     let message: Buffer;
-    if (length <= this.buf.length) {
+    if (length <= FOLLOW_CHUNK_BYTES) {
       if (!(await this.fill(body, length))) {
         return null;
       }
       const b = body - this.bufStart;
-      message = Buffer.from(this.buf.subarray(b, b + length));
+      message = Buffer.from((this.buf as Buffer).subarray(b, b + length));
     } else {
       message = Buffer.allocUnsafe(length);
       const { bytesRead } = await this.fh.read(message, 0, length, body);
@@ -467,7 +469,8 @@ export class SpoolFollower {
       return true;
     }
     const fh = this.fh as FileHandle;
-    const { bytesRead } = await fh.read(this.buf, 0, this.buf.length, at);
+    this.buf ??= Buffer.allocUnsafe(FOLLOW_CHUNK_BYTES);
+    const { bytesRead } = await fh.read(this.buf, 0, FOLLOW_CHUNK_BYTES, at);
     this.bufStart = at;
     this.bufEnd = at + bytesRead;
     return bytesRead >= n;
