@@ -8,7 +8,7 @@ import {
   Track,
 } from '../protocol/media-header';
 import type { AudioSettings } from '../sessions/session.types';
-import { SPOOL_HEADER_BYTES, SPOOL_RECORD_PREFIX_BYTES, SpoolFollower } from '../stream/spool';
+import { SPOOL_HEADER_BYTES, SPOOL_RECORD_PREFIX_BYTES, SpoolFollower } from '../spool/spool';
 import { AudioEncoderProcess } from './audio-encoder';
 import { BadImageError, FramePipeline } from './frame-pipeline';
 import { isKeyframe } from './h264-stream';

@@ -27,7 +27,7 @@ import {
   type RuntimeDeps,
   type SessionSink,
 } from './session-runtime';
-import { scanSpool, SpoolWriter } from './spool';
+import { scanSpool, SpoolWriter } from '../spool/spool';
 
 /** How often the sweeper looks for idle HTTP-attached and expired interrupted sessions. */
 const SWEEP_MS = 1_000;

@@ -9,7 +9,7 @@ import type { RecorderEvents } from '../media/session-recorder';
 import type { Closed, ClosedRecording, ServerMessage } from '../protocol/messages';
 import type { SessionStats, SessionStore } from '../sessions/session-store.service';
 import type { SessionStatus } from '../sessions/session.types';
-import type { SpoolWriter } from './spool';
+import type { SpoolWriter } from '../spool/spool';
 
 /** The transport a session is attached to: a WebSocket connection or the HTTP fallback. */
 export interface SessionSink {

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { readMediaHeader } from '../../src/protocol/media-header';
-import { readSpool } from '../../src/stream/spool';
+import { readSpool } from '../../src/spool/spool';
 
 export interface SpooledFrame {
   seq: number;
