@@ -5,14 +5,18 @@ import type { DataSource } from 'typeorm';
 import type { MessageDirection } from './session-message.entity';
 import type { SessionStatus } from './session.types';
 
-/** Counters of one live session, written in batches (never per frame). */
-export interface SessionStats {
-  id: string;
+/** A session's counters: what its spool holds. */
+export interface SessionCounts {
   lastSeq: number;
   videoFrames: number;
   audioFrames: number;
   rejectedFrames: number;
   bytesIn: number;
+}
+
+/** Counters of one session, written in batches (never per frame). */
+export interface SessionStats extends SessionCounts {
+  id: string;
 }
 
 /**
@@ -97,7 +101,8 @@ export class SessionStore {
    */
   async interruptOrphans(node: string): Promise<string[]> {
     const now = new Date();
-    const rows = await this.db.query<Array<{ id: string }>>(
+    // For UPDATE … RETURNING, TypeORM's postgres driver answers [rows, affected count].
+    const [rows] = await this.db.query<[Array<{ id: string }>, number]>(
       `UPDATE sessions SET
          status = 'interrupted',
          status_history = status_history || jsonb_build_array(

@@ -10,6 +10,7 @@ import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingEntity } from '../media/recording.entity';
 import type { OpenSession, Opened } from '../protocol/open-session.schema';
+import type { SessionCounts } from './session-store.service';
 import { SessionEntity } from './session.entity';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -38,6 +39,9 @@ export interface SessionView {
 
 @Injectable()
 export class SessionsService {
+  /** The counters of a session live on this node, which are newer than its row's. */
+  private liveCounts: (id: string) => SessionCounts | undefined = () => undefined;
+
   constructor(
     @InjectRepository(SessionEntity) private readonly sessions: Repository<SessionEntity>,
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
@@ -100,9 +104,18 @@ export class SessionsService {
     return session;
   }
 
+  /**
+   * Set by the stream runtime (which depends on this module, not the other way round), so that a
+   * live session's view shows what its spool holds now, not the last once-a-second flush.
+   */
+  useLiveCounts(counts: (id: string) => SessionCounts | undefined): void {
+    this.liveCounts = counts;
+  }
+
   async view(principal: Principal, id: string): Promise<SessionView> {
     const s = await this.findVisible(principal, id);
     const recording = await this.recordings.findOneBy({ sessionId: s.id });
+    const counts: SessionCounts = this.liveCounts(s.id) ?? s;
     return {
       id: s.id,
       subject: s.subject,
@@ -113,11 +126,11 @@ export class SessionsService {
       video: s.video,
       audio: s.audio,
       recordingSettings: s.recordingSettings,
-      lastSeq: s.lastSeq,
-      videoFrames: s.videoFrames,
-      audioFrames: s.audioFrames,
-      rejectedFrames: s.rejectedFrames,
-      bytesIn: s.bytesIn,
+      lastSeq: counts.lastSeq,
+      videoFrames: counts.videoFrames,
+      audioFrames: counts.audioFrames,
+      rejectedFrames: counts.rejectedFrames,
+      bytesIn: counts.bytesIn,
       createdAt: s.createdAt.toISOString(),
       updatedAt: s.updatedAt.toISOString(),
       closedAt: s.closedAt?.toISOString() ?? null,

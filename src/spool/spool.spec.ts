@@ -100,7 +100,13 @@ describe('SpoolWriter and readSpool', () => {
 
   it('creates a file holding only the header, with nothing recovered', async () => {
     const writer = await SpoolWriter.open(path);
-    expect(writer.recovered).toEqual({ records: 0, lastSeq: 0, truncatedBytes: 0 });
+    expect(writer.recovered).toEqual({
+      records: 0,
+      audioRecords: 0,
+      messageBytes: 0,
+      lastSeq: 0,
+      truncatedBytes: 0,
+    });
     await writer.close();
 
     const bytes = readFileSync(path);
@@ -133,7 +139,16 @@ describe('SpoolWriter and readSpool', () => {
       expect(r.offset).toBe(offset);
       offset += SPOOL_RECORD_PREFIX_BYTES + r.message.length;
     }
-    const expected = { records: 300, lastSeq: 300, validBytes: offset, tornBytes: 0, torn: null };
+    const expected = {
+      records: 300,
+      // Every fifth message is audio (see `frame`): counted by the track byte of each record.
+      audioRecords: 60,
+      messageBytes: sent.reduce((n, m) => n + m.length, 0),
+      lastSeq: 300,
+      validBytes: offset,
+      tornBytes: 0,
+      torn: null,
+    };
     expect(summary).toEqual(expected);
     expect(statSync(path).size).toBe(offset);
     await expect(scanSpool(path)).resolves.toEqual(expected);
@@ -296,7 +311,13 @@ describe('SpoolWriter and readSpool', () => {
     await writeFrames(range(1, 5));
 
     const writer = await SpoolWriter.open(path);
-    expect(writer.recovered).toEqual({ records: 5, lastSeq: 5, truncatedBytes: 0 });
+    expect(writer.recovered).toEqual({
+      records: 5,
+      audioRecords: 1,
+      messageBytes: range(1, 5).reduce((n, seq) => n + frame(seq).length, 0),
+      lastSeq: 5,
+      truncatedBytes: 0,
+    });
     range(6, 8).forEach((seq) => writer.append(frame(seq)));
     await writer.close();
 
@@ -333,8 +354,11 @@ describe('SpoolWriter and readSpool', () => {
       const { records, summary } = await readAll(path);
       expect(seqs(records)).toEqual(range(1, kept));
       const validBytes = kept === 10 ? intact.summary.validBytes : lastOffset;
+      const keptBytes = range(1, kept).reduce((n, seq) => n + frame(seq).length, 0);
       expect(summary).toEqual({
         records: kept,
+        audioRecords: Math.floor(kept / 5),
+        messageBytes: keptBytes,
         lastSeq: kept,
         validBytes,
         tornBytes: damagedSize - validBytes,
@@ -344,6 +368,8 @@ describe('SpoolWriter and readSpool', () => {
       const writer = await SpoolWriter.open(path);
       expect(writer.recovered).toEqual({
         records: kept,
+        audioRecords: Math.floor(kept / 5),
+        messageBytes: keptBytes,
         lastSeq: kept,
         truncatedBytes: damagedSize - validBytes,
       });
@@ -361,6 +387,8 @@ describe('SpoolWriter and readSpool', () => {
     writeFileSync(path, Buffer.from('FGSP', 'ascii'));
     await expect(scanSpool(path)).resolves.toEqual({
       records: 0,
+      audioRecords: 0,
+      messageBytes: 0,
       lastSeq: 0,
       validBytes: 0,
       tornBytes: 4,
@@ -368,7 +396,13 @@ describe('SpoolWriter and readSpool', () => {
     });
 
     const writer = await SpoolWriter.open(path);
-    expect(writer.recovered).toEqual({ records: 0, lastSeq: 0, truncatedBytes: 4 });
+    expect(writer.recovered).toEqual({
+      records: 0,
+      audioRecords: 0,
+      messageBytes: 0,
+      lastSeq: 0,
+      truncatedBytes: 4,
+    });
     writer.append(frame(1));
     await writer.close();
 

@@ -34,6 +34,9 @@ HEADER.writeUInt32BE(0, 12);
 
 /** Offset of the u32 BE `seq` inside a media message (src/protocol/media-header.ts). */
 const SEQ_OFFSET = 4;
+/** Offset of the track byte inside a media message: 1 video, 2 audio. */
+const TRACK_OFFSET = 1;
+const AUDIO_TRACK = 2;
 
 /** One intact record: `offset` is where its prefix starts in the file. */
 export interface SpoolRecord {
@@ -58,12 +61,25 @@ export interface SpoolSummary {
   records: number;
   /** Highest `seq` among them (u32 at message offset 4); 0 when there are none. */
   lastSeq: number;
+  /** Of the intact records, those on the audio track (byte 1 of the message is 2); the rest are video. */
+  audioRecords: number;
+  /** Message bytes of the intact records (prefixes and the file header not counted). */
+  messageBytes: number;
   /** File offset just past the last intact record (the header counts). */
   validBytes: number;
   /** Bytes after `validBytes`: a torn tail, or whatever follows a corrupt record. */
   tornBytes: number;
   /** Why reading stopped early; null when the file ended cleanly. */
   torn: SpoolTornReason | null;
+}
+
+/** What a spool holds, as `SpoolWriter.open` found it. */
+export interface SpoolContents {
+  records: number;
+  audioRecords: number;
+  messageBytes: number;
+  lastSeq: number;
+  truncatedBytes: number;
 }
 
 /**
@@ -106,10 +122,11 @@ export class SpoolWriter {
     /** File offset of the next record. */
     private position: number,
     /**
-     * What an existing file held when it was opened: intact records kept, their highest seq, and
-     * the bytes of torn tail cut off. All zero for a new file.
+     * What an existing file held when it was opened: intact records kept (all of them and those
+     * of the audio track), their message bytes, their highest seq, and the bytes of torn tail cut
+     * off. All zero for a new file.
      */
-    readonly recovered: { records: number; lastSeq: number; truncatedBytes: number },
+    readonly recovered: SpoolContents,
   ) {}
 
   /**
@@ -146,6 +163,8 @@ export class SpoolWriter {
       }
       return new SpoolWriter(path, fh, SPOOL_HEADER_BYTES, {
         records: 0,
+        audioRecords: 0,
+        messageBytes: 0,
         lastSeq: 0,
         truncatedBytes: 0,
       });
@@ -170,6 +189,8 @@ export class SpoolWriter {
       }
       return new SpoolWriter(path, fh, Math.max(summary.validBytes, SPOOL_HEADER_BYTES), {
         records: summary.records,
+        audioRecords: summary.audioRecords,
+        messageBytes: summary.messageBytes,
         lastSeq: summary.lastSeq,
         truncatedBytes: summary.tornBytes,
       });
@@ -488,6 +509,8 @@ class RecordScanner {
   /** Offset of the next record to read, i.e. just past the last intact one. */
   private offset = SPOOL_HEADER_BYTES;
   private records = 0;
+  private audioRecords = 0;
+  private messageBytes = 0;
   private lastSeq = 0;
   private torn: SpoolTornReason | null = null;
   /** The record found by the last successful `next()`. */
@@ -527,6 +550,8 @@ class RecordScanner {
   summary(): SpoolSummary {
     return {
       records: this.records,
+      audioRecords: this.audioRecords,
+      messageBytes: this.messageBytes,
       lastSeq: this.lastSeq,
       validBytes: this.offset,
       tornBytes: this.size - this.offset,
@@ -559,6 +584,7 @@ class RecordScanner {
     const body = at + SPOOL_RECORD_PREFIX_BYTES;
     let crc: number;
     let seq = 0;
+    let track = 0;
     let message = NO_MESSAGE;
     if (length <= this.buf.length) {
       const b = await this.window(body, length);
@@ -566,6 +592,7 @@ class RecordScanner {
       crc = crc32(view);
       if (length >= SEQ_OFFSET + 4) {
         seq = view.readUInt32BE(SEQ_OFFSET);
+        track = view[TRACK_OFFSET];
       }
       if (this.keep && crc === expected) {
         // Its own copy: `buf` is overwritten by the next read-ahead.
@@ -576,6 +603,7 @@ class RecordScanner {
       await readFully(this.fh, message, body, this.path);
       crc = crc32(message);
       seq = message.readUInt32BE(SEQ_OFFSET);
+      track = message[TRACK_OFFSET];
     } else {
       // Checksummed piece by piece: a scan never holds more than the read-ahead.
       crc = 0;
@@ -585,6 +613,7 @@ class RecordScanner {
         const piece = this.buf.subarray(b, b + n);
         if (pos === body) {
           seq = piece.readUInt32BE(SEQ_OFFSET);
+          track = piece[TRACK_OFFSET];
         }
         crc = crc32(piece, crc);
         pos += n;
@@ -597,6 +626,10 @@ class RecordScanner {
     this.message = message;
     this.offset = body + length;
     this.records++;
+    this.messageBytes += length;
+    if (track === AUDIO_TRACK) {
+      this.audioRecords++;
+    }
     if (seq > this.lastSeq) {
       this.lastSeq = seq;
     }

@@ -6,7 +6,7 @@ import {
   type OnModuleDestroy,
 } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Repository } from 'typeorm';
@@ -16,9 +16,8 @@ import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
-import type { RecorderEvents } from '../media/session-recorder';
 import type { OpenSession, Opened } from '../protocol/open-session.schema';
-import { SessionStore } from '../sessions/session-store.service';
+import { type SessionCounts, SessionStore } from '../sessions/session-store.service';
 import { SessionEntity } from '../sessions/session.entity';
 import { buildOpened, SessionsService } from '../sessions/sessions.service';
 import {
@@ -26,6 +25,7 @@ import {
   SessionRuntime,
   type RuntimeDeps,
   type SessionSink,
+  type TrackCounts,
 } from './session-runtime';
 import { scanSpool, SpoolWriter } from '../spool/spool';
 
@@ -61,6 +61,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     @InjectRepository(SessionEntity) private readonly rows: Repository<SessionEntity>,
     private readonly recordings: RecordingService,
   ) {
+    sessions.useLiveCounts((id) => this.live.get(id)?.counts);
     this.spoolDir = resolve(config.DATA_DIR, 'spool');
     mkdirSync(this.spoolDir, { recursive: true });
     this.deps = {
@@ -90,7 +91,11 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     this.statsTimer.unref();
     this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
-    void this.recoverRecordings();
+    void this.reconcileOrphans(orphans)
+      .then(() => this.recoverRecordings())
+      .catch((err: unknown) =>
+        this.logger.warn({ err }, 'recovery of recordings deferred to the next start'),
+      );
   }
 
   /**
@@ -133,10 +138,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         resumeTokenHash: created.resumeTokenHash,
         status: 'open',
         lastSeq: 0,
-        videoFrames: 0,
-        audioFrames: 0,
-        rejectedFrames: 0,
-        bytesIn: 0,
+        stored: { video: 0, audio: 0, bytes: 0 },
         interruptedAt: null,
       },
       spool,
@@ -221,7 +223,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       } catch (err) {
         this.logger.warn({ err }, 'session counters not saved; retrying on the next flush');
         for (const row of rows) {
-          this.live.get(row.id)?.takeStats();
+          this.live.get(row.id)?.statsNotSaved();
         }
       }
     });
@@ -289,10 +291,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         resumeTokenHash: row.resumeTokenHash,
         status: 'interrupted',
         lastSeq: spool.recovered.lastSeq,
-        videoFrames: row.videoFrames,
-        audioFrames: row.audioFrames,
-        rejectedFrames: row.rejectedFrames,
-        bytesIn: row.bytesIn,
+        stored: storedIn(spool.recovered),
         interruptedAt,
       },
       spool,
@@ -338,7 +337,12 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
           !this.live.has(id) &&
           (await this.store.transition(id, ['interrupted'], 'abandoned', 'resume_window_passed'))
         ) {
-          await this.finalizeFromSpool(id);
+          await this.finalizeFromSpool(id, {
+            status: 'abandoned',
+            cause: 'resume_window_passed',
+          }).catch((err: unknown) =>
+            this.logger.warn({ err, sessionId: id }, 'recording of an abandoned session failed'),
+          );
         }
       }
     } catch (err) {
@@ -348,24 +352,100 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
 
   /**
    * Finalizes the recording of an ended session this node has no runtime for (abandoned while the
-   * node was down, or a crash during finalizing): every frame in the spool goes into it.
+   * node was down, or a crash during finalizing): every frame in the spool goes into it, and the
+   * row's counters, last flushed by the process that died, are replaced by what the spool holds.
+   * `ended` names the transition just made, for the audit trail. Resolves with the counters, or
+   * null when there is nothing to finalize here.
    */
-  private async finalizeFromSpool(sessionId: string): Promise<void> {
+  private async finalizeFromSpool(
+    sessionId: string,
+    ended?: { status: 'abandoned'; cause: string },
+  ): Promise<SessionCounts | null> {
     const path = this.spoolPath(sessionId);
     if (this.finalizing.has(sessionId) || !existsSync(path)) {
-      return;
+      return null;
     }
     this.finalizing.add(sessionId);
     try {
       const row = await this.rows.findOneBy({ id: sessionId });
       if (!row) {
-        return;
+        return null;
       }
-      const { lastSeq } = await scanSpool(path);
-      const handle = await this.recordings.begin(row, path, NO_EVENTS, true);
-      await handle.finish(lastSeq);
+      const summary = await scanSpool(path);
+      let rejected = 0;
+      const handle = await this.recordings.begin(
+        row,
+        path,
+        { onBadImage: () => rejected++, onBacklog: () => undefined },
+        true,
+      );
+      let counts: SessionCounts | null = null;
+      try {
+        await handle.finish(summary.lastSeq);
+      } finally {
+        // Also when the recording fails (no video): the counters still say what was stored.
+        const stored = storedIn(summary);
+        counts = {
+          lastSeq: summary.lastSeq,
+          videoFrames: stored.video - rejected,
+          audioFrames: stored.audio,
+          rejectedFrames: rejected,
+          bytesIn: stored.bytes,
+        };
+        await this.store.saveStats([{ id: sessionId, ...counts }]);
+        if (ended) {
+          this.deps.audit.record({
+            kind: 'session_event',
+            id: randomUUID(),
+            sessionId,
+            at: new Date(),
+            type: ended.status,
+            connectionId: null,
+            detail: {
+              cause: ended.cause,
+              frames: stored.video + stored.audio,
+              ...counts,
+            },
+          });
+        }
+      }
+      return counts;
     } finally {
       this.finalizing.delete(sessionId);
+    }
+  }
+
+  /**
+   * At start: the sessions a dead process left open keep their row counters from its last flush;
+   * the spools say what was stored. Bad images are not known without decoding them again (the
+   * recorder does that on resume or abandonment), so the row's count of them stands meanwhile.
+   */
+  private async reconcileOrphans(ids: readonly string[]): Promise<void> {
+    for (const id of ids) {
+      const path = this.spoolPath(id);
+      if (this.live.has(id) || !existsSync(path)) {
+        continue;
+      }
+      try {
+        const [summary, row] = await Promise.all([scanSpool(path), this.rows.findOneBy({ id })]);
+        if (!row || this.live.has(id)) {
+          continue;
+        }
+        const stored = storedIn(summary);
+        const rejected = Math.min(row.rejectedFrames, stored.video);
+        await this.store.saveStats([
+          {
+            id,
+            lastSeq: summary.lastSeq,
+            videoFrames: stored.video - rejected,
+            audioFrames: stored.audio,
+            rejectedFrames: rejected,
+            bytesIn: stored.bytes,
+          },
+        ]);
+      } catch (err) {
+        this.logger.warn({ err, sessionId: id }, 'could not recount an interrupted session');
+      }
     }
   }
 
@@ -398,7 +478,18 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   }
 }
 
-const NO_EVENTS: RecorderEvents = { onBadImage: () => undefined, onBacklog: () => undefined };
+/** A spool's records by track, as a runtime counts them. */
+function storedIn(spool: {
+  records: number;
+  audioRecords: number;
+  messageBytes: number;
+}): TrackCounts {
+  return {
+    video: spool.records - spool.audioRecords,
+    audio: spool.audioRecords,
+    bytes: spool.messageBytes,
+  };
+}
 
 function tokenMatches(token: string, hash: string): boolean {
   const given = createHash('sha256').update(token).digest();

@@ -7,7 +7,7 @@ import { ErrorCode } from '../common/error-code';
 import type { RecordingHandle } from '../media/recording.service';
 import type { RecorderEvents } from '../media/session-recorder';
 import type { Closed, ClosedRecording, ServerMessage } from '../protocol/messages';
-import type { SessionStats, SessionStore } from '../sessions/session-store.service';
+import type { SessionCounts, SessionStats, SessionStore } from '../sessions/session-store.service';
 import type { SessionStatus } from '../sessions/session.types';
 import type { SpoolWriter } from '../spool/spool';
 
@@ -49,17 +49,27 @@ export interface RuntimeDeps {
   onWindowPassed(runtime: SessionRuntime): void;
 }
 
+/** Media records of a session by track, with their bytes (messages as received, header included). */
+export interface TrackCounts {
+  video: number;
+  audio: number;
+  bytes: number;
+}
+
 export interface RuntimeInit {
   id: string;
   subject: string;
   channel: string;
   resumeTokenHash: string;
   status: SessionStatus;
+  /**
+   * What the session's spool holds: its highest seq, its records by track and their bytes. Read
+   * from the spool itself (never from the row, which is written once a second), so counters are
+   * right after any crash. Bad images among them are counted again as the recorder rebuilds the
+   * recording from the spool.
+   */
   lastSeq: number;
-  videoFrames: number;
-  audioFrames: number;
-  rejectedFrames: number;
-  bytesIn: number;
+  stored: TrackCounts;
   /** For an interrupted session: when its window opened. */
   interruptedAt: Date | null;
 }
@@ -82,10 +92,21 @@ export class SessionRuntime {
   private durableSeq: number;
   /** Highest seq acknowledged to the attached sink. */
   private ackedSeq: number;
-  private videoFrames: number;
-  private audioFrames: number;
-  private rejectedFrames: number;
-  private bytesIn: number;
+  /**
+   * What the spool durably holds: records of each track and their bytes. They move only when a
+   * sync completes (to what was appended before it started), so every count is of frames stored,
+   * never of frames still in memory that a crash or a full disk would lose.
+   */
+  private stored: TrackCounts;
+  /** The same, for every frame accepted so far (stored or still queued for the spool). */
+  private readonly accepted: TrackCounts;
+  /** Stored video records the recorder refused as `bad_image` (not in the recording). */
+  private rejectedFrames = 0;
+  /**
+   * Seqs refused as `bad_image` that were not yet durable when reported; counted once they are.
+   * Bounded by the frames between two syncs.
+   */
+  private readonly rejectedAhead: number[] = [];
   private dirty = false;
 
   private sink: SessionSink | null = null;
@@ -115,10 +136,10 @@ export class SessionRuntime {
     this.receivedSeq = init.lastSeq;
     this.durableSeq = init.lastSeq;
     this.ackedSeq = init.lastSeq;
-    this.videoFrames = init.videoFrames;
-    this.audioFrames = init.audioFrames;
-    this.rejectedFrames = init.rejectedFrames;
-    this.bytesIn = init.bytesIn;
+    this.stored = { ...init.stored };
+    this.accepted = { ...init.stored };
+    // A rehydrated session's counters differ from its row whenever the row missed a flush.
+    this.dirty = init.stored.video + init.stored.audio > 0;
     this.intervalMs = deps.config.ACK_INTERVAL_MS;
     this.maxFrames = deps.config.ACK_MAX_FRAMES;
     if (init.status === 'interrupted') {
@@ -135,8 +156,11 @@ export class SessionRuntime {
   /** The recorder's events: bad frames are reported with their seq, backlog becomes `flow`. */
   readonly recorderEvents: RecorderEvents = {
     onBadImage: (seq, reason) => {
-      this.videoFrames--;
-      this.rejectedFrames++;
+      if (seq <= this.durableSeq) {
+        this.rejectedFrames++;
+      } else {
+        this.rejectedAhead.push(seq);
+      }
       this.dirty = true;
       this.sink?.send({ type: 'error', code: ErrorCode.BadImage, message: reason, seq });
     },
@@ -168,9 +192,23 @@ export class SessionRuntime {
     return this.deps.config.MAX_FRAME_BYTES;
   }
 
-  /** Media messages stored (recorded video, audio, and images refused as `bad_image`). */
+  /**
+   * Media messages durably stored: the spool's records (recorded video, audio, and images refused
+   * as `bad_image`).
+   */
   get frames(): number {
-    return this.videoFrames + this.audioFrames + this.rejectedFrames;
+    return this.stored.video + this.stored.audio;
+  }
+
+  /** Durable counters, as `closed`, the session row and the audit trail report them. */
+  get counts(): SessionCounts {
+    return {
+      lastSeq: this.durableSeq,
+      videoFrames: this.stored.video - this.rejectedFrames,
+      audioFrames: this.stored.audio,
+      rejectedFrames: this.rejectedFrames,
+      bytesIn: this.stored.bytes,
+    };
   }
 
   /** Drops the runtime at process shutdown: the spool is closed, the encoder stopped. */
@@ -201,11 +239,11 @@ export class SessionRuntime {
     this.recording?.offer(message, header);
     this.receivedSeq = seq;
     if (header.track === Track.Video) {
-      this.videoFrames++;
+      this.accepted.video++;
     } else {
-      this.audioFrames++;
+      this.accepted.audio++;
     }
-    this.bytesIn += message.length;
+    this.accepted.bytes += message.length;
     this.deps.totals.frames++;
     this.deps.totals.bytes += message.length;
     this.dirty = true;
@@ -222,21 +260,36 @@ export class SessionRuntime {
     return 'stored';
   }
 
-  /** Counts a frame that was refused (e.g. a bad image) but still acknowledged by its seq. */
-  countRejected(): void {
-    this.rejectedFrames++;
-    this.dirty = true;
-  }
-
   /** Makes everything accepted durable now; resolves with the durable seq. */
   async syncNow(): Promise<number> {
+    // The sync covers exactly what was appended before it starts: that is what becomes stored.
     const target = this.receivedSeq;
+    const { video, audio, bytes } = this.accepted;
     await this.spool.sync();
     if (target > this.durableSeq) {
       this.durableSeq = target;
+      this.stored = { video, audio, bytes };
+      this.dirty = true;
+      this.countRejectedUpTo(target);
       this.recording?.durable();
     }
     return this.durableSeq;
+  }
+
+  /** Bad images reported before their frame was durable count once it is. */
+  private countRejectedUpTo(seq: number): void {
+    if (this.rejectedAhead.length === 0) {
+      return;
+    }
+    let kept = 0;
+    for (const ahead of this.rejectedAhead) {
+      if (ahead <= seq) {
+        this.rejectedFrames++;
+      } else {
+        this.rejectedAhead[kept++] = ahead;
+      }
+    }
+    this.rejectedAhead.length = kept;
   }
 
   /** The merged ack: one group fdatasync, then one ack covering everything it made durable. */
@@ -348,14 +401,12 @@ export class SessionRuntime {
       return null;
     }
     this.dirty = false;
-    return {
-      id: this.id,
-      lastSeq: this.durableSeq,
-      videoFrames: this.videoFrames,
-      audioFrames: this.audioFrames,
-      rejectedFrames: this.rejectedFrames,
-      bytesIn: this.bytesIn,
-    };
+    return { id: this.id, ...this.counts };
+  }
+
+  /** A write of `takeStats` failed: the counters are written again with the next flush. */
+  statsNotSaved(): void {
+    this.dirty = true;
   }
 
   private async end(status: 'closed' | 'abandoned', cause: string): Promise<void> {
@@ -373,7 +424,7 @@ export class SessionRuntime {
     }
     await this.deps.store.transition(this.id, from, status, cause);
     this.sink = null;
-    this.event(status, null, { cause, frames: this.frames, lastSeq: this.durableSeq });
+    this.event(status, null, { cause, frames: this.frames, ...this.counts });
     this.deps.onEnded(this);
   }
 

@@ -1,0 +1,219 @@
+import type { Logger } from '@nestjs/common';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AuditWriter } from '../audit/audit-writer.service';
+import { loadConfig } from '../config/config';
+import {
+  encodeMediaMessage,
+  type MediaHeader,
+  readMediaHeader,
+  Track,
+} from '../protocol/media-header';
+import type { SessionStats, SessionStore } from '../sessions/session-store.service';
+import { SpoolWriter } from '../spool/spool';
+import { type RuntimeDeps, SessionRuntime } from './session-runtime';
+
+/** A spool whose syncs are held until the test lets them finish (or fail). */
+class HeldSpool {
+  readonly appended: Buffer[] = [];
+  private readonly held: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  pendingBytes = 0;
+
+  append(message: Buffer): void {
+    this.appended.push(message);
+  }
+  sync(): Promise<void> {
+    return new Promise((resolve, reject) => this.held.push({ resolve, reject }));
+  }
+  write(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+  release(): void {
+    this.held.splice(0).forEach((h) => h.resolve());
+  }
+  failAll(): void {
+    this.held.splice(0).forEach((h) => h.reject(new Error('EIO')));
+  }
+}
+
+function header(message: Buffer): MediaHeader {
+  const h = readMediaHeader(message);
+  if (typeof h === 'string') {
+    throw new Error(h);
+  }
+  return h;
+}
+
+const flush = () => new Promise((r) => setImmediate(r));
+
+describe('SessionRuntime counters', () => {
+  const saved: SessionStats[][] = [];
+  const deps = (): RuntimeDeps => ({
+    totals: { frames: 0, bytes: 0, acks: 0 },
+    // Acks only when the test syncs: no ack timer fires during a test (each is released after).
+    config: loadConfig({ NODE_ENV: 'test', ACK_INTERVAL_MS: '10000', ACK_MAX_FRAMES: '10000' }),
+    store: {
+      transition: () => Promise.resolve(true),
+      saveStats: (rows: SessionStats[]) => {
+        saved.push(rows);
+        return Promise.resolve();
+      },
+    } as unknown as SessionStore,
+    audit: { record: () => undefined } as unknown as AuditWriter,
+    logger: { error: () => undefined } as unknown as Logger,
+    onEnded: () => undefined,
+    onWindowPassed: () => undefined,
+  });
+
+  const made: SessionRuntime[] = [];
+  afterEach(async () => {
+    await Promise.all(made.splice(0).map((r) => r.release()));
+  });
+
+  function runtime(spool: HeldSpool, stored = { video: 0, audio: 0, bytes: 0 }, lastSeq = 0) {
+    return track(
+      new SessionRuntime(
+        deps(),
+        {
+          id: '00000000-0000-4000-8000-000000000001',
+          subject: 'alice',
+          channel: 'app',
+          resumeTokenHash: '',
+          status: 'open',
+          lastSeq,
+          stored,
+          interruptedAt: null,
+        },
+        spool as unknown as SpoolWriter,
+      ),
+    );
+  }
+
+  function track(r: SessionRuntime): SessionRuntime {
+    made.push(r);
+    return r;
+  }
+
+  const video = (seq: number) => encodeMediaMessage(Track.Video, seq, seq * 100, Buffer.alloc(50));
+  const audio = (seq: number) => encodeMediaMessage(Track.Audio, seq, seq * 100, Buffer.alloc(20));
+
+  it('counts a frame only once the spool sync that covers it has completed', async () => {
+    const spool = new HeldSpool();
+    const r = runtime(spool);
+    for (const m of [video(1), audio(2), video(3)]) {
+      expect(r.ingest(m, header(m))).toBe('stored');
+    }
+    expect(r.frames).toBe(0);
+    const synced = r.syncNow();
+    // Appended while the sync runs: not covered by it.
+    const late = video(4);
+    r.ingest(late, header(late));
+    spool.release();
+    await synced;
+    expect(r.frames).toBe(3);
+    expect(r.counts).toEqual({
+      lastSeq: 3,
+      videoFrames: 2,
+      audioFrames: 1,
+      rejectedFrames: 0,
+      bytesIn: 62 + 32 + 62,
+    });
+  });
+
+  it('keeps the last durable counts when a sync fails (a full disk stores nothing more)', async () => {
+    const spool = new HeldSpool();
+    const r = runtime(spool);
+    r.ingest(video(1), header(video(1)));
+    const first = r.syncNow();
+    spool.release();
+    await first;
+    r.ingest(video(2), header(video(2)));
+    const second = r.syncNow();
+    spool.failAll();
+    await expect(second).rejects.toThrow('EIO');
+    expect(r.counts).toMatchObject({ lastSeq: 1, videoFrames: 1 });
+  });
+
+  it('counts a bad image reported before its frame was durable once it is, and only then', async () => {
+    const spool = new HeldSpool();
+    const r = runtime(spool);
+    r.setRecording({
+      offer: () => undefined,
+      durable: () => undefined,
+      abort: () => undefined,
+    } as never);
+    r.ingest(video(1), header(video(1)));
+    r.ingest(video(2), header(video(2)));
+    r.recorderEvents.onBadImage(2, 'bad');
+    expect(r.counts.rejectedFrames).toBe(0);
+    const synced = r.syncNow();
+    spool.release();
+    await synced;
+    expect(r.counts).toMatchObject({ videoFrames: 1, rejectedFrames: 1 });
+    expect(r.frames).toBe(2);
+    // A bad image at or below the durable seq counts at once.
+    r.recorderEvents.onBadImage(1, 'bad');
+    expect(r.counts).toMatchObject({ videoFrames: 0, rejectedFrames: 2 });
+  });
+
+  it('starts from what the spool holds and writes it with the next flush', async () => {
+    const r = runtime(new HeldSpool(), { video: 7, audio: 3, bytes: 999 }, 10);
+    expect(r.takeStats()).toMatchObject({
+      lastSeq: 10,
+      videoFrames: 7,
+      audioFrames: 3,
+      bytesIn: 999,
+    });
+    expect(r.takeStats()).toBeNull();
+    r.statsNotSaved();
+    expect(r.takeStats()).toMatchObject({ lastSeq: 10 });
+    await flush();
+  });
+
+  describe('with a real spool', () => {
+    let dir: string;
+    beforeAll(() => {
+      dir = mkdtempSync(join(tmpdir(), 'framegate-runtime-'));
+    });
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('reports exactly the records a reopened spool finds', async () => {
+      const path = join(dir, 's.spool');
+      const writer = await SpoolWriter.open(path);
+      const r = track(
+        new SessionRuntime(
+          deps(),
+          {
+            id: '00000000-0000-4000-8000-000000000002',
+            subject: 'alice',
+            channel: 'app',
+            resumeTokenHash: '',
+            status: 'open',
+            lastSeq: 0,
+            stored: { video: 0, audio: 0, bytes: 0 },
+            interruptedAt: null,
+          },
+          writer,
+        ),
+      );
+      for (let seq = 1; seq <= 30; seq++) {
+        const m = seq % 3 === 0 ? audio(seq) : video(seq);
+        r.ingest(m, header(m));
+      }
+      await r.syncNow();
+      await writer.close();
+      const reopened = await SpoolWriter.open(path);
+      expect(r.frames).toBe(reopened.recovered.records);
+      expect(r.counts).toMatchObject({
+        lastSeq: reopened.recovered.lastSeq,
+        audioFrames: reopened.recovered.audioRecords,
+        bytesIn: reopened.recovered.messageBytes,
+      });
+      await reopened.close();
+    });
+  });
+});
