@@ -27,7 +27,7 @@ import {
   type SessionSink,
   type TrackCounts,
 } from './session-runtime';
-import { scanSpool, SpoolWriter } from '../spool/spool';
+import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
 
 /** How often the sweeper looks for idle HTTP-attached and expired interrupted sessions. */
 const SWEEP_MS = 1_000;
@@ -384,14 +384,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         await handle.finish(summary.lastSeq);
       } finally {
         // Also when the recording fails (no video): the counters still say what was stored.
-        const stored = storedIn(summary);
-        counts = {
-          lastSeq: summary.lastSeq,
-          videoFrames: stored.video - rejected,
-          audioFrames: stored.audio,
-          rejectedFrames: rejected,
-          bytesIn: stored.bytes,
-        };
+        counts = countsOf(summary, rejected);
         await this.store.saveStats([{ id: sessionId, ...counts }]);
         if (ended) {
           this.deps.audit.record({
@@ -403,7 +396,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
             connectionId: null,
             detail: {
               cause: ended.cause,
-              frames: stored.video + stored.audio,
+              frames: summary.records,
               ...counts,
             },
           });
@@ -431,18 +424,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         if (!row || this.live.has(id)) {
           continue;
         }
-        const stored = storedIn(summary);
-        const rejected = Math.min(row.rejectedFrames, stored.video);
-        await this.store.saveStats([
-          {
-            id,
-            lastSeq: summary.lastSeq,
-            videoFrames: stored.video - rejected,
-            audioFrames: stored.audio,
-            rejectedFrames: rejected,
-            bytesIn: stored.bytes,
-          },
-        ]);
+        const rejected = Math.min(row.rejectedFrames, summary.records - summary.audioRecords);
+        await this.store.saveStats([{ id, ...countsOf(summary, rejected) }]);
       } catch (err) {
         this.logger.warn({ err, sessionId: id }, 'could not recount an interrupted session');
       }
@@ -476,6 +459,18 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     });
     return next;
   }
+}
+
+/** A session's counters from its spool's summary and the bad images among its video records. */
+function countsOf(summary: SpoolSummary, rejected: number): SessionCounts {
+  const stored = storedIn(summary);
+  return {
+    lastSeq: summary.lastSeq,
+    videoFrames: stored.video - rejected,
+    audioFrames: stored.audio,
+    rejectedFrames: rejected,
+    bytesIn: stored.bytes,
+  };
 }
 
 /** A spool's records by track, as a runtime counts them. */
