@@ -97,7 +97,8 @@ export class SessionStore {
    */
   async interruptOrphans(node: string): Promise<string[]> {
     const now = new Date();
-    const rows = await this.db.query<Array<{ id: string }>>(
+    // For UPDATE … RETURNING, TypeORM's postgres driver answers [rows, affected count], not rows.
+    const [rows] = await this.db.query<[Array<{ id: string }>, number]>(
       `UPDATE sessions SET
          status = 'interrupted',
          status_history = status_history || jsonb_build_array(
