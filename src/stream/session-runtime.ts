@@ -222,12 +222,6 @@ export class SessionRuntime {
     return 'stored';
   }
 
-  /** Counts a frame that was refused (e.g. a bad image) but still acknowledged by its seq. */
-  countRejected(): void {
-    this.rejectedFrames++;
-    this.dirty = true;
-  }
-
   /** Makes everything accepted durable now; resolves with the durable seq. */
   async syncNow(): Promise<number> {
     const target = this.receivedSeq;
