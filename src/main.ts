@@ -1,17 +1,14 @@
 import 'reflect-metadata';
-import { existsSync } from 'node:fs';
 import { startApp, type StartedApp } from './app.factory';
-import { ConfigError } from './config/config';
+import { ConfigError, readEnvironment } from './config/config';
 import { DataDirInUseError } from './database/data-dir-lock';
 
 async function main(): Promise<void> {
-  // A .env in the working directory fills in what the real environment leaves unset.
-  if (existsSync('.env')) {
-    process.loadEnvFile('.env');
-  }
   let started: StartedApp;
   try {
-    started = await startApp(process.env);
+    // The one loader of the service and the CLIs: a .env in the working directory fills in what
+    // the real environment leaves unset.
+    started = await startApp(readEnvironment());
   } catch (err) {
     // Expected boot failures get one clear line, not a stack trace.
     if (err instanceof ConfigError || err instanceof DataDirInUseError) {
