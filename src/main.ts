@@ -42,6 +42,30 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  watchNpmParent(() => stop('parent_exited'));
+}
+
+/** How often a service started by npm checks that npm is still its parent. */
+const PARENT_POLL_MS = 1000;
+
+/**
+ * Under `npm start` the `start` script execs node, so npm's child is this process and npm hands
+ * it the SIGTERM or SIGINT it gets. Should npm go without doing so (SIGKILL, a crash), this
+ * process is reparented: it notices and drains rather than serve on under PID 1. Started any
+ * other way (systemd, a container, nohup), its parent exiting means nothing.
+ */
+function watchNpmParent(onGone: () => void): void {
+  if (process.env.npm_lifecycle_event === undefined) {
+    return;
+  }
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid !== parent) {
+      clearInterval(timer);
+      onGone();
+    }
+  }, PARENT_POLL_MS);
+  timer.unref();
 }
 
 void main();
