@@ -27,7 +27,8 @@ import {
   type RuntimeDeps,
   type SessionSink,
 } from './session-runtime';
-import { scanSpool, SpoolWriter } from '../spool/spool';
+import { readMediaHeader } from '../protocol/media-header';
+import { readSpool, scanSpool, SpoolWriter } from '../spool/spool';
 
 /** How often the sweeper looks for idle HTTP-attached and expired interrupted sessions. */
 const SWEEP_MS = 1_000;
@@ -137,6 +138,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         audioFrames: 0,
         rejectedFrames: 0,
         bytesIn: 0,
+        highestPts: 0,
         interruptedAt: null,
       },
       spool,
@@ -293,6 +295,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         audioFrames: row.audioFrames,
         rejectedFrames: row.rejectedFrames,
         bytesIn: row.bytesIn,
+        highestPts: await highestPtsIn(path),
         interruptedAt,
       },
       spool,
@@ -404,4 +407,19 @@ function tokenMatches(token: string, hash: string): boolean {
   const given = createHash('sha256').update(token).digest();
   const stored = Buffer.from(hash, 'hex');
   return stored.length === given.length && timingSafeEqual(given, stored);
+}
+
+/**
+ * The highest pts among a spool's intact records (0 when it has none): the pts rule's state for a
+ * session rehydrated after a restart. One pass over the spool, on this rare path only.
+ */
+async function highestPtsIn(path: string): Promise<number> {
+  let highest = 0;
+  for await (const { message } of readSpool(path)) {
+    const header = readMediaHeader(message);
+    if (typeof header !== 'string' && header.pts > highest) {
+      highest = header.pts;
+    }
+  }
+  return highest;
 }
