@@ -4,6 +4,18 @@ import { ConfigError, readEnvironment } from './config/config';
 import { DataDirInUseError } from './database/data-dir-lock';
 
 async function main(): Promise<void> {
+  // A signal during boot is held until the boot is done, then drains as usual: dying on it
+  // mid-boot would leave what the boot started (the embedded Postgres) behind. A second one
+  // during boot means "now": exit at once.
+  let pending: string | undefined;
+  let stop = (signal: string): void => {
+    if (pending !== undefined) {
+      process.exit(1);
+    }
+    pending = signal;
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   let started: StartedApp;
   try {
     // The one loader of the service and the CLIs: a .env in the working directory fills in what
@@ -21,7 +33,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   let stopping = false;
-  const stop = (signal: string): void => {
+  stop = (signal: string): void => {
     if (stopping) {
       return;
     }
@@ -40,9 +52,10 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
   watchNpmParent(() => stop('parent_exited'));
+  if (pending !== undefined) {
+    stop(pending);
+  }
 }
 
 /** How often a service started by npm checks that npm is still its parent. */

@@ -3,7 +3,14 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { call } from './support/app';
-import { alive, childrenOf, NpmStart, npmPackageDir, shellEnv } from './support/npm-package';
+import {
+  alive,
+  childrenOf,
+  NpmStart,
+  npmPackageDir,
+  processesMentioning,
+  shellEnv,
+} from './support/npm-package';
 import { createTestDatabase, dropTestDatabase } from './support/test-db';
 import { TEST_SECRET } from './support/tokens';
 import { waitFor } from './support/wait';
@@ -81,6 +88,39 @@ describe('npm start: the npm → node pair stops together', () => {
     },
     120_000,
   );
+
+  it('holds a SIGTERM that comes during boot (initdb of the embedded Postgres), then drains and exits 0', async () => {
+    // No DATABASE_URL: the boot starts an embedded Postgres on a fresh DATA_DIR, which takes
+    // seconds and logs (at debug) while it runs.
+    const dir = packageDir('npm-boot-signal', {
+      DATABASE_URL: '',
+      DATA_DIR: './data',
+      AUTH_JWT_SECRET: TEST_SECRET,
+      LOG_LEVEL: 'debug',
+    });
+    const run = new NpmStart(dir);
+    runs.push(run);
+    await waitFor(
+      () => run.npm.exitCode !== null || /"component":"embedded-postgres"/.test(run.stdout),
+      90_000,
+      'the embedded Postgres to log',
+    );
+    expect(run.stdout).not.toMatch(/"msg":"framegate listening"/);
+    const [node] = childrenOf(run.pid);
+
+    process.kill(run.pid, 'SIGTERM');
+
+    expect(await run.exit()).toBe(0);
+    await waitFor(() => !alive(node), 30_000, 'the service process to end');
+    const messages = run.logs().map((l) => l.msg);
+    expect(messages.indexOf('shutting down')).toBeGreaterThan(
+      messages.indexOf('framegate listening'),
+    );
+    expect(run.logs().find((l) => l.msg === 'shutting down')).toMatchObject({ signal: 'SIGTERM' });
+    expect(messages.filter((m) => /shutdown (timed out|failed)/.test(String(m)))).toEqual([]);
+    // The embedded Postgres the boot started was stopped with the service.
+    expect(processesMentioning(join(dir, 'data'))).toEqual([]);
+  }, 180_000);
 
   it('drains when npm dies without passing a signal on (SIGKILL), leaving no orphan', async () => {
     const dir = packageDir('npm-kill', { AUTH_JWT_SECRET: TEST_SECRET });

@@ -91,7 +91,11 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     this.statsTimer.unref();
     this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
-    void this.recoverRecordings();
+    // Owned here: a node stopped right after it started closes the database under this query,
+    // and an unhandled rejection would end the process mid-drain. The next start looks again.
+    this.recoverRecordings().catch((err: unknown) =>
+      this.logger.warn({ err }, 'could not look for recordings to recover'),
+    );
   }
 
   /**

@@ -122,3 +122,21 @@ export function alive(pid: number): boolean {
     return false;
   }
 }
+
+/** Pids whose command line mentions `text` (e.g. a DATA_DIR): what a stop may have left behind. */
+export function processesMentioning(text: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) {
+      continue;
+    }
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text) && alive(Number(entry))) {
+        found.push(Number(entry));
+      }
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return found;
+}
