@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AppModule } from './app.module';
 import { ensureDevSecret } from './auth/dev-secret';
+import { tokenCommand } from './auth/token-command';
 import { createLogger } from './common/logger';
 import { loadConfig, type AppConfig } from './config/config';
 import type { Runtime } from './config/runtime';
@@ -105,7 +106,7 @@ function resolveRuntime(config: AppConfig, databaseUrl: string, logger: Logger):
   logger.warn(
     { secretFile: file },
     'no AUTH_JWKS_URL or AUTH_JWT_SECRET: using a development signing secret. ' +
-      'Mint a token with: npm run token -- --sub alice --channel branch-app --scope "stream:publish admin"',
+      `Mint a token with: ${tokenCommand(config)}`,
   );
   return { config, databaseUrl, jwtSecret: secret, devSecret: true };
 }

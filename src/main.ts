@@ -1,17 +1,26 @@
 import 'reflect-metadata';
-import { existsSync } from 'node:fs';
 import { startApp, type StartedApp } from './app.factory';
-import { ConfigError } from './config/config';
+import { ConfigError, readEnvironment } from './config/config';
 import { DataDirInUseError } from './database/data-dir-lock';
 
 async function main(): Promise<void> {
-  // A .env in the working directory fills in what the real environment leaves unset.
-  if (existsSync('.env')) {
-    process.loadEnvFile('.env');
-  }
+  // A signal during boot is held until the boot is done, then drains as usual: dying on it
+  // mid-boot would leave what the boot started (the embedded Postgres) behind. A second one
+  // during boot means "now": exit at once.
+  let pending: string | undefined;
+  let stop = (signal: string): void => {
+    if (pending !== undefined) {
+      process.exit(1);
+    }
+    pending = signal;
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   let started: StartedApp;
   try {
-    started = await startApp(process.env);
+    // The one loader of the service and the CLIs: a .env in the working directory fills in what
+    // the real environment leaves unset.
+    started = await startApp(readEnvironment());
   } catch (err) {
     // Expected boot failures get one clear line, not a stack trace.
     if (err instanceof ConfigError || err instanceof DataDirInUseError) {
@@ -24,7 +33,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   let stopping = false;
-  const stop = (signal: string): void => {
+  stop = (signal: string): void => {
     if (stopping) {
       return;
     }
@@ -43,8 +52,33 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  watchNpmParent(() => stop('parent_exited'));
+  if (pending !== undefined) {
+    stop(pending);
+  }
+}
+
+/** How often a service started by npm checks that npm is still its parent. */
+const PARENT_POLL_MS = 1000;
+
+/**
+ * Under `npm start` the `start` script execs node, so npm's child is this process and npm hands
+ * it the SIGTERM or SIGINT it gets. Should npm go without doing so (SIGKILL, a crash), this
+ * process is reparented: it notices and drains rather than serve on under PID 1. Started any
+ * other way (systemd, a container, nohup), its parent exiting means nothing.
+ */
+function watchNpmParent(onGone: () => void): void {
+  if (process.env.npm_lifecycle_event === undefined) {
+    return;
+  }
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid !== parent) {
+      clearInterval(timer);
+      onGone();
+    }
+  }, PARENT_POLL_MS);
+  timer.unref();
 }
 
 void main();

@@ -24,6 +24,25 @@ describe('HTTP fallback', () => {
     return res.body as { sessionId: string; resumeToken: string; lastSeq: number };
   }
 
+  it('answers 400 validation_failed for an implausible pts, after storing the frames before it', async () => {
+    const s = await openOverHttp();
+    const wrapped = framesBody(1, 3, (seq) => (seq === 2 ? 0xffffffff : 0));
+    const refused = await postFrames(app.url, s.sessionId, token, s.resumeToken, wrapped);
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({ error: 'validation_failed' });
+    expect(String(refused.body.message)).toMatch(/seq 2 .*resend from seq 2/);
+    // Resent from the refused seq with plausible times, it is stored.
+    expect(
+      (await postFrames(app.url, s.sessionId, token, s.resumeToken, framesBody(2, 3))).body,
+    ).toEqual({ ack: 3 });
+    const frames = await spooledFrames(app.dataDir, s.sessionId);
+    expect(frames.map((f) => [f.seq, f.pts])).toEqual([
+      [1, 0],
+      [2, 200],
+      [3, 300],
+    ]);
+  });
+
   it('stores batches durably, drops resends, and answers 409 on a gap', async () => {
     const s = await openOverHttp();
     expect(await postFrames(app.url, s.sessionId, token, s.resumeToken, framesBody(1, 40))).toEqual(

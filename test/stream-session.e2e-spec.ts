@@ -1,4 +1,6 @@
+import { ErrorCode } from '../src/common/error-code';
 import { call, startTestApp, type TestApp } from './support/app';
+import { jpegFrames } from './support/media';
 import { spooledFrames } from './support/spool-reader';
 import { payloadFor, StreamClient } from './support/stream-client';
 import { hsToken } from './support/tokens';
@@ -52,6 +54,41 @@ describe('stream sessions over WebSocket', () => {
       video_frames: '0',
       rejected_frames: '300',
     });
+  });
+
+  it('refuses a frame whose pts jumps (0xFFFFFFFF after 0) with a recoverable error, stores nothing of it, and records the resent frames', async () => {
+    const images = await jpegFrames(320, 240, 3);
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({ video: { width: 320, height: 240, fps: 10 } });
+    client.sendFrame(1, 0, images[0]);
+    client.sendFrame(2, 0xffffffff, images[1]);
+    // Sent before the client could see the error: dropped, not a gap.
+    client.sendFrame(3, 0, images[2]);
+
+    expect(await client.next('error')).toEqual({
+      type: 'error',
+      code: ErrorCode.ValidationFailed,
+      message: expect.stringContaining('resend from seq 2') as unknown,
+      seq: 2,
+    });
+    expect(await client.acksUntil(1)).toEqual([1]);
+    // The connection stays: the client resends from the refused seq with plausible times.
+    client.sendFrame(2, 100, images[1]);
+    client.sendFrame(3, 200, images[2]);
+    expect((await client.acksUntil(3)).at(-1)).toBe(3);
+
+    const frames = await spooledFrames(app.dataDir, opened.sessionId);
+    expect(frames.map((f) => [f.seq, f.pts])).toEqual([
+      [1, 0],
+      [2, 100],
+      [3, 200],
+    ]);
+    client.send({ type: 'close' });
+    const closed = await client.next('closed', 30_000);
+    expect(closed).toMatchObject({ frames: 3, recording: { status: 'ready' } });
+    // Three frames 100 ms apart, not 49.7 days.
+    expect(closed.recording.durationMs).toBeLessThan(1000);
+    expect((await client.closed).code).toBe(1000);
   });
 
   it('answers ping with pong and stores a msg once, however often it is resent', async () => {

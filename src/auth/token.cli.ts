@@ -1,6 +1,6 @@
 import jwt from 'jsonwebtoken';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config/config';
+import { ConfigError, loadConfig, readEnvironment } from '../config/config';
 import { ensureDevSecret } from './dev-secret';
 import { isScope } from './scopes';
 
@@ -9,8 +9,9 @@ const USAGE =
 
 /**
  * Prints an HS256 access token signed with AUTH_JWT_SECRET or the development secret under
- * DATA_DIR, with the configured issuer and audience. Tokens from a JWKS issuer come from the
- * identity provider, not from here.
+ * DATA_DIR, with the configured issuer, audience and channel claim. It reads the configuration as
+ * the service does (`.env` under the real environment), so both find the same secret. Tokens
+ * from a JWKS issuer come from the identity provider, not from here.
  */
 function main(): void {
   const { values } = parseArgs({
@@ -30,18 +31,22 @@ function main(): void {
   if (unknown.length > 0) {
     throw new Error(`unknown scope(s): ${unknown.join(', ')}`);
   }
-  const config = loadConfig(process.env);
+  const config = loadConfig(readEnvironment());
   if (!config.AUTH_JWT_SECRET && config.AUTH_JWKS_URL) {
     throw new Error('AUTH_JWKS_URL is set: get tokens from your identity provider');
   }
   const secret = config.AUTH_JWT_SECRET ?? ensureDevSecret(config.DATA_DIR).secret;
-  const token = jwt.sign({ channel: values.channel, scope: scopes.join(' ') }, secret, {
-    algorithm: 'HS256',
-    subject: values.sub,
-    expiresIn: ttl,
-    ...(config.AUTH_ISSUER ? { issuer: config.AUTH_ISSUER } : {}),
-    ...(config.AUTH_AUDIENCE ? { audience: config.AUTH_AUDIENCE } : {}),
-  });
+  const token = jwt.sign(
+    { [config.AUTH_CHANNEL_CLAIM]: values.channel, scope: scopes.join(' ') },
+    secret,
+    {
+      algorithm: 'HS256',
+      subject: values.sub,
+      expiresIn: ttl,
+      ...(config.AUTH_ISSUER ? { issuer: config.AUTH_ISSUER } : {}),
+      ...(config.AUTH_AUDIENCE ? { audience: config.AUTH_AUDIENCE } : {}),
+    },
+  );
   process.stdout.write(`${token}\n`);
 }
 

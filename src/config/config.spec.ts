@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig } from './config';
+import { ConfigError, loadConfig, readEnvironment } from './config';
 import { envSchema } from './env.schema';
 
 describe('loadConfig', () => {
@@ -86,6 +87,25 @@ describe('loadConfig', () => {
     expect(
       loadConfig({ NODE_ENV: 'production', AUTH_JWKS_URL: 'https://idp.test/jwks' }).NODE_ENV,
     ).toBe('production');
+  });
+});
+
+describe('readEnvironment (the one loader of the service and the CLIs)', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'framegate-env-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('fills in from .env what the real environment leaves unset; the real environment wins', () => {
+    writeFileSync(join(dir, '.env'), 'DATA_DIR=./elsewhere\nPORT=9000\n# a comment\n');
+    const env = readEnvironment({ PORT: '7000' }, dir);
+    expect(env).toMatchObject({ DATA_DIR: './elsewhere', PORT: '7000' });
+    expect(loadConfig(env).DATA_DIR).toBe('./elsewhere');
+  });
+
+  it('reads the real environment alone when there is no .env', () => {
+    expect(readEnvironment({ PORT: '7000' }, dir)).toEqual({ PORT: '7000' });
   });
 });
 

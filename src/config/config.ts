@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseEnv } from 'node:util';
 import { envSchema, type Env } from './env.schema';
 
 /** Thrown at boot when the environment is invalid; lists every bad variable at once. */
@@ -40,6 +43,27 @@ export function loadConfig(
     throw new ConfigError(problems);
   }
   return result.data;
+}
+
+/**
+ * The environment the service and every CLI read: `.env` in the working directory (optional)
+ * under the real environment, which wins, as `process.loadEnvFile` would have it. Nothing is
+ * written to `process.env`, so the same call gives the service and `npm run token` the same view.
+ */
+export function readEnvironment(
+  env: NodeJS.ProcessEnv | Record<string, string | undefined> = process.env,
+  cwd: string = process.cwd(),
+): Record<string, string | undefined> {
+  let text: string;
+  try {
+    text = readFileSync(resolve(cwd, '.env'), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      return { ...env };
+    }
+    throw err;
+  }
+  return { ...parseEnv(text), ...env };
 }
 
 /** Hides a password inside a URL so config errors never print credentials. */

@@ -14,6 +14,7 @@ import {
   type RecorderBacklog,
   type RecorderEvents,
   type RecorderSession,
+  NoVideoFramesError,
   SessionRecorder,
 } from './session-recorder';
 
@@ -227,7 +228,7 @@ export class RecordingService {
         await this.recordings.update({ id }, { status: 'finalizing', updatedAt: new Date() });
         try {
           if (!started) {
-            throw new Error('no video frames to record');
+            throw new NoVideoFramesError();
           }
           const r = await started;
           const result = await r.finish(Math.max(lastSeq, latest));
@@ -258,7 +259,11 @@ export class RecordingService {
           return { id, status: 'ready', durationMs: result.durationMs };
         } catch (err) {
           const reason = err instanceof Error ? err.message : String(err);
-          this.logger.error({ sessionId: session.id, err }, 'recording failed');
+          if (err instanceof NoVideoFramesError) {
+            this.logger.warn({ sessionId: session.id, reason }, 'recording failed');
+          } else {
+            this.logger.error({ sessionId: session.id, err }, 'recording failed');
+          }
           await this.recordings
             .update(
               { id },

@@ -102,6 +102,14 @@ export interface RecorderDeps {
   events: RecorderEvents;
 }
 
+/** A session that stored no video has nothing to record: an expected outcome, not a fault. */
+export class NoVideoFramesError extends Error {
+  constructor() {
+    super('no video frames to record');
+    this.name = 'NoVideoFramesError';
+  }
+}
+
 /**
  * Encodes one session while it streams: video frames through the frame pipeline into an H.264
  * encoder (one ffmpeg per session), audio into AAC, muxed in-process into fragmented MP4 with each
@@ -310,7 +318,7 @@ export class SessionRecorder {
       (this.videoFrames === 0 && this.inFlight.length === 0 && this.pendingVideo === null)
     ) {
       this.abort();
-      throw new Error('no video frames to record');
+      throw new NoVideoFramesError();
     }
     for (;;) {
       try {

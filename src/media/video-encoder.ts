@@ -227,7 +227,7 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
         'yuv420p',
         '-bf',
         '0',
-        // ~2 s between keyframes; MP4 fragments (what a crash can lose) are cut at keyframes.
+        // The keyframe interval chosen above (`gop`: one second of frames at the nominal rate).
         '-g',
         String(gop),
         // Access unit delimiters are how the output stream is split into frames.

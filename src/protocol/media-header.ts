@@ -43,6 +43,35 @@ export function readMediaHeader(message: Buffer): MediaHeader | MediaHeaderProbl
   return { track: track === 1 ? Track.Video : Track.Audio, seq, pts: message.readUInt32BE(8) };
 }
 
+/**
+ * How far a frame's `pts` may run ahead of the highest `pts` the session stored before it (for the
+ * first frame: ahead of 0, the session's first frame by definition). A capture pause (camera off,
+ * app in the background) stays well under it; a wrapped or garbage u32 (up to 49.7 days) does not.
+ */
+export const PTS_MAX_FORWARD_MS = 10 * 60 * 1000;
+/**
+ * How far a frame's `pts` may lie behind the highest stored `pts`: audio and video captured at the
+ * same time may be sent slightly out of order, but time does not run back by more.
+ */
+export const PTS_MAX_BACKWARD_MS = 10 * 1000;
+
+/**
+ * The pts rule (docs/protocol.md, "Media, sequence and acks"): `pts` never wraps, and a frame is
+ * refused when its `pts` is more than PTS_MAX_FORWARD_MS after, or PTS_MAX_BACKWARD_MS before, the
+ * highest `pts` stored so far (0 before the first frame). Per frame: two comparisons.
+ */
+export function ptsPlausible(highestPts: number, pts: number): boolean {
+  return pts - highestPts <= PTS_MAX_FORWARD_MS && highestPts - pts <= PTS_MAX_BACKWARD_MS;
+}
+
+/** The `message` of the `error` that refuses a frame by the pts rule (built only on that path). */
+export function ptsRefusal(seq: number, pts: number): string {
+  return (
+    `pts ${pts} of seq ${seq} is implausible: at most ${PTS_MAX_FORWARD_MS} ms after or ` +
+    `${PTS_MAX_BACKWARD_MS} ms before the highest pts stored; not stored, resend from seq ${seq}`
+  );
+}
+
 /** Builds a media message; used by the SDK, tests and benchmarks. */
 export function encodeMediaMessage(
   track: Track,

@@ -35,14 +35,6 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
 
 export type ClientMessage = z.output<typeof clientMessageSchema>;
 export type ClientMessageType = ClientMessage['type'];
-export const CLIENT_MESSAGE_TYPES: readonly ClientMessageType[] = [
-  'open',
-  'resume',
-  'msg',
-  'ping',
-  'auth',
-  'close',
-];
 
 /** A business message body, as sent with `msg` or pushed by the API. */
 export const messageBodySchema = z.strictObject({ id: msgId, body: z.unknown() });

@@ -104,6 +104,7 @@ describe('SpoolWriter and readSpool', () => {
       records: 0,
       audioRecords: 0,
       messageBytes: 0,
+      highestPts: 0,
       lastSeq: 0,
       truncatedBytes: 0,
     });
@@ -144,6 +145,8 @@ describe('SpoolWriter and readSpool', () => {
       // Every fifth message is audio (see `frame`): counted by the track byte of each record.
       audioRecords: 60,
       messageBytes: sent.reduce((n, m) => n + m.length, 0),
+      // `frame` captures seq × 33 ms.
+      highestPts: 300 * 33,
       lastSeq: 300,
       validBytes: offset,
       tornBytes: 0,
@@ -315,6 +318,7 @@ describe('SpoolWriter and readSpool', () => {
       records: 5,
       audioRecords: 1,
       messageBytes: range(1, 5).reduce((n, seq) => n + frame(seq).length, 0),
+      highestPts: 5 * 33,
       lastSeq: 5,
       truncatedBytes: 0,
     });
@@ -359,6 +363,7 @@ describe('SpoolWriter and readSpool', () => {
         records: kept,
         audioRecords: Math.floor(kept / 5),
         messageBytes: keptBytes,
+        highestPts: kept * 33,
         lastSeq: kept,
         validBytes,
         tornBytes: damagedSize - validBytes,
@@ -370,6 +375,7 @@ describe('SpoolWriter and readSpool', () => {
         records: kept,
         audioRecords: Math.floor(kept / 5),
         messageBytes: keptBytes,
+        highestPts: kept * 33,
         lastSeq: kept,
         truncatedBytes: damagedSize - validBytes,
       });
@@ -389,6 +395,7 @@ describe('SpoolWriter and readSpool', () => {
       records: 0,
       audioRecords: 0,
       messageBytes: 0,
+      highestPts: 0,
       lastSeq: 0,
       validBytes: 0,
       tornBytes: 4,
@@ -400,6 +407,7 @@ describe('SpoolWriter and readSpool', () => {
       records: 0,
       audioRecords: 0,
       messageBytes: 0,
+      highestPts: 0,
       lastSeq: 0,
       truncatedBytes: 4,
     });

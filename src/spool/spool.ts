@@ -34,6 +34,8 @@ HEADER.writeUInt32BE(0, 12);
 
 /** Offset of the u32 BE `seq` inside a media message (src/protocol/media-header.ts). */
 const SEQ_OFFSET = 4;
+/** Offset of the u32 BE `pts` (ms) inside a media message. */
+const PTS_OFFSET = 8;
 /** Offset of the track byte inside a media message: 1 video, 2 audio. */
 const TRACK_OFFSET = 1;
 const AUDIO_TRACK = 2;
@@ -65,6 +67,8 @@ export interface SpoolSummary {
   audioRecords: number;
   /** Message bytes of the intact records (prefixes and the file header not counted). */
   messageBytes: number;
+  /** Highest `pts` among them (u32 at message offset 8); 0 when there are none. */
+  highestPts: number;
   /** File offset just past the last intact record (the header counts). */
   validBytes: number;
   /** Bytes after `validBytes`: a torn tail, or whatever follows a corrupt record. */
@@ -78,6 +82,7 @@ export interface SpoolContents {
   records: number;
   audioRecords: number;
   messageBytes: number;
+  highestPts: number;
   lastSeq: number;
   truncatedBytes: number;
 }
@@ -165,6 +170,7 @@ export class SpoolWriter {
         records: 0,
         audioRecords: 0,
         messageBytes: 0,
+        highestPts: 0,
         lastSeq: 0,
         truncatedBytes: 0,
       });
@@ -191,6 +197,7 @@ export class SpoolWriter {
         records: summary.records,
         audioRecords: summary.audioRecords,
         messageBytes: summary.messageBytes,
+        highestPts: summary.highestPts,
         lastSeq: summary.lastSeq,
         truncatedBytes: summary.tornBytes,
       });
@@ -511,6 +518,7 @@ class RecordScanner {
   private records = 0;
   private audioRecords = 0;
   private messageBytes = 0;
+  private highestPts = 0;
   private lastSeq = 0;
   private torn: SpoolTornReason | null = null;
   /** The record found by the last successful `next()`. */
@@ -552,6 +560,7 @@ class RecordScanner {
       records: this.records,
       audioRecords: this.audioRecords,
       messageBytes: this.messageBytes,
+      highestPts: this.highestPts,
       lastSeq: this.lastSeq,
       validBytes: this.offset,
       tornBytes: this.size - this.offset,
@@ -585,12 +594,17 @@ class RecordScanner {
     let crc: number;
     let seq = 0;
     let track = 0;
+    let pts = 0;
     let message = NO_MESSAGE;
     if (length <= this.buf.length) {
       const b = await this.window(body, length);
       const view = this.buf.subarray(b, b + length);
       crc = crc32(view);
-      if (length >= SEQ_OFFSET + 4) {
+      if (length >= PTS_OFFSET + 4) {
+        seq = view.readUInt32BE(SEQ_OFFSET);
+        pts = view.readUInt32BE(PTS_OFFSET);
+        track = view[TRACK_OFFSET];
+      } else if (length >= SEQ_OFFSET + 4) {
         seq = view.readUInt32BE(SEQ_OFFSET);
         track = view[TRACK_OFFSET];
       }
@@ -603,6 +617,7 @@ class RecordScanner {
       await readFully(this.fh, message, body, this.path);
       crc = crc32(message);
       seq = message.readUInt32BE(SEQ_OFFSET);
+      pts = message.readUInt32BE(PTS_OFFSET);
       track = message[TRACK_OFFSET];
     } else {
       // Checksummed piece by piece: a scan never holds more than the read-ahead.
@@ -613,6 +628,7 @@ class RecordScanner {
         const piece = this.buf.subarray(b, b + n);
         if (pos === body) {
           seq = piece.readUInt32BE(SEQ_OFFSET);
+          pts = piece.readUInt32BE(PTS_OFFSET);
           track = piece[TRACK_OFFSET];
         }
         crc = crc32(piece, crc);
@@ -629,6 +645,9 @@ class RecordScanner {
     this.messageBytes += length;
     if (track === AUDIO_TRACK) {
       this.audioRecords++;
+    }
+    if (pts > this.highestPts) {
+      this.highestPts = pts;
     }
     if (seq > this.lastSeq) {
       this.lastSeq = seq;

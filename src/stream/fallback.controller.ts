@@ -5,7 +5,7 @@ import type { Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { ZodBodyPipe } from '../common/zod-body.pipe';
-import { MEDIA_HEADER_BYTES, readMediaHeader } from '../protocol/media-header';
+import { MEDIA_HEADER_BYTES, ptsRefusal, readMediaHeader } from '../protocol/media-header';
 import { type Closed, messageBodySchema } from '../protocol/messages';
 import { openSessionSchema, type OpenSession, type Opened } from '../protocol/open-session.schema';
 import { SessionStore } from '../sessions/session-store.service';
@@ -110,6 +110,10 @@ export class FallbackController {
           ErrorCode.Conflict,
           `seq gap: got ${header.seq}, expected ${runtime.nextSeq}`,
         );
+        break;
+      }
+      if (result === 'implausible_pts') {
+        problem = new AppError(ErrorCode.ValidationFailed, ptsRefusal(header.seq, header.pts));
         break;
       }
       if (result === 'failed') {

@@ -91,6 +91,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     this.statsTimer.unref();
     this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
+    // Owned here: a node stopped right after it started closes the database under these queries,
+    // and an unhandled rejection would end the process mid-drain. The next start looks again.
     void this.reconcileOrphans(orphans)
       .then(() => this.recoverRecordings())
       .catch((err: unknown) =>
@@ -139,6 +141,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         status: 'open',
         lastSeq: 0,
         stored: { video: 0, audio: 0, bytes: 0 },
+        highestPts: 0,
         interruptedAt: null,
       },
       spool,
@@ -292,6 +295,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         status: 'interrupted',
         lastSeq: spool.recovered.lastSeq,
         stored: storedIn(spool.recovered),
+        highestPts: spool.recovered.highestPts,
         interruptedAt,
       },
       spool,

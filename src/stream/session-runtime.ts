@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '@nestjs/common';
 import type { AuditWriter } from '../audit/audit-writer.service';
 import type { AppConfig } from '../config/config';
-import { type MediaHeader, Track } from '../protocol/media-header';
+import { type MediaHeader, ptsPlausible, Track } from '../protocol/media-header';
 import { ErrorCode } from '../common/error-code';
 import type { RecordingHandle } from '../media/recording.service';
 import type { RecorderEvents } from '../media/session-recorder';
@@ -25,7 +25,11 @@ export interface SessionSink {
   failed(): void;
 }
 
-export type IngestResult = 'stored' | 'duplicate' | 'gap' | 'failed';
+/**
+ * `implausible_pts`: refused by the pts rule, not stored; the seq is still expected (the client
+ * resends from it with a plausible pts), and frames after it are dropped until it comes.
+ */
+export type IngestResult = 'stored' | 'duplicate' | 'gap' | 'implausible_pts' | 'failed';
 
 /** Queued bytes after which the spool is written (not synced) early, bounding memory. */
 const EARLY_WRITE_BYTES = 4 * 1024 * 1024;
@@ -70,6 +74,8 @@ export interface RuntimeInit {
    */
   lastSeq: number;
   stored: TrackCounts;
+  /** Highest pts among the stored frames (0 for a new session), for the pts rule. */
+  highestPts: number;
   /** For an interrupted session: when its window opened. */
   interruptedAt: Date | null;
 }
@@ -108,6 +114,10 @@ export class SessionRuntime {
    */
   private readonly rejectedAhead: number[] = [];
   private dirty = false;
+  /** Highest pts stored, for the pts rule. */
+  private highestPts: number;
+  /** A frame was refused by the pts rule: later seqs are dropped until it is resent. */
+  private ptsRefused = false;
 
   private sink: SessionSink | null = null;
   private framesSinceAck = 0;
@@ -140,6 +150,7 @@ export class SessionRuntime {
     this.accepted = { ...init.stored };
     // A rehydrated session's counters differ from its row whenever the row missed a flush.
     this.dirty = init.stored.video + init.stored.audio > 0;
+    this.highestPts = init.highestPts;
     this.intervalMs = deps.config.ACK_INTERVAL_MS;
     this.maxFrames = deps.config.ACK_MAX_FRAMES;
     if (init.status === 'interrupted') {
@@ -221,8 +232,10 @@ export class SessionRuntime {
 
   /**
    * One media message, per the sequence rule: a seq at or below the last accepted is a duplicate
-   * (a resend after resume) and is dropped; anything but last + 1 is a gap. Hot path: no await,
-   * no allocation beyond the spool's record prefix.
+   * (a resend after resume) and is dropped; anything but last + 1 is a gap. Then the pts rule: an
+   * implausible pts is refused and not stored, and its seq stays the one expected, so the frames
+   * the client sent after it are dropped (not a gap) until it resends from that seq. Hot path: no
+   * await, no allocation beyond the spool's record prefix.
    */
   ingest(message: Buffer, header: MediaHeader): IngestResult {
     if (this.broken) {
@@ -233,7 +246,15 @@ export class SessionRuntime {
       return 'duplicate';
     }
     if (seq !== this.receivedSeq + 1) {
-      return 'gap';
+      return this.ptsRefused ? 'duplicate' : 'gap';
+    }
+    if (!ptsPlausible(this.highestPts, header.pts)) {
+      this.ptsRefused = true;
+      return 'implausible_pts';
+    }
+    this.ptsRefused = false;
+    if (header.pts > this.highestPts) {
+      this.highestPts = header.pts;
     }
     this.spool.append(message);
     this.recording?.offer(message, header);

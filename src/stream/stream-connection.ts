@@ -7,7 +7,7 @@ import { AppError } from '../common/app-error';
 import { closeCodeOf, ErrorCode } from '../common/error-code';
 import type { AppConfig } from '../config/config';
 import { CloseCode, type CloseReason } from '../protocol/close-codes';
-import { readMediaHeader } from '../protocol/media-header';
+import { ptsRefusal, readMediaHeader } from '../protocol/media-header';
 import type { Closed, ServerMessage } from '../protocol/messages';
 import type { OpenSession, Opened } from '../protocol/open-session.schema';
 import type { SessionStore } from '../sessions/session-store.service';
@@ -111,6 +111,13 @@ export class StreamConnection implements SessionSink {
     const result = runtime.ingest(data, header);
     if (result === 'gap') {
       this.end(CloseCode.Protocol, 'protocol_error', `seq gap at ${header.seq}`);
+    } else if (result === 'implausible_pts') {
+      this.send({
+        type: 'error',
+        code: ErrorCode.ValidationFailed,
+        message: ptsRefusal(header.seq, header.pts),
+        seq: header.seq,
+      });
     } else if (result === 'failed') {
       this.end(CloseCode.Internal, 'internal_error', 'session storage failed');
     }

@@ -10,20 +10,8 @@ import { parseOrThrow } from '../common/zod-body.pipe';
 import type { AppConfig } from '../config/config';
 import { CloseCode } from '../protocol/close-codes';
 import { clientMessageSchema, MAX_CONTROL_BYTES } from '../protocol/messages';
-import {
-  type AcceptedHandshake,
-  HandshakeService,
-  type RejectedHandshake,
-  SUBPROTOCOL,
-} from './handshake.service';
+import { HandshakeService, type RejectedHandshake, SUBPROTOCOL } from './handshake.service';
 import { connectionOf, StreamConnections } from './stream-connections.service';
-
-const HANDSHAKE = Symbol('framegate.handshake');
-
-/** The accepted handshake of a socket, for the gateway's connection handler. */
-export function handshakeOf(ws: WebSocket): AcceptedHandshake | undefined {
-  return (ws as WebSocket & { [HANDSHAKE]?: AcceptedHandshake })[HANDSHAKE];
-}
 
 type WsServerWithPath = WebSocketServer & { path: string };
 
@@ -166,7 +154,6 @@ export class StreamWsAdapter extends WsAdapter {
     server.handleUpgrade(req, socket, head, (ws) => {
       // From here `ws` handles socket errors.
       socket.off('error', destroyOnError);
-      (ws as WebSocket & { [HANDSHAKE]?: AcceptedHandshake })[HANDSHAKE] = accepted;
       this.connections.accept(ws, accepted);
       server.emit('connection', ws, req);
     });

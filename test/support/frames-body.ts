@@ -1,11 +1,18 @@
 import { encodeMediaMessage, Track } from '../../src/protocol/media-header';
 import { payloadFor } from './stream-client';
 
-/** An HTTP fallback body: `u32 length` + media message for each seq in [from, to]. */
-export function framesBody(from: number, to: number): Buffer {
+/**
+ * An HTTP fallback body: `u32 length` + media message for each seq in [from, to], with pts
+ * seq × 100 unless `ptsOf` says otherwise.
+ */
+export function framesBody(
+  from: number,
+  to: number,
+  ptsOf: (seq: number) => number = (seq) => seq * 100,
+): Buffer {
   const parts: Buffer[] = [];
   for (let seq = from; seq <= to; seq++) {
-    const message = encodeMediaMessage(Track.Video, seq, seq * 100, payloadFor(seq));
+    const message = encodeMediaMessage(Track.Video, seq, ptsOf(seq), payloadFor(seq));
     const length = Buffer.alloc(4);
     length.writeUInt32BE(message.length);
     parts.push(length, message);
