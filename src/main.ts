@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { existsSync } from 'node:fs';
 import { startApp, type StartedApp } from './app.factory';
+import { installUnexpectedErrorPolicy } from './common/unexpected-error';
 import { ConfigError } from './config/config';
 import { DataDirInUseError } from './database/data-dir-lock';
 
@@ -24,27 +25,32 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   let stopping = false;
-  const stop = (signal: string): void => {
+  /** Graceful stop: drain, then exit with `exitCode` (non-zero when a bug brought us here). */
+  const stop = (cause: string, exitCode: number): void => {
     if (stopping) {
       return;
     }
     stopping = true;
-    started.logger.info({ signal }, 'shutting down');
+    started.logger.info({ cause }, 'shutting down');
     const timer = setTimeout(() => {
       started.logger.error('shutdown timed out');
       process.exit(1);
     }, started.config.SHUTDOWN_TIMEOUT_MS);
     timer.unref();
     started.close().then(
-      () => process.exit(0),
+      () => process.exit(exitCode),
       (err: unknown) => {
         started.logger.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM', 0));
+  process.on('SIGINT', () => stop('SIGINT', 0));
+  installUnexpectedErrorPolicy(process, {
+    logger: started.logger,
+    stop: (cause) => stop(cause, 1),
+  });
 }
 
 void main();
