@@ -18,9 +18,10 @@ export type AudioEncoder = EncoderProcess & Pick<AudioEncoderProcess, 'start'>;
  * recorder reads as logic and a test can hand one session an encoder or muxer that fails.
  */
 export interface RecorderMedia {
-  createWriter(path: string, options: LiveMp4Options): Promise<Mp4Sink>;
-  createVideoEncoder(ffmpegPath: string): VideoEncoder;
-  createAudioEncoder(ffmpegPath: string): AudioEncoder;
+  createWriter(outputPath: string, options: LiveMp4Options): Promise<Mp4Sink>;
+  /** `outputPath` names the recording the encoder is for. */
+  createVideoEncoder(ffmpegPath: string, outputPath: string): VideoEncoder;
+  createAudioEncoder(ffmpegPath: string, outputPath: string): AudioEncoder;
 }
 
 /** The real thing: ffmpeg child processes and mediabunny writing the file. */

@@ -197,7 +197,7 @@ export class SessionRecorder {
 
   private startVideoEncoder(): void {
     const { config } = this.deps;
-    const encoder = this.deps.media.createVideoEncoder(this.deps.ffmpegPath);
+    const encoder = this.deps.media.createVideoEncoder(this.deps.ffmpegPath, this.deps.outputPath);
     encoder.start({
       width: this.session.width,
       height: this.session.height,
@@ -272,7 +272,7 @@ export class SessionRecorder {
     this.writer = writer;
     this.startVideoEncoder();
     if (this.session.audio) {
-      this.audio = this.deps.media.createAudioEncoder(this.deps.ffmpegPath);
+      this.audio = this.deps.media.createAudioEncoder(this.deps.ffmpegPath, this.deps.outputPath);
       this.audio.start({
         sampleRate: this.session.audio.sampleRate,
         channels: this.session.audio.channels,
