@@ -79,7 +79,11 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
           this.live.delete(runtime.id);
         }
       },
-      onWindowPassed: (runtime) => void this.withLock(runtime.id, () => runtime.abandon()),
+      onWindowPassed: (runtime) =>
+        void this.withLock(runtime.id, () => runtime.abandon()).catch((err: unknown) =>
+          // The sweeper finds the session again (still interrupted, window passed) and retries.
+          this.logger.warn({ err, sessionId: runtime.id }, 'abandoning a session failed'),
+        ),
     };
   }
 
@@ -95,7 +99,9 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     this.statsTimer.unref();
     this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
-    void this.recoverRecordings();
+    void this.recoverRecordings().catch((err: unknown) =>
+      this.logger.error({ err }, 'unfinished recordings not recovered at start'),
+    );
   }
 
   /**
