@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Pool } from 'pg';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
@@ -108,7 +108,7 @@ describe('fault isolation between sessions', () => {
   afterEach(() => service.install(null));
   afterAll(async () => {
     if (process.env.FAULT_LOG) {
-      require('node:fs').writeFileSync(process.env.FAULT_LOG, service.output);
+      writeFileSync(process.env.FAULT_LOG, service.output);
     }
     expect(await service.stop()).toBe(0);
     await db.end();
