@@ -253,11 +253,6 @@ export class SessionRecorder {
     return Promise.resolve();
   }
 
-  /** The failure that ended this recorder, if any (it is also reported through `onFailed`). */
-  get failed(): Error | null {
-    return this.failure;
-  }
-
   private async openOutput(): Promise<void> {
     this.outputOpen = true;
     const writer = await this.deps.media.createWriter(this.deps.outputPath, {
