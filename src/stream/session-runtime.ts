@@ -337,7 +337,8 @@ export class SessionRuntime {
     } catch (err) {
       this.fail(err);
     }
-    if (this.status === 'open' && !this.broken) {
+    // A full disk moves the session to interrupted itself, after its final ack.
+    if (this.status === 'open' && !this.stopping) {
       this.status = 'interrupted';
       await this.deps.store.transition(this.id, ['open'], 'interrupted', cause);
       this.startWindow(this.deps.config.RESUME_WINDOW_MS);
@@ -461,13 +462,6 @@ export class SessionRuntime {
       const reopened = await SpoolWriter.open(this.spool.path);
       stored = reopened.recovered.lastSeq;
       await reopened.close();
-      // Frames accepted after the last durable record are gone: count what the spool holds.
-      const held = await countStored(this.spool.path);
-      this.audioFrames = held.audio;
-      this.rejectedFrames = Math.min(this.rejectedFrames, held.video);
-      this.videoFrames = held.video - this.rejectedFrames;
-      this.bytesIn = held.bytes;
-      this.receivedSeq = stored;
     } catch (reopenErr) {
       // Only what an fdatasync confirmed is known to be stored.
       this.deps.logger.error(
@@ -489,6 +483,13 @@ export class SessionRuntime {
       );
     }
     try {
+      // Frames accepted after the last intact record are gone: count what the spool holds.
+      const held = await countStored(this.spool.path);
+      this.audioFrames = held.audio;
+      this.rejectedFrames = Math.min(this.rejectedFrames, held.video);
+      this.videoFrames = held.video - this.rejectedFrames;
+      this.bytesIn = held.bytes;
+      this.receivedSeq = stored;
       this.dirty = true;
       const stats = this.takeStats();
       if (stats) {
@@ -506,7 +507,7 @@ export class SessionRuntime {
     } catch (storeErr) {
       this.deps.logger.warn(
         { err: storeErr, sessionId: this.id },
-        'session not marked interrupted; a resume or restart does it',
+        'counters or status not saved after a full disk; a resume or restart does it',
       );
     } finally {
       this.deps.onEnded(this);
