@@ -91,19 +91,20 @@ describe('fault isolation between sessions', () => {
     dir = testDir('fault');
     databaseUrl = await createTestDatabase();
     db = new Pool({ connectionString: databaseUrl, max: 2 });
-    service = new FaultService({
-      NODE_ENV: 'test',
-      DATA_DIR: dataDir(),
-      DATABASE_URL: databaseUrl,
-      AUTH_JWT_SECRET: TEST_SECRET,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      NODE_ID: 'fault-node',
-      STREAM_MAX_FPS: '2000',
-      STREAM_MAX_KBPS: '1000000',
-    });
+    service = new FaultService(env());
     url = await service.next('url');
+  });
+  const env = () => ({
+    NODE_ENV: 'test',
+    DATA_DIR: dataDir(),
+    DATABASE_URL: databaseUrl,
+    AUTH_JWT_SECRET: TEST_SECRET,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+    NODE_ID: 'fault-node',
+    STREAM_MAX_FPS: '2000',
+    STREAM_MAX_KBPS: '1000000',
   });
   afterEach(() => service.install(null));
   afterAll(async () => {
@@ -233,5 +234,47 @@ describe('fault isolation between sessions', () => {
     expect((await probe(row.rows[0].path)).videoFrames).toBe(total);
     expect(service.unexpected()).toEqual([]);
     expect(service.child.exitCode).toBeNull();
+  });
+
+  it('a recording that failed for lack of space at close is rebuilt from its kept spool at the next start', async () => {
+    const frames = await jpegFrames(640, 480);
+    const token = hsToken({ sub: 'teller' });
+    const client = await StreamClient.connect(url, { token });
+    const opened = await client.open({ video: { width: 640, height: 480, fps: 10 } });
+    await service.install('disk_full', opened.sessionId);
+    const total = 40;
+    for (let seq = 1; seq <= total; seq++) {
+      client.ws.send(encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, frames[seq % 10]));
+    }
+    await client.acksUntil(total);
+    client.send({ type: 'close' });
+    const closed = await client.next('closed', 30_000);
+    expect(closed.recording.status).toBe('failed');
+    expect(closed.recording.reason).toMatch(/ENOSPC/);
+    expect((await spooledFrames(dataDir(), opened.sessionId)).length).toBe(total);
+
+    // Space is back after a restart: the recording is rebuilt from the spool.
+    expect(await service.stop()).toBe(0);
+    service = new FaultService(env());
+    url = await service.next('url');
+    await waitFor(
+      async () => {
+        const r = await db.query<{ status: string }>(
+          'SELECT status FROM recordings WHERE session_id = $1',
+          [opened.sessionId],
+        );
+        return r.rows[0]?.status === 'ready';
+      },
+      30_000,
+      'the failed recording rebuilt at start',
+    );
+    const row = await db.query<{ path: string; frame_count: number; failure_reason: null }>(
+      'SELECT path, frame_count, failure_reason FROM recordings WHERE session_id = $1',
+      [opened.sessionId],
+    );
+    expect(row.rows[0].failure_reason).toBeNull();
+    expect(row.rows[0].frame_count).toBe(total);
+    expect((await probe(row.rows[0].path)).videoFrames).toBe(total);
+    expect(service.unexpected()).toEqual([]);
   });
 });

@@ -388,12 +388,16 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     }
   }
 
-  /** At start: recordings left unfinished by a dead process for sessions that already ended. */
+  /**
+   * At start: recordings left unfinished by a dead process for sessions that already ended, and
+   * recordings that failed because the disk was full (their spools were kept for this).
+   */
   private async recoverRecordings(): Promise<void> {
     const rows = await this.rows.query<Array<{ id: string }>>(
       `SELECT s.id FROM sessions s JOIN recordings r ON r.session_id = s.id
        WHERE s.node = $1 AND s.status IN ('closed', 'abandoned')
-         AND r.status IN ('pending', 'recording', 'finalizing')`,
+         AND (r.status IN ('pending', 'recording', 'finalizing')
+              OR (r.status = 'failed' AND r.failure_reason ~* 'ENOSPC|EDQUOT|no space left'))`,
       [this.config.NODE_ID],
     );
     for (const { id } of rows) {

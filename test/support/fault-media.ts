@@ -8,7 +8,7 @@ import {
 /** Packets a faulty session's muxer takes before it fails. */
 export const MUXER_FAILS_AFTER = 4;
 
-export type Fault = 'encoder_and_muxer' | 'disk_full_once';
+export type Fault = 'encoder_and_muxer' | 'disk_full_once' | 'disk_full';
 
 /**
  * Fault-injecting doubles of the recorder's media: the real ffmpeg and MP4 writer for every
@@ -18,6 +18,7 @@ export type Fault = 'encoder_and_muxer' | 'disk_full_once';
  *   muxer fails first, while the encoder still runs, and then the encoder.
  * - `disk_full_once`: that session's first MP4 hits ENOSPC after MUXER_FAILS_AFTER packets, as on a
  *   disk that filled up and then got space back; later writers (the rebuild) are real.
+ * - `disk_full`: every MP4 of that session hits ENOSPC after MUXER_FAILS_AFTER packets.
  */
 export function faultyMedia(fault: Fault, sessionId: string): RecorderMedia {
   const real = FFMPEG_RECORDER_MEDIA;
@@ -33,7 +34,7 @@ export function faultyMedia(fault: Fault, sessionId: string): RecorderMedia {
       diskFullDone = true;
       const failure = () => {
         muxerFailed = true;
-        return fault === 'disk_full_once'
+        return fault !== 'encoder_and_muxer'
           ? Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })
           : new Error('injected muxer failure');
       };
