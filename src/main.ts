@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { startApp, type StartedApp } from './app.factory';
+import { installUnexpectedErrorPolicy } from './common/unexpected-error';
 import { ConfigError, readEnvironment } from './config/config';
 import { DataDirInUseError } from './database/data-dir-lock';
 
@@ -33,7 +34,8 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   let stopping = false;
-  stop = (signal: string): void => {
+  /** Graceful stop: drain, then exit with `exitCode` (non-zero when a bug brought us here). */
+  const drain = (signal: string, exitCode: number): void => {
     if (stopping) {
       return;
     }
@@ -45,13 +47,18 @@ async function main(): Promise<void> {
     }, started.config.SHUTDOWN_TIMEOUT_MS);
     timer.unref();
     started.close().then(
-      () => process.exit(0),
+      () => process.exit(exitCode),
       (err: unknown) => {
         started.logger.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
+  stop = (signal: string): void => drain(signal, 0);
+  installUnexpectedErrorPolicy(process, {
+    logger: started.logger,
+    stop: (cause) => drain(cause, 1),
+  });
   watchNpmParent(() => stop('parent_exited'));
   if (pending !== undefined) {
     stop(pending);

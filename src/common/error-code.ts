@@ -15,6 +15,8 @@ export enum ErrorCode {
   NodeFull = 'node_full',
   Draining = 'draining',
   Unavailable = 'unavailable',
+  /** Free disk space under DATA_DIR is below HEALTH_MIN_FREE_DISK_MB, or a spool write hit ENOSPC. */
+  InsufficientStorage = 'insufficient_storage',
   Internal = 'internal_error',
   /** Stream protocol violation (bad header, unknown type, invalid JSON, seq gap). */
   ProtocolError = 'protocol_error',
@@ -59,6 +61,7 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.NodeFull:
     case ErrorCode.Draining:
     case ErrorCode.Unavailable:
+    case ErrorCode.InsufficientStorage:
       return 503;
     case ErrorCode.Internal:
       return 500;
@@ -82,6 +85,8 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
     case ErrorCode.Internal:
     case ErrorCode.Unavailable:
       return CloseCode.Internal;
+    case ErrorCode.InsufficientStorage:
+      return CloseCode.TryAgainLater;
     // Only `auth` refreshes reach a handler with a token: a refused one keeps the old expiry.
     case ErrorCode.InvalidToken:
     case ErrorCode.InsufficientScope:

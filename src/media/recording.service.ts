@@ -1,22 +1,23 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Repository } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/config';
-import type { ClosedRecording } from '../protocol/messages';
 import type { SessionEntity } from '../sessions/session.entity';
+import { EncoderSlots } from './encoder-slots';
 import { locateTool } from './ffmpeg-locator';
+import { FFMPEG_RECORDER_MEDIA, type RecorderMedia } from './recorder-media';
 import { RecordingEntity } from './recording.entity';
 import {
   type RecorderBacklog,
   type RecorderEvents,
   type RecorderSession,
-  NoVideoFramesError,
   SessionRecorder,
 } from './session-recorder';
+import { type RecordingHandle, SessionRecording } from './session-recording';
 
 /**
  * Live encoders per core when RECORDING_MAX_ENCODERS is unset: bench:recording kept 38 sessions of
@@ -38,15 +39,7 @@ export interface RecordingStatus {
   }>;
 }
 
-/** A session's recording as the stream runtime sees it. */
-export interface RecordingHandle {
-  readonly id: string;
-  offer: SessionRecorder['offer'];
-  durable(): void;
-  /** Finalizes; never rejects (a failure is a `failed` recording with its reason). */
-  finish(lastSeq: number): Promise<ClosedRecording>;
-  abort(): void;
-}
+export type { RecordingHandle } from './session-recording';
 
 /**
  * Owns the recordings: one recorder per session, at most RECORDING_MAX_ENCODERS encoding at once
@@ -57,18 +50,23 @@ export interface RecordingHandle {
 export class RecordingService {
   private readonly logger = new Logger(RecordingService.name);
   readonly maxEncoders: number;
-  private active = 0;
+  private readonly slots: EncoderSlots;
   /** Sessions with frames to record (running or waiting for a slot): their backlog, by id. */
   private readonly recorders = new Map<string, () => RecorderBacklog>();
-  private readonly waiting: Array<() => void> = [];
   readonly dir: string;
   private readonly ffmpegPath: string;
+  /**
+   * ffmpeg and the MP4 files of every recorder started from now on. Replaceable so a test can
+   * give one session an encoder and muxer that fail (fault isolation); nothing else sets it.
+   */
+  media: RecorderMedia = FFMPEG_RECORDER_MEDIA;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
   ) {
     this.maxEncoders = config.RECORDING_MAX_ENCODERS ?? availableParallelism() * ENCODERS_PER_CORE;
+    this.slots = new EncoderSlots(this.maxEncoders);
     this.dir = resolve(config.DATA_DIR, 'recordings');
     mkdirSync(this.dir, { recursive: true });
     this.ffmpegPath = locateTool('ffmpeg', config.FFMPEG_PATH).path;
@@ -77,7 +75,7 @@ export class RecordingService {
   /** Encoder slots and each live recorder's backlog, for operators and benchmarks. */
   status(): RecordingStatus {
     return {
-      encoders: { active: this.active, waiting: this.waiting.length, max: this.maxEncoders },
+      encoders: { active: this.slots.active, waiting: this.slots.waiting, max: this.maxEncoders },
       recorders: [...this.recorders].map(([sessionId, backlog]) => {
         const { frames, encoding, fromSpool } = backlog();
         return { sessionId, backlogFrames: frames, encodingFrames: encoding, fromSpool };
@@ -118,217 +116,69 @@ export class RecordingService {
       height: size.height,
     };
     // A spool with frames in it is recorded now; a new session waits for its first frame.
-    const eagerSlot = fromSpool ? this.tryAcquire() : null;
+    const eagerSlot = fromSpool ? this.slots.tryAcquire() : null;
     const status = eagerSlot === false ? 'pending' : 'recording';
-    if (existing) {
-      await this.recordings.update({ id }, { status, failureReason: null, updatedAt: new Date() });
-    } else {
-      await this.recordings.insert({
-        id,
-        sessionId: session.id,
-        status,
-        path: outputPath,
-        width: size.width,
-        height: size.height,
-      });
+    try {
+      if (existing) {
+        await this.recordings.update(
+          { id },
+          { status, failureReason: null, updatedAt: new Date() },
+        );
+      } else {
+        await this.recordings.insert({
+          id,
+          sessionId: session.id,
+          status,
+          path: outputPath,
+          width: size.width,
+          height: size.height,
+        });
+      }
+    } catch (err) {
+      // The slot taken above has no recording to own it yet.
+      if (eagerSlot) {
+        this.slots.release();
+      }
+      throw err;
     }
     const spoolBytes = fromSpool ? fileSize(spoolPath) : 0;
-    const makeRecorder = (mode: 'live' | 'spool', background = false) =>
-      new SessionRecorder(
-        {
-          config: this.config,
-          logger: this.logger,
-          ffmpegPath: this.ffmpegPath,
-          spoolPath,
-          outputPath,
-          events,
-        },
-        recorderSession,
-        mode,
-        mode === 'spool' ? Math.max(spoolBytes, fileSize(spoolPath)) : spoolBytes,
-        background,
-      );
-    let recorder: SessionRecorder | null = null;
-    let latest = 0;
-    let holdsSlot = false;
-    let finished = false;
-    let started: Promise<SessionRecorder> | null = null;
-    let forceStart: (() => void) | null = null;
-    let aborted = false;
-    const backlog = (): RecorderBacklog =>
-      recorder?.backlog ?? { frames: latest, encoding: 0, fromSpool: true };
-
-    const start = (slot: boolean): Promise<SessionRecorder> => {
-      this.recorders.set(session.id, backlog);
-      if (slot) {
-        holdsSlot = true;
-        const r = makeRecorder(fromSpool ? 'spool' : 'live');
-        recorder = r;
-        return r.start().then(() => r);
-      }
-      // No slot now: the frames wait in the spool; the recorder starts when a slot frees, or at
-      // finish (finalizing must not wait behind sessions that hold slots while interrupted).
-      const wait = this.waitForSlot();
-      forceStart = () => wait.cancel();
-      const marked =
-        eagerSlot === null
-          ? this.recordings
-              .update({ id }, { status: 'pending', updatedAt: new Date() })
-              .catch(() => undefined)
-          : Promise.resolve();
-      return wait.promise.then(async (gotSlot) => {
-        holdsSlot = gotSlot;
-        if (aborted) {
-          throw new Error('recording aborted before it started');
-        }
-        await marked;
-        if (!finished) {
-          await this.recordings.update({ id }, { status: 'recording', updatedAt: new Date() });
-        }
-        // Without a slot (the session is finishing): beyond the node's encoder capacity.
-        const r = makeRecorder('spool', !gotSlot);
-        await r.start();
-        recorder = r;
-        r.durable();
-        return r;
-      });
-    };
-    // A failed start is reported by finish; until then the rejection is held, not unhandled.
-    const launch = (slot: boolean): void => {
-      const p = start(slot);
-      p.catch(() => undefined);
-      started = p;
-    };
-    if (eagerSlot !== null) {
-      launch(eagerSlot);
-    }
-    const releaseSlot = () => {
-      if (holdsSlot) {
-        holdsSlot = false;
-        this.release();
-      }
-    };
-    return {
-      id,
-      offer: (message, header) => {
-        latest = header.seq;
-        if (!started) {
-          launch(this.tryAcquire());
-        }
-        recorder?.offer(message, header);
-      },
-      durable: () => recorder?.durable(),
-      finish: async (lastSeq) => {
-        if (finished) {
-          return { id, status: 'failed', durationMs: null, reason: 'finished twice' };
-        }
-        finished = true;
-        forceStart?.();
-        const since = Date.now();
-        await this.recordings.update({ id }, { status: 'finalizing', updatedAt: new Date() });
-        try {
-          if (!started) {
-            throw new NoVideoFramesError();
-          }
-          const r = await started;
-          const result = await r.finish(Math.max(lastSeq, latest));
-          await this.recordings.update(
-            { id },
+    return new SessionRecording(
+      {
+        id,
+        sessionId: session.id,
+        spoolPath,
+        fromSpool,
+        keepSpool: this.config.KEEP_SPOOL,
+        slots: this.slots,
+        rows: this.recordings,
+        logger: this.logger,
+        makeRecorder: (mode, background, onFailed) =>
+          new SessionRecorder(
             {
-              status: 'ready',
-              path: result.path,
-              bytes: result.bytes,
-              sha256: result.sha256,
-              durationMs: result.durationMs,
-              frameCount: result.frameCount,
-              width: result.width,
-              height: result.height,
-              videoCodec: result.videoCodec,
-              audioCodec: result.audioCodec,
-              readyAt: new Date(),
-              updatedAt: new Date(),
+              config: this.config,
+              logger: this.logger,
+              ffmpegPath: this.ffmpegPath,
+              spoolPath,
+              outputPath,
+              events,
+              media: this.media,
+              onFailed,
             },
-          );
-          if (!this.config.KEEP_SPOOL) {
-            rmSync(spoolPath, { force: true });
-          }
-          this.logger.log(
-            { sessionId: session.id, frames: result.frameCount, ms: Date.now() - since },
-            'recording ready',
-          );
-          return { id, status: 'ready', durationMs: result.durationMs };
-        } catch (err) {
-          const reason = err instanceof Error ? err.message : String(err);
-          if (err instanceof NoVideoFramesError) {
-            this.logger.warn({ sessionId: session.id, reason }, 'recording failed');
+            recorderSession,
+            mode,
+            mode === 'spool' ? Math.max(spoolBytes, fileSize(spoolPath)) : spoolBytes,
+            background,
+          ),
+        track: (backlog) => {
+          if (backlog) {
+            this.recorders.set(session.id, backlog);
           } else {
-            this.logger.error({ sessionId: session.id, err }, 'recording failed');
+            this.recorders.delete(session.id);
           }
-          await this.recordings
-            .update(
-              { id },
-              { status: 'failed', failureReason: reason.slice(0, 1000), updatedAt: new Date() },
-            )
-            .catch(() => undefined);
-          return { id, status: 'failed', durationMs: null, reason };
-        } finally {
-          this.recorders.delete(session.id);
-          releaseSlot();
-        }
+        },
       },
-      abort: () => {
-        if (!finished) {
-          finished = true;
-          aborted = true;
-          forceStart?.();
-          recorder?.abort();
-          this.recorders.delete(session.id);
-          // A recorder still waiting for a slot gives it back as soon as it gets it.
-          void started?.then(releaseSlot, releaseSlot);
-          releaseSlot();
-        }
-      },
-    };
-  }
-
-  private tryAcquire(): boolean {
-    if (this.active < this.maxEncoders) {
-      this.active++;
-      return true;
-    }
-    return false;
-  }
-
-  /**
-   * Waits for an encoder slot; `cancel()` stops waiting and resolves the promise with false (the
-   * caller goes on without a slot).
-   */
-  private waitForSlot(): { promise: Promise<boolean>; cancel(): void } {
-    let settle: (gotSlot: boolean) => void = () => undefined;
-    const promise = new Promise<boolean>((resolve) => {
-      settle = resolve;
-    });
-    const waiter = () => settle(true);
-    this.waiting.push(waiter);
-    return {
-      promise,
-      cancel: () => {
-        const i = this.waiting.indexOf(waiter);
-        if (i !== -1) {
-          this.waiting.splice(i, 1);
-          settle(false);
-        }
-      },
-    };
-  }
-
-  private release(): void {
-    const next = this.waiting.shift();
-    if (next) {
-      next();
-    } else {
-      this.active--;
-    }
+      eagerSlot,
+    );
   }
 }
 

@@ -9,11 +9,9 @@ import {
 } from '../protocol/media-header';
 import type { AudioSettings } from '../sessions/session.types';
 import { SPOOL_HEADER_BYTES, SPOOL_RECORD_PREFIX_BYTES, SpoolFollower } from '../spool/spool';
-import { AudioEncoderProcess } from './audio-encoder';
 import { BadImageError, FramePipeline } from './frame-pipeline';
 import { isKeyframe } from './h264-stream';
-import { LiveMp4Writer } from './mp4-writer';
-import { VideoEncoderProcess } from './video-encoder';
+import type { AudioEncoder, Mp4Sink, RecorderMedia, VideoEncoder } from './recorder-media';
 
 /** Times an encoder may die on a bad frame in one session before the recording fails. */
 const MAX_ENCODER_RESTARTS = 20;
@@ -100,6 +98,13 @@ export interface RecorderDeps {
   spoolPath: string;
   outputPath: string;
   events: RecorderEvents;
+  /** ffmpeg and the MP4 file (a fault-injecting double in tests). */
+  media: RecorderMedia;
+  /**
+   * The recorder failed while running (an MP4 write, the encoder, the spool read): called once,
+   * at the failure, not when `finish` asks. Not called after `abort()`.
+   */
+  onFailed(err: Error): void;
 }
 
 /** A session that stored no video has nothing to record: an expected outcome, not a fault. */
@@ -137,11 +142,19 @@ export class SessionRecorder {
   private finishing = false;
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
+  /** The first failure; everything after it is a consequence. */
   private failure: Error | null = null;
+  private aborted = false;
+  /** The MP4 given up after a failure or abort: settles once its file is released. */
+  private released: Promise<void> = Promise.resolve();
 
-  private video!: VideoEncoderProcess;
-  private audio: AudioEncoderProcess | null = null;
-  private writer!: LiveMp4Writer;
+  private video!: VideoEncoder;
+  private audio: AudioEncoder | null = null;
+  private writer: Mp4Sink | null = null;
+  /**
+   * MP4 writes in order. Each link handles its own failure (`enqueueWrite`): a rejected write is
+   * the recorder's failure at once, never a rejection waiting for someone to await the chain.
+   */
   private writes: Promise<void> = Promise.resolve();
   /** Frames given to the current encoder, waiting for their access unit. */
   private readonly inFlight: Array<{ jpeg: Buffer; ts: number; seq: number }> = [];
@@ -192,7 +205,7 @@ export class SessionRecorder {
 
   private startVideoEncoder(): void {
     const { config } = this.deps;
-    const encoder = new VideoEncoderProcess(this.deps.ffmpegPath);
+    const encoder = this.deps.media.createVideoEncoder(this.deps.ffmpegPath, this.deps.outputPath);
     encoder.start({
       width: this.session.width,
       height: this.session.height,
@@ -244,21 +257,25 @@ export class SessionRecorder {
    * a session that is open but idle costs no ffmpeg process and no open file.
    */
   start(): Promise<void> {
-    this.loop = this.run().catch((err: unknown) => {
-      this.failure = err instanceof Error ? err : new Error(String(err));
-    });
+    this.loop = this.run().catch((err: unknown) => this.fail(err));
     return Promise.resolve();
   }
 
   private async openOutput(): Promise<void> {
     this.outputOpen = true;
-    this.writer = await LiveMp4Writer.create(this.deps.outputPath, {
+    const writer = await this.deps.media.createWriter(this.deps.outputPath, {
       video: { width: this.session.width, height: this.session.height },
       audio: this.session.audio ?? undefined,
     });
+    if (this.aborted) {
+      // Given up while the file was being created: release it now.
+      this.released = writer.cancel().catch(() => undefined);
+      throw new Error('recording aborted');
+    }
+    this.writer = writer;
     this.startVideoEncoder();
     if (this.session.audio) {
-      this.audio = new AudioEncoderProcess(this.deps.ffmpegPath);
+      this.audio = this.deps.media.createAudioEncoder(this.deps.ffmpegPath, this.deps.outputPath);
       this.audio.start({
         sampleRate: this.session.audio.sampleRate,
         channels: this.session.audio.channels,
@@ -305,19 +322,27 @@ export class SessionRecorder {
    * milliseconds for a live recorder.
    */
   async finish(lastSeq: number): Promise<RecordingResult> {
+    try {
+      return await this.complete(lastSeq);
+    } catch (err) {
+      // Whatever failed, the encoders stop and the file is released before this rejects.
+      this.stop();
+      await this.released;
+      throw this.failure ?? err;
+    }
+  }
+
+  private async complete(lastSeq: number): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
     this.kick();
     await this.loop;
-    if (this.failure) {
-      this.abort();
-      throw this.failure;
-    }
+    await this.throwIfFailed();
+    const writer = this.writer;
     if (
-      !this.outputOpen ||
+      !writer ||
       (this.videoFrames === 0 && this.inFlight.length === 0 && this.pendingVideo === null)
     ) {
-      this.abort();
       throw new NoVideoFramesError();
     }
     for (;;) {
@@ -333,18 +358,19 @@ export class SessionRecorder {
     }
     await this.audio?.end();
     await this.writes;
+    await this.throwIfFailed();
     if (this.pendingAudio) {
       const last = this.pendingAudio;
       this.pendingAudio = null;
       const left = this.audioSamplesIn - (this.audioSamplesOut - last.samples);
-      await this.writeAudio(last, Math.max(1, Math.min(last.samples, Math.round(left))));
+      await this.writeAudio(writer, last, Math.max(1, Math.min(last.samples, Math.round(left))));
     }
     if (this.pendingVideo) {
       const last = this.pendingVideo;
       this.pendingVideo = null;
-      await this.writeVideo(last, 1 / this.session.fps);
+      await this.writeVideo(writer, last, 1 / this.session.fps);
     }
-    const { bytes, sha256 } = await this.writer.finalize();
+    const { bytes, sha256 } = await writer.finalize();
     return {
       path: this.deps.outputPath,
       bytes,
@@ -358,14 +384,62 @@ export class SessionRecorder {
     };
   }
 
+  /**
+   * Stops at once (the session went away or the process stops): encoders killed, the MP4 left
+   * with its complete fragments. Not a failure: the spool still holds everything, and whoever
+   * records this session next rebuilds it from there.
+   */
   abort(): void {
+    if (this.aborted) {
+      return;
+    }
+    this.aborted = true;
+    this.stop();
+  }
+
+  /** Rejects with the failure, once the failed MP4's file is released. */
+  private async throwIfFailed(): Promise<void> {
+    if (this.failure || this.aborted) {
+      this.stop();
+      await this.released;
+      throw this.failure ?? new Error('recording aborted');
+    }
+  }
+
+  /**
+   * A failure, handled where it happens: recorded (the first one wins), the encoders stopped, the
+   * MP4 released, and the owner told. The spool is untouched, so the recording can be rebuilt.
+   */
+  private fail(err: unknown): void {
+    if (this.failure) {
+      return;
+    }
+    this.failure = err instanceof Error ? err : new Error(String(err));
+    this.stop();
+    if (!this.aborted) {
+      this.deps.onFailed(this.failure);
+    }
+  }
+
+  private stop(): void {
     this.finishing = true;
     this.queue.length = 0;
     this.kick();
     this.video?.kill();
     this.audio?.kill();
-    // Keeps the complete fragments written so far and releases the file.
-    void this.writer?.cancel().catch(() => undefined);
+    const writer = this.writer;
+    if (writer) {
+      this.writer = null;
+      // Keeps the complete fragments written so far and releases the file.
+      this.released = writer.cancel().catch(() => undefined);
+    }
+  }
+
+  /** Appends one MP4 write to the chain; its failure is handled here, not by a later await. */
+  private enqueueWrite(write: (writer: Mp4Sink) => Promise<void>): void {
+    this.writes = this.writes
+      .then(() => (this.failure || !this.writer ? undefined : write(this.writer)))
+      .catch((err: unknown) => this.fail(err));
   }
 
   /** Moves the encoder to the background CPU class while behind its client, and back. */
@@ -400,6 +474,9 @@ export class SessionRecorder {
 
   private async follow(): Promise<void> {
     for (;;) {
+      if (this.failure || this.aborted) {
+        return;
+      }
       if (this.catchingUp) {
         const progressed = await this.readSpool();
         if (this.nextSeq > this.latestSeq && !this.finishing) {
@@ -541,21 +618,22 @@ export class SessionRecorder {
   private onAccessUnit(au: Buffer): void {
     const ts = this.inFlight.shift()?.ts;
     if (ts === undefined) {
-      this.failure ??= new Error('the encoder produced more frames than it was given');
+      this.fail(new Error('the encoder produced more frames than it was given'));
       return;
     }
     const previous = this.pendingVideo;
     this.pendingVideo = { au, key: isKeyframe(au), ts };
     if (previous) {
-      this.writes = this.writes.then(() => this.writeVideo(previous, ts - previous.ts));
+      this.enqueueWrite((writer) => this.writeVideo(writer, previous, ts - previous.ts));
     }
   }
 
   private async writeVideo(
+    writer: Mp4Sink,
     frame: { au: Buffer; key: boolean; ts: number },
     durationS: number,
   ): Promise<void> {
-    await this.writer.addVideo(frame.au, frame.key, frame.ts, durationS);
+    await writer.addVideo(frame.au, frame.key, frame.ts, durationS);
     this.videoFrames++;
     this.videoEndS = frame.ts + durationS;
   }
@@ -576,13 +654,17 @@ export class SessionRecorder {
     const previous = this.pendingAudio;
     this.pendingAudio = { frame, ts, samples };
     if (previous) {
-      this.writes = this.writes.then(() => this.writeAudio(previous, previous.samples));
+      this.enqueueWrite((writer) => this.writeAudio(writer, previous, previous.samples));
     }
   }
 
-  private async writeAudio(a: { frame: Uint8Array; ts: number }, samples: number): Promise<void> {
+  private async writeAudio(
+    writer: Mp4Sink,
+    a: { frame: Uint8Array; ts: number },
+    samples: number,
+  ): Promise<void> {
     const rate = this.session.audio?.sampleRate ?? 48_000;
-    await this.writer.addAudio(a.frame, a.ts, samples / rate);
+    await writer.addAudio(a.frame, a.ts, samples / rate);
     this.audioEndS = a.ts + samples / rate;
   }
 }

@@ -138,7 +138,9 @@ export class SpoolWriter {
    * Opens `path` for appending. A missing file is created with its header, and the file and its
    * directory are fsync'd before this resolves. An existing file is scanned; a torn tail is
    * truncated (and fsync'd) and appends continue after the last intact record. The directory must
-   * exist. Throws, naming the file, when it is not a spool or has an unknown format version.
+   * exist. The intact records of an existing file are fsync'd before this resolves, so
+   * `recovered` reports only what is durable (the way to learn what a failed writer stored).
+   * Throws, naming the file, when it is not a spool or has an unknown format version.
    */
   static async open(path: string): Promise<SpoolWriter> {
     let fh: FileHandle;
@@ -188,9 +190,13 @@ export class SpoolWriter {
         await writeFully(fh, HEADER, 0);
         await fh.sync();
         await fsyncDir(dirname(path));
-      } else if (summary.tornBytes > 0) {
-        await fh.truncate(summary.validBytes);
-        // fsync rather than fdatasync: the new size is metadata, and this path is rare.
+      } else {
+        if (summary.tornBytes > 0) {
+          await fh.truncate(summary.validBytes);
+        }
+        // What `recovered` reports must be on disk, also when a failed fdatasync (ENOSPC, EIO)
+        // left the records only in the page cache: fsync rather than fdatasync, since a new size
+        // is metadata. One fsync per reopen, which is rare.
         await fh.sync();
       }
       return new SpoolWriter(path, fh, Math.max(summary.validBytes, SPOOL_HEADER_BYTES), {

@@ -120,6 +120,12 @@ export class FallbackController {
         problem = new AppError(ErrorCode.Unavailable, 'session storage failed; resume later');
         break;
       }
+      if (result === 'stopping') {
+        problem = new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
+          retryAfterS: 30,
+        });
+        break;
+      }
     }
     const ack = await runtime.syncNow();
     if (problem) {

@@ -27,7 +27,11 @@ import {
   type SessionSink,
   type TrackCounts,
 } from './session-runtime';
+import { FreeSpace } from '../spool/free-space';
 import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
+
+/** Retry-After while free disk space is below HEALTH_MIN_FREE_DISK_MB. */
+const LOW_DISK_RETRY_S = 30;
 
 /** How often the sweeper looks for idle HTTP-attached and expired interrupted sessions. */
 const SWEEP_MS = 1_000;
@@ -60,6 +64,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     audit: AuditWriter,
     @InjectRepository(SessionEntity) private readonly rows: Repository<SessionEntity>,
     private readonly recordings: RecordingService,
+    private readonly freeSpace: FreeSpace,
   ) {
     sessions.useLiveCounts((id) => this.live.get(id)?.counts);
     this.spoolDir = resolve(config.DATA_DIR, 'spool');
@@ -75,7 +80,11 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
           this.live.delete(runtime.id);
         }
       },
-      onWindowPassed: (runtime) => void this.withLock(runtime.id, () => runtime.abandon()),
+      onWindowPassed: (runtime) =>
+        void this.withLock(runtime.id, () => runtime.abandon()).catch((err: unknown) =>
+          // The sweeper finds the session again (still interrupted, window passed) and retries.
+          this.logger.warn({ err, sessionId: runtime.id }, 'abandoning a session failed'),
+        ),
     };
   }
 
@@ -129,6 +138,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
 
   /** Creates a session (row + spool) attached to `sink`, and returns `opened`. */
   async open(owner: Principal, body: OpenSession, sink: SessionSink): Promise<Opened> {
+    await this.assertDiskSpace();
     const created = await this.sessions.create(owner, body);
     const spool = await SpoolWriter.open(this.spoolPath(created.opened.sessionId));
     const runtime = new SessionRuntime(
@@ -175,6 +185,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     sink: SessionSink,
   ): Promise<Opened> {
     return this.withLock(sessionId, async () => {
+      await this.assertDiskSpace();
       const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
       const lastSeq = await runtime.attach(sink, `resumed_${sink.transport}`);
       return buildOpened(this.config, sessionId, resumeToken, lastSeq);
@@ -243,6 +254,12 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       'unknown session, bad resume token, or resume window passed',
     );
     const known = this.live.get(sessionId);
+    if (known?.failing) {
+      // Its spool just failed; it leaves `live` once the final ack is out. Resume after that.
+      throw new AppError(ErrorCode.Unavailable, 'the session is being stopped; resume again', {
+        retryAfterS: 1,
+      });
+    }
     const runtime = known ?? (await this.rehydrate(sessionId));
     if (
       !runtime ||
@@ -436,17 +453,35 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     }
   }
 
-  /** At start: recordings left unfinished by a dead process for sessions that already ended. */
+  /**
+   * At start: recordings left unfinished by a dead process for sessions that already ended, and
+   * recordings that failed because the disk was full (their spools were kept for this).
+   */
   private async recoverRecordings(): Promise<void> {
     const rows = await this.rows.query<Array<{ id: string }>>(
       `SELECT s.id FROM sessions s JOIN recordings r ON r.session_id = s.id
        WHERE s.node = $1 AND s.status IN ('closed', 'abandoned')
-         AND r.status IN ('pending', 'recording', 'finalizing')`,
+         AND (r.status IN ('pending', 'recording', 'finalizing')
+              OR (r.status = 'failed' AND r.failure_reason ~* 'ENOSPC|EDQUOT|no space left'))`,
       [this.config.NODE_ID],
     );
     for (const { id } of rows) {
       await this.finalizeFromSpool(id).catch((err: unknown) =>
         this.logger.error({ err, sessionId: id }, 'could not recover a recording'),
+      );
+    }
+  }
+
+  /**
+   * Below HEALTH_MIN_FREE_DISK_MB under DATA_DIR no session starts or resumes here (503 / 1013):
+   * it would fill the rest and stop mid-stream.
+   */
+  private async assertDiskSpace(): Promise<void> {
+    if (await this.freeSpace.low()) {
+      throw new AppError(
+        ErrorCode.InsufficientStorage,
+        'free disk space on this node is below its minimum; try again later',
+        { retryAfterS: LOW_DISK_RETRY_S },
       );
     }
   }

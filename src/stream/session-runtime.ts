@@ -3,13 +3,15 @@ import type { Logger } from '@nestjs/common';
 import type { AuditWriter } from '../audit/audit-writer.service';
 import type { AppConfig } from '../config/config';
 import { type MediaHeader, ptsPlausible, Track } from '../protocol/media-header';
+import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import type { RecordingHandle } from '../media/recording.service';
 import type { RecorderEvents } from '../media/session-recorder';
 import type { Closed, ClosedRecording, ServerMessage } from '../protocol/messages';
 import type { SessionCounts, SessionStats, SessionStore } from '../sessions/session-store.service';
 import type { SessionStatus } from '../sessions/session.types';
-import type { SpoolWriter } from '../spool/spool';
+import { isDiskFull } from '../spool/free-space';
+import { SpoolWriter } from '../spool/spool';
 
 /** The transport a session is attached to: a WebSocket connection or the HTTP fallback. */
 export interface SessionSink {
@@ -21,15 +23,23 @@ export interface SessionSink {
   send(message: ServerMessage): void;
   /** The session moved to another connection: end this one with 4009. */
   replaced(): void;
-  /** The session cannot go on here (spool failure): end with 1011 so the client resumes. */
-  failed(): void;
+  /**
+   * The session cannot go on here: end with the error's close code (1011 for a spool failure,
+   * 1013 for a full disk) so the client resumes later.
+   */
+  failed(error: AppError): void;
 }
 
 /**
  * `implausible_pts`: refused by the pts rule, not stored; the seq is still expected (the client
  * resends from it with a plausible pts), and frames after it are dropped until it comes.
+ * `stopping`: the spool just failed and the session is being stopped; the frame is not stored.
  */
-export type IngestResult = 'stored' | 'duplicate' | 'gap' | 'implausible_pts' | 'failed';
+export type IngestResult =
+  'stored' | 'duplicate' | 'gap' | 'implausible_pts' | 'failed' | 'stopping';
+
+/** Retry-After for a session stopped because the disk is full. */
+const DISK_FULL_RETRY_S = 30;
 
 /** Queued bytes after which the spool is written (not synced) early, bounding memory. */
 const EARLY_WRITE_BYTES = 4 * 1024 * 1024;
@@ -125,6 +135,8 @@ export class SessionRuntime {
   private ackTimer: NodeJS.Timeout | undefined;
   private windowTimer: NodeJS.Timeout | undefined;
   private broken = false;
+  /** The disk filled up: the final ack and 1013 are on their way. */
+  private stopping = false;
   /** Last time anything arrived, for idle HTTP-attached sessions. */
   lastActivityAt = Date.now();
 
@@ -189,6 +201,11 @@ export class SessionRuntime {
     return this.sink;
   }
 
+  /** Its spool failed: it accepts nothing more and is about to leave the registry. */
+  get failing(): boolean {
+    return this.broken;
+  }
+
   /** Highest seq durably stored. */
   get lastSeq(): number {
     return this.durableSeq;
@@ -239,7 +256,7 @@ export class SessionRuntime {
    */
   ingest(message: Buffer, header: MediaHeader): IngestResult {
     if (this.broken) {
-      return 'failed';
+      return this.stopping ? 'stopping' : 'failed';
     }
     const seq = header.seq;
     if (seq <= this.receivedSeq) {
@@ -256,7 +273,13 @@ export class SessionRuntime {
     if (header.pts > this.highestPts) {
       this.highestPts = header.pts;
     }
-    this.spool.append(message);
+    try {
+      this.spool.append(message);
+    } catch (err) {
+      // The writer failed and its rejection has not reached `fail` yet: same outcome, now.
+      this.fail(err);
+      return this.stopping ? 'stopping' : 'failed';
+    }
     this.recording?.offer(message, header);
     this.receivedSeq = seq;
     if (header.track === Track.Video) {
@@ -281,8 +304,22 @@ export class SessionRuntime {
     return 'stored';
   }
 
-  /** Makes everything accepted durable now; resolves with the durable seq. */
-  async syncNow(): Promise<number> {
+  /**
+   * Makes everything accepted durable now; resolves with the durable seq. A full disk rejects
+   * with `insufficient_storage` (503 / 1013), so callers answer it like any refusal.
+   */
+  syncNow(): Promise<number> {
+    return this.syncSpool().catch((err: unknown) => {
+      this.fail(err);
+      throw isDiskFull(err)
+        ? new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
+            retryAfterS: DISK_FULL_RETRY_S,
+          })
+        : err;
+    });
+  }
+
+  private async syncSpool(): Promise<number> {
     // The sync covers exactly what was appended before it starts: that is what becomes stored.
     const target = this.receivedSeq;
     const { video, audio, bytes } = this.accepted;
@@ -319,7 +356,7 @@ export class SessionRuntime {
     this.ackTimer = undefined;
     this.framesSinceAck = 0;
     this.lastAckAt = Date.now();
-    this.syncNow().then(
+    this.syncSpool().then(
       (durable) => {
         const sink = this.sink;
         if (sink && durable > this.ackedSeq) {
@@ -371,11 +408,12 @@ export class SessionRuntime {
     clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     try {
-      await this.syncNow();
+      await this.syncSpool();
     } catch (err) {
       this.fail(err);
     }
-    if (this.status === 'open') {
+    // A full disk moves the session to interrupted itself, after its final ack.
+    if (this.status === 'open' && !this.stopping) {
       this.status = 'interrupted';
       await this.deps.store.transition(this.id, ['open'], 'interrupted', cause);
       this.startWindow(this.deps.config.RESUME_WINDOW_MS);
@@ -455,19 +493,102 @@ export class SessionRuntime {
     this.windowTimer.unref();
   }
 
-  /** A spool write failed: nothing more is accepted here; the client resumes elsewhere or later. */
+  /**
+   * A spool write failed: nothing more is accepted here; the client resumes elsewhere or later.
+   * The recorder stops (a resume or the abandonment rebuilds the recording from the spool).
+   */
   private fail(err: unknown): void {
     if (this.broken) {
       return;
     }
     this.broken = true;
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    this.recording?.abort();
+    if (isDiskFull(err)) {
+      this.stopping = true;
+      void this.stopOnFullDisk(err);
+      return;
+    }
     this.deps.logger.error({ err, sessionId: this.id }, 'session spool failed');
     const sink = this.sink;
     this.sink = null;
-    sink?.failed();
+    sink?.failed(new AppError(ErrorCode.Internal, 'session storage failed'));
     void this.spool.close().catch(() => undefined);
-    this.recording?.abort();
     this.deps.onEnded(this);
+  }
+
+  /**
+   * The disk is full. A failed spool writer cannot say what reached the disk, so the spool is
+   * reopened: its scan keeps the intact records (a torn tail is cut) and makes them durable. The
+   * client gets `flow`, a final ack of exactly those records, and 1013; the session becomes
+   * `interrupted`, its spool stays, and a resume (once there is space) rehydrates it from the
+   * spool. Nothing of this takes the process down.
+   */
+  private async stopOnFullDisk(err: unknown): Promise<void> {
+    this.deps.logger.warn({ err, sessionId: this.id }, 'disk full: session stopped, spool kept');
+    const sink = this.sink;
+    sink?.send({ type: 'flow', maxFps: 0, reason: ErrorCode.InsufficientStorage });
+    let stored = this.durableSeq;
+    try {
+      await this.spool.close().catch(() => undefined);
+      const reopened = await SpoolWriter.open(this.spool.path);
+      await reopened.close();
+      // Frames accepted after the last intact record are gone: count what the spool holds.
+      const held = reopened.recovered;
+      stored = held.lastSeq;
+      this.countRejectedUpTo(stored);
+      this.rejectedAhead.length = 0;
+      this.stored = {
+        video: held.records - held.audioRecords,
+        audio: held.audioRecords,
+        bytes: held.messageBytes,
+      };
+      this.rejectedFrames = Math.min(this.rejectedFrames, this.stored.video);
+      this.receivedSeq = stored;
+      this.dirty = true;
+    } catch (reopenErr) {
+      // Only what an fdatasync confirmed is known to be stored.
+      this.deps.logger.error(
+        { err: reopenErr, sessionId: this.id },
+        'spool could not be reopened after a full disk',
+      );
+    }
+    this.durableSeq = stored;
+    if (sink && this.sink === sink) {
+      this.sink = null;
+      // Always sent, even when it repeats the last ack: the client learns where it stands
+      // between the `flow` and the close.
+      this.ackedSeq = Math.max(this.ackedSeq, stored);
+      sink.ack(stored);
+      sink.failed(
+        new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
+          retryAfterS: DISK_FULL_RETRY_S,
+        }),
+      );
+    }
+    try {
+      const stats = this.takeStats();
+      if (stats) {
+        await this.deps.store.saveStats([stats]);
+      }
+      if (this.status === 'open') {
+        this.status = 'interrupted';
+        await this.deps.store.transition(this.id, ['open'], 'interrupted', 'insufficient_storage');
+      }
+      this.event('detached', sink?.connectionId ?? null, {
+        transport: sink?.transport ?? null,
+        cause: 'insufficient_storage',
+        lastSeq: stored,
+      });
+    } catch (storeErr) {
+      this.deps.logger.warn(
+        { err: storeErr, sessionId: this.id },
+        'counters or status not saved after a full disk; a resume or restart does it',
+      );
+    } finally {
+      this.deps.onEnded(this);
+    }
   }
 
   private event(type: string, connectionId: string | null, detail: Record<string, unknown>): void {

@@ -121,6 +121,7 @@ export class StreamConnection implements SessionSink {
     } else if (result === 'failed') {
       this.end(CloseCode.Internal, 'internal_error', 'session storage failed');
     }
+    // 'stopping': the disk is full; the runtime sends the final ack and 1013 itself.
   }
 
   /** Token bucket for control messages: CONTROL_MESSAGES_PER_SEC, bursts up to one second's worth. */
@@ -238,9 +239,10 @@ export class StreamConnection implements SessionSink {
     this.end(CloseCode.Replaced, 'replaced', 'session resumed on another connection');
   }
 
-  failed(): void {
+  failed(error: AppError): void {
     this.runtime = null;
-    this.end(CloseCode.Internal, 'internal_error', 'session storage failed');
+    const code = closeCodeOf(error.code) ?? CloseCode.Internal;
+    this.end(code, reasonFor(code), error.message);
   }
 
   /** Starts the close handshake; a peer that does not answer is cut off after a grace period. */
@@ -359,6 +361,8 @@ function reasonFor(code: CloseCode): CloseReason {
       return 'internal_error';
     case CloseCode.Restart:
       return 'server_shutdown';
+    case CloseCode.TryAgainLater:
+      return 'insufficient_storage';
     case CloseCode.Protocol:
       return 'protocol_error';
     case CloseCode.TokenExpired:

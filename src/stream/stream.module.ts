@@ -3,6 +3,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { AuthModule } from '../auth/auth.module';
 import { MediaModule } from '../media/media.module';
 import { SessionsModule } from '../sessions/sessions.module';
+import { FreeSpace } from '../spool/free-space';
 import { ChannelQuotaEntity } from './channel-quota.entity';
 import { DrainService } from './drain.service';
 import { FallbackController } from './fallback.controller';
@@ -28,6 +29,7 @@ import { StreamGateway } from './stream.gateway';
     SessionRegistry,
     StreamConnections,
     DrainService,
+    FreeSpace,
   ],
   exports: [SessionRegistry, DrainService, QuotaService, StreamConnections],
 })
