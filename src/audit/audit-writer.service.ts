@@ -10,7 +10,12 @@ import { join } from 'node:path';
 import { DataSource, type EntityManager } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { AuditJournal } from './audit-journal';
-import type { AuditRecord, ConnectionAuditRecord, SessionEventRecord } from './audit.types';
+import type {
+  AuditRecord,
+  ConnectionAuditRecord,
+  NodeEventRecord,
+  SessionEventRecord,
+} from './audit.types';
 
 /** Postgres' limit on bind parameters in one statement. */
 const MAX_PARAMS = 65_535;
@@ -86,6 +91,13 @@ const SESSION_EVENT: InsertShape<SessionEventRecord> = {
   columns: 6,
   onConflict: 'ON CONFLICT (id) DO NOTHING',
   values: (r) => [r.id, r.sessionId, r.at, r.type, r.connectionId, JSON.stringify(r.detail)],
+};
+
+const NODE_EVENT: InsertShape<NodeEventRecord> = {
+  into: 'node_events (id, at, node, type, detail)',
+  columns: 5,
+  onConflict: 'ON CONFLICT (id) DO NOTHING',
+  values: (r) => [r.id, r.at, r.node, r.type, JSON.stringify(r.detail)],
 };
 
 async function insertAll<R>(em: EntityManager, shape: InsertShape<R>, rows: R[]): Promise<void> {
@@ -325,6 +337,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     // DO UPDATE may not touch a row twice in one statement: the last close of an id wins.
     const closes = new Map<string, ConnectionAuditRecord>();
     const events: SessionEventRecord[] = [];
+    const nodeEvents: NodeEventRecord[] = [];
     for (const r of records) {
       switch (r.kind) {
         case 'connection':
@@ -337,12 +350,16 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
         case 'session_event':
           events.push(r);
           break;
+        case 'node_event':
+          nodeEvents.push(r);
+          break;
       }
     }
     await this.dataSource.transaction(async (em) => {
       await insertAll(em, CONNECTION_OPEN, opens);
       await insertAll(em, CONNECTION_CLOSE, [...closes.values()]);
       await insertAll(em, SESSION_EVENT, events);
+      await insertAll(em, NODE_EVENT, nodeEvents);
     });
   }
 

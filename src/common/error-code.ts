@@ -15,6 +15,8 @@ export enum ErrorCode {
   NodeFull = 'node_full',
   Draining = 'draining',
   Unavailable = 'unavailable',
+  /** Postgres is down or unreachable (restarting); retry after `Retry-After`. */
+  DatabaseUnavailable = 'database_unavailable',
   Internal = 'internal_error',
   /** Stream protocol violation (bad header, unknown type, invalid JSON, seq gap). */
   ProtocolError = 'protocol_error',
@@ -59,6 +61,7 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.NodeFull:
     case ErrorCode.Draining:
     case ErrorCode.Unavailable:
+    case ErrorCode.DatabaseUnavailable:
       return 503;
     case ErrorCode.Internal:
       return 500;
@@ -79,6 +82,8 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
       return CloseCode.TooLarge;
     case ErrorCode.Draining:
       return CloseCode.Restart;
+    case ErrorCode.DatabaseUnavailable:
+      return CloseCode.TryAgainLater;
     case ErrorCode.Internal:
     case ErrorCode.Unavailable:
       return CloseCode.Internal;

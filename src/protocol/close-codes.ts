@@ -8,6 +8,8 @@ export enum CloseCode {
   Internal = 1011,
   /** Server restarting or draining: resume, possibly on another node. */
   Restart = 1012,
+  /** Try again later: the database is unavailable (restarting); resume or open again with backoff. */
+  TryAgainLater = 1013,
   /** Protocol error: bad header, unknown type, invalid JSON, seq gap, media before open. */
   Protocol = 4000,
   /** Access token expired without `auth`. */
@@ -38,4 +40,5 @@ export type CloseReason =
   | 'replaced'
   | 'quota_exceeded'
   | 'server_shutdown'
+  | 'database_unavailable'
   | 'internal_error';

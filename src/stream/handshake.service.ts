@@ -6,7 +6,7 @@ import type { AuditOutcome } from '../audit/audit.types';
 import { hasScope, type Principal } from '../auth/scopes';
 import { TicketsService } from '../auth/tickets.service';
 import { TokenVerifier } from '../auth/token-verifier.service';
-import { AppError } from '../common/app-error';
+import { AppError, asAppError } from '../common/app-error';
 import { ErrorCode, httpStatusOf } from '../common/error-code';
 import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-address';
 import { APP_CONFIG, type AppConfig } from '../config/config';
@@ -204,11 +204,12 @@ function quotaRejection(verdict: {
 
 /** A failure that is not about the credentials (the database is down) is a 503, not a 401. */
 function toAuthError(err: unknown): AppError {
-  return err instanceof AppError
-    ? err
-    : new AppError(ErrorCode.Unavailable, 'credentials cannot be checked right now', {
+  const error = asAppError(err);
+  return error.code === ErrorCode.Internal
+    ? new AppError(ErrorCode.Unavailable, 'credentials cannot be checked right now', {
         retryAfterS: 5,
-      });
+      })
+    : error;
 }
 
 function offersSubprotocol(req: IncomingMessage): boolean {

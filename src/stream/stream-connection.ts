@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws';
 import type { AuditWriter } from '../audit/audit-writer.service';
 import type { Principal } from '../auth/scopes';
 import type { TokenVerifier } from '../auth/token-verifier.service';
-import { AppError } from '../common/app-error';
+import { AppError, asAppError } from '../common/app-error';
 import { closeCodeOf, ErrorCode } from '../common/error-code';
 import type { AppConfig } from '../config/config';
 import { CloseCode, type CloseReason } from '../protocol/close-codes';
@@ -203,10 +203,14 @@ export class StreamConnection implements SessionSink {
 
   /** Reports a handler error: recoverable ones as `error`, the rest close the connection. */
   reportError(err: unknown): void {
-    const appError =
-      err instanceof AppError ? err : new AppError(ErrorCode.Internal, 'internal error');
-    if (!(err instanceof AppError)) {
+    const appError = asAppError(err);
+    if (appError.code === ErrorCode.Internal) {
       this.deps.logger.error({ err, connectionId: this.connectionId }, 'stream handler failed');
+    } else if (appError.code === ErrorCode.DatabaseUnavailable) {
+      this.deps.logger.warn(
+        { err: err instanceof Error ? err.message : String(err), connectionId: this.connectionId },
+        'database unavailable under a stream handler',
+      );
     }
     const code = closeCodeOf(appError.code);
     if (code === null) {
@@ -352,6 +356,8 @@ function reasonFor(code: CloseCode): CloseReason {
       return 'internal_error';
     case CloseCode.Restart:
       return 'server_shutdown';
+    case CloseCode.TryAgainLater:
+      return 'database_unavailable';
     case CloseCode.Protocol:
       return 'protocol_error';
     case CloseCode.TokenExpired:
