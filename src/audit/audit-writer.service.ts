@@ -8,6 +8,7 @@ import {
 } from '@nestjs/common';
 import { join } from 'node:path';
 import { DataSource, type EntityManager } from 'typeorm';
+import { withDeadline } from '../common/deadline';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { AuditJournal } from './audit-journal';
 import type {
@@ -143,6 +144,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
   private buffer: AuditRecord[] = [];
   /** Records taken by the flush in progress: neither buffered nor journaled, yet not written. */
   private inFlight = 0;
+  private inFlightBatch: AuditRecord[] | null = null;
   /** Buffer length at which record() spills to the journal; raised after a failed spill. */
   private spillAt: number;
   private flushScheduled = false;
@@ -187,12 +189,18 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     }
   }
 
-  /** The final flush; a replay in progress stops at the next file, so a backlog cannot hold it up. */
+  /**
+   * The final flush; a replay in progress stops at the next file, so a backlog cannot hold it up,
+   * and a database that does not answer holds it up for a quarter of the shutdown budget at most.
+   */
   async beforeApplicationShutdown(): Promise<void> {
     clearInterval(this.flushTimer);
     clearInterval(this.replayTimer);
     this.phase = 'stopping';
-    await this.flushNow();
+    const budget = Math.floor(this.config.SHUTDOWN_TIMEOUT_MS / 4);
+    if ((await withDeadline(this.flushNow(), budget, 'timeout')) === 'timeout') {
+      this.logger.warn(`final audit flush still waiting on Postgres after ${budget} ms`);
+    }
   }
 
   /**
@@ -201,8 +209,13 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
    */
   onApplicationShutdown(): void {
     this.phase = 'closed';
-    const rest = this.buffer;
+    // A write still waiting on Postgres may never land: its records go to the journal as well
+    // (every write is an idempotent upsert, so landing twice is harmless).
+    const rest = (this.inFlightBatch ?? []).concat(this.buffer);
     this.buffer = [];
+    if (rest.length > 0) {
+      this.logger.warn(`${rest.length} audit records journaled at shutdown for the next start`);
+    }
     this.toJournal(rest);
   }
 
@@ -257,6 +270,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     this.flushScheduled = false;
     if (batch.length > 0 && this.journal.isEmpty()) {
       this.inFlight = batch.length;
+      this.inFlightBatch = batch;
       try {
         await this.write(batch);
         return;
@@ -264,6 +278,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
         this.useJournal(`Postgres write failed: ${describe(err)}`);
       } finally {
         this.inFlight = 0;
+        this.inFlightBatch = null;
       }
       // No replay now: it would fail the same way; the replay timer retries.
       this.toJournal(batch);

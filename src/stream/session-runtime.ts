@@ -358,6 +358,11 @@ export class SessionRuntime {
     };
   }
 
+  /** The counters taken by a write that failed: the next flush writes them again. */
+  markDirty(): void {
+    this.dirty = true;
+  }
+
   private async end(status: 'closed' | 'abandoned', cause: string): Promise<void> {
     clearTimeout(this.ackTimer);
     clearTimeout(this.windowTimer);
