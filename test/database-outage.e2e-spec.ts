@@ -9,7 +9,7 @@ import { testDir } from './support/dirs';
 import { jpegFrames } from './support/media';
 import { PgProcess } from './support/pg-process';
 import { ServiceProcess } from './support/service-process';
-import { StreamClient } from './support/stream-client';
+import { rejectedHandshake, StreamClient } from './support/stream-client';
 import { hsToken, TEST_SECRET } from './support/tokens';
 import { waitFor } from './support/wait';
 
@@ -109,6 +109,9 @@ describe('embedded Postgres outages', () => {
       await a.acksUntil(20);
       await b.acksUntil(20);
 
+      const { body: minted } = await call<{ ticket: string }>(url, 'POST', '/v1/tickets', {
+        token,
+      });
       blocked = await killPostgres();
 
       // Streams already open keep acking: the ack path does not touch the database.
@@ -125,6 +128,10 @@ describe('embedded Postgres outages', () => {
       const httpOpen = await call(url, 'POST', '/v1/sessions', { token, body: video });
       expect(httpOpen.status).toBe(503);
       expect(httpOpen.headers.get('retry-after')).not.toBeNull();
+      const redeemed = await rejectedHandshake(url, { ticket: minted.ticket });
+      expect(redeemed.status).toBe(503);
+      expect(redeemed.body.error).toBe('database_unavailable');
+      expect(redeemed.headers['retry-after']).toBeDefined();
       const refused = await StreamClient.connect(url, { token });
       refused.send({ type: 'open', ...video });
       expect((await refused.closed).code).toBe(1013);

@@ -6,6 +6,8 @@ export const AUDIT_OUTCOMES = [
   'rejected_quota',
   'rejected_draining',
   'rejected_protocol',
+  /** The database (or another dependency of the check) was unavailable: 503, retry later. */
+  'rejected_unavailable',
 ] as const;
 export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];
 
