@@ -52,7 +52,12 @@ export async function startApp(env: Record<string, string | undefined>): Promise
       onEvent: (event) => outages.on(event),
     });
     // Registered first, so it runs last: the drain and the final flushes still need the database.
-    cleanups.push(() => database.stop());
+    cleanups.push(async () => {
+      await database.stop();
+      if (database.embedded) {
+        logger.info('embedded Postgres stopped');
+      }
+    });
     if (database.embedded) {
       logger.info({ dataDir: config.DATA_DIR }, 'embedded Postgres started');
     }

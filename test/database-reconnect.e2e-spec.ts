@@ -101,5 +101,5 @@ describe('external database going away and coming back', () => {
       [opened.sessionId],
     );
     expect(row.rows).toEqual([{ last_seq: '30', video_frames: '30' }]);
-  });
+  }, 300_000);
 });
