@@ -301,6 +301,24 @@ describe('embedded Postgres outages', () => {
     }
     expect(postgresProcessesIn(clusterDir)).toEqual([]);
   }, 300_000);
+
+  it('does not let its Postgres outlive it: after a kill -9 of the service the watchdog stops it', async () => {
+    const service = startService();
+    await service.listening(120_000);
+    const { pid } = postmaster();
+    expect(postgresProcessesIn(clusterDir)).toContain(pid);
+    expect((await service.stop('SIGKILL')).code).toBe(null);
+    await waitFor(
+      () => postgresProcessesIn(clusterDir).length === 0,
+      60_000,
+      'no Postgres process left on the DATA_DIR',
+    );
+    // The next start finds the stale lock and a stopped cluster, and starts normally.
+    const next = startService();
+    await next.listening(120_000);
+    expect((await next.stop('SIGTERM')).code).toBe(0);
+    expect(postgresProcessesIn(clusterDir)).toEqual([]);
+  }, 300_000);
 });
 
 function closeServer(server: Server): Promise<void> {
