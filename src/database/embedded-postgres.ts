@@ -111,7 +111,15 @@ export async function startEmbeddedPostgres(
     binary: join(postgresBinaries(), 'postgres'),
     clusterDir,
     port,
-    flags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    // English messages whatever the cluster's locale: readiness is read from the log.
+    flags: [
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'unix_socket_directories=',
+      '-c',
+      'lc_messages=C',
+    ],
     runAs: process.getuid?.() === 0 ? postgresUserIds() : undefined,
     onLog: log,
     onEvent: (event) => options.onEvent?.(event),

@@ -101,6 +101,8 @@ export class PostgresSupervisor {
       env: { ...process.env, LC_MESSAGES: 'C' },
     });
     this.child = child;
+    // From the start: a service that dies while Postgres is still starting must not leave it.
+    this.startWatchdog(child);
     return new Promise<void>((resolve, reject) => {
       let ready = false;
       let tail = '';
@@ -118,7 +120,6 @@ export class PostgresSupervisor {
         if (!ready && chunk.includes(READY_LINE)) {
           ready = true;
           clearTimeout(timer);
-          this.startWatchdog(child);
           resolve();
         }
       });
@@ -173,6 +174,9 @@ export class PostgresSupervisor {
       // A postmaster killed with -9 leaves its children for a moment; they hold the shared memory
       // that a new postmaster refuses to start beside.
       await killStragglers(this.options.clusterDir);
+      if (this.stopping) {
+        return;
+      }
       await this.spawnPostmaster();
     } catch (err) {
       const retryInMs = Math.min(lastDelayMs * 2, RESTART_MAX_MS);
