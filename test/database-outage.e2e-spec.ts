@@ -318,7 +318,8 @@ describe('embedded Postgres outages', () => {
     // The next start finds the stale lock and a stopped cluster, and starts normally.
     const next = startService();
     await next.listening(120_000);
-    expect((await next.stop('SIGTERM')).code).toBe(0);
+    const exit = await next.stop('SIGTERM');
+    expect({ code: exit.code, stderr: exit.stderr }).toEqual({ code: 0, stderr: '' });
     expect(postgresProcessesIn(clusterDir)).toEqual([]);
   }, 300_000);
 });

@@ -38,10 +38,11 @@ export interface PostgresSupervisorOptions {
  * stops it itself, last. When the postmaster dies unexpectedly (kill -9, OOM killer), it is
  * restarted with backoff until it runs again or stop() is called.
  *
- * A postmaster must not outlive the service: a watchdog shell in the postmaster's group holds a
- * pipe from us and shuts the postmaster down (SIGINT, fast shutdown) when that pipe closes, which
- * happens however the service ends, kill -9 included. Should the watchdog itself be killed, the next
- * start on the DATA_DIR takes the orphan over (stopOrphan).
+ * A postmaster must not outlive the service: a watchdog shell, in a process group of its own too,
+ * holds a pipe from us and shuts the postmaster down (SIGINT, fast shutdown) when that pipe
+ * closes, which happens however the service ends, kill -9 included. Should the watchdog itself be
+ * killed, the next start on the DATA_DIR takes the orphan over (stopOrphan). Detected by the
+ * child's exit event: no polling is needed while the postmaster is our child.
  */
 export class PostgresSupervisor {
   private child: ChildProcess | null = null;
@@ -179,6 +180,10 @@ export class PostgresSupervisor {
       }
       await this.spawnPostmaster();
     } catch (err) {
+      if (this.stopping) {
+        // stop() shut down the postmaster it found starting: not a failed restart.
+        return;
+      }
       const retryInMs = Math.min(lastDelayMs * 2, RESTART_MAX_MS);
       this.options.onEvent?.({
         type: 'restart_failed',
@@ -207,7 +212,7 @@ export class PostgresSupervisor {
 
   /**
    * `read` returns when our end of its stdin closes, that is when this process is gone, however
-   * it ended; then the postmaster gets SIGINT. The watchdog is in the postmaster's process group.
+   * it ended; then the postmaster gets SIGINT. Its own process group keeps Ctrl-C away from it.
    */
   private startWatchdog(child: ChildProcess): void {
     this.stopWatchdog();

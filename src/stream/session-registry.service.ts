@@ -74,7 +74,12 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
           this.live.delete(runtime.id);
         }
       },
-      onWindowPassed: (runtime) => void this.withLock(runtime.id, () => runtime.abandon()),
+      // The database may be down when a window passes: not fatal; the row stays interrupted and
+      // the next start ends the session.
+      onWindowPassed: (runtime) =>
+        void this.withLock(runtime.id, () => runtime.abandon()).catch((err: unknown) =>
+          this.logger.warn({ err, sessionId: runtime.id }, 'abandon deferred'),
+        ),
     };
   }
 
@@ -90,7 +95,10 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     this.statsTimer.unref();
     this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
-    void this.recoverRecordings();
+    // A database that goes away meanwhile must not take the process down: the next start retries.
+    void this.recoverRecordings().catch((err: unknown) =>
+      this.logger.warn({ err }, 'recovery of unfinished recordings deferred to the next start'),
+    );
   }
 
   /**
