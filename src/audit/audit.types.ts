@@ -6,6 +6,8 @@ export const AUDIT_OUTCOMES = [
   'rejected_quota',
   'rejected_draining',
   'rejected_protocol',
+  /** The database (or another dependency of the check) was unavailable: 503, retry later. */
+  'rejected_unavailable',
 ] as const;
 export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];
 
@@ -58,4 +60,17 @@ export interface SessionEventRecord {
   detail: Record<string, unknown>;
 }
 
-export type AuditRecord = ConnectionAuditRecord | SessionEventRecord;
+/** Something that happened to the node itself, e.g. its embedded database died and came back. */
+export interface NodeEventRecord {
+  kind: 'node_event';
+  id: string;
+  at: Date;
+  node: string;
+  type: NodeEventType;
+  detail: Record<string, unknown>;
+}
+
+/** `database_down`: the embedded postmaster exited; `database_up`: it runs again. */
+export type NodeEventType = 'database_down' | 'database_up';
+
+export type AuditRecord = ConnectionAuditRecord | SessionEventRecord | NodeEventRecord;

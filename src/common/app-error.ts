@@ -1,3 +1,4 @@
+import { DATABASE_RETRY_AFTER_S, isDatabaseUnavailable } from './database-error';
 import { ErrorCode, httpStatusOf } from './error-code';
 
 export interface FieldProblem {
@@ -26,4 +27,20 @@ export interface ErrorBody {
   error: ErrorCode;
   message: string;
   fields?: FieldProblem[];
+}
+
+/**
+ * The AppError of anything a handler threw: itself when it is one, `database_unavailable` (503,
+ * 1013, with Retry-After) when the database cannot be reached, otherwise `internal_error`.
+ */
+export function asAppError(err: unknown): AppError {
+  if (err instanceof AppError) {
+    return err;
+  }
+  if (isDatabaseUnavailable(err)) {
+    return new AppError(ErrorCode.DatabaseUnavailable, 'the database is unavailable; retry later', {
+      retryAfterS: DATABASE_RETRY_AFTER_S,
+    });
+  }
+  return new AppError(ErrorCode.Internal, 'internal error');
 }

@@ -17,6 +17,8 @@ export enum ErrorCode {
   Unavailable = 'unavailable',
   /** Free disk space under DATA_DIR is below HEALTH_MIN_FREE_DISK_MB, or a spool write hit ENOSPC. */
   InsufficientStorage = 'insufficient_storage',
+  /** Postgres is down or unreachable (restarting); retry after `Retry-After`. */
+  DatabaseUnavailable = 'database_unavailable',
   Internal = 'internal_error',
   /** Stream protocol violation (bad header, unknown type, invalid JSON, seq gap). */
   ProtocolError = 'protocol_error',
@@ -62,6 +64,7 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.Draining:
     case ErrorCode.Unavailable:
     case ErrorCode.InsufficientStorage:
+    case ErrorCode.DatabaseUnavailable:
       return 503;
     case ErrorCode.Internal:
       return 500;
@@ -82,6 +85,8 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
       return CloseCode.TooLarge;
     case ErrorCode.Draining:
       return CloseCode.Restart;
+    case ErrorCode.DatabaseUnavailable:
+      return CloseCode.TryAgainLater;
     case ErrorCode.Internal:
     case ErrorCode.Unavailable:
       return CloseCode.Internal;

@@ -6,7 +6,7 @@ import {
   Logger,
 } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { AppError, type ErrorBody } from './app-error';
+import { AppError, asAppError, type ErrorBody } from './app-error';
 import { ErrorCode } from './error-code';
 
 /** Maps every error thrown on an HTTP route to `{error, message}` with the right status. */
@@ -28,6 +28,11 @@ export class HttpExceptionFilter implements ExceptionFilter {
       this.logger.error(
         { err: exception, method: req.method, path: req.path },
         'unhandled error on an HTTP route',
+      );
+    } else if (error.code === ErrorCode.DatabaseUnavailable) {
+      this.logger.warn(
+        { err: messageOfUnknown(exception), method: req.method, path: req.path },
+        'database unavailable under an HTTP route',
       );
     }
     if (res.headersSent) {
@@ -81,7 +86,11 @@ export function toAppError(exception: unknown): AppError {
           : (exception as Error).message;
     return new AppError(codeForStatus(status), message);
   }
-  return new AppError(ErrorCode.Internal, 'internal error');
+  return asAppError(exception);
+}
+
+function messageOfUnknown(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 function codeForStatus(status: number): ErrorCode {

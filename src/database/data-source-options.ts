@@ -1,6 +1,7 @@
 import type { DataSourceOptions } from 'typeorm';
 import { MIGRATIONS } from '../../migrations';
 import { ConnectionAuditEntity } from '../audit/connection-audit.entity';
+import { NodeEventEntity } from '../audit/node-event.entity';
 import { SessionEventEntity } from '../audit/session-event.entity';
 import { TicketEntity } from '../auth/ticket.entity';
 import { RecordingEntity } from '../media/recording.entity';
@@ -13,6 +14,7 @@ export const ENTITIES = [
   SessionMessageEntity,
   SessionEventEntity,
   ConnectionAuditEntity,
+  NodeEventEntity,
   RecordingEntity,
   TicketEntity,
   ChannelQuotaEntity,

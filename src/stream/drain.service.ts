@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { withDeadline } from '../common/deadline';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { HandshakeService } from './handshake.service';
 import { HTTP_SINK } from './fallback.controller';
@@ -38,7 +39,18 @@ export class DrainService {
         await this.registry.detach(runtime, HTTP_SINK, 'server_shutdown').catch(() => undefined);
       }
     }
-    await this.registry.flushStats();
+    // Bounded: a database that does not answer must not hold up the rest of the shutdown.
+    const unsaved = await withDeadline(
+      this.registry.flushStats(),
+      Math.floor(this.config.SHUTDOWN_TIMEOUT_MS / 4),
+      'timeout' as const,
+    );
+    if (unsaved !== 0) {
+      this.logger.warn(
+        { sessions: unsaved === 'timeout' ? 'unknown' : unsaved },
+        'session counters not saved at shutdown (database unavailable): deferred to the next start',
+      );
+    }
     this.logger.log({ connections, ms: Date.now() - started }, 'drained');
   }
 }

@@ -6,7 +6,7 @@ import type { AuditOutcome } from '../audit/audit.types';
 import { hasScope, type Principal } from '../auth/scopes';
 import { TicketsService } from '../auth/tickets.service';
 import { TokenVerifier } from '../auth/token-verifier.service';
-import { AppError } from '../common/app-error';
+import { AppError, asAppError } from '../common/app-error';
 import { ErrorCode, httpStatusOf } from '../common/error-code';
 import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-address';
 import { APP_CONFIG, type AppConfig } from '../config/config';
@@ -103,8 +103,7 @@ export class HandshakeService {
       this.record(base, principal, 'accepted', null);
       return { ok: true, accepted };
     } catch (err) {
-      const rejection =
-        err instanceof Rejection ? err : new Rejection('rejected_auth', toAuthError(err));
+      const rejection = err instanceof Rejection ? err : authRejection(err);
       this.record(base, principal, rejection.outcome, rejection.error.code);
       const headers: Record<string, string> = {};
       if (rejection.error.code === ErrorCode.InvalidToken) {
@@ -202,13 +201,24 @@ function quotaRejection(verdict: {
   );
 }
 
-/** A failure that is not about the credentials (the database is down) is a 503, not a 401. */
-function toAuthError(err: unknown): AppError {
-  return err instanceof AppError
-    ? err
-    : new AppError(ErrorCode.Unavailable, 'credentials cannot be checked right now', {
+/**
+ * A failure that is not about the credentials (the database is down, a ticket cannot be redeemed)
+ * is a 503 with Retry-After, audited `rejected_unavailable`, not a 401.
+ */
+function authRejection(err: unknown): Rejection {
+  const error = asAppError(err);
+  if (error.code === ErrorCode.Internal) {
+    return new Rejection(
+      'rejected_unavailable',
+      new AppError(ErrorCode.Unavailable, 'credentials cannot be checked right now', {
         retryAfterS: 5,
-      });
+      }),
+    );
+  }
+  return new Rejection(
+    error.code === ErrorCode.DatabaseUnavailable ? 'rejected_unavailable' : 'rejected_auth',
+    error,
+  );
 }
 
 function offersSubprotocol(req: IncomingMessage): boolean {

@@ -222,9 +222,12 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     return this.withLock(runtime.id, () => runtime.detach(sink, cause));
   }
 
-  /** Writes the counters of every session that changed since the last write, in one statement. */
-  flushStats(): Promise<void> {
-    this.statsWrite = this.statsWrite.then(async () => {
+  /**
+   * Writes the counters of every session that changed since the last write, in one statement.
+   * Resolves with the number of sessions whose counters could not be written (they stay dirty).
+   */
+  flushStats(): Promise<number> {
+    const write = this.statsWrite.then(async () => {
       const rows = [];
       for (const runtime of this.live.values()) {
         const stats = runtime.takeStats();
@@ -234,14 +237,17 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       }
       try {
         await this.store.saveStats(rows);
+        return 0;
       } catch (err) {
         this.logger.warn({ err }, 'session counters not saved; retrying on the next flush');
         for (const row of rows) {
           this.live.get(row.id)?.statsNotSaved();
         }
+        return rows.length;
       }
     });
-    return this.statsWrite;
+    this.statsWrite = write.then(() => undefined);
+    return write;
   }
 
   private async runtimeFor(

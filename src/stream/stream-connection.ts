@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws';
 import type { AuditWriter } from '../audit/audit-writer.service';
 import type { Principal } from '../auth/scopes';
 import type { TokenVerifier } from '../auth/token-verifier.service';
-import { AppError } from '../common/app-error';
+import { AppError, asAppError } from '../common/app-error';
 import { closeCodeOf, ErrorCode } from '../common/error-code';
 import type { AppConfig } from '../config/config';
 import { CloseCode, type CloseReason } from '../protocol/close-codes';
@@ -211,17 +211,21 @@ export class StreamConnection implements SessionSink {
 
   /** Reports a handler error: recoverable ones as `error`, the rest close the connection. */
   reportError(err: unknown): void {
-    const appError =
-      err instanceof AppError ? err : new AppError(ErrorCode.Internal, 'internal error');
-    if (!(err instanceof AppError)) {
+    const appError = asAppError(err);
+    if (appError.code === ErrorCode.Internal) {
       this.deps.logger.error({ err, connectionId: this.connectionId }, 'stream handler failed');
+    } else if (appError.code === ErrorCode.DatabaseUnavailable) {
+      this.deps.logger.warn(
+        { err: err instanceof Error ? err.message : String(err), connectionId: this.connectionId },
+        'database unavailable under a stream handler',
+      );
     }
     const code = closeCodeOf(appError.code);
     if (code === null) {
       this.send({ type: 'error', code: appError.code, message: appError.message });
       return;
     }
-    this.end(code, reasonFor(code), appError.message);
+    this.end(code, reasonFor(code, appError.code), appError.message);
   }
 
   // SessionSink
@@ -242,7 +246,7 @@ export class StreamConnection implements SessionSink {
   failed(error: AppError): void {
     this.runtime = null;
     const code = closeCodeOf(error.code) ?? CloseCode.Internal;
-    this.end(code, reasonFor(code), error.message);
+    this.end(code, reasonFor(code, error.code), error.message);
   }
 
   /** Starts the close handshake; a peer that does not answer is cut off after a grace period. */
@@ -351,7 +355,8 @@ export class StreamConnection implements SessionSink {
   }
 }
 
-function reasonFor(code: CloseCode): CloseReason {
+/** The audit reason of a close code; `error` is the error behind it, when there is one. */
+function reasonFor(code: CloseCode, error?: ErrorCode): CloseReason {
   switch (code) {
     case CloseCode.Normal:
       return 'normal';
@@ -362,7 +367,10 @@ function reasonFor(code: CloseCode): CloseReason {
     case CloseCode.Restart:
       return 'server_shutdown';
     case CloseCode.TryAgainLater:
-      return 'insufficient_storage';
+      // Two causes share 1013; the audit names which.
+      return error === ErrorCode.InsufficientStorage
+        ? 'insufficient_storage'
+        : 'database_unavailable';
     case CloseCode.Protocol:
       return 'protocol_error';
     case CloseCode.TokenExpired:

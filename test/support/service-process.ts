@@ -21,11 +21,20 @@ export class ServiceProcess {
   stderr = '';
   private readonly exited: Promise<ServiceExit>;
 
-  constructor(env: Record<string, string | undefined>, cwd: string) {
+  /**
+   * `detached`: the service leads its own process group, as a shell's foreground job does, so a
+   * test can send a signal to the whole group (`process.kill(-pid, …)`) as Ctrl-C does.
+   */
+  constructor(
+    env: Record<string, string | undefined>,
+    cwd: string,
+    options: { detached?: boolean } = {},
+  ) {
     this.child = spawn(process.execPath, ['-r', TS_NODE, join(ROOT, 'src/main.ts')], {
       cwd,
       env: { PATH: process.env.PATH, TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: options.detached ?? false,
     });
     this.child.stdout?.on('data', (d: Buffer) => (this.stdout += d.toString()));
     this.child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
