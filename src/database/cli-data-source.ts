@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { DataSource } from 'typeorm';
-import { loadConfig } from '../config/config';
+import { loadConfig, readEnvironment } from '../config/config';
 import { DataDirLock } from './data-dir-lock';
 import { resolveDatabase } from './database';
 import { dataSourceOptions } from './data-source-options';
@@ -10,7 +10,7 @@ import { dataSourceOptions } from './data-source-options';
  * Postgres under DATA_DIR (which must not be in use by a running service).
  */
 async function cliDataSource(): Promise<DataSource> {
-  const config = loadConfig(process.env);
+  const config = loadConfig(readEnvironment());
   let url = config.DATABASE_URL;
   if (!url) {
     const lock = DataDirLock.acquire(config.DATA_DIR);

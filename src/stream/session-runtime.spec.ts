@@ -224,6 +224,75 @@ describe('SessionRuntime counters', () => {
   });
 });
 
+describe('SessionRuntime when the database refuses a transition', () => {
+  const down = () => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432'));
+  function setup(status: 'open' | 'interrupted') {
+    let windowPassed!: () => void;
+    const passed = new Promise<void>((resolve) => (windowPassed = resolve));
+    const ended: SessionRuntime[] = [];
+    const spool = {
+      append: () => undefined,
+      pendingBytes: 0,
+      sync: () => Promise.resolve(),
+      write: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+    } as unknown as SpoolWriter;
+    const runtime = new SessionRuntime(
+      {
+        totals: { frames: 0, bytes: 0, acks: 0 },
+        config: loadConfig({ NODE_ENV: 'test', RESUME_WINDOW_MS: '1000' }),
+        store: { transition: down, saveStats: down } as unknown as SessionStore,
+        audit: { record: () => undefined } as unknown as AuditWriter,
+        logger: { error: () => undefined } as unknown as Logger,
+        onEnded: (r) => ended.push(r),
+        onWindowPassed: () => windowPassed(),
+      },
+      {
+        id: '00000000-0000-4000-8000-000000000003',
+        subject: 'alice',
+        channel: 'app',
+        resumeTokenHash: '',
+        status,
+        lastSeq: 0,
+        stored: { video: 0, audio: 0, bytes: 0 },
+        highestPts: 0,
+        interruptedAt: status === 'interrupted' ? new Date() : null,
+      },
+      spool,
+    );
+    const sink = {
+      transport: 'ws' as const,
+      connectionId: null,
+      ack: () => undefined,
+      send: () => undefined,
+      replaced: () => undefined,
+      failed: () => undefined,
+    };
+    return { runtime, sink, passed, ended };
+  }
+
+  it('a resume it refuses leaves the session interrupted, with no transport and its window running', async () => {
+    const { runtime, sink, passed } = setup('interrupted');
+    await expect(runtime.attach(sink, 'resumed_ws')).rejects.toThrow('ECONNREFUSED');
+    expect(runtime.status).toBe('interrupted');
+    expect(runtime.attached).toBeNull();
+    // The window runs again (RESUME_WINDOW_MS 1 s here): the session is abandoned in the end.
+    await passed;
+    await runtime.release();
+  });
+
+  it('a close it refuses drops the runtime and keeps the status of the row', async () => {
+    const { runtime, sink, ended } = setup('open');
+    // `open` attaches without a transition.
+    await runtime.attach(sink, 'opened');
+    await expect(runtime.close('client_close')).rejects.toThrow('ECONNREFUSED');
+    expect(runtime.status).toBe('open');
+    expect(runtime.attached).toBeNull();
+    expect(ended).toEqual([runtime]);
+    await runtime.release();
+  });
+});
+
 describe('the pts rule', () => {
   it('accepts steady capture times, pauses up to the limit, and small steps back', () => {
     expect(ptsPlausible(0, 0)).toBe(true);

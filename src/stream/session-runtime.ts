@@ -383,8 +383,18 @@ export class SessionRuntime {
       previous.replaced();
     }
     if (this.status === 'interrupted') {
+      try {
+        await this.deps.store.transition(this.id, ['interrupted'], 'open', cause);
+      } catch (err) {
+        // Not resumed (the database is down): still interrupted, with a window that runs again,
+        // and no transport, so the client's next resume is judged afresh.
+        if (this.sink === sink) {
+          this.sink = null;
+        }
+        this.startWindow(this.deps.config.RESUME_WINDOW_MS);
+        throw err;
+      }
       this.status = 'open';
-      await this.deps.store.transition(this.id, ['interrupted'], 'open', cause);
     }
     const durable = await this.syncNow();
     this.ackedSeq = durable;
@@ -474,14 +484,25 @@ export class SessionRuntime {
     this.ackTimer = undefined;
     this.windowTimer = undefined;
     const from: SessionStatus[] = status === 'closed' ? ['open', 'interrupted'] : ['interrupted'];
+    const before = this.status;
     this.status = status;
     await this.spool.close();
-    this.dirty = true;
-    const stats = this.takeStats();
-    if (stats) {
-      await this.deps.store.saveStats([stats]);
+    try {
+      this.dirty = true;
+      const stats = this.takeStats();
+      if (stats) {
+        await this.deps.store.saveStats([stats]);
+      }
+      await this.deps.store.transition(this.id, from, status, cause);
+    } catch (err) {
+      // The database did not take the end: the session stays what its row says. This runtime,
+      // its spool closed, is dropped, so a resume rebuilds the session from its spool (or the
+      // sweeper abandons it) once the database is back.
+      this.status = before;
+      this.sink = null;
+      this.deps.onEnded(this);
+      throw err;
     }
-    await this.deps.store.transition(this.id, from, status, cause);
     this.sink = null;
     this.event(status, null, { cause, frames: this.frames, ...this.counts });
     this.deps.onEnded(this);
