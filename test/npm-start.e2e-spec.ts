@@ -2,6 +2,7 @@ import { exec } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Pool } from 'pg';
 import { call } from './support/app';
 import {
   alive,
@@ -11,8 +12,11 @@ import {
   processesMentioning,
   shellEnv,
 } from './support/npm-package';
+import { expectCountsAgree } from './support/counts';
+import { jpegFrames } from './support/media';
+import { StreamClient } from './support/stream-client';
 import { createTestDatabase, dropTestDatabase } from './support/test-db';
-import { TEST_SECRET } from './support/tokens';
+import { hsToken, TEST_SECRET } from './support/tokens';
 import { waitFor } from './support/wait';
 
 const sh = promisify(exec);
@@ -88,6 +92,51 @@ describe('npm start: the npm → node pair stops together', () => {
     },
     120_000,
   );
+
+  it('SIGTERM to npm only, mid-stream: after a restart and a resume, closed, the row, the recording, ffprobe and the audit agree with the spool', async () => {
+    const dir = packageDir('npm-counts', { AUTH_JWT_SECRET: TEST_SECRET, KEEP_SPOOL: 'true' });
+    const frames = await jpegFrames(320, 240);
+    const token = hsToken({ sub: 'teller' });
+    const send = (c: StreamClient, from: number, to: number): void => {
+      for (let seq = from; seq <= to; seq++) {
+        c.sendFrame(seq, (seq - 1) * 100, frames[seq % frames.length]);
+      }
+    };
+    const first = await startedByNpm(dir);
+    runs.push(first.run);
+    const c = await StreamClient.connect(first.url, { token });
+    const opened = await c.open({ video: { width: 320, height: 240, fps: 10 } });
+    send(c, 1, 40);
+    await c.acksUntil(40, 30_000);
+    send(c, 41, 60);
+    process.kill(first.run.pid, 'SIGTERM');
+    expect(await first.run.exit()).toBe(0);
+    expect((await c.closed).code).toBe(1012);
+    await waitFor(() => !alive(first.node), 30_000, 'the service process to end');
+
+    const second = await startedByNpm(dir);
+    runs.push(second.run);
+    const db = new Pool({ connectionString: databaseUrl, max: 2 });
+    try {
+      const r = await StreamClient.connect(second.url, { token });
+      r.send({ type: 'resume', sessionId: opened.sessionId, resumeToken: opened.resumeToken });
+      const resumed = await r.next('opened');
+      expect(resumed.lastSeq).toBeGreaterThanOrEqual(c.maxAck);
+      send(r, resumed.lastSeq + 1, 60);
+      if (resumed.lastSeq < 60) {
+        await r.acksUntil(60, 30_000);
+      }
+      r.send({ type: 'close' });
+      const closed = await r.next('closed', 60_000);
+      expect(closed.frames).toBe(60);
+      const seen = await expectCountsAgree(db, join(dir, 'data'), opened.sessionId, closed.frames);
+      expect(seen.recording.probedFrames).toBe(60);
+    } finally {
+      await db.end();
+      process.kill(second.run.pid, 'SIGTERM');
+      expect(await second.run.exit()).toBe(0);
+    }
+  }, 240_000);
 
   it('holds a SIGTERM that comes during boot (initdb of the embedded Postgres), then drains and exits 0', async () => {
     // No DATABASE_URL: the boot starts an embedded Postgres on a fresh DATA_DIR, which takes
