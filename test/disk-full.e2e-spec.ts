@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Pool } from 'pg';
@@ -30,60 +30,73 @@ const PRELOAD = join(__dirname, 'support', 'small-disk-preload.js');
 /** DATA_DIR on a file system of DISK_MB that really fills up. */
 interface SmallDisk {
   title: string;
-  root: string;
-  dataDir: string;
-  /** Extra environment of the service under test. */
-  env: Record<string, string>;
+  /** Makes DATA_DIR under `root` and gives the service's extra environment. */
+  setUp: (root: string) => { dataDir: string; env: Record<string, string> };
   /** Bytes still free under DATA_DIR, as the service's statfs sees them. */
-  freeBytes: () => number;
-  release: () => void;
+  freeBytes: (dataDir: string) => number;
+  tearDown: (dataDir: string) => void;
 }
 
-/** A tmpfs mounted on DATA_DIR (root, or CAP_SYS_ADMIN); null when this machine refuses it. */
-function tmpfsDisk(): SmallDisk | null {
-  const root = testDir('disk-full');
-  const dataDir = join(root, 'data');
-  mkdirSync(dataDir);
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${DISK_MB}m,mode=0755`, 'tmpfs', dataDir], {
-      stdio: 'ignore',
-    });
-  } catch {
-    rmSync(root, { recursive: true, force: true });
-    return null;
-  }
-  return {
-    title: `DATA_DIR on a ${DISK_MB} MB tmpfs`,
-    root,
-    dataDir,
-    env: {},
-    freeBytes: () => {
-      const fs = statfsSync(dataDir);
-      return fs.bavail * fs.bsize;
-    },
-    release: () => execFileSync('umount', [dataDir]),
-  };
+function mountTmpfs(dir: string): void {
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${DISK_MB}m,mode=0755`, 'tmpfs', dir], {
+    stdio: 'ignore',
+  });
 }
+
+/**
+ * Whether this machine lets the tests mount a tmpfs (root, or CAP_SYS_ADMIN). Asked while the
+ * suite is collected, so the titles say which variant runs; each suite mounts its own in
+ * `beforeAll`, so a run that filters a suite out leaves nothing mounted.
+ */
+function mountPermitted(): boolean {
+  const dir = testDir('disk-full-probe');
+  try {
+    mountTmpfs(dir);
+    execFileSync('umount', [dir]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const tmpfsDisk: SmallDisk = {
+  title: `DATA_DIR on a ${DISK_MB} MB tmpfs`,
+  setUp: (root) => {
+    const dataDir = join(root, 'data');
+    mkdirSync(dataDir);
+    mountTmpfs(dataDir);
+    return { dataDir, env: {} };
+  },
+  freeBytes: (dataDir) => {
+    const fs = statfsSync(dataDir);
+    return fs.bavail * fs.bsize;
+  },
+  tearDown: (dataDir) => execFileSync('umount', [dataDir]),
+};
 
 /**
  * The same size emulated inside the service by a preload (test/support/small-disk.js): its writes
  * under DATA_DIR fail with ENOSPC and its statfs reports the emulated free space.
  */
 function emulatedDisk(why: string): SmallDisk {
-  const root = testDir('disk-full-emulated');
-  const dataDir = join(root, 'data');
-  mkdirSync(dataDir);
   return {
     title: `DATA_DIR on an emulated ${DISK_MB} MB file system, ${why}`,
-    root,
-    dataDir,
-    env: {
-      NODE_OPTIONS: `--require "${PRELOAD}"`,
-      FRAMEGATE_TEST_DISK_DIR: dataDir,
-      FRAMEGATE_TEST_DISK_BYTES: String(DISK_MB * MB),
+    setUp: (root) => {
+      const dataDir = join(root, 'data');
+      mkdirSync(dataDir);
+      return {
+        dataDir,
+        env: {
+          NODE_OPTIONS: `--require "${PRELOAD}"`,
+          FRAMEGATE_TEST_DISK_DIR: dataDir,
+          FRAMEGATE_TEST_DISK_BYTES: String(DISK_MB * MB),
+        },
+      };
     },
-    freeBytes: () => DISK_MB * MB - usedBytes(dataDir),
-    release: () => undefined,
+    freeBytes: (dataDir) => DISK_MB * MB - usedBytes(dataDir),
+    tearDown: () => undefined,
   };
 }
 
@@ -97,18 +110,14 @@ function smallDisks(): SmallDisk[] {
   if (only === 'emulated') {
     return [emulatedDisk('as FRAMEGATE_TEST_DISK asks')];
   }
-  const tmpfs = tmpfsDisk();
   if (only === 'tmpfs') {
-    if (!tmpfs) {
-      throw new Error('FRAMEGATE_TEST_DISK=tmpfs, but mount -t tmpfs is not permitted here');
-    }
-    return [tmpfs];
+    return [tmpfsDisk];
   }
   if (only !== undefined && only !== '') {
     throw new Error(`FRAMEGATE_TEST_DISK must be emulated or tmpfs, not ${only}`);
   }
-  return tmpfs
-    ? [tmpfs, emulatedDisk('beside the tmpfs')]
+  return mountPermitted()
+    ? [tmpfsDisk, emulatedDisk('beside the tmpfs')]
     : [emulatedDisk('as mount -t tmpfs is not permitted here')];
 }
 
@@ -189,14 +198,22 @@ for (const disk of smallDisks()) {
   describe(`a full disk (${disk.title})`, () => fullDisk(disk));
 }
 
-function fullDisk({ root, dataDir, env, freeBytes, release }: SmallDisk): void {
+function fullDisk(disk: SmallDisk): void {
+  let root: string;
+  let dataDir: string;
+  let diskReady = false;
   let databaseUrl: string;
   let db: Pool;
   let service: ServiceProcess;
   let url: string;
-  const filler = join(dataDir, 'filler');
+  let filler: string;
 
   beforeAll(async () => {
+    root = testDir('disk-full');
+    const { dataDir: dir, env } = disk.setUp(root);
+    dataDir = dir;
+    diskReady = true;
+    filler = join(dataDir, 'filler');
     databaseUrl = await createTestDatabase();
     db = new Pool({ connectionString: databaseUrl, max: 2 });
     service = new ServiceProcess(
@@ -221,20 +238,28 @@ function fullDisk({ root, dataDir, env, freeBytes, release }: SmallDisk): void {
   afterAll(async () => {
     await service?.stop('SIGTERM');
     if (process.env.DISK_FULL_LOG) {
-      writeFileSync(process.env.DISK_FULL_LOG, service.stdout + service.stderr);
+      // One file for every variant that ran, each under its title.
+      appendFileSync(
+        process.env.DISK_FULL_LOG,
+        `== ${disk.title}\n${service?.stdout ?? ''}${service?.stderr ?? ''}`,
+      );
     }
     await db?.end();
     if (databaseUrl) {
       await dropTestDatabase(databaseUrl);
     }
-    release();
-    rmSync(root, { recursive: true, force: true });
+    if (diskReady) {
+      disk.tearDown(dataDir);
+    }
+    if (root) {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it('stops streaming sessions with flow, a final ack of what the spool holds and 1013, refuses new ones with 503, stays up, and lets them resume once space is back', async () => {
     const frames = await jpegFrames(640, 480);
     const token = hsToken({ sub: 'teller' });
-    writeFileSync(filler, Buffer.alloc(freeBytes() - (MIN_FREE_MB + HEADROOM_MB) * MB));
+    writeFileSync(filler, Buffer.alloc(disk.freeBytes(dataDir) - (MIN_FREE_MB + HEADROOM_MB) * MB));
 
     const clients = await Promise.all([0, 1].map(() => StreamClient.connect(url, { token })));
     const opened = await Promise.all(

@@ -5,8 +5,8 @@
  * (`NODE_OPTIONS=--require …/small-disk-preload.js`); the test process imports only `usedBytes`.
  *
  * Space in use is the total size of the files under the directory, read by a walk (so files
- * written by other processes, such as a test's filler, count) and reused for a few ms, plus what
- * this process has written since that walk or is writing now. Capacity is enforced on
+ * written or removed by other processes, such as a test's filler, count) and reused for a few ms,
+ * plus what this process has written since that walk or is writing now. Capacity is enforced on
  * `FileHandle.write` and `FileHandle.writev` (what the spool and the MP4 writer use) the way a real
  * file system does: a write that does not fit writes what fits and returns the short count; a
  * write when nothing fits fails with ENOSPC. `statfs` of a path under the directory reports the
@@ -20,6 +20,8 @@ const { fileURLToPath } = require('node:url');
 const BSIZE = 4096;
 /** How long one directory walk is reused: spools and MP4s are appended concurrently. */
 const WALK_MS = 10;
+/** How long writes in flight may keep a new walk from running. */
+const WALK_BUSY_MS = 500;
 
 /** Total size in bytes of the regular files under `dir` (files vanishing mid-walk are skipped). */
 function usedBytes(dir) {
@@ -75,15 +77,18 @@ function install({ dir, capacity }) {
 
   let walked = 0;
   let walkedAt = -Infinity;
-  /** Bytes handed to writes that have not settled: not yet (surely) seen by a walk. */
+  /** Bytes handed to writes that have not settled. */
   let inflight = 0;
   /** Bytes written by writes settled since the last walk: the next walk sees them. */
   let sinceWalk = 0;
   const used = () => {
-    const now = performance.now();
-    if (now - walkedAt >= WALK_MS) {
+    const age = performance.now() - walkedAt;
+    // A walk while a write is in flight may see some of its bytes, which are also counted in
+    // `inflight`: walk when no write is, unless writes have kept the walk from running for long
+    // (then the double count is transient and errs on the full side).
+    if ((age >= WALK_MS && inflight === 0) || age >= WALK_BUSY_MS) {
       walked = usedBytes(root);
-      walkedAt = now;
+      walkedAt = performance.now();
       sinceWalk = 0;
     }
     return walked + inflight + sinceWalk;
