@@ -1,14 +1,17 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Pool } from 'pg';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { CloseCode } from '../src/protocol/close-codes';
 import { ErrorCode } from '../src/common/error-code';
 import { call } from './support/app';
+import { expectCountsAgree } from './support/counts';
 import { testDir } from './support/dirs';
-import { jpegFrames, probe } from './support/media';
+import { jpegFrames } from './support/media';
 import { ServiceProcess } from './support/service-process';
+import { usedBytes } from './support/small-disk';
 import { spooledFrames } from './support/spool-reader';
 import { StreamClient } from './support/stream-client';
 import { createTestDatabase, dropTestDatabase } from './support/test-db';
@@ -16,45 +19,201 @@ import { hsToken, TEST_SECRET } from './support/tokens';
 import { waitFor } from './support/wait';
 
 const MB = 1024 * 1024;
-const TMPFS_MB = 24;
+/** Size of DATA_DIR's file system, tmpfs or emulated. */
+const DISK_MB = 24;
 /** HEALTH_MIN_FREE_DISK_MB of the service under test. */
 const MIN_FREE_MB = 1;
 /** Free space left beside the filler when streaming starts: a few hundred frames. */
 const HEADROOM_MB = 3;
+const PRELOAD = join(__dirname, 'support', 'small-disk-preload.js');
 
-/** Mounts a small tmpfs (root, or CAP_SYS_ADMIN); false when this machine does not allow it. */
-function mountTmpfs(dir: string): boolean {
+/** DATA_DIR on a file system of DISK_MB that really fills up. */
+interface SmallDisk {
+  title: string;
+  /** Makes DATA_DIR under `root` and gives the service's extra environment. */
+  setUp: (root: string) => { dataDir: string; env: Record<string, string> };
+  /** Bytes still free under DATA_DIR, as the service's statfs sees them. */
+  freeBytes: (dataDir: string) => number;
+  tearDown: (dataDir: string) => void;
+}
+
+function mountTmpfs(dir: string): void {
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${DISK_MB}m,mode=0755`, 'tmpfs', dir], {
+    stdio: 'ignore',
+  });
+}
+
+/**
+ * Whether this machine lets the tests mount a tmpfs (root, or CAP_SYS_ADMIN). Asked while the
+ * suite is collected, so the titles say which variant runs; each suite mounts its own in
+ * `beforeAll`, so a run that filters a suite out leaves nothing mounted.
+ */
+function mountPermitted(): boolean {
+  const dir = testDir('disk-full-probe');
   try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_MB}m,mode=0755`, 'tmpfs', dir], {
-      stdio: 'ignore',
-    });
+    mountTmpfs(dir);
+    execFileSync('umount', [dir]);
     return true;
   } catch {
     return false;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
-const root = testDir('disk-full');
-const dataDir = join(root, 'data');
-mkdirSync(dataDir);
-const mounted = mountTmpfs(dataDir);
-// The full-disk path needs a file system that really fills up; without mount it is skipped and
-// says so (the fault-isolation spec still covers a failing recorder).
-const describeFull = mounted ? describe : describe.skip;
-if (!mounted) {
-  process.stderr.write(
-    'disk-full.e2e: mount -t tmpfs not permitted here; full-disk test skipped\n',
-  );
+const tmpfsDisk: SmallDisk = {
+  title: `DATA_DIR on a ${DISK_MB} MB tmpfs`,
+  setUp: (root) => {
+    const dataDir = join(root, 'data');
+    mkdirSync(dataDir);
+    mountTmpfs(dataDir);
+    return { dataDir, env: {} };
+  },
+  freeBytes: (dataDir) => {
+    const fs = statfsSync(dataDir);
+    return fs.bavail * fs.bsize;
+  },
+  tearDown: (dataDir) => execFileSync('umount', [dataDir]),
+};
+
+/**
+ * The same size emulated inside the service by a preload (test/support/small-disk.js): its writes
+ * under DATA_DIR fail with ENOSPC and its statfs reports the emulated free space.
+ */
+function emulatedDisk(why: string): SmallDisk {
+  return {
+    title: `DATA_DIR on an emulated ${DISK_MB} MB file system, ${why}`,
+    setUp: (root) => {
+      const dataDir = join(root, 'data');
+      mkdirSync(dataDir);
+      return {
+        dataDir,
+        env: {
+          NODE_OPTIONS: `--require "${PRELOAD}"`,
+          FRAMEGATE_TEST_DISK_DIR: dataDir,
+          FRAMEGATE_TEST_DISK_BYTES: String(DISK_MB * MB),
+        },
+      };
+    },
+    freeBytes: (dataDir) => DISK_MB * MB - usedBytes(dataDir),
+    tearDown: () => undefined,
+  };
 }
 
-describeFull(`a full disk (DATA_DIR on a ${TMPFS_MB} MB tmpfs)`, () => {
+/**
+ * A real tmpfs where mount is allowed, else the emulated file system. Where both work, both run,
+ * so the emulation is exercised wherever the tmpfs is. FRAMEGATE_TEST_DISK=emulated or =tmpfs
+ * runs only that one (tmpfs then fails where mount is refused).
+ */
+function smallDisks(): SmallDisk[] {
+  const only = process.env.FRAMEGATE_TEST_DISK;
+  if (only === 'emulated') {
+    return [emulatedDisk('as FRAMEGATE_TEST_DISK asks')];
+  }
+  if (only === 'tmpfs') {
+    return [tmpfsDisk];
+  }
+  if (only !== undefined && only !== '') {
+    throw new Error(`FRAMEGATE_TEST_DISK must be emulated or tmpfs, not ${only}`);
+  }
+  return mountPermitted()
+    ? [tmpfsDisk, emulatedDisk('beside the tmpfs')]
+    : [emulatedDisk('as mount -t tmpfs is not permitted here')];
+}
+
+/** What the emulation's own check does inside a process with the preload; prints its findings. */
+const EMULATION_PROBE = `
+const fs = require('node:fs');
+const fsp = require('node:fs/promises');
+const dir = process.env.FRAMEGATE_TEST_DISK_DIR;
+const free = (s) => s.bavail * s.bsize;
+(async () => {
+  const out = { freeAtStart: free(await fsp.statfs(dir)) };
+  const a = await fsp.open(dir + '/a', 'w');
+  const b = await fsp.open(dir + '/b', 'w');
+  const [va, wb] = await Promise.all([
+    a.writev([Buffer.alloc(20480, 1), Buffer.alloc(20480, 2)], 0),
+    b.write(Buffer.alloc(40960, 3), 0, 40960, 0),
+  ]);
+  out.written = [va.bytesWritten, wb.bytesWritten];
+  out.sizes = [fs.statSync(dir + '/a').size, fs.statSync(dir + '/b').size];
+  try {
+    await a.write(Buffer.alloc(1), 0, 1, va.bytesWritten);
+    out.full = 'no error';
+  } catch (err) {
+    out.full = { message: err.message, code: err.code, errno: err.errno, syscall: err.syscall };
+  }
+  const s = fs.statfsSync(dir);
+  out.whenFull = { free: free(s), size: s.blocks * s.bsize, promised: free(await fsp.statfs(dir)) };
+  out.callback = await new Promise((resolve) => fs.statfs(dir, (err, st) => resolve(free(st))));
+  fs.unlinkSync(dir + '/others');
+  while (free(await fsp.statfs(dir)) === 0) {
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  out.afterUnlink = free(await fsp.statfs(dir));
+  out.outside = free(await fsp.statfs(require('node:os').tmpdir())) > 0;
+  await Promise.all([a.close(), b.close()]);
+  process.stdout.write(JSON.stringify(out));
+})();
+`;
+
+describe('the emulated small disk (test/support/small-disk.js)', () => {
+  it('writes what fits without overbooking concurrent writes, then fails with ENOSPC, counts files written by other processes, and reports its free space through statfs', async () => {
+    const root = testDir('small-disk');
+    const others = join(root, 'others');
+    writeFileSync(others, Buffer.alloc(16384));
+    try {
+      const { stdout } = await promisify(execFile)(process.execPath, ['-e', EMULATION_PROBE], {
+        env: {
+          PATH: process.env.PATH,
+          NODE_OPTIONS: `--require "${PRELOAD}"`,
+          FRAMEGATE_TEST_DISK_DIR: root,
+          FRAMEGATE_TEST_DISK_BYTES: String(65536),
+        },
+      });
+      expect(JSON.parse(stdout)).toEqual({
+        freeAtStart: 49152,
+        // The first write gets all it asked for, the second what was left: a short count.
+        written: [40960, 8192],
+        sizes: [40960, 8192],
+        full: {
+          message: 'ENOSPC: no space left on device, write',
+          code: 'ENOSPC',
+          errno: -28,
+          syscall: 'write',
+        },
+        whenFull: { free: 0, size: 65536, promised: 0 },
+        callback: 0,
+        afterUnlink: 16384,
+        outside: true,
+      });
+      expect(usedBytes(root)).toBe(49152);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+for (const disk of smallDisks()) {
+  describe(`a full disk (${disk.title})`, () => fullDisk(disk));
+}
+
+function fullDisk(disk: SmallDisk): void {
+  let root: string;
+  let dataDir: string;
+  let diskReady = false;
   let databaseUrl: string;
   let db: Pool;
   let service: ServiceProcess;
   let url: string;
-  const filler = join(dataDir, 'filler');
+  let filler: string;
 
   beforeAll(async () => {
+    root = testDir('disk-full');
+    const { dataDir: dir, env } = disk.setUp(root);
+    dataDir = dir;
+    diskReady = true;
+    filler = join(dataDir, 'filler');
     databaseUrl = await createTestDatabase();
     db = new Pool({ connectionString: databaseUrl, max: 2 });
     service = new ServiceProcess(
@@ -70,6 +229,7 @@ describeFull(`a full disk (DATA_DIR on a ${TMPFS_MB} MB tmpfs)`, () => {
         STREAM_MAX_KBPS: '1000000',
         RESUME_WINDOW_MS: '120000',
         KEEP_SPOOL: 'true',
+        ...env,
       },
       root,
     );
@@ -78,21 +238,28 @@ describeFull(`a full disk (DATA_DIR on a ${TMPFS_MB} MB tmpfs)`, () => {
   afterAll(async () => {
     await service?.stop('SIGTERM');
     if (process.env.DISK_FULL_LOG) {
-      writeFileSync(process.env.DISK_FULL_LOG, service.stdout + service.stderr);
+      // One file for every variant that ran, each under its title.
+      appendFileSync(
+        process.env.DISK_FULL_LOG,
+        `== ${disk.title}\n${service?.stdout ?? ''}${service?.stderr ?? ''}`,
+      );
     }
     await db?.end();
     if (databaseUrl) {
       await dropTestDatabase(databaseUrl);
     }
-    execFileSync('umount', [dataDir]);
-    rmSync(root, { recursive: true, force: true });
+    if (diskReady) {
+      disk.tearDown(dataDir);
+    }
+    if (root) {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it('stops streaming sessions with flow, a final ack of what the spool holds and 1013, refuses new ones with 503, stays up, and lets them resume once space is back', async () => {
     const frames = await jpegFrames(640, 480);
     const token = hsToken({ sub: 'teller' });
-    const fs = statfsSync(dataDir);
-    writeFileSync(filler, Buffer.alloc(fs.bavail * fs.bsize - (MIN_FREE_MB + HEADROOM_MB) * MB));
+    writeFileSync(filler, Buffer.alloc(disk.freeBytes(dataDir) - (MIN_FREE_MB + HEADROOM_MB) * MB));
 
     const clients = await Promise.all([0, 1].map(() => StreamClient.connect(url, { token })));
     const opened = await Promise.all(
@@ -194,17 +361,13 @@ describeFull(`a full disk (DATA_DIR on a ${TMPFS_MB} MB tmpfs)`, () => {
       const closed = await again.next('closed', 60_000);
       expect((await again.closed).code).toBe(CloseCode.Normal);
       expect(closed.recording.status).toBe('ready');
-      const stored = await spooledFrames(dataDir, o.sessionId);
-      expect(stored.length).toBe(total);
-      expect(closed.frames).toBe(total);
-      const rec = await db.query<{ path: string; frame_count: number }>(
-        'SELECT path, frame_count FROM recordings WHERE session_id = $1',
-        [o.sessionId],
-      );
-      expect((await probe(rec.rows[0].path)).videoFrames).toBe(total);
-      expect(rec.rows[0].frame_count).toBe(total);
+      // Spool records = closed.frames = the row's counters = the recording's frame count =
+      // ffprobe's = the audited end event.
+      const seen = await expectCountsAgree(db, dataDir, o.sessionId, closed.frames);
+      expect(seen.spoolRecords).toBe(total);
+      expect(seen.recording.probedFrames).toBe(total);
     }
     expect(service.child.exitCode).toBeNull();
     expect(service.stdout).not.toMatch(/unhandled promise rejection|uncaught exception/);
   });
-});
+}
