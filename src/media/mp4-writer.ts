@@ -28,7 +28,7 @@ export interface LiveMp4Options {
  * Writes the MP4 file, hashing its bytes as they go out. Fragmented MP4 is written
  * strictly in order, which is what makes the running hash the file's hash.
  */
-class HashedFileSink {
+export class HashedFileSink {
   private readonly hash: Hash = createHash('sha256');
   bytes = 0;
 
@@ -39,7 +39,21 @@ class HashedFileSink {
       throw new Error(`MP4 write at ${chunk.position}, expected ${this.bytes}: not sequential`);
     }
     try {
-      await this.file.write(chunk.data, 0, chunk.data.byteLength, chunk.position);
+      // A file system filling up may write part of a chunk and report it without an error: the
+      // rest goes in the next call (which then fails with ENOSPC if nothing fits), never a gap.
+      const length = chunk.data.byteLength;
+      for (let done = 0; done < length;) {
+        const { bytesWritten } = await this.file.write(
+          chunk.data,
+          done,
+          length - done,
+          chunk.position + done,
+        );
+        if (bytesWritten === 0) {
+          throw new Error(`MP4 write returned 0 bytes at offset ${chunk.position + done}`);
+        }
+        done += bytesWritten;
+      }
     } catch (err) {
       // The stream is errored from here on and never closes its sink: release the file now.
       await this.release();
