@@ -65,7 +65,7 @@ function openFds(path: string): number {
  */
 function expectSameMessages(actual: Buffer[], expected: Buffer[]): void {
   const summarize = (b: Buffer | null | undefined) =>
-    b == null ? 'missing' : `${b.length} bytes, sha256 ${sha256(b)}`;
+    !b ? 'missing' : `${b.length} bytes, sha256 ${sha256(b)}`;
   const i = expected.findIndex((e, n) => !actual[n]?.equals(e));
   expect(i === -1 ? null : `message ${i}: ${summarize(actual[i])}`).toBe(
     i === -1 ? null : `message ${i}: ${summarize(expected[i])}`,
