@@ -1,3 +1,5 @@
+const os = require('node:os');
+
 /** Unit specs live beside the code (src/**\/*.spec.ts); e2e specs on real Postgres in test/. */
 module.exports = {
   rootDir: '.',
@@ -9,10 +11,14 @@ module.exports = {
   moduleFileExtensions: ['ts', 'js', 'json'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
-  // Two cores: one worker per core.
-  maxWorkers: 2,
+  // One worker per core this process may run on (os.availableParallelism), never more: each e2e suite
+  // runs a whole service with ffmpeg children beside the shared Postgres, so more workers than
+  // cores only stretch every test. `npx jest --maxWorkers=N` still overrides it.
+  maxWorkers: Math.max(1, os.availableParallelism()),
   reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
-  testTimeout: 60_000,
+  // Real ffmpeg and Postgres work on a busy machine: generous. A hang still fails, and the waits
+  // inside the tests (waitFor, StreamClient.next) end sooner with what they were waiting for.
+  testTimeout: 120_000,
   // ws/pg sockets and child processes are closed by each suite; this catches the ones that are not.
   forceExit: false,
 };
