@@ -148,7 +148,7 @@ describe('close codes', () => {
         [o.sessionId],
       );
       return r.rows[0]?.status === 'abandoned';
-    }, 10_000);
+    });
     const late = await StreamClient.connect(app.url, { token });
     late.send({ type: 'resume', sessionId: o.sessionId, resumeToken: o.resumeToken });
     expect((await late.closed).code).toBe(4004);
