@@ -224,13 +224,17 @@ export class RecordingService {
         finished = true;
         forceStart?.();
         const since = Date.now();
-        await this.recordings.update({ id }, { status: 'finalizing', updatedAt: new Date() });
+        // Until the recorder has finished, any failure (the database too) must stop its encoders
+        // and release its file and slot: else ffmpeg waits on its input for ever.
+        let recorded = false;
         try {
+          await this.recordings.update({ id }, { status: 'finalizing', updatedAt: new Date() });
           if (!started) {
             throw new Error('no video frames to record');
           }
           const r = await started;
           const result = await r.finish(Math.max(lastSeq, latest));
+          recorded = true;
           await this.recordings.update(
             { id },
             {
@@ -267,6 +271,9 @@ export class RecordingService {
             .catch(() => undefined);
           return { id, status: 'failed', durationMs: null, reason };
         } finally {
+          if (!recorded) {
+            recorder?.abort();
+          }
           this.recorders.delete(session.id);
           releaseSlot();
         }

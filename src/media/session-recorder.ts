@@ -139,6 +139,8 @@ export class SessionRecorder {
   private readonly inFlight: Array<{ jpeg: Buffer; ts: number; seq: number }> = [];
   private encoderDied = false;
   private outputOpen = false;
+  /** Set by abort(): a frame still being processed must not start an encoder or open the MP4. */
+  private aborted = false;
   private encoderRestarts = 0;
   private pendingVideo: { au: Buffer; key: boolean; ts: number } | null = null;
   private lastVideoTs = -1;
@@ -183,6 +185,9 @@ export class SessionRecorder {
   }
 
   private startVideoEncoder(): void {
+    if (this.aborted) {
+      throw new Error('recording aborted');
+    }
     const { config } = this.deps;
     const encoder = new VideoEncoderProcess(this.deps.ffmpegPath);
     encoder.start({
@@ -244,10 +249,16 @@ export class SessionRecorder {
 
   private async openOutput(): Promise<void> {
     this.outputOpen = true;
-    this.writer = await LiveMp4Writer.create(this.deps.outputPath, {
+    const writer = await LiveMp4Writer.create(this.deps.outputPath, {
       video: { width: this.session.width, height: this.session.height },
       audio: this.session.audio ?? undefined,
     });
+    if (this.aborted) {
+      // abort() ran while the file was being created: it had no writer to cancel.
+      await writer.cancel().catch(() => undefined);
+      throw new Error('recording aborted');
+    }
+    this.writer = writer;
     this.startVideoEncoder();
     if (this.session.audio) {
       this.audio = new AudioEncoderProcess(this.deps.ffmpegPath);
@@ -351,6 +362,7 @@ export class SessionRecorder {
   }
 
   abort(): void {
+    this.aborted = true;
     this.finishing = true;
     this.queue.length = 0;
     this.kick();
