@@ -11,10 +11,12 @@ module.exports = {
   moduleFileExtensions: ['ts', 'js', 'json'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
-  // One worker per core this process may run on (os.availableParallelism), never more: each e2e suite
-  // runs a whole service with ffmpeg children beside the shared Postgres, so more workers than
-  // cores only stretch every test. `npx jest --maxWorkers=N` still overrides it.
-  maxWorkers: Math.max(1, os.availableParallelism()),
+  // Half the cores this process may run on (os.availableParallelism), at least one: every e2e
+  // suite runs a whole service whose ffmpeg children and the shared Postgres need CPU beside the
+  // Jest worker. On a busy 2-core machine that is one worker, in band: with two, workers starved
+  // of CPU missed jest-worker's 500 ms exit deadline ("failed to exit gracefully") although
+  // nothing was left open. `npx jest --maxWorkers=N` still overrides it.
+  maxWorkers: Math.max(1, Math.floor(os.availableParallelism() / 2)),
   reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
   // Real ffmpeg and Postgres work on a busy machine: generous. A hang still fails, and the waits
   // inside the tests (waitFor, StreamClient.next) end sooner with what they were waiting for.
