@@ -11,12 +11,11 @@ module.exports = {
   moduleFileExtensions: ['ts', 'js', 'json'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
-  // Half the cores this process may run on (os.availableParallelism), at least one: every e2e
-  // suite runs a whole service whose ffmpeg children and the shared Postgres need CPU beside the
-  // Jest worker. On a busy 2-core machine that is one worker, in band: with two, workers starved
-  // of CPU missed jest-worker's 500 ms exit deadline ("failed to exit gracefully") although
-  // nothing was left open. `npx jest --maxWorkers=N` still overrides it.
-  maxWorkers: Math.max(1, Math.floor(os.availableParallelism() / 2)),
+  // One worker per core this process may run on (os.availableParallelism), at least one. Half the
+  // cores (one worker, in band, here) was tried: on a 2-core machine kept busy by two busy loops,
+  // the recording backpressure test's encoder, moved to SCHED_IDLE by design, then got no CPU
+  // at all and the run stalled. `npx jest --maxWorkers=N` still overrides it.
+  maxWorkers: Math.max(1, os.availableParallelism()),
   reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
   // Real ffmpeg and Postgres work on a busy machine: generous. A hang still fails, and the waits
   // inside the tests (waitFor, StreamClient.next) end sooner with what they were waiting for.
