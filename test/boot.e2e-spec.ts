@@ -3,8 +3,11 @@ import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ServiceProcess, TS_NODE } from './support/service-process';
+import { ServiceProcess, stopServices, TS_NODE } from './support/service-process';
 import { call } from './support/app';
+
+// A test that failed before stopping its service must not leave it (and its Postgres) running.
+afterEach(() => stopServices());
 
 const ROOT = join(__dirname, '..');
 const run = promisify(execFile);
@@ -122,5 +125,5 @@ describe('embedded Postgres under DATA_DIR', () => {
     expect(read.status).toBe(200);
     expect(read.body.params).toEqual({ transactionId: 'TX-embedded' });
     expect((await second.stop('SIGTERM')).code).toBe(0);
-  }, 120_000);
+  }, 300_000);
 });

@@ -4,11 +4,14 @@ import { Pool } from 'pg';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { testDir } from './support/dirs';
 import { jpegFrames, probe } from './support/media';
-import { ServiceProcess } from './support/service-process';
+import { ServiceProcess, stopServices } from './support/service-process';
 import { StreamClient } from './support/stream-client';
 import { createTestDatabase, dropTestDatabase } from './support/test-db';
 import { hsToken, TEST_SECRET } from './support/tokens';
 import { waitFor } from './support/wait';
+
+// A test that failed before stopping its service must not leave it (and its Postgres) running.
+afterEach(() => stopServices());
 
 describe('recording after kill -9', () => {
   let dir: string;
@@ -71,7 +74,7 @@ describe('recording after kill -9', () => {
       send(again, acked1 + 1, 150);
       await again.acksUntil(150);
       again.send({ type: 'close' });
-      const closed = await again.next('closed', 30_000);
+      const closed = await again.next('closed', 90_000);
       expect(closed.recording.status).toBe('ready');
       const r1 = await db.query<{ path: string }>(
         `SELECT path FROM recordings WHERE session_id = $1`,
@@ -88,7 +91,7 @@ describe('recording after kill -9', () => {
           );
           return r.rows[0]?.status === 'ready';
         },
-        30_000,
+        90_000,
         'abandoned session recording ready',
       );
       const r2 = await db.query<{ path: string; frame_count: number }>(
@@ -103,5 +106,5 @@ describe('recording after kill -9', () => {
     } finally {
       expect((await second.stop('SIGTERM')).code).toBe(0);
     }
-  });
+  }, 300_000);
 });

@@ -2,10 +2,13 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { testDir } from './support/dirs';
 import { createTestDatabase, dropTestDatabase } from './support/test-db';
-import { ServiceProcess } from './support/service-process';
+import { ServiceProcess, stopServices } from './support/service-process';
 import { spooledFrames } from './support/spool-reader';
 import { payloadFor, StreamClient } from './support/stream-client';
 import { hsToken, TEST_SECRET } from './support/tokens';
+
+// A test that failed before stopping its service must not leave it (and its Postgres) running.
+afterEach(() => stopServices());
 
 describe('drain on SIGTERM', () => {
   let dir: string;
@@ -57,5 +60,5 @@ describe('drain on SIGTERM', () => {
     const frames = await spooledFrames(dataDir, opened.sessionId);
     expect(frames.map((f) => f.seq)).toEqual(Array.from({ length: 80 }, (_, i) => i + 1));
     expect(service.stdout).toMatch(/"msg":"drained"/);
-  });
+  }, 240_000);
 });

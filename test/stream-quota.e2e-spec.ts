@@ -113,7 +113,7 @@ describe('connection quotas', () => {
     for (let batch = 0; batch < 20; batch++) {
       await Promise.all(Array.from({ length: 10 }, cycle));
     }
-    await waitFor(() => quotas.stats().node === 0, 10_000, 'all slots released');
+    await waitFor(() => quotas.stats().node === 0, 30_000, 'all slots released');
     expect(quotas.stats()).toEqual({ node: 0, channels: {} });
   });
 });

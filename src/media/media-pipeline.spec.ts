@@ -113,7 +113,6 @@ async function record(path: string, plan: SessionPlan) {
       },
     });
   }
-  const started = Date.now();
   const chunk = (RATE / 10) * 2;
   let sentPcm = 0;
   for (const [i, frame] of plan.frames.entries()) {
@@ -132,7 +131,6 @@ async function record(path: string, plan: SessionPlan) {
     sentPcm += chunk;
   }
   await Promise.all([video.end(), audio?.end()]);
-  const encodeMs = Date.now() - started;
   await writes;
   plan.beforeFinalize?.();
   if (plan.cancel) {
@@ -143,7 +141,7 @@ async function record(path: string, plan: SessionPlan) {
   if (last) {
     await writer.addVideo(last.au, isKeyframe(last.au), last.ts, plan.lastDurationS);
   }
-  return { ...(await writer.finalize()), encodeMs };
+  return writer.finalize();
 }
 
 describe('media pipeline: JPEG → H.264 (+ PCM → AAC) → fragmented MP4', () => {
@@ -178,8 +176,6 @@ describe('media pipeline: JPEG → H.264 (+ PCM → AAC) → fragmented MP4', ()
     const file = readFileSync(path);
     expect(result.bytes).toBe(file.length);
     expect(result.sha256).toBe(createHash('sha256').update(file).digest('hex'));
-    // 60 frames well under real time (6 s of capture), even on a busy two-core machine.
-    expect(result.encodeMs).toBeLessThan(6_000);
   });
 
   it('muxes 3 s of PCM as an AAC track 2 that starts with the video and lasts 3 s', async () => {

@@ -144,7 +144,6 @@ export class SessionRecorder {
   private loop: Promise<void> | null = null;
   /** The first failure; everything after it is a consequence. */
   private failure: Error | null = null;
-  private aborted = false;
   /** The MP4 given up after a failure or abort: settles once its file is released. */
   private released: Promise<void> = Promise.resolve();
 
@@ -160,6 +159,8 @@ export class SessionRecorder {
   private readonly inFlight: Array<{ jpeg: Buffer; ts: number; seq: number }> = [];
   private encoderDied = false;
   private outputOpen = false;
+  /** Set by abort(): a frame still being processed must not start an encoder or open the MP4. */
+  private aborted = false;
   private encoderRestarts = 0;
   private pendingVideo: { au: Buffer; key: boolean; ts: number } | null = null;
   private lastVideoTs = -1;
@@ -204,6 +205,9 @@ export class SessionRecorder {
   }
 
   private startVideoEncoder(): void {
+    if (this.aborted) {
+      throw new Error('recording aborted');
+    }
     const { config } = this.deps;
     const encoder = this.deps.media.createVideoEncoder(this.deps.ffmpegPath, this.deps.outputPath);
     encoder.start({

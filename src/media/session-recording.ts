@@ -89,8 +89,11 @@ export class SessionRecording implements RecordingHandle {
     this.finished = true;
     this.forceStart?.();
     const since = Date.now();
-    await this.deps.rows.update({ id }, { status: 'finalizing', updatedAt: new Date() });
+    // Until the recorder has finished, any failure (the database's too) must stop its encoders
+    // and release its file and slot: else ffmpeg waits on its input for ever.
+    let recorded = false;
     try {
+      await this.deps.rows.update({ id }, { status: 'finalizing', updatedAt: new Date() });
       if (!this.started) {
         throw new NoVideoFramesError();
       }
@@ -104,6 +107,7 @@ export class SessionRecording implements RecordingHandle {
         this.deps.logger.warn({ sessionId, err }, 'recording rebuilt from the spool');
         return this.rebuild(upTo);
       });
+      recorded = true;
       await this.deps.rows.update(
         { id },
         {
@@ -141,6 +145,9 @@ export class SessionRecording implements RecordingHandle {
       await this.markFailed(reason);
       return { id, status: 'failed', durationMs: null, reason };
     } finally {
+      if (!recorded) {
+        this.recorder?.abort();
+      }
       this.deps.track(null);
       this.releaseSlot();
     }

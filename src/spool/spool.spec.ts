@@ -7,6 +7,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +58,37 @@ function openFds(path: string): number {
   }).length;
 }
 
+/**
+ * Compares lists of Buffers byte for byte with Buffer.equals: Jest's toEqual walks a Buffer index by
+ * index and takes minutes on megabytes on a busy machine. A mismatch names the first differing
+ * message by index, length and sha256.
+ */
+function expectSameMessages(actual: Buffer[], expected: Buffer[]): void {
+  const summarize = (b: Buffer | null | undefined) =>
+    !b ? 'missing' : `${b.length} bytes, sha256 ${sha256(b)}`;
+  const i = expected.findIndex((e, n) => !actual[n]?.equals(e));
+  expect(i === -1 ? null : `message ${i}: ${summarize(actual[i])}`).toBe(
+    i === -1 ? null : `message ${i}: ${summarize(expected[i])}`,
+  );
+  expect(actual).toHaveLength(expected.length);
+}
+
+/** Writers and followers a test opened: closed after it even when an assertion failed midway. */
+const opened: Array<{ close(): Promise<void> }> = [];
+
+function closeAfter<T extends { close(): Promise<void> }>(closable: T): T {
+  opened.push(closable);
+  return closable;
+}
+
+afterEach(async () => {
+  await Promise.allSettled(opened.splice(0).map((c) => c.close()));
+});
+
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
 function range(from: number, to: number): number[] {
   return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
@@ -89,7 +121,7 @@ describe('SpoolWriter and readSpool', () => {
   });
 
   async function writeFrames(seqList: number[], size?: number): Promise<Buffer[]> {
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     const frames = seqList.map((seq) => frame(seq, size));
     for (const f of frames) {
       writer.append(f);
@@ -99,7 +131,7 @@ describe('SpoolWriter and readSpool', () => {
   }
 
   it('creates a file holding only the header, with nothing recovered', async () => {
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     expect(writer.recovered).toEqual({
       records: 0,
       audioRecords: 0,
@@ -118,7 +150,7 @@ describe('SpoolWriter and readSpool', () => {
   });
 
   it('reads back 300 messages of varied sizes in order, byte for byte', async () => {
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     const sent: Buffer[] = [];
     for (let seq = 1; seq <= 300; seq++) {
       // A few messages larger than the reader's 1 MiB read-ahead, and some tiny ones.
@@ -181,7 +213,7 @@ describe('SpoolWriter and readSpool', () => {
       return track(() => realDatasync.call(this));
     });
 
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     const syncs: Promise<void>[] = [];
     const durableAtResolve: number[] = [];
     for (let seq = 1; seq <= 100; seq++) {
@@ -229,7 +261,7 @@ describe('SpoolWriter and readSpool', () => {
       events.push('datasync');
       return realDatasync.call(this);
     });
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
 
     writer.append(frame(1));
     writer.append(frame(2));
@@ -257,7 +289,7 @@ describe('SpoolWriter and readSpool', () => {
       calls.push([...buffers] as Buffer[]);
       return realWritev.call(this, buffers, position);
     });
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     const frames = range(1, 1500).map((seq) => frame(seq, 64));
     for (const f of frames) {
       writer.append(f);
@@ -273,7 +305,7 @@ describe('SpoolWriter and readSpool', () => {
 
   it('writes without fdatasync on write(), emptying pendingBytes', async () => {
     const datasync = jest.spyOn(fileHandleProto, 'datasync');
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     writer.append(frame(1, 1000));
     writer.append(frame(2, 2000));
     expect(writer.pendingBytes).toBe(3024);
@@ -299,7 +331,7 @@ describe('SpoolWriter and readSpool', () => {
       // Writes the first prefix and 5 bytes of the first message only.
       return realWritev.call(this, [buffers[0], (buffers[1] as Buffer).subarray(0, 5)], position);
     });
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     const frames = range(1, 4).map((seq) => frame(seq));
     frames.forEach((f) => writer.append(f));
     await writer.close();
@@ -313,7 +345,7 @@ describe('SpoolWriter and readSpool', () => {
   it('continues after the last record on reopen, reporting its seq', async () => {
     await writeFrames(range(1, 5));
 
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     expect(writer.recovered).toEqual({
       records: 5,
       audioRecords: 1,
@@ -370,7 +402,7 @@ describe('SpoolWriter and readSpool', () => {
         torn: reason,
       });
 
-      const writer = await SpoolWriter.open(path);
+      const writer = closeAfter(await SpoolWriter.open(path));
       expect(writer.recovered).toEqual({
         records: kept,
         audioRecords: Math.floor(kept / 5),
@@ -402,7 +434,7 @@ describe('SpoolWriter and readSpool', () => {
       torn: 'short_header',
     });
 
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     expect(writer.recovered).toEqual({
       records: 0,
       audioRecords: 0,
@@ -437,7 +469,7 @@ describe('SpoolWriter and readSpool', () => {
   });
 
   it('fails for good on a write error: sync, write and append report it, nothing is dropped silently', async () => {
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     writer.append(frame(1));
     await writer.sync();
 
@@ -458,7 +490,7 @@ describe('SpoolWriter and readSpool', () => {
     expect(writer.pendingBytes).toBe(0);
     await expect(writer.close()).resolves.toBeUndefined();
 
-    const reopened = await SpoolWriter.open(path);
+    const reopened = closeAfter(await SpoolWriter.open(path));
     expect(reopened.recovered).toMatchObject({ records: 1, lastSeq: 1 });
     await reopened.close();
   });
@@ -466,7 +498,7 @@ describe('SpoolWriter and readSpool', () => {
   it('fails for good when fdatasync fails', async () => {
     const eio = Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
     jest.spyOn(fileHandleProto, 'datasync').mockRejectedValueOnce(eio);
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     writer.append(frame(1));
 
     await expect(writer.sync()).rejects.toBe(eio);
@@ -476,7 +508,7 @@ describe('SpoolWriter and readSpool', () => {
   });
 
   it('rejects a failing final sync from close() and still closes the file', async () => {
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     expect(openFds(path)).toBe(1);
     const eio = Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
     jest.spyOn(fileHandleProto, 'datasync').mockRejectedValueOnce(eio);
@@ -488,7 +520,7 @@ describe('SpoolWriter and readSpool', () => {
   });
 
   it('syncs on close, once, and refuses appends afterwards', async () => {
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     writer.append(frame(1));
     const closing = writer.close();
     expect(writer.close()).toBe(closing);
@@ -500,7 +532,7 @@ describe('SpoolWriter and readSpool', () => {
   });
 
   it('refuses empty messages', async () => {
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     expect(() => writer.append(Buffer.alloc(0))).toThrow(RangeError);
     expect(writer.pendingBytes).toBe(0);
     await writer.close();
@@ -533,13 +565,13 @@ describe('SpoolFollower', () => {
 
   it('follows a spool while it grows, in chunks, with one descriptor', async () => {
     const path = join(dir, 's.spool');
-    const writer = await SpoolWriter.open(path);
-    const follower = new SpoolFollower(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
+    const follower = closeAfter(new SpoolFollower(path));
     const first = range(1, 80).map((seq) => frame(seq));
     first.forEach((m) => writer.append(m));
     await writer.sync();
     const a = await follow(follower, SPOOL_HEADER_BYTES);
-    expect(a.messages).toEqual(first);
+    expectSameMessages(a.messages, first);
     expect(openFds(path)).toBe(2);
 
     // Nothing new yet, then more records (one larger than the read-ahead) become readable.
@@ -548,7 +580,7 @@ describe('SpoolFollower', () => {
     more.forEach((m) => writer.append(m));
     await writer.sync();
     const b = await follow(follower, a.offset);
-    expect(b.messages).toEqual(more);
+    expectSameMessages(b.messages, more);
     expect(b.offset).toBe(statSync(path).size);
 
     await follower.close();
@@ -558,23 +590,23 @@ describe('SpoolFollower', () => {
 
   it('reads a record that is only partly on disk, or corrupt, as not there yet', async () => {
     const path = join(dir, 's.spool');
-    const writer = await SpoolWriter.open(path);
+    const writer = closeAfter(await SpoolWriter.open(path));
     writer.append(frame(1));
     await writer.close();
     const whole = readFileSync(path);
     const recordBytes = whole.length - SPOOL_HEADER_BYTES;
 
     writeFileSync(path, whole.subarray(0, whole.length - 10));
-    const follower = new SpoolFollower(path);
+    const follower = closeAfter(new SpoolFollower(path));
     expect(await follower.recordAt(SPOOL_HEADER_BYTES)).toBeNull();
     writeFileSync(path, whole);
-    expect(await follower.recordAt(SPOOL_HEADER_BYTES)).toEqual(frame(1));
+    expectSameMessages([(await follower.recordAt(SPOOL_HEADER_BYTES)) as Buffer], [frame(1)]);
     await follower.close();
 
     const corrupt = Buffer.from(whole);
     corrupt[SPOOL_HEADER_BYTES + recordBytes - 1] ^= 0xff;
     writeFileSync(path, corrupt);
-    const again = new SpoolFollower(path);
+    const again = closeAfter(new SpoolFollower(path));
     expect(await again.recordAt(SPOOL_HEADER_BYTES)).toBeNull();
     await again.close();
   });

@@ -11,6 +11,27 @@ export interface ServiceExit {
   stderr: string;
 }
 
+/** Services started and not yet exited, for `stopServices` after each test. */
+const running = new Set<ServiceProcess>();
+
+/**
+ * Stops every service a test left running (an assertion failed before its own stop): SIGTERM
+ * first, so an embedded Postgres is stopped with it, then SIGKILL if it does not exit. Call it
+ * from `afterEach` in every spec that starts a ServiceProcess, so no child outlives its test.
+ */
+export async function stopServices(graceMs = 60_000): Promise<void> {
+  await Promise.all(
+    [...running].map(async (service) => {
+      const timer = setTimeout(() => service.child.kill('SIGKILL'), graceMs);
+      try {
+        await service.stop('SIGTERM');
+      } finally {
+        clearTimeout(timer);
+      }
+    }),
+  );
+}
+
 /**
  * The service as an operator runs it: `src/main.ts` in its own process (through ts-node, so the
  * tests need no build), in a working directory of the test's choosing.
@@ -38,15 +59,17 @@ export class ServiceProcess {
     });
     this.child.stdout?.on('data', (d: Buffer) => (this.stdout += d.toString()));
     this.child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    running.add(this);
     this.exited = new Promise((resolve) => {
-      this.child.once('exit', (code) =>
-        resolve({ code, stdout: this.stdout, stderr: this.stderr }),
-      );
+      this.child.once('exit', (code) => {
+        running.delete(this);
+        resolve({ code, stdout: this.stdout, stderr: this.stderr });
+      });
     });
   }
 
   /** Resolves with the URL from the `framegate listening` log line, or rejects if it exits first. */
-  listening(timeoutMs = 60_000): Promise<string> {
+  listening(timeoutMs = 90_000): Promise<string> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`service did not start: ${this.stderr}`)),

@@ -115,7 +115,7 @@ export class StreamClient {
   /** The next message of a type not yet taken (messages are consumed in order). */
   async next<T extends ServerMessage['type']>(
     type: T,
-    timeoutMs = 10_000,
+    timeoutMs = 30_000,
   ): Promise<Extract<ServerMessage, { type: T }>> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -141,7 +141,7 @@ export class StreamClient {
   }
 
   /** Waits until an ack of at least `seq` arrives; returns every ack seen on the way. */
-  async acksUntil(seq: number, timeoutMs = 10_000): Promise<number[]> {
+  async acksUntil(seq: number, timeoutMs = 30_000): Promise<number[]> {
     const seen: number[] = [];
     if (this.maxAck >= seq) {
       return [this.maxAck];

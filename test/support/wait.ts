@@ -1,7 +1,7 @@
 /** Polls until `check` holds; tests wait on conditions, never on fixed sleeps. */
 export async function waitFor(
   check: () => boolean | Promise<boolean>,
-  timeoutMs = 15_000,
+  timeoutMs = 30_000,
   what = 'condition',
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
