@@ -3,24 +3,34 @@ import { setPriority } from 'node:os';
 import { findOnPath } from './ffmpeg-locator';
 
 /**
- * Moves a process between the normal CPU class and the background one. Background is Linux's
- * SCHED_IDLE policy (through util-linux `chrt`): the process runs only when nothing else wants the
- * CPU, which nice levels alone do not give (36 encoders at nice 19 still took 80 % of a core from
- * a saturated event loop in bench:ingest). It is also set to nice 19, which is all that applies
- * where `chrt` is missing. Going back to normal needs privileges an unprivileged service may not
- * have (CAP_SYS_NICE, or RLIMIT_NICE allowing it): then the process stays in the background.
- * Both directions are best effort and never throw.
+ * The CPU classes of an encoder:
+ * - `normal`: the service's priority;
+ * - `background`: Linux's SCHED_IDLE policy (through util-linux `chrt`) and nice 19: the process
+ *   runs only when nothing else wants the CPU, which nice levels alone do not give (36 encoders at
+ *   nice 19 still took 80 % of a core from a saturated event loop in bench:ingest);
+ * - `low`: normal scheduling at nice 19, the smallest share that is never starved: for an encoder
+ *   whose session is finishing, so that `close` completes even while other work (not necessarily
+ *   ours) keeps every core busy, still far behind everything at the service's priority.
  */
-export function setBackground(pid: number, background: boolean): void {
+export type CpuClass = 'normal' | 'background' | 'low';
+
+/**
+ * Moves a process to a CPU class. Where `chrt` is missing only the nice level applies. Raising a
+ * priority again (to `normal`, or from SCHED_IDLE to `low`) needs privileges an unprivileged
+ * service may not have (CAP_SYS_NICE, or RLIMIT_NICE allowing it): then the process stays where it
+ * was. Best effort; never throws.
+ */
+export function setCpuClass(pid: number, cpuClass: CpuClass): void {
   try {
-    setPriority(pid, background ? BACKGROUND_NICENESS : 0);
+    setPriority(pid, cpuClass === 'normal' ? 0 : BACKGROUND_NICENESS);
   } catch {
     // See above: raising a priority back may be refused.
   }
   const chrt = chrtPath();
   if (chrt) {
     // Asynchronous: a short-lived chrt, off the event loop; its outcome changes nothing here.
-    execFile(chrt, [background ? '--idle' : '--other', '--pid', '0', String(pid)], () => undefined);
+    const policy = cpuClass === 'background' ? '--idle' : '--other';
+    execFile(chrt, [policy, '--pid', '0', String(pid)], () => undefined);
   }
 }
 

@@ -8,7 +8,7 @@ export type Mp4Sink = Pick<LiveMp4Writer, 'addVideo' | 'addAudio' | 'finalize' |
 /** What a recorder needs of an ffmpeg encoder process. */
 type EncoderProcess = Pick<
   VideoEncoderProcess,
-  'write' | 'drained' | 'end' | 'exited' | 'setBackground' | 'kill'
+  'write' | 'drained' | 'end' | 'exited' | 'setCpuClass' | 'kill'
 >;
 export type VideoEncoder = EncoderProcess & Pick<VideoEncoderProcess, 'start'>;
 export type AudioEncoder = EncoderProcess & Pick<AudioEncoderProcess, 'start'>;

@@ -9,6 +9,7 @@ import {
 } from '../protocol/media-header';
 import type { AudioSettings } from '../sessions/session.types';
 import { SPOOL_HEADER_BYTES, SPOOL_RECORD_PREFIX_BYTES, SpoolFollower } from '../spool/spool';
+import type { CpuClass } from './cpu-class';
 import { BadImageError, FramePipeline } from './frame-pipeline';
 import { isKeyframe } from './h264-stream';
 import type { AudioEncoder, Mp4Sink, RecorderMedia, VideoEncoder } from './recorder-media';
@@ -39,11 +40,13 @@ const MAX_QUEUED_FRAMES = 64;
  * whose client sends faster than real time (the newest frame offered is more than BEHIND_MS of
  * capture time ahead of the one being encoded, or BEHIND_QUEUED_FRAMES wait for it) encodes what
  * the spool already holds safely: its encoder goes to the background CPU class, yielding to
- * storing and acknowledging frames, and comes back when the recorder has caught up. It stays there
- * while the session finishes: `close` then waits for it, but the storing, acknowledging and
+ * storing and acknowledging frames, and comes back when the recorder has caught up. When the
+ * session finishes behind, its encoder moves to the `low` class (nice 19, normal scheduling), not
+ * back to the service's priority: `close` then waits for it, but the storing, acknowledging and
  * database work of every other session on the node comes first (100 sessions closing at once,
  * each finishing its encoder at normal priority, starved Postgres into 5 s pool timeouts in
- * bench:ingest). Recorders that start from the spool with an encoder slot (after a restart, or
+ * bench:ingest); and unlike SCHED_IDLE it still progresses when other work keeps every core busy
+ * (with two busy loops beside it, a SCHED_IDLE encoder got nothing and its `close` never came). Recorders that start from the spool with an encoder slot (after a restart, or
  * after waiting for one) are not pushed back; one started without a slot because its session is
  * finishing is.
  */
@@ -221,7 +224,7 @@ export class SessionRecorder {
     this.video = encoder;
     this.encoderDied = false;
     if (this.yielding) {
-      encoder.setBackground(true);
+      encoder.setCpuClass(this.yieldingClass());
     }
     encoder.exited().catch(() => {
       if (this.video === encoder) {
@@ -339,6 +342,10 @@ export class SessionRecorder {
   private async complete(lastSeq: number): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
+    if (this.yielding) {
+      // From here `close` waits for this encoder: it must make progress however busy the cores are.
+      this.video?.setCpuClass('low');
+    }
     this.kick();
     await this.loop;
     await this.throwIfFailed();
@@ -450,9 +457,17 @@ export class SessionRecorder {
   private setYielding(behind: boolean): void {
     if (behind !== this.yielding) {
       this.yielding = behind;
-      this.video?.setBackground(behind);
+      this.video?.setCpuClass(behind ? this.yieldingClass() : 'normal');
     }
   }
+  /**
+   * Behind while streaming: the background class (SCHED_IDLE). Behind while finishing: `low`, the
+   * smallest share that is never starved, since `close` waits for this encoder.
+   */
+  private yieldingClass(): CpuClass {
+    return this.finishing ? 'low' : 'background';
+  }
+
 
   private kick(): void {
     const wake = this.wake;

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
-import { setBackground } from './cpu-class';
+import { type CpuClass, setCpuClass } from './cpu-class';
 import { AccessUnitSplitter } from './h264-stream';
 
 /** Tail of ffmpeg's stderr kept for error messages (at `-loglevel error` it is short anyway). */
@@ -73,11 +73,11 @@ export class PipedFfmpegProcess {
     return this.done;
   }
 
-  /** Moves ffmpeg to the background CPU class or back (best effort, see `setBackground`). */
-  setBackground(background: boolean): void {
+  /** Moves ffmpeg to a CPU class (best effort, see `setCpuClass`). */
+  setCpuClass(cpuClass: CpuClass): void {
     const pid = this.child?.pid;
     if (pid !== undefined && !this.closed) {
-      setBackground(pid, background);
+      setCpuClass(pid, cpuClass);
     }
   }
 

@@ -1,0 +1,48 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { setCpuClass } from './cpu-class';
+import { findOnPath } from './ffmpeg-locator';
+
+/** Scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE) and nice level of a process, from /proc. */
+function schedOf(pid: number): { policy: number; nice: number } {
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // /proc/[pid]/stat: nice is field 19, policy field 41; `fields` starts at field 3.
+  return { nice: Number(fields[19 - 3]), policy: Number(fields[41 - 3]) };
+}
+
+async function until(check: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!check()) {
+    if (Date.now() > deadline) {
+      throw new Error(`${what} not reached`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const SCHED_OTHER = 0;
+const SCHED_IDLE = 5;
+// Linux only, like the service (/proc, SCHED_IDLE).
+describe('setCpuClass', () => {
+  let child: ChildProcess;
+  beforeEach(() => {
+    child = spawn('sleep', ['60'], { stdio: 'ignore' });
+  });
+  afterEach(() => {
+    child.kill('SIGKILL');
+  });
+
+  it('moves a process to the background (SCHED_IDLE, nice 19), then to low (normal scheduling, nice 19) so it is never starved', async () => {
+    const pid = child.pid as number;
+    const hasChrt = findOnPath('chrt') !== null;
+    setCpuClass(pid, 'background');
+    await until(
+      () => schedOf(pid).nice === 19 && (!hasChrt || schedOf(pid).policy === SCHED_IDLE),
+      'background class',
+    );
+    setCpuClass(pid, 'low');
+    await until(() => schedOf(pid).nice === 19 && schedOf(pid).policy === SCHED_OTHER, 'low class');
+  });
+});
