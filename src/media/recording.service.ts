@@ -9,6 +9,7 @@ import { APP_CONFIG, type AppConfig } from '../config/config';
 import type { SessionEntity } from '../sessions/session.entity';
 import { EncoderSlots } from './encoder-slots';
 import { locateTool } from './ffmpeg-locator';
+import { FinishLanes } from './finish-lanes';
 import { FFMPEG_RECORDER_MEDIA, type RecorderMedia } from './recorder-media';
 import { RecordingEntity } from './recording.entity';
 import {
@@ -51,6 +52,8 @@ export class RecordingService {
   private readonly logger = new Logger(RecordingService.name);
   readonly maxEncoders: number;
   private readonly slots: EncoderSlots;
+  /** Behind encoders that a `close` waits for: a few run at the service's priority. */
+  private readonly finishLanes: FinishLanes;
   /** Sessions with frames to record (running or waiting for a slot): their backlog, by id. */
   private readonly recorders = new Map<string, () => RecorderBacklog>();
   readonly dir: string;
@@ -67,6 +70,7 @@ export class RecordingService {
   ) {
     this.maxEncoders = config.RECORDING_MAX_ENCODERS ?? availableParallelism() * ENCODERS_PER_CORE;
     this.slots = new EncoderSlots(this.maxEncoders);
+    this.finishLanes = new FinishLanes(availableParallelism());
     this.dir = resolve(config.DATA_DIR, 'recordings');
     mkdirSync(this.dir, { recursive: true });
     this.ffmpegPath = locateTool('ffmpeg', config.FFMPEG_PATH).path;
@@ -162,6 +166,7 @@ export class RecordingService {
               outputPath,
               events,
               media: this.media,
+              finishLanes: this.finishLanes,
               onFailed,
             },
             recorderSession,

@@ -10,6 +10,7 @@ import {
 import type { AudioSettings } from '../sessions/session.types';
 import { SPOOL_HEADER_BYTES, SPOOL_RECORD_PREFIX_BYTES, SpoolFollower } from '../spool/spool';
 import type { CpuClass } from './cpu-class';
+import type { FinishLanes } from './finish-lanes';
 import { BadImageError, FramePipeline } from './frame-pipeline';
 import { isKeyframe } from './h264-stream';
 import type { AudioEncoder, Mp4Sink, RecorderMedia, VideoEncoder } from './recorder-media';
@@ -41,12 +42,12 @@ const MAX_QUEUED_FRAMES = 64;
  * capture time ahead of the one being encoded, or BEHIND_QUEUED_FRAMES wait for it) encodes what
  * the spool already holds safely: its encoder goes to the background CPU class, yielding to
  * storing and acknowledging frames, and comes back when the recorder has caught up. When the
- * session finishes behind, its encoder moves to the `low` class (nice 19, normal scheduling), not
- * back to the service's priority: `close` then waits for it, but the storing, acknowledging and
- * database work of every other session on the node comes first (100 sessions closing at once,
- * each finishing its encoder at normal priority, starved Postgres into 5 s pool timeouts in
- * bench:ingest); and unlike SCHED_IDLE it still progresses when other work keeps every core busy
- * (with two busy loops beside it, a SCHED_IDLE encoder got nothing and its `close` never came). Recorders that start from the spool with an encoder slot (after a restart, or
+ * session finishes behind, `close` waits for its encoder, which must then progress however busy
+ * the cores are (beside two busy loops a SCHED_IDLE encoder got nothing and its `close` never
+ * came), without all of them returning to the service's priority at once (100 sessions closing
+ * at once, each finishing its encoder at normal priority, starved Postgres into 5 s pool timeouts
+ * in bench:ingest): one per core takes a finish lane at the service's priority (`FinishLanes`),
+ * the others wait at nice 19 with normal scheduling, the smallest share that is never starved. Recorders that start from the spool with an encoder slot (after a restart, or
  * after waiting for one) are not pushed back; one started without a slot because its session is
  * finishing is.
  */
@@ -103,6 +104,8 @@ export interface RecorderDeps {
   events: RecorderEvents;
   /** ffmpeg and the MP4 file (a fault-injecting double in tests). */
   media: RecorderMedia;
+  /** The node's lanes for behind encoders that a `close` waits for. */
+  finishLanes: FinishLanes;
   /**
    * The recorder failed while running (an MP4 write, the encoder, the spool read): called once,
    * at the failure, not when `finish` asks. Not called after `abort()`.
@@ -140,6 +143,10 @@ export class SessionRecorder {
   private catchingUp: boolean;
   /** Behind its client: the encoder runs in the background CPU class. */
   private yielding = false;
+  /** Finishing behind: holds one of the node's finish lanes (encodes at the service's priority). */
+  private inLane = false;
+  /** Gives the finish lane back (or leaves its queue); a no-op until `complete` entered one. */
+  private leaveLane: () => void = () => undefined;
   /** Capture pts (ms) of the last record handed to `process`. */
   private processedPts: number | null = null;
   private finishing = false;
@@ -330,6 +337,14 @@ export class SessionRecorder {
    */
   async finish(lastSeq: number): Promise<RecordingResult> {
     try {
+      return await this.settle(lastSeq);
+    } finally {
+      this.leaveLane();
+    }
+  }
+
+  private async settle(lastSeq: number): Promise<RecordingResult> {
+    try {
       return await this.complete(lastSeq);
     } catch (err) {
       // Whatever failed, the encoders stop and the file is released before this rejects.
@@ -345,6 +360,10 @@ export class SessionRecorder {
     if (this.yielding) {
       // From here `close` waits for this encoder: it must make progress however busy the cores are.
       this.video?.setCpuClass('low');
+      this.leaveLane = this.deps.finishLanes.enter(() => {
+        this.inLane = true;
+        this.video?.setCpuClass('normal');
+      });
     }
     this.kick();
     await this.loop;
@@ -461,13 +480,16 @@ export class SessionRecorder {
     }
   }
   /**
-   * Behind while streaming: the background class (SCHED_IDLE). Behind while finishing: `low`, the
-   * smallest share that is never starved, since `close` waits for this encoder.
+   * Behind while streaming: the background class (SCHED_IDLE). Behind while finishing: `close`
+   * waits for this encoder, so the service's priority in a finish lane, else `low`, the smallest
+   * share that is never starved, until a lane frees.
    */
   private yieldingClass(): CpuClass {
-    return this.finishing ? 'low' : 'background';
+    if (!this.finishing) {
+      return 'background';
+    }
+    return this.inLane ? 'normal' : 'low';
   }
-
 
   private kick(): void {
     const wake = this.wake;
