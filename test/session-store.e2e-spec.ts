@@ -51,4 +51,25 @@ describe('SessionStore on real Postgres', () => {
     );
     expect(rows.map((r) => r.status)).toEqual(['interrupted', 'interrupted']);
   });
+
+  it('writes a recount only while the session is still in the given states', async () => {
+    const interrupted = await insertSession('node-c', 'interrupted');
+    const abandoned = await insertSession('node-c', 'abandoned');
+    const counts = { lastSeq: 9, videoFrames: 8, audioFrames: 0, rejectedFrames: 1, bytesIn: 900 };
+    await store.saveStats(
+      [
+        { id: interrupted, ...counts },
+        { id: abandoned, ...counts },
+      ],
+      ['interrupted'],
+    );
+    const rows = await db.query<Array<{ id: string; last_seq: string }>>(
+      `SELECT id, last_seq FROM sessions WHERE id = ANY($1::uuid[])`,
+      [[interrupted, abandoned]],
+    );
+    const lastSeq = new Map(rows.map((r) => [r.id, Number(r.last_seq)]));
+    // The abandoned session's end recount stands; the interrupted one takes the recount.
+    expect(lastSeq.get(interrupted)).toBe(9);
+    expect(lastSeq.get(abandoned)).toBe(0);
+  });
 });

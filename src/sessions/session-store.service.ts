@@ -53,8 +53,15 @@ export class SessionStore {
     return affected > 0;
   }
 
-  /** One statement for every dirty session of the node. */
-  async saveStats(rows: readonly SessionStats[]): Promise<void> {
+  /**
+   * One statement for every dirty session of the node. With `whileStatus`, a row is written only
+   * while the session is in one of those states (a recount must not overwrite the counters of an
+   * end that happened meanwhile).
+   */
+  async saveStats(
+    rows: readonly SessionStats[],
+    whileStatus?: readonly SessionStatus[],
+  ): Promise<void> {
     if (rows.length === 0) {
       return;
     }
@@ -64,7 +71,7 @@ export class SessionStore {
          rejected_frames = v.rejected_frames, bytes_in = v.bytes_in, updated_at = now()
        FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
          AS v(id, last_seq, video_frames, audio_frames, rejected_frames, bytes_in)
-       WHERE s.id = v.id`,
+       WHERE s.id = v.id AND ($7::text[] IS NULL OR s.status = ANY($7::text[]))`,
       [
         rows.map((r) => r.id),
         rows.map((r) => r.lastSeq),
@@ -72,6 +79,7 @@ export class SessionStore {
         rows.map((r) => r.audioFrames),
         rows.map((r) => r.rejectedFrames),
         rows.map((r) => r.bytesIn),
+        whileStatus ?? null,
       ],
     );
   }

@@ -443,7 +443,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   private async reconcileOrphans(ids: readonly string[]): Promise<void> {
     for (const id of ids) {
       const path = this.spoolPath(id);
-      if (this.live.has(id) || !existsSync(path)) {
+      if (this.live.has(id) || this.finalizing.has(id) || !existsSync(path)) {
         continue;
       }
       try {
@@ -452,7 +452,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
           continue;
         }
         const rejected = Math.min(row.rejectedFrames, summary.records - summary.audioRecords);
-        await this.store.saveStats([{ id, ...countsOf(summary, rejected) }]);
+        // Only while still interrupted: a sweep may have abandoned and recounted it meanwhile.
+        await this.store.saveStats([{ id, ...countsOf(summary, rejected) }], ['interrupted']);
       } catch (err) {
         this.logger.warn({ err, sessionId: id }, 'could not recount an interrupted session');
       }
