@@ -25,7 +25,7 @@ import {
   SessionRuntime,
   type RuntimeDeps,
   type SessionSink,
-  type TrackCounts,
+  storedIn,
 } from './session-runtime';
 import { FreeSpace } from '../spool/free-space';
 import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
@@ -516,19 +516,6 @@ function countsOf(summary: SpoolSummary, rejected: number): SessionCounts {
     audioFrames: stored.audio,
     rejectedFrames: rejected,
     bytesIn: stored.bytes,
-  };
-}
-
-/** A spool's records by track, as a runtime counts them. */
-function storedIn(spool: {
-  records: number;
-  audioRecords: number;
-  messageBytes: number;
-}): TrackCounts {
-  return {
-    video: spool.records - spool.audioRecords,
-    audio: spool.audioRecords,
-    bytes: spool.messageBytes,
   };
 }
 

@@ -41,6 +41,12 @@ export type IngestResult =
 /** Retry-After for a session stopped because the disk is full. */
 const DISK_FULL_RETRY_S = 30;
 
+function diskFullError(): AppError {
+  return new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
+    retryAfterS: DISK_FULL_RETRY_S,
+  });
+}
+
 /** Queued bytes after which the spool is written (not synced) early, bounding memory. */
 const EARLY_WRITE_BYTES = 4 * 1024 * 1024;
 
@@ -68,6 +74,19 @@ export interface TrackCounts {
   video: number;
   audio: number;
   bytes: number;
+}
+
+/** A spool's records by track (`SpoolWriter.recovered` or a scan's summary), as a runtime counts them. */
+export function storedIn(spool: {
+  records: number;
+  audioRecords: number;
+  messageBytes: number;
+}): TrackCounts {
+  return {
+    video: spool.records - spool.audioRecords,
+    audio: spool.audioRecords,
+    bytes: spool.messageBytes,
+  };
 }
 
 export interface RuntimeInit {
@@ -311,11 +330,7 @@ export class SessionRuntime {
   syncNow(): Promise<number> {
     return this.syncSpool().catch((err: unknown) => {
       this.fail(err);
-      throw isDiskFull(err)
-        ? new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
-            retryAfterS: DISK_FULL_RETRY_S,
-          })
-        : err;
+      throw isDiskFull(err) ? diskFullError() : err;
     });
   }
 
@@ -560,11 +575,7 @@ export class SessionRuntime {
       stored = held.lastSeq;
       this.countRejectedUpTo(stored);
       this.rejectedAhead.length = 0;
-      this.stored = {
-        video: held.records - held.audioRecords,
-        audio: held.audioRecords,
-        bytes: held.messageBytes,
-      };
+      this.stored = storedIn(held);
       this.rejectedFrames = Math.min(this.rejectedFrames, this.stored.video);
       this.receivedSeq = stored;
       this.dirty = true;
@@ -582,11 +593,7 @@ export class SessionRuntime {
       // between the `flow` and the close.
       this.ackedSeq = Math.max(this.ackedSeq, stored);
       sink.ack(stored);
-      sink.failed(
-        new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
-          retryAfterS: DISK_FULL_RETRY_S,
-        }),
-      );
+      sink.failed(diskFullError());
     }
     try {
       const stats = this.takeStats();
