@@ -1,0 +1,204 @@
+import { readdirSync } from 'node:fs';
+import type { Pool } from 'pg';
+import { jpegFrames, probe } from './media';
+import { StreamClient } from './stream-client';
+import { hsToken } from './tokens';
+import { waitFor } from './wait';
+
+/** How a canary's acks behaved over one phase (from `start` or the previous `mark`). */
+export interface CanaryPhase {
+  /** Frames sent in the phase. */
+  frames: number;
+  /** Longest time between two acks while frames were waiting for one. */
+  maxAckGapMs: number;
+  /** 99th percentile of send → covering ack, over the frames sent in the phase and acked. */
+  ackP99Ms: number;
+}
+
+export interface CanaryOptions {
+  token?: string;
+  fps?: number;
+  width?: number;
+  height?: number;
+}
+
+/**
+ * A normal session streaming beside an attack or a fault: real JPEGs at 10 fps (by default) over
+ * the WebSocket, every ack timed. Its acks must stay timely and its recording complete whatever
+ * else the node is going through.
+ */
+export class Canary {
+  private seq = 0;
+  private readonly sentAt: number[] = [];
+  /** When the ack covering each seq arrived (acks are cumulative). */
+  private readonly ackedAt: number[] = [];
+  private ackedUpTo = 0;
+  private lastAckAt = 0;
+  private phaseStart = 1;
+  private phaseMaxGap = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private sessionIdValue = '';
+
+  private constructor(
+    private readonly client: StreamClient,
+    private readonly frames: Buffer[],
+    private readonly fps: number,
+  ) {
+    client.ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (isBinary) {
+        return;
+      }
+      const text = data.toString();
+      if (!text.startsWith('{"type":"ack"')) {
+        return;
+      }
+      const seq = (JSON.parse(text) as { seq: number }).seq;
+      const now = performance.now();
+      this.noteGap(now);
+      this.lastAckAt = now;
+      for (let s = this.ackedUpTo + 1; s <= seq; s++) {
+        this.ackedAt[s] = now;
+      }
+      this.ackedUpTo = Math.max(this.ackedUpTo, seq);
+    });
+  }
+
+  static async start(base: string, options: CanaryOptions = {}): Promise<Canary> {
+    const width = options.width ?? 320;
+    const height = options.height ?? 240;
+    const fps = options.fps ?? 10;
+    const token = options.token ?? hsToken({ sub: 'canary', channel: 'canary' });
+    const client = await StreamClient.connect(base, { token });
+    const opened = await client.open({ video: { width, height, fps } });
+    const canary = new Canary(client, await jpegFrames(width, height, 10), fps);
+    canary.sessionIdValue = opened.sessionId;
+    canary.lastAckAt = performance.now();
+    canary.timer = setInterval(() => canary.tick(), 1000 / fps);
+    return canary;
+  }
+
+  get sessionId(): string {
+    return this.sessionIdValue;
+  }
+
+  get sent(): number {
+    return this.seq;
+  }
+
+  /** Ends the current phase and starts the next: the figures of the phase just ended. */
+  mark(): CanaryPhase {
+    const now = performance.now();
+    this.noteGap(now);
+    const latencies: number[] = [];
+    for (let s = this.phaseStart; s <= this.ackedUpTo; s++) {
+      latencies.push(this.ackedAt[s] - this.sentAt[s]);
+    }
+    latencies.sort((a, b) => a - b);
+    const phase: CanaryPhase = {
+      frames: this.seq - this.phaseStart + 1,
+      maxAckGapMs: Math.round(this.phaseMaxGap),
+      ackP99Ms: Math.round(
+        latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))] ?? 0,
+      ),
+    };
+    this.phaseStart = this.seq + 1;
+    this.phaseMaxGap = 0;
+    return phase;
+  }
+
+  /** Stops sending, waits for the last ack, closes the session: the last phase and `closed`. */
+  async stop(): Promise<{ phase: CanaryPhase; closedFrames: number }> {
+    clearInterval(this.timer);
+    await waitFor(() => this.ackedUpTo >= this.seq, 30_000, `canary ack of ${this.seq}`);
+    const phase = this.mark();
+    this.client.send({ type: 'close' });
+    const closed = await this.client.next('closed', 60_000);
+    await this.client.closed;
+    return { phase, closedFrames: closed.frames };
+  }
+
+  private noteGap(now: number): void {
+    if (this.ackedUpTo < this.seq) {
+      this.phaseMaxGap = Math.max(this.phaseMaxGap, now - this.lastAckAt);
+    }
+  }
+
+  private tick(): void {
+    if (this.client.ws.readyState !== this.client.ws.OPEN) {
+      return;
+    }
+    const seq = ++this.seq;
+    if (this.ackedUpTo === seq - 1) {
+      // Nothing was outstanding: the gap clock starts with this frame.
+      this.lastAckAt = performance.now();
+    }
+    this.sentAt[seq] = performance.now();
+    this.client.sendFrame(seq, Math.round(((seq - 1) * 1000) / this.fps), this.frames[seq % 10]);
+  }
+}
+
+/** The canary's recording is ready and holds every frame it sent (row and ffprobe agree). */
+export async function expectRecordingComplete(
+  db: Pool,
+  sessionId: string,
+  frames: number,
+): Promise<void> {
+  await waitFor(
+    async () => {
+      const r = await db.query<{ status: string }>(
+        `SELECT status FROM recordings WHERE session_id = $1`,
+        [sessionId],
+      );
+      return r.rows[0]?.status === 'ready' || r.rows[0]?.status === 'failed';
+    },
+    90_000,
+    `recording of ${sessionId} finished`,
+  );
+  const rec = (
+    await db.query<{ status: string; frame_count: number; path: string }>(
+      `SELECT status, frame_count, path FROM recordings WHERE session_id = $1`,
+      [sessionId],
+    )
+  ).rows[0];
+  expect(rec.status).toBe('ready');
+  expect(rec.frame_count).toBe(frames);
+  expect((await probe(rec.path)).videoFrames).toBe(frames);
+}
+
+/** The test process's resident memory and open file descriptors (the service runs in it). */
+export interface Resources {
+  rssBytes: number;
+  fds: number;
+}
+
+export function resources(): Resources {
+  return { rssBytes: process.memoryUsage.rss(), fds: readdirSync('/proc/self/fd').length };
+}
+
+/**
+ * Waits until RSS and open fds are back within `tolerance` (10 %) of a baseline taken before the
+ * attack. Memory is given back lazily, so this collects garbage (when jest runs with
+ * --expose-gc) and polls rather than reading once.
+ */
+export async function expectResourcesBack(
+  baseline: Resources,
+  tolerance = 0.1,
+  timeoutMs = 30_000,
+): Promise<Resources> {
+  let now = resources();
+  const within = () =>
+    now.rssBytes <= baseline.rssBytes * (1 + tolerance) &&
+    now.fds <= Math.ceil(baseline.fds * (1 + tolerance));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    (globalThis as { gc?: () => void }).gc?.();
+    now = resources();
+    if (within() || Date.now() > deadline) {
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(now.rssBytes).toBeLessThanOrEqual(baseline.rssBytes * (1 + tolerance));
+  expect(now.fds).toBeLessThanOrEqual(Math.ceil(baseline.fds * (1 + tolerance)));
+  return now;
+}
