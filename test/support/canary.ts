@@ -202,3 +202,12 @@ export async function expectResourcesBack(
   expect(now.fds).toBeLessThanOrEqual(Math.ceil(baseline.fds * (1 + tolerance)));
   return now;
 }
+
+/**
+ * The issue's rule for a canary beside an attack: its longest ack gap stays within twice the gap
+ * it had alone, measured in the same test (the node's own pace, not an absolute time).
+ */
+export function expectAcksTimely(alone: CanaryPhase, beside: CanaryPhase): void {
+  expect(beside.frames).toBeGreaterThan(0);
+  expect(beside.maxAckGapMs).toBeLessThanOrEqual(2 * alone.maxAckGapMs);
+}
