@@ -26,6 +26,8 @@ export const HTTP_SINK: SessionSink = {
   send: () => undefined,
   replaced: () => undefined,
   failed: () => undefined,
+  // The fallback has no per-request frame-rate quota to lower, and no channel to tell the client.
+  throttle: () => undefined,
 };
 
 /**

@@ -183,4 +183,40 @@ describe('FrameRateLimiter', () => {
     expect(() => new FrameRateLimiter({ maxFps: 1, maxKbps: NaN, graceMs: 0 })).toThrow(RangeError);
     expect(() => new FrameRateLimiter({ maxFps: 1, maxKbps: 1, graceMs: -1 })).toThrow(RangeError);
   });
+
+  describe('setMaxFps: the node lowers a session rate (capacity, image cost)', () => {
+    it('gives a client that keeps the old rate the grace period, then exceeds it', () => {
+      const l = limiter();
+      let run = drive(l, { fps: FPS, durationMs: 2_000, startMs: 0 });
+      l.setMaxFps(10, run.endMs);
+      const loweredAt = run.endMs;
+      run = drive(l, { fps: FPS, durationMs: GRACE_MS + 2_000 }, run);
+      expect(run.flowAt).toHaveLength(0);
+      expect(run.exceededAt.length).toBeGreaterThan(0);
+      expect(run.exceededAt[0] - loweredAt).toBeGreaterThan(GRACE_MS);
+    });
+
+    it('never fails a client that comes down to the new rate, even with jitter', () => {
+      const l = limiter();
+      let run = drive(l, { fps: FPS, durationMs: 2_000, startMs: 0 });
+      l.setMaxFps(10, run.endMs);
+      run = drive(l, { fps: 10, durationMs: 60_000, jitterShare: 0.3 }, run);
+      expect(run.counts.exceeded).toBe(0);
+      expect(l.maxFps).toBe(10);
+    });
+
+    it('lets the old rate through again once raised', () => {
+      const l = limiter();
+      l.setMaxFps(5, 0);
+      let run = drive(l, { fps: 5, durationMs: 3_000, startMs: 0 });
+      l.setMaxFps(FPS, run.endMs);
+      run = drive(l, { fps: FPS, durationMs: 20_000 }, run);
+      expect(run.counts.exceeded).toBe(0);
+      expect(run.flowAt).toHaveLength(0);
+    });
+
+    it('refuses a rate that is not positive', () => {
+      expect(() => limiter().setMaxFps(0, 0)).toThrow(RangeError);
+    });
+  });
 });

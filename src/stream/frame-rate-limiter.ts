@@ -64,15 +64,16 @@ const PHASE_EXCEEDED = 2;
  * - `exceeded` is terminal: every later call returns it too.
  */
 export class FrameRateLimiter {
-  readonly maxFps: number;
+  private fps: number;
   readonly maxKbps: number;
   private readonly graceMs: number;
   private readonly recoveryMs: number;
-  private readonly frameRatePerMs: number;
+  private readonly burstMs: number;
+  private frameRatePerMs: number;
   private readonly byteRatePerMs: number;
-  private readonly frameCapacity: number;
+  private frameCapacity: number;
   private readonly byteCapacity: number;
-  private readonly frameCushion: number;
+  private frameCushion: number;
   private readonly byteCushion: number;
   private frameTokens: number;
   private byteTokens: number;
@@ -98,20 +99,55 @@ export class FrameRateLimiter {
     if (!(options.graceMs >= 0) || !(recoveryMs >= 0)) {
       throw new RangeError('graceMs and recoveryMs must not be negative');
     }
-    this.maxFps = options.maxFps;
     this.maxKbps = options.maxKbps;
     this.graceMs = options.graceMs;
     this.recoveryMs = recoveryMs;
-    const frameRatePerMs = options.maxFps / 1000;
+    this.burstMs = burstMs;
+    this.fps = options.maxFps;
+    this.frameRatePerMs = 0;
+    this.frameCapacity = 0;
+    this.frameCushion = 0;
+    this.setFrameRate(options.maxFps);
     const byteRatePerMs = (options.maxKbps * 1000) / 8 / 1000;
-    this.frameRatePerMs = frameRatePerMs * (1 + RATE_TOLERANCE);
     this.byteRatePerMs = byteRatePerMs * (1 + RATE_TOLERANCE);
-    this.frameCapacity = frameRatePerMs * burstMs;
     this.byteCapacity = byteRatePerMs * burstMs;
-    this.frameCushion = this.frameCapacity * CUSHION_SHARE;
     this.byteCushion = this.byteCapacity * CUSHION_SHARE;
     this.frameTokens = this.frameCapacity;
     this.byteTokens = this.byteCapacity;
+  }
+
+  /** The sustained frame rate allowed now. */
+  get maxFps(): number {
+    return this.fps;
+  }
+
+  /**
+   * Changes the frame rate at `nowMs` (the node asks a session to slow down, or lets it speed up
+   * again). Lowering it counts as a `flow` sent at `nowMs`: the client has the grace period to
+   * come down to the new rate, and frames over it after that are `exceeded`. The bucket keeps at
+   * most one burst of the new rate, so the new rate holds from the end of the grace period on.
+   */
+  setMaxFps(maxFps: number, nowMs: number): void {
+    if (!(maxFps > 0) || !Number.isFinite(maxFps)) {
+      throw new RangeError(`maxFps must be a positive number, got ${maxFps}`);
+    }
+    const lower = maxFps < this.fps;
+    this.setFrameRate(maxFps);
+    this.frameTokens = Math.min(this.frameTokens, this.frameCapacity);
+    if (lower && this.phase !== PHASE_EXCEEDED) {
+      this.phase = PHASE_FLOWED;
+      this.flowAtMs = nowMs;
+      this.lastOverMs = nowMs;
+      this.frameTokens = Math.max(this.frameTokens, this.frameCushion);
+    }
+  }
+
+  private setFrameRate(maxFps: number): void {
+    const frameRatePerMs = maxFps / 1000;
+    this.fps = maxFps;
+    this.frameRatePerMs = frameRatePerMs * (1 + RATE_TOLERANCE);
+    this.frameCapacity = frameRatePerMs * this.burstMs;
+    this.frameCushion = this.frameCapacity * CUSHION_SHARE;
   }
 
   /** Which rate the last over-limit frame broke, for the `flow` reason and logs. */

@@ -266,6 +266,7 @@ describe('SessionRuntime when the database refuses a transition', () => {
       ack: () => undefined,
       send: () => undefined,
       replaced: () => undefined,
+      throttle: () => undefined,
       failed: () => undefined,
     };
     return { runtime, sink, passed, ended };

@@ -28,6 +28,17 @@ export interface SessionSink {
    * 1013 for a full disk) so the client resumes later.
    */
   failed(error: AppError): void;
+  /**
+   * The node caps the session's frame rate (`maxFps`, with the reason for the client's `flow`), or
+   * lifts its cap (null). A client that stays over a cap past the flow grace period gets 4029.
+   */
+  throttle(maxFps: number | null, reason: string): void;
+}
+
+/** The node's cap on one session's frame rate, and why. */
+export interface FpsCeiling {
+  maxFps: number;
+  reason: string;
 }
 
 /**
@@ -149,6 +160,8 @@ export class SessionRuntime {
   private ptsRefused = false;
 
   private sink: SessionSink | null = null;
+  /** The node's cap on the frame rate; a transport attached later starts under it. */
+  private ceiling: FpsCeiling | null = null;
   private framesSinceAck = 0;
   private lastAckAt = 0;
   private ackTimer: NodeJS.Timeout | undefined;
@@ -218,6 +231,20 @@ export class SessionRuntime {
 
   get attached(): SessionSink | null {
     return this.sink;
+  }
+
+  get fpsCeiling(): FpsCeiling | null {
+    return this.ceiling;
+  }
+
+  /** Caps the session's frame rate (or lifts the cap: null) and tells the attached transport. */
+  limitFps(ceiling: FpsCeiling | null): void {
+    const was = this.ceiling;
+    if (was?.maxFps === ceiling?.maxFps && was?.reason === ceiling?.reason) {
+      return;
+    }
+    this.ceiling = ceiling;
+    this.sink?.throttle(ceiling?.maxFps ?? null, ceiling?.reason ?? 'recovered');
   }
 
   /** Its spool failed: it accepts nothing more and is about to leave the registry. */

@@ -243,6 +243,17 @@ export class StreamConnection implements SessionSink {
     this.end(CloseCode.Replaced, 'replaced', 'session resumed on another connection');
   }
 
+  throttle(maxFps: number | null, reason: string): void {
+    const limiter = this.limiter;
+    if (limiter === null) {
+      return;
+    }
+    const quota = this.deps.quotas.limitsFor(this.principal.channel).maxFps;
+    const fps = Math.min(quota, maxFps ?? quota);
+    limiter.setMaxFps(fps, Date.now());
+    this.send({ type: 'flow', maxFps: fps, reason });
+  }
+
   failed(error: AppError): void {
     this.runtime = null;
     const code = closeCodeOf(error.code) ?? CloseCode.Internal;
@@ -274,7 +285,13 @@ export class StreamConnection implements SessionSink {
       maxKbps: limits.maxKbps,
       graceMs: this.deps.config.STREAM_FLOW_GRACE_MS,
     });
-    return { type: 'opened', ...opened, limits: { ...opened.limits, maxFps: limits.maxFps } };
+    // A session resumed under a cap (capacity, image cost) stays under it.
+    const ceiling = runtime.fpsCeiling;
+    const maxFps = Math.min(limits.maxFps, ceiling?.maxFps ?? limits.maxFps);
+    if (maxFps < limits.maxFps) {
+      this.limiter.setMaxFps(maxFps, Date.now());
+    }
+    return { type: 'opened', ...opened, limits: { ...opened.limits, maxFps } };
   }
 
   private assertNoSession(): void {
