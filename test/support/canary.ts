@@ -20,6 +20,8 @@ export interface CanaryOptions {
   fps?: number;
   width?: number;
   height?: number;
+  /** Extra handshake headers (a benchmark gives each client its own X-Forwarded-For). */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -68,7 +70,7 @@ export class Canary {
     const height = options.height ?? 240;
     const fps = options.fps ?? 10;
     const token = options.token ?? hsToken({ sub: 'canary', channel: 'canary' });
-    const client = await StreamClient.connect(base, { token });
+    const client = await StreamClient.connect(base, { token, headers: options.headers });
     const opened = await client.open({ video: { width, height, fps } });
     const canary = new Canary(client, await jpegFrames(width, height, 10), fps);
     canary.sessionIdValue = opened.sessionId;
@@ -83,6 +85,15 @@ export class Canary {
 
   get sent(): number {
     return this.seq;
+  }
+
+  /** Send → covering ack of every frame acked so far, in ms. */
+  ackLatencies(): number[] {
+    const latencies: number[] = [];
+    for (let s = 1; s <= this.ackedUpTo; s++) {
+      latencies.push(this.ackedAt[s] - this.sentAt[s]);
+    }
+    return latencies;
   }
 
   /** Ends the current phase and starts the next: the figures of the phase just ended. */
