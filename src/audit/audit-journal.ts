@@ -242,6 +242,9 @@ function parseRecord(line: string): AuditRecord | undefined {
   switch (record.kind) {
     case 'connection':
       record.at = new Date(record.at);
+      if (record.lastAt !== undefined) {
+        record.lastAt = new Date(record.lastAt);
+      }
       if (record.close) {
         record.close.closedAt = new Date(record.close.closedAt);
       }

@@ -17,6 +17,7 @@ import type {
   NodeEventRecord,
   SessionEventRecord,
 } from './audit.types';
+import { isRefusal, RefusalAggregator } from './refusal-aggregator';
 
 /** Postgres' limit on bind parameters in one statement. */
 const MAX_PARAMS = 65_535;
@@ -87,6 +88,17 @@ const CONNECTION_CLOSE: InsertShape<ConnectionAuditRecord> = {
   },
 };
 
+// Aggregated refusals (see RefusalAggregator): each record is a snapshot with the row's whole count
+// so far, so the greatest one wins and a snapshot replayed or landing late changes nothing.
+const CONNECTION_REFUSAL: InsertShape<ConnectionAuditRecord> = {
+  into: `connection_audits (${OPEN_COLUMNS}, count, last_at)`,
+  columns: 14,
+  onConflict: `ON CONFLICT (id) DO UPDATE SET
+    count = GREATEST(connection_audits.count, EXCLUDED.count),
+    last_at = GREATEST(connection_audits.last_at, EXCLUDED.last_at)`,
+  values: (r) => [...openValues(r), r.count, r.lastAt],
+};
+
 const SESSION_EVENT: InsertShape<SessionEventRecord> = {
   into: 'session_events (id, session_id, at, type, connection_id, detail)',
   columns: 6,
@@ -136,11 +148,15 @@ function describe(err: unknown): string {
  * While Postgres is unreachable, batches go to a journal on disk (see AuditJournal) and are
  * replayed, in order, once it is back; every write is an idempotent upsert on the record's id, so a
  * batch replayed twice never duplicates a row.
+ *
+ * Refusals are aggregated per address and reason over a window before they are buffered (see
+ * RefusalAggregator), so a flood of bad handshakes writes a bounded number of rows, each counted.
  */
 @Injectable()
 export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger(AuditWriter.name);
   private readonly journal: AuditJournal;
+  private readonly refusals: RefusalAggregator;
   private buffer: AuditRecord[] = [];
   /** Records taken by the flush in progress: neither buffered nor journaled, yet not written. */
   private inFlight = 0;
@@ -167,6 +183,10 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     this.journal = new AuditJournal(join(config.DATA_DIR, 'audit-journal'), {
       maxFileRecords: config.AUDIT_BUFFER_MAX,
     });
+    this.refusals = new RefusalAggregator({
+      windowMs: config.AUDIT_REFUSAL_WINDOW_MS,
+      maxKeys: config.AUDIT_REFUSAL_KEYS_MAX,
+    });
     this.spillAt = config.AUDIT_BUFFER_MAX;
     this.journalInUse = !this.journal.isEmpty();
   }
@@ -174,6 +194,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
   onModuleInit(): void {
     // Unref'd: pending audit work must not keep a process alive; shutdown flushes explicitly.
     this.flushTimer = setInterval(() => {
+      this.refusals.drain(Date.now(), this.buffer);
       if (this.buffer.length > 0) {
         void this.flushNow();
       }
@@ -209,6 +230,8 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
    */
   onApplicationShutdown(): void {
     this.phase = 'closed';
+    // Every window ends now: counts not yet written go to the journal with the rest.
+    this.refusals.drain(Infinity, this.buffer);
     // A write still waiting on Postgres may never land: its records go to the journal as well
     // (every write is an idempotent upsert, so landing twice is harmless).
     const rest = (this.inFlightBatch ?? []).concat(this.buffer);
@@ -219,13 +242,21 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     this.toJournal(rest);
   }
 
-  /** Queues a record for Postgres. Never throws and never waits on the database. */
+  /**
+   * Queues a record for Postgres. Never throws and never waits on the database. A refusal is
+   * counted into its address's row for the window and buffered only when it starts a row.
+   */
   record(r: AuditRecord): void {
     if (this.phase === 'closed') {
+      // Nothing drains the aggregator any more: the refusal is journaled as a row of its own.
       this.toJournal([r]);
       return;
     }
-    this.buffer.push(r);
+    if (isRefusal(r)) {
+      this.refusals.add(r, this.buffer);
+    } else {
+      this.buffer.push(r);
+    }
     if (this.buffer.length >= this.spillAt) {
       this.spill();
     } else if (
@@ -238,9 +269,14 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     }
   }
 
-  /** Records not yet in Postgres: buffered plus journaled. */
+  /** Records not yet in Postgres: buffered plus journaled, plus aggregated counts not yet buffered. */
   backlog(): number {
-    return this.buffer.length + this.inFlight + this.journal.size;
+    return this.buffer.length + this.inFlight + this.journal.size + this.refusals.dirty;
+  }
+
+  /** Refusals counted and the rows they were written as, since start: for /metrics. */
+  refusalStats(): { refusals: number; rows: number } {
+    return { refusals: this.refusals.refusals, rows: this.refusals.rows };
   }
 
   /**
@@ -264,6 +300,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
   }
 
   private async run(): Promise<void> {
+    this.refusals.drain(Date.now(), this.buffer);
     const batch = this.buffer;
     this.buffer = [];
     this.spillAt = this.config.AUDIT_BUFFER_MAX;
@@ -351,6 +388,8 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     const opens: ConnectionAuditRecord[] = [];
     // DO UPDATE may not touch a row twice in one statement: the last close of an id wins.
     const closes = new Map<string, ConnectionAuditRecord>();
+    // Likewise for a refused row: its greatest snapshot stands for the others.
+    const refusals = new Map<string, ConnectionAuditRecord>();
     const events: SessionEventRecord[] = [];
     const nodeEvents: NodeEventRecord[] = [];
     for (const r of records) {
@@ -358,6 +397,10 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
         case 'connection':
           if (r.close) {
             closes.set(r.id, r);
+          } else if (r.count !== undefined) {
+            if ((refusals.get(r.id)?.count ?? 0) < r.count) {
+              refusals.set(r.id, r);
+            }
           } else {
             opens.push(r);
           }
@@ -373,6 +416,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     await this.dataSource.transaction(async (em) => {
       await insertAll(em, CONNECTION_OPEN, opens);
       await insertAll(em, CONNECTION_CLOSE, [...closes.values()]);
+      await insertAll(em, CONNECTION_REFUSAL, [...refusals.values()]);
       await insertAll(em, SESSION_EVENT, events);
       await insertAll(em, NODE_EVENT, nodeEvents);
     });

@@ -47,6 +47,13 @@ export interface ConnectionAuditRecord {
   error: string | null;
   sessionId: string | null;
   close?: ConnectionClose;
+  /**
+   * Refusals this row stands for, set by the writer when it aggregates repeated refusals (see
+   * RefusalAggregator); absent means one. Callers never set it.
+   */
+  count?: number;
+  /** The latest of the `count` refusals; `at` is the first. */
+  lastAt?: Date;
 }
 
 /** Something that happened to a session (attach, detach, resume, kick, ...). */

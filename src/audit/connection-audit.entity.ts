@@ -2,7 +2,11 @@ import { Check, Column, Entity, Index, PrimaryColumn } from 'typeorm';
 import { bigintColumn } from '../database/columns';
 import type { AuditOutcome, Transport } from './audit.types';
 
-/** One row per handshake: who connected, the outcome, and how the connection ended. */
+/**
+ * One row per handshake: who connected, the outcome, and how the connection ended. Repeated
+ * refusals from one address for one reason share a row per window: `count` of them, the first
+ * at `at`, the last at `last_at` (null on rows written before aggregation existed).
+ */
 @Entity('connection_audits')
 @Index('ix_connection_audits_at', ['at'])
 @Index('ix_connection_audits_channel_at', ['channel', 'at'])
@@ -10,6 +14,7 @@ import type { AuditOutcome, Transport } from './audit.types';
 @Index('ix_connection_audits_session', ['sessionId'])
 @Index('ix_connection_audits_outcome_at', ['outcome', 'at'])
 @Check('ck_connection_audits_transport', `transport IN ('ws', 'http')`)
+@Check('ck_connection_audits_count', `count >= 1`)
 export class ConnectionAuditEntity {
   @PrimaryColumn('uuid')
   id!: string;
@@ -46,6 +51,13 @@ export class ConnectionAuditEntity {
 
   @Column('uuid', { name: 'session_id', nullable: true })
   sessionId!: string | null;
+
+  /** Refusals this row stands for; 1 for every accepted connection. */
+  @Column('integer', { default: 1 })
+  count!: number;
+
+  @Column('timestamptz', { name: 'last_at', nullable: true })
+  lastAt!: Date | null;
 
   @Column('timestamptz', { name: 'closed_at', nullable: true })
   closedAt!: Date | null;

@@ -121,6 +121,8 @@ export const envSchema = z
     AUDIT_BATCH_SIZE: int(1, 10_000).default(500),
     AUDIT_BUFFER_MAX: int(100, 1_000_000).default(20_000),
     AUDIT_REPLAY_INTERVAL_MS: int(100, 600_000).default(5_000),
+    AUDIT_REFUSAL_WINDOW_MS: int(1_000, 3_600_000).default(60_000),
+    AUDIT_REFUSAL_KEYS_MAX: int(1, 1_000_000).default(10_000),
 
     HEALTH_MIN_FREE_DISK_MB: int(0, 10_000_000).default(512),
     HEALTH_AUDIT_BACKLOG_MAX: int(1, 1_000_000).default(10_000),

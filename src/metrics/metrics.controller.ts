@@ -26,6 +26,7 @@ export class MetricsController {
   metrics(): string {
     const { encoders, recorders } = this.recordings.status();
     const totals = this.registry.totals;
+    const refusals = this.audit.refusalStats();
     const lines: Array<[string, 'gauge' | 'counter', string, number]> = [
       ['framegate_connections', 'gauge', 'Live WebSocket connections', this.connections.size],
       [
@@ -62,6 +63,18 @@ export class MetricsController {
         'gauge',
         'Audit records not yet in Postgres',
         this.audit.backlog(),
+      ],
+      [
+        'framegate_audit_refusals_total',
+        'counter',
+        'Refused connections audited (each is counted in some row)',
+        refusals.refusals,
+      ],
+      [
+        'framegate_audit_refusal_rows_total',
+        'counter',
+        'Audit rows started for refusals (refusals / rows is the aggregation factor)',
+        refusals.rows,
       ],
     ];
     return lines
