@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import jwt from 'jsonwebtoken';
 import { TicketsService } from '../src/auth/tickets.service';
 import { call, startTestApp, type TestApp } from './support/app';
+import { rejectedHandshake, StreamClient } from './support/stream-client';
 import {
   ecKey,
   hsToken,
@@ -112,6 +113,34 @@ describe('access tokens (HS256 secret, issuer and audience configured)', () => {
     ['a bearer that is not a JWT', { authorization: 'Bearer not-a.jwt' }],
   ])('rejects a malformed authorization header: %s', async (_name, headers) => {
     expectInvalidToken(await ticket(undefined, headers), /token/);
+  });
+
+  it.each([
+    ['an unaccepted algorithm', () => noneToken({ issuer: iss, audience: aud })],
+    ['an RS256 token without a JWKS', () => keyToken(rsaKey('k'), { issuer: iss, audience: aud })],
+    ['a bad signature', () => `${hsToken({ issuer: iss, audience: aud })}x`],
+    ['an expired token', () => hsToken({ issuer: iss, audience: aud, expiresIn: -60 })],
+  ])('words a WebSocket 401 for %s as the HTTP side does', async (_name, token) => {
+    const t = token();
+    const http = await ticket(t);
+    const ws = await rejectedHandshake(app.url, { token: t });
+    expect(http.status).toBe(401);
+    expect(ws.status).toBe(401);
+    expect(ws.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+    expect(ws.body).toEqual(http.body);
+    expect(String(ws.body.message)).not.toMatch(/callback/);
+  });
+
+  it('accepts the bearer scheme in any case over WebSocket, as over HTTP (RFC 7235)', async () => {
+    const t = hsToken({ issuer: iss, audience: aud });
+    for (const scheme of ['bearer', 'BEARER', 'bEaReR']) {
+      expect((await ticket(undefined, { authorization: `${scheme} ${t}` })).status).toBe(201);
+      const client = await StreamClient.connect(app.url, {
+        headers: { authorization: `${scheme} ${t}` },
+      });
+      client.close();
+      await client.closed;
+    }
   });
 });
 

@@ -67,18 +67,24 @@ export class TokenVerifier {
   /** Verifies a raw token and returns its principal; every failure is `invalid_token`. */
   verify(token: string): Promise<Principal> {
     return new Promise((resolve, reject) => {
+      // jsonwebtoken wraps a key-callback error as "error in secret or public key callback: …";
+      // the key rules' own error is what the HTTP side answers, so it is answered here too.
+      let keyError: unknown = null;
       jwt.verify(
         token,
         (header, done) => {
           this.keyFor(header).then(
             (key) => done(null, key),
-            (err: unknown) => done(err as Error),
+            (err: unknown) => {
+              keyError = err;
+              done(err as Error);
+            },
           );
         },
         this.verifyOptions,
         (err, payload) => {
           if (err) {
-            reject(invalidToken(err));
+            reject(invalidToken(keyError ?? err));
             return;
           }
           try {

@@ -124,7 +124,8 @@ export class HandshakeService {
   private async authenticate(req: IncomingMessage): Promise<Principal> {
     const header = req.headers.authorization;
     if (header !== undefined) {
-      const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header);
+      // RFC 7235: the scheme is case-insensitive, as the HTTP side (passport-jwt) treats it.
+      const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i.exec(header);
       if (!match?.[1]) {
         throw new AppError(ErrorCode.InvalidToken, 'malformed authorization header');
       }
