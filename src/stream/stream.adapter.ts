@@ -6,6 +6,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { EMPTY, type Observable } from 'rxjs';
 import type { WebSocket, WebSocketServer } from 'ws';
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from '../common/json-depth';
 import { parseOrThrow } from '../common/zod-body.pipe';
 import type { AppConfig } from '../config/config';
 import { CloseCode } from '../protocol/close-codes';
@@ -78,6 +79,15 @@ export class StreamWsAdapter extends WsAdapter {
           CloseCode.TooLarge,
           'message_too_large',
           'control messages are at most 64 KiB',
+        );
+        return;
+      }
+      // JSON.parse itself recurses; the pre-scan refuses depth before it can blow the stack.
+      if (exceedsJsonDepth(data, MAX_JSON_DEPTH)) {
+        connection.end(
+          CloseCode.Protocol,
+          'protocol_error',
+          `JSON nested deeper than ${MAX_JSON_DEPTH} levels`,
         );
         return;
       }
