@@ -19,6 +19,8 @@ export enum ErrorCode {
   InsufficientStorage = 'insufficient_storage',
   /** Postgres is down or unreachable (restarting); retry after `Retry-After`. */
   DatabaseUnavailable = 'database_unavailable',
+  /** The node records as many frames as it can: a new session would stall the others. */
+  OverCapacity = 'over_capacity',
   Internal = 'internal_error',
   /** Stream protocol violation (bad header, unknown type, invalid JSON, seq gap). */
   ProtocolError = 'protocol_error',
@@ -65,6 +67,7 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.Unavailable:
     case ErrorCode.InsufficientStorage:
     case ErrorCode.DatabaseUnavailable:
+    case ErrorCode.OverCapacity:
       return 503;
     case ErrorCode.Internal:
       return 500;
@@ -91,6 +94,7 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
     case ErrorCode.Unavailable:
       return CloseCode.Internal;
     case ErrorCode.InsufficientStorage:
+    case ErrorCode.OverCapacity:
       return CloseCode.TryAgainLater;
     // Only `auth` refreshes reach a handler with a token: a refused one keeps the old expiry.
     case ErrorCode.InvalidToken:

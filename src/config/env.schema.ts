@@ -164,6 +164,10 @@ export const envSchema = z
     RECORDING_WATERMARK: bool.default(false),
     RECORDING_MAX_ENCODERS: int(1, 1_000).optional(),
     RECORDING_MAX_INPUT_PIXELS: int(1, 1_000_000_000).default(40_000_000),
+    RECORDING_CAPACITY_FPS: int(1, 1_000_000).optional(),
+    RECORDING_CAPACITY_HEADROOM: z.coerce.number().min(0).max(0.9).default(0.2),
+    RECORDING_ADMISSION: z.enum(['throttle', 'refuse']).default('throttle'),
+    RECORDING_MIN_FPS: int(1, 120).default(5),
     KEEP_SPOOL: bool.default(false),
 
     SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(15_000),

@@ -63,6 +63,12 @@ export class RecordingService {
    * give one session an encoder and muxer that fail (fault isolation); nothing else sets it.
    */
   media: RecorderMedia = FFMPEG_RECORDER_MEDIA;
+  /**
+   * Video frames encoded since the process started, in reference frames (a frame of
+   * RECORDING_WIDTH × RECORDING_HEIGHT weighs 1; others by their pixels): what `CapacityService`
+   * measures the node's recording capacity with.
+   */
+  encodedFrames = 0;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -96,6 +102,13 @@ export class RecordingService {
     );
   }
 
+  /** Reference frames per frame of a recording of this size: its pixels over the default's. */
+  weightOf(size: { width: number; height: number }): number {
+    return (
+      (size.width * size.height) / (this.config.RECORDING_WIDTH * this.config.RECORDING_HEIGHT)
+    );
+  }
+
   /**
    * Starts (or, after a restart, restarts from the spool) the recording of a session. A new
    * session takes an encoder slot with its first frame, so open but idle sessions hold none. With
@@ -112,6 +125,7 @@ export class RecordingService {
     const id = existing?.id ?? randomUUID();
     const outputPath = join(this.dir, `${session.id}.mp4`);
     const size = this.outputSize(session);
+    const weight = this.weightOf(size);
     const recorderSession: RecorderSession = {
       id: session.id,
       fps: session.video.fps ?? this.config.RECORDING_FPS,
@@ -168,6 +182,9 @@ export class RecordingService {
               media: this.media,
               finishLanes: this.finishLanes,
               onFailed,
+              onEncoded: () => {
+                this.encodedFrames += weight;
+              },
             },
             recorderSession,
             mode,

@@ -111,6 +111,8 @@ export interface RecorderDeps {
    * at the failure, not when `finish` asks. Not called after `abort()`.
    */
   onFailed(err: Error): void;
+  /** A video frame left the encoder into the MP4: the node's measure of encoding capacity. */
+  onEncoded(): void;
 }
 
 /** A session that stored no video has nothing to record: an expected outcome, not a fault. */
@@ -676,6 +678,7 @@ export class SessionRecorder {
   ): Promise<void> {
     await writer.addVideo(frame.au, frame.key, frame.ts, durationS);
     this.videoFrames++;
+    this.deps.onEncoded();
     this.videoEndS = frame.ts + durationS;
   }
 

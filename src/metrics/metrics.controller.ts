@@ -2,6 +2,7 @@ import { Controller, Get, Header } from '@nestjs/common';
 import { AuditWriter } from '../audit/audit-writer.service';
 import { Public } from '../auth/auth.decorators';
 import { RecordingService } from '../media/recording.service';
+import { CapacityService } from '../stream/capacity.service';
 import { QuotaService } from '../stream/quota.service';
 import { SessionRegistry } from '../stream/session-registry.service';
 import { StreamConnections } from '../stream/stream-connections.service';
@@ -19,6 +20,7 @@ export class MetricsController {
     private readonly recordings: RecordingService,
     private readonly quotas: QuotaService,
     private readonly audit: AuditWriter,
+    private readonly capacity: CapacityService,
   ) {}
 
   @Get()
@@ -27,6 +29,7 @@ export class MetricsController {
     const { encoders, recorders } = this.recordings.status();
     const totals = this.registry.totals;
     const refusals = this.audit.refusalStats();
+    const capacity = this.capacity.stats();
     const lines: Array<[string, 'gauge' | 'counter', string, number]> = [
       ['framegate_connections', 'gauge', 'Live WebSocket connections', this.connections.size],
       [
@@ -57,6 +60,48 @@ export class MetricsController {
         'gauge',
         'Frames stored but not yet encoded, all sessions',
         recorders.reduce((sum, r) => sum + r.backlogFrames, 0),
+      ],
+      [
+        'framegate_recording_capacity_fps',
+        'gauge',
+        'Frames per second the encoders sustain (measured; frames of RECORDING_WIDTH x HEIGHT)',
+        capacity.capacityFps,
+      ],
+      [
+        'framegate_recording_budget_fps',
+        'gauge',
+        'Capacity less RECORDING_CAPACITY_HEADROOM: what sessions are admitted against',
+        capacity.budgetFps,
+      ],
+      [
+        'framegate_recording_demand_fps',
+        'gauge',
+        'Frames per second the live sessions declared',
+        capacity.demandFps,
+      ],
+      [
+        'framegate_recording_allowed_fps',
+        'gauge',
+        'Frames per second the live sessions may send under their capacity caps',
+        capacity.allowedFps,
+      ],
+      [
+        'framegate_recording_encoded_fps',
+        'gauge',
+        'Frames encoded per second over the last second',
+        capacity.encodedFps ?? 0,
+      ],
+      [
+        'framegate_sessions_throttled',
+        'gauge',
+        'Sessions capped below their declared frame rate for capacity',
+        capacity.throttledSessions,
+      ],
+      [
+        'framegate_sessions_refused_capacity_total',
+        'counter',
+        'Sessions refused for recording capacity (503 / 1013)',
+        capacity.refusedTotal,
       ],
       [
         'framegate_audit_backlog',

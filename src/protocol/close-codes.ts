@@ -45,4 +45,5 @@ export type CloseReason =
   | 'server_shutdown'
   | 'insufficient_storage'
   | 'database_unavailable'
+  | 'over_capacity'
   | 'internal_error';

@@ -28,6 +28,8 @@ import {
   storedIn,
 } from './session-runtime';
 import { FreeSpace } from '../spool/free-space';
+import type { CapacityClaim } from './capacity.service';
+import { CapacityService } from './capacity.service';
 import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
 
 /** Retry-After while free disk space is below HEALTH_MIN_FREE_DISK_MB. */
@@ -56,6 +58,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   private sweeping = false;
   /** Sessions whose recording is being finalized from the spool right now. */
   private readonly finalizing = new Set<string>();
+  /** Each live session's share of the recording capacity. */
+  private readonly claims = new Map<string, CapacityClaim>();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -65,6 +69,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     @InjectRepository(SessionEntity) private readonly rows: Repository<SessionEntity>,
     private readonly recordings: RecordingService,
     private readonly freeSpace: FreeSpace,
+    private readonly capacity: CapacityService,
   ) {
     sessions.useLiveCounts((id) => this.live.get(id)?.counts);
     this.spoolDir = resolve(config.DATA_DIR, 'spool');
@@ -78,6 +83,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       onEnded: (runtime) => {
         if (this.live.get(runtime.id) === runtime) {
           this.live.delete(runtime.id);
+          this.claims.get(runtime.id)?.release();
+          this.claims.delete(runtime.id);
         }
       },
       onWindowPassed: (runtime) =>
@@ -86,6 +93,11 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
           this.logger.warn({ err, sessionId: runtime.id }, 'abandoning a session failed'),
         ),
     };
+    capacity.onCapsChanged(() => {
+      for (const [id, claim] of this.claims) {
+        this.live.get(id)?.limitFps('capacity', claim.cap);
+      }
+    });
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -118,6 +130,10 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     clearInterval(this.sweepTimer);
     await Promise.all([...this.live.values()].map((runtime) => runtime.release()));
     this.live.clear();
+    for (const claim of this.claims.values()) {
+      claim.release();
+    }
+    this.claims.clear();
   }
 
   get size(): number {
@@ -139,6 +155,27 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   /** Creates a session (row + spool) attached to `sink`, and returns `opened`. */
   async open(owner: Principal, body: OpenSession, sink: SessionSink): Promise<Opened> {
     await this.assertDiskSpace();
+    const claim = this.capacity.admit(this.demandOf(body.video.fps, body.recording ?? null));
+    let created: { runtime: SessionRuntime; opened: Opened };
+    try {
+      created = await this.create(owner, body);
+    } catch (err) {
+      claim.release();
+      throw err;
+    }
+    const { runtime } = created;
+    this.live.set(runtime.id, runtime);
+    this.claims.set(runtime.id, claim);
+    runtime.limitFps('capacity', claim.cap);
+    await runtime.attach(sink, 'opened');
+    return created.opened;
+  }
+
+  /** The row, spool and recorder of a new session. */
+  private async create(
+    owner: Principal,
+    body: OpenSession,
+  ): Promise<{ runtime: SessionRuntime; opened: Opened }> {
     const created = await this.sessions.create(owner, body);
     const spool = await SpoolWriter.open(this.spoolPath(created.opened.sessionId));
     const runtime = new SessionRuntime(
@@ -169,9 +206,21 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         false,
       ),
     );
-    this.live.set(runtime.id, runtime);
-    await runtime.attach(sink, 'opened');
-    return created.opened;
+    return { runtime, opened: created.opened };
+  }
+
+  /**
+   * A session's claim on the recording capacity: the frame rate it declared (the most the channel
+   * may send when it declared none) at its recording's size.
+   */
+  private demandOf(
+    fps: number | undefined,
+    recordingSettings: SessionEntity['recordingSettings'],
+  ): { fps: number; weight: number } {
+    return {
+      fps: fps ?? this.config.STREAM_MAX_FPS,
+      weight: this.capacity.weightOf(this.recordings.outputSize({ recordingSettings })),
+    };
   }
 
   /**
@@ -326,6 +375,10 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     // The encoder is rebuilt from the spool: the partial MP4 of the dead process is replaced.
     runtime.setRecording(await this.recordings.begin(row, path, runtime.recorderEvents, true));
     this.live.set(sessionId, runtime);
+    // Already admitted by the process that opened it: counted, never refused.
+    const claim = this.capacity.readmit(this.demandOf(row.video.fps, row.recordingSettings));
+    this.claims.set(sessionId, claim);
+    runtime.limitFps('capacity', claim.cap);
     return runtime;
   }
 

@@ -160,7 +160,11 @@ export class SessionRuntime {
   private ptsRefused = false;
 
   private sink: SessionSink | null = null;
-  /** The node's cap on the frame rate; a transport attached later starts under it. */
+  /**
+   * The node's caps on the frame rate, by reason (capacity, image cost, encoder backlog); the
+   * lowest applies, and a transport attached later starts under it.
+   */
+  private readonly ceilings = new Map<string, number>();
   private ceiling: FpsCeiling | null = null;
   private framesSinceAck = 0;
   private lastAckAt = 0;
@@ -220,12 +224,9 @@ export class SessionRuntime {
       this.sink?.send({ type: 'error', code: ErrorCode.BadImage, message: reason, seq });
     },
     onBacklog: (behind) => {
-      const fps = this.deps.config.STREAM_MAX_FPS;
-      this.sink?.send(
-        behind
-          ? { type: 'flow', maxFps: Math.max(1, Math.floor(fps / 2)), reason: 'encoder_backlog' }
-          : { type: 'flow', maxFps: fps, reason: 'recovered' },
-      );
+      // Half of what it may send now (under any other cap), until the encoder has caught up.
+      const fps = this.ceiling?.maxFps ?? this.deps.config.STREAM_MAX_FPS;
+      this.limitFps('encoder_backlog', behind ? Math.max(1, Math.floor(fps / 2)) : null);
     },
   };
 
@@ -237,14 +238,28 @@ export class SessionRuntime {
     return this.ceiling;
   }
 
-  /** Caps the session's frame rate (or lifts the cap: null) and tells the attached transport. */
-  limitFps(ceiling: FpsCeiling | null): void {
+  /**
+   * Caps the session's frame rate for `reason` (or lifts that cap: null). The lowest cap applies;
+   * the attached transport is told when it changes.
+   */
+  limitFps(reason: string, maxFps: number | null): void {
+    if (maxFps === null) {
+      this.ceilings.delete(reason);
+    } else {
+      this.ceilings.set(reason, maxFps);
+    }
+    let lowest: FpsCeiling | null = null;
+    for (const [why, fps] of this.ceilings) {
+      if (lowest === null || fps < lowest.maxFps) {
+        lowest = { maxFps: fps, reason: why };
+      }
+    }
     const was = this.ceiling;
-    if (was?.maxFps === ceiling?.maxFps && was?.reason === ceiling?.reason) {
+    if (was?.maxFps === lowest?.maxFps && was?.reason === lowest?.reason) {
       return;
     }
-    this.ceiling = ceiling;
-    this.sink?.throttle(ceiling?.maxFps ?? null, ceiling?.reason ?? 'recovered');
+    this.ceiling = lowest;
+    this.sink?.throttle(lowest?.maxFps ?? null, lowest?.reason ?? 'recovered');
   }
 
   /** Its spool failed: it accepts nothing more and is about to leave the registry. */

@@ -384,10 +384,11 @@ function reasonFor(code: CloseCode, error?: ErrorCode): CloseReason {
     case CloseCode.Restart:
       return 'server_shutdown';
     case CloseCode.TryAgainLater:
-      // Two causes share 1013; the audit names which.
-      return error === ErrorCode.InsufficientStorage
-        ? 'insufficient_storage'
-        : 'database_unavailable';
+      // Three causes share 1013; the audit names which.
+      if (error === ErrorCode.InsufficientStorage) {
+        return 'insufficient_storage';
+      }
+      return error === ErrorCode.OverCapacity ? 'over_capacity' : 'database_unavailable';
     case CloseCode.Protocol:
       return 'protocol_error';
     case CloseCode.TokenExpired:

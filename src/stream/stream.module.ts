@@ -4,6 +4,8 @@ import { AuthModule } from '../auth/auth.module';
 import { MediaModule } from '../media/media.module';
 import { SessionsModule } from '../sessions/sessions.module';
 import { FreeSpace } from '../spool/free-space';
+import { AdminStatsController } from './admin-stats.controller';
+import { CapacityService } from './capacity.service';
 import { ChannelQuotaEntity } from './channel-quota.entity';
 import { DrainService } from './drain.service';
 import { FallbackController } from './fallback.controller';
@@ -21,9 +23,10 @@ import { StreamGateway } from './stream.gateway';
     MediaModule,
     TypeOrmModule.forFeature([ChannelQuotaEntity]),
   ],
-  controllers: [FallbackController, StreamAdminController],
+  controllers: [FallbackController, StreamAdminController, AdminStatsController],
   providers: [
     StreamGateway,
+    CapacityService,
     HandshakeService,
     QuotaService,
     SessionRegistry,
@@ -31,6 +34,6 @@ import { StreamGateway } from './stream.gateway';
     DrainService,
     FreeSpace,
   ],
-  exports: [SessionRegistry, DrainService, QuotaService, StreamConnections],
+  exports: [CapacityService, SessionRegistry, DrainService, QuotaService, StreamConnections],
 })
 export class StreamModule {}
