@@ -164,6 +164,13 @@ describe('overload: admission by recording capacity', () => {
     c.start();
     expect(await b.client.closed).toMatchObject({ code: 4029 });
     b.stop();
+    // Interrupted, `b` sends nothing: its share goes back to the others until it resumes.
+    await waitFor(
+      async () => (await stats()).capacity.sessions === 3,
+      10_000,
+      'the claim of the interrupted session released',
+    );
+    await waitFor(() => a.maxFps === 15 && c.maxFps === 15, 10_000, 'flow back to 15');
     await new Promise((r) => setTimeout(r, 2_000));
     // The cameras that obey were never closed.
     expect(a.client.ws.readyState).toBe(a.client.ws.OPEN);

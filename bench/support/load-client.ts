@@ -11,6 +11,8 @@ import { encodeMediaMessage, Track } from '../../src/protocol/media-header';
 const SUBPROTOCOL = 'framegate.v1';
 const HANDSHAKE_TIMEOUT_MS = 30_000;
 const OPENED_TIMEOUT_MS = 30_000;
+/** The frame rate every connection declares in `open`. */
+const DECLARED_FPS = 30;
 
 /** Where and how to connect: the URL and the handshake headers of connection `i`. */
 export interface Endpoint {
@@ -33,6 +35,8 @@ export interface ClientOptions {
 /** Counters of anything that is not a plain `ack`: flow, error, unexpected closes. */
 export interface Problems {
   flow: number;
+  /** `flow` messages by reason (capacity, quota, encoder_backlog, recovered...). */
+  flowReasons: Record<string, number>;
   /** `error` messages by code. */
   errors: Record<string, number>;
   /** Closes other than the 1000 that follows our `close`, by code. */
@@ -49,6 +53,10 @@ export class BenchConnection {
   readonly closed: Promise<number>;
   /** Called for each ack that moves `acked` forward, after it moved. */
   onAck: ((conn: BenchConnection, previous: number) => void) | null = null;
+  /** The frame rate the server allows now (`opened.limits`, then `flow`); null when unlimited. */
+  maxFps: number | null = null;
+  /** The lowest `maxFps` the server ever gave this connection below the rate it declared. */
+  lowestCap: number | null = null;
   private readonly sendTimes: Float64Array;
   private readonly ringMask: number;
 
@@ -68,6 +76,13 @@ export class BenchConnection {
     const message = encodeMediaMessage(Track.Video, seq, pts >>> 0, payload);
     this.sendTimes[seq & this.ringMask] = performance.now();
     this.ws.send(message);
+  }
+
+  setMaxFps(fps: number): void {
+    this.maxFps = fps;
+    if (fps < DECLARED_FPS) {
+      this.lowestCap = Math.min(this.lowestCap ?? fps, fps);
+    }
   }
 
   /** When the frame `seq` was sent (it must still be within the ring: unacked or just acked). */
@@ -91,6 +106,12 @@ export class BenchConnection {
       }
     } else if (m.type === 'flow') {
       this.problems.flow++;
+      const flow = m as { reason?: string; maxFps?: number };
+      const reason = flow.reason ?? 'unknown';
+      this.problems.flowReasons[reason] = (this.problems.flowReasons[reason] ?? 0) + 1;
+      if (typeof flow.maxFps === 'number') {
+        this.setMaxFps(flow.maxFps);
+      }
     } else if (m.type === 'error') {
       const code = m.code ?? 'unknown';
       this.problems.errors[code] = (this.problems.errors[code] ?? 0) + 1;
@@ -108,6 +129,8 @@ export async function connectAll(
   client: ClientOptions,
   problems: Problems,
   firstIndex = 0,
+  /** Count connections the server refuses for capacity (1013 / 503) instead of failing. */
+  refused?: { count: number },
 ): Promise<BenchConnection[]> {
   const ring = 2 ** Math.ceil(Math.log2(window * 2 + 2));
   const conns: BenchConnection[] = [];
@@ -120,7 +143,11 @@ export async function connectAll(
         conns.push(await connectOne(endpoint, i, ring, client, problems));
       } catch (err) {
         const key = err instanceof Error ? err.message : String(err);
-        failures.set(key, (failures.get(key) ?? 0) + 1);
+        if (refused && /^(closed with 1013 |HTTP 503 )/.test(key)) {
+          refused.count++;
+        } else {
+          failures.set(key, (failures.get(key) ?? 0) + 1);
+        }
       }
     }
   };
@@ -184,6 +211,10 @@ function connectOne(
         if (text.startsWith('{"type":"opened"')) {
           settled = true;
           clearTimeout(timer);
+          const opened = JSON.parse(text) as { limits?: { maxFps?: number } };
+          if (typeof opened.limits?.maxFps === 'number') {
+            conn.setMaxFps(opened.limits.maxFps);
+          }
           resolve(conn);
         } else {
           fail(`answered open with ${text.slice(0, 200)}`);
@@ -197,7 +228,7 @@ function connectOne(
         JSON.stringify({
           type: 'open',
           params: { bench: 'ingest', connection: i },
-          video: { width: 640, height: 480, fps: 30 },
+          video: { width: 640, height: 480, fps: DECLARED_FPS },
         }),
       );
     });
@@ -234,7 +265,7 @@ export async function closeAll(
 }
 
 export function newProblems(): Problems {
-  return { flow: 0, errors: {}, closes: {} };
+  return { flow: 0, flowReasons: {}, errors: {}, closes: {} };
 }
 
 export interface StreamRunOptions {
@@ -253,6 +284,11 @@ export interface StreamRunOptions {
   closeTimeoutMs: number;
   /** Called when the measurement window opens and closes (to sample the server's CPU time). */
   onWindow?(edge: 'start' | 'end'): void | Promise<void>;
+  /**
+   * Connections the server refuses for capacity are counted, not a failure; paced connections
+   * keep to the `maxFps` the server gives them (`opened.limits`, `flow`), as a client must.
+   */
+  admission?: boolean;
 }
 
 export interface LatencySummary {
@@ -279,6 +315,11 @@ export interface StreamRunResult {
   /** Frames the window held back in paced mode (the server acked too slowly). */
   windowStalls: number;
   sessionsClosedNormally: number;
+  /** Connections refused for capacity (only with `admission`). */
+  refused: number;
+  /** Connections capped below the rate they declared at some point, and the lowest cap. */
+  throttled: number;
+  lowestCapFps: number | null;
   /** From sending `close` on every connection to the last one ending. */
   closeSeconds: number;
   problems: Problems;
@@ -287,7 +328,16 @@ export interface StreamRunResult {
 /** Connects, streams for warm-up + measurement, closes; everything ends by itself. */
 export async function streamRun(o: StreamRunOptions): Promise<StreamRunResult> {
   const problems = newProblems();
-  const conns = await connectAll(o.endpoint, o.connections, o.window, o.client, problems);
+  const refused = { count: 0 };
+  const conns = await connectAll(
+    o.endpoint,
+    o.connections,
+    o.window,
+    o.client,
+    problems,
+    0,
+    o.admission ? refused : undefined,
+  );
   const messageBytes = o.payload.length + 12;
   const latencies: number[] = [];
   let ackedFrames = 0;
@@ -318,7 +368,9 @@ export async function streamRun(o: StreamRunOptions): Promise<StreamRunResult> {
     if (o.fps === undefined) {
       pump(c);
     } else {
-      const every = 1000 / o.fps;
+      const pacedFps = o.fps;
+      const every = 1000 / pacedFps;
+      let lastSentAt = 0;
       // Spread the connections over one frame interval, as independent cameras would be.
       const phase = setTimeout(() => {
         timers.push(
@@ -326,10 +378,21 @@ export async function streamRun(o: StreamRunOptions): Promise<StreamRunResult> {
             if (!running) {
               return;
             }
+            // Under a cap, a frame only once 1/maxFps has passed (5 % slack for timer jitter).
+            const now = performance.now();
+            if (
+              o.admission &&
+              c.maxFps !== null &&
+              c.maxFps < pacedFps &&
+              now - lastSentAt < 1000 / (c.maxFps * 0.95)
+            ) {
+              return;
+            }
             if (c.seq - c.acked >= o.window) {
               windowStalls++;
               return;
             }
+            lastSentAt = now;
             c.sendFrame(o.payload, pts());
           }, every),
         );
@@ -366,6 +429,12 @@ export async function streamRun(o: StreamRunOptions): Promise<StreamRunResult> {
     clientCpuPct: round(((cpu.user + cpu.system) / 1000 / (seconds * 1000)) * 100, 1),
     windowStalls,
     sessionsClosedNormally: closed.closedNormally,
+    refused: refused.count,
+    throttled: conns.filter((c) => c.lowestCap !== null).length,
+    lowestCapFps: conns.reduce<number | null>(
+      (low, c) => (c.lowestCap === null ? low : Math.min(low ?? c.lowestCap, c.lowestCap)),
+      null,
+    ),
     closeSeconds: round(closed.seconds, 2),
     problems,
   };

@@ -106,6 +106,7 @@ export class CapacityService implements OnApplicationBootstrap, OnModuleDestroy 
   private lastEncoded = 0;
   private lastSampleAt = 0;
   private lastCpu = cpuTicks();
+  private readonly cores = availableParallelism();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -113,7 +114,7 @@ export class CapacityService implements OnApplicationBootstrap, OnModuleDestroy 
   ) {
     const configured = config.RECORDING_CAPACITY_FPS;
     this.estimate = new CapacityEstimate(
-      configured ?? availableParallelism() * INITIAL_FPS_PER_CORE,
+      configured ?? this.cores * INITIAL_FPS_PER_CORE,
       configured !== undefined,
     );
     this.cappedAt = this.estimate.fps;
@@ -196,8 +197,11 @@ export class CapacityService implements OnApplicationBootstrap, OnModuleDestroy 
         ? (cpu.busy - this.lastCpu.busy) / (cpu.total - this.lastCpu.total)
         : 0;
     const { encoders, recorders } = this.recordings.status();
-    const waiting =
-      encoders.waiting > 0 || recorders.some((r) => r.fromSpool || r.backlogFrames >= BEHIND_FRAMES);
+    // One recorder behind is limited by its own encoder, not the node's: its rate would
+    // underestimate the node. At least one behind per core (or sessions waiting for an encoder
+    // slot) means the encoders together are the bottleneck.
+    const behind = recorders.filter((r) => r.fromSpool || r.backlogFrames >= BEHIND_FRAMES).length;
+    const waiting = encoders.waiting > 0 || behind >= this.cores;
     this.saturated = waiting && busy >= BUSY_FRACTION;
     this.estimate.add({
       encoded: encoded - this.lastEncoded,

@@ -28,6 +28,7 @@ import {
   storedIn,
 } from './session-runtime';
 import { FreeSpace } from '../spool/free-space';
+import type { Demand } from './capacity';
 import type { CapacityClaim } from './capacity.service';
 import { CapacityService } from './capacity.service';
 import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
@@ -58,8 +59,13 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   private sweeping = false;
   /** Sessions whose recording is being finalized from the spool right now. */
   private readonly finalizing = new Set<string>();
-  /** Each live session's share of the recording capacity. */
+  /**
+   * Each attached session's share of the recording capacity. A session without a transport sends
+   * nothing: its claim goes back until it resumes, so dropped clients do not keep others out.
+   */
   private readonly claims = new Map<string, CapacityClaim>();
+  /** What each live session declared (its frame rate and recording size), for its claims. */
+  private readonly demands = new Map<string, Demand>();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -83,8 +89,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       onEnded: (runtime) => {
         if (this.live.get(runtime.id) === runtime) {
           this.live.delete(runtime.id);
-          this.claims.get(runtime.id)?.release();
-          this.claims.delete(runtime.id);
+          this.releaseClaim(runtime.id);
+          this.demands.delete(runtime.id);
         }
       },
       onWindowPassed: (runtime) =>
@@ -134,6 +140,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       claim.release();
     }
     this.claims.clear();
+    this.demands.clear();
   }
 
   get size(): number {
@@ -155,7 +162,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   /** Creates a session (row + spool) attached to `sink`, and returns `opened`. */
   async open(owner: Principal, body: OpenSession, sink: SessionSink): Promise<Opened> {
     await this.assertDiskSpace();
-    const claim = this.capacity.admit(this.demandOf(body.video.fps, body.recording ?? null));
+    const demand = this.demandOf(body.video.fps, body.recording ?? null);
+    const claim = this.capacity.admit(demand);
     let created: { runtime: SessionRuntime; opened: Opened };
     try {
       created = await this.create(owner, body);
@@ -165,6 +173,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     }
     const { runtime } = created;
     this.live.set(runtime.id, runtime);
+    this.demands.set(runtime.id, demand);
     this.claims.set(runtime.id, claim);
     runtime.limitFps('capacity', claim.cap);
     await runtime.attach(sink, 'opened');
@@ -210,15 +219,15 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   }
 
   /**
-   * A session's claim on the recording capacity: the frame rate it declared (the most the channel
-   * may send when it declared none) at its recording's size.
+   * A session's claim on the recording capacity: the frame rate it declared (RECORDING_FPS, the
+   * rate its recording assumes, when it declared none) at its recording's size.
    */
   private demandOf(
     fps: number | undefined,
     recordingSettings: SessionEntity['recordingSettings'],
-  ): { fps: number; weight: number } {
+  ): Demand {
     return {
-      fps: fps ?? this.config.STREAM_MAX_FPS,
+      fps: fps ?? this.config.RECORDING_FPS,
       weight: this.capacity.weightOf(this.recordings.outputSize({ recordingSettings })),
     };
   }
@@ -236,6 +245,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     return this.withLock(sessionId, async () => {
       await this.assertDiskSpace();
       const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
+      this.claimFor(runtime);
       const lastSeq = await runtime.attach(sink, `resumed_${sink.transport}`);
       return buildOpened(this.config, sessionId, resumeToken, lastSeq);
     });
@@ -251,6 +261,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     return this.withLock(sessionId, async () => {
       const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
       if (runtime.attached !== sink) {
+        this.claimFor(runtime);
         await runtime.attach(sink, 'resumed_http');
       }
       runtime.lastActivityAt = Date.now();
@@ -268,7 +279,30 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
 
   /** A transport went away: interrupted, resume window starts. */
   detach(runtime: SessionRuntime, sink: SessionSink, cause: string): Promise<void> {
-    return this.withLock(runtime.id, () => runtime.detach(sink, cause));
+    return this.withLock(runtime.id, async () => {
+      await runtime.detach(sink, cause);
+      if (runtime.attached === null) {
+        this.releaseClaim(runtime.id);
+      }
+    });
+  }
+
+  /**
+   * A session coming back (resume, HTTP fallback) claims its share again: never refused, it was
+   * admitted when it opened, but capped like the others when the node is full.
+   */
+  private claimFor(runtime: SessionRuntime): void {
+    const demand = this.demands.get(runtime.id);
+    if (demand && !this.claims.has(runtime.id)) {
+      const claim = this.capacity.readmit(demand);
+      this.claims.set(runtime.id, claim);
+      runtime.limitFps('capacity', claim.cap);
+    }
+  }
+
+  private releaseClaim(sessionId: string): void {
+    this.claims.get(sessionId)?.release();
+    this.claims.delete(sessionId);
   }
 
   /**
@@ -375,10 +409,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     // The encoder is rebuilt from the spool: the partial MP4 of the dead process is replaced.
     runtime.setRecording(await this.recordings.begin(row, path, runtime.recorderEvents, true));
     this.live.set(sessionId, runtime);
-    // Already admitted by the process that opened it: counted, never refused.
-    const claim = this.capacity.readmit(this.demandOf(row.video.fps, row.recordingSettings));
-    this.claims.set(sessionId, claim);
-    runtime.limitFps('capacity', claim.cap);
+    // Admitted by the process that opened it: it claims its share when it attaches.
+    this.demands.set(sessionId, this.demandOf(row.video.fps, row.recordingSettings));
     return runtime;
   }
 
