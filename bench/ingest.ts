@@ -11,7 +11,8 @@
  * - BENCH_CONNECTIONS ("10,100"; "none" skips the streaming runs);
  * - BENCH_WINDOW (100): unacknowledged frames in flight per connection, the same on both sides;
  * - BENCH_FRAME_BYTES (25000): the size the generated 640x480 JPEG aims at;
- * - BENCH_PACED_FPS (30; 0 skips): the paced latency run at the first connection count;
+ * - BENCH_PACED_FPS (30; 0 skips) and BENCH_PACED_CONNECTIONS (the first of BENCH_CONNECTIONS, or
+ *   100 with none): the paced latency run, where framegate admits by its recording capacity;
  * - BENCH_IDLE_CONNECTIONS (5000; 0 skips) and BENCH_IDLE_SETTLE_SECONDS (3): idle memory;
  * - BENCH_ZERO_MASK (false): zero masking keys, so neither side (un)masks payloads;
  * - BENCH_CPU_PROF_DIR: write a V8 CPU profile of the framegate server of the streaming runs;
@@ -82,6 +83,7 @@ interface Settings {
   window: number;
   frameBytes: number;
   pacedFps: number;
+  pacedConnections: number;
   idleConnections: number;
   idleSettleSeconds: number;
   zeroMask: boolean;
@@ -111,6 +113,7 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
     window: Math.floor(num('BENCH_WINDOW', 100, 1)),
     frameBytes: Math.floor(num('BENCH_FRAME_BYTES', 25_000, 1_000)),
     pacedFps: num('BENCH_PACED_FPS', 30, 0),
+    pacedConnections: Math.floor(num('BENCH_PACED_CONNECTIONS', connections.at(0) ?? 100, 1)),
     idleConnections: Math.floor(num('BENCH_IDLE_CONNECTIONS', 5_000, 0)),
     idleSettleSeconds: num('BENCH_IDLE_SETTLE_SECONDS', 3, 0),
     zeroMask: /^(1|true|yes)$/i.test(env.BENCH_ZERO_MASK ?? ''),
@@ -360,8 +363,8 @@ async function main(): Promise<number> {
       throughput.push(entry);
     }
     let paced: Record<string, unknown> | null = null;
-    const connections = settings.connections.at(0);
-    if (settings.pacedFps > 0 && connections !== undefined) {
+    const connections = settings.pacedConnections;
+    if (settings.pacedFps > 0) {
       paced = { connections, fps: settings.pacedFps };
       for (const server of [raw, naive]) {
         paced[server.side] = await attempt(failures, `${server.side} paced`, () =>
@@ -377,7 +380,7 @@ async function main(): Promise<number> {
       // recording capacity (the default), its clients keeping to the caps it gives them.
       const fgPaced = await start('framegate', 'framegate-paced', false, {});
       paced.framegate = await attempt(failures, 'framegate paced', () =>
-        run(fgPaced, connections as number, settings.pacedFps, true),
+        run(fgPaced, connections, settings.pacedFps, true),
       );
       paced.recordings = await attempt(failures, 'framegate paced recordings', () =>
         recordingsOf(databaseUrl, 'framegate-paced'),
@@ -426,6 +429,7 @@ async function main(): Promise<number> {
         connections: settings.connections,
         window: settings.window,
         pacedFps: settings.pacedFps,
+        pacedConnections: settings.pacedConnections,
         closeTimeoutSeconds: settings.closeTimeoutSeconds,
         idleSettleSeconds: settings.idleSettleSeconds,
         frame: { jpegBytes: jpeg.length, messageBytes: jpeg.length + 12 },
