@@ -351,9 +351,14 @@ async function streamer(
         maxFps?: number;
         reason?: string;
         code?: string;
+        limits?: { maxFps: number };
       };
       if (m.type === 'opened') {
         opened = true;
+        // A session admitted under a capacity cap learns it here, before any `flow`.
+        if (o.honourFlow && m.limits) {
+          fps = Math.min(o.fps, m.limits.maxFps);
+        }
       } else if (m.type === 'flow') {
         o.tally.add(`${o.attack}_flow`, m.reason ?? '');
         if (o.honourFlow && m.maxFps !== undefined) {
@@ -383,6 +388,10 @@ async function streamer(
       ws.terminate();
     } else {
       o.tally.add(`${o.attack}_close`, await closed);
+    }
+    if (!opened) {
+      // Refused (over capacity, 1013): a client waits before it tries again.
+      await sleep(1000);
     }
   }
 }
