@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
-import { connect } from 'node:net';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { startTestApp, type TestApp } from './support/app';
 import {
   Canary,
@@ -11,7 +12,7 @@ import {
 } from './support/canary';
 import { nodeState } from './support/node-state';
 import { payloadFor, StreamClient } from './support/stream-client';
-import { hsToken } from './support/tokens';
+import { hsToken, jwkOf, keyToken, rsaKey } from './support/tokens';
 import { waitFor } from './support/wait';
 
 /** Upgrades `ws` refuses, each with a valid token: none may cost a slot. */
@@ -220,4 +221,106 @@ describe('abuse: upgrades that never become connections', () => {
     );
     await expectResourcesBack(baseline, 0.1);
   }, 180_000);
+});
+
+/**
+ * The same, made deterministic: the token's key is not cached yet, so the check waits for the
+ * JWKS, which this test holds until the client has gone away.
+ */
+describe('abuse: a client that leaves while its credentials are checked', () => {
+  let app: TestApp;
+  let jwks: Server;
+  const known = rsaKey('known');
+  const late = rsaKey('late');
+  const served = [known];
+  let held: ServerResponse | null = null;
+  let hold = false;
+
+  beforeAll(async () => {
+    jwks = createServer((_req, res) => {
+      res.setHeader('content-type', 'application/json');
+      if (hold) {
+        held = res;
+        return;
+      }
+      res.end(JSON.stringify({ keys: served.map(jwkOf) }));
+    });
+    await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+    const jwksPort = (jwks.address() as AddressInfo).port;
+    app = await startTestApp({
+      env: {
+        ACK_INTERVAL_MS: '500',
+        AUTH_JWT_SECRET: undefined,
+        AUTH_JWKS_URL: `http://127.0.0.1:${jwksPort}/.well-known/jwks.json`,
+      },
+    });
+  });
+  afterAll(async () => {
+    await app.close();
+    await new Promise((r) => jwks.close(r));
+  });
+
+  it('gives its slot back and closes its accepted audit row; the canary unharmed', async () => {
+    const canary = await Canary.start(app.url, {
+      token: keyToken(known, { sub: 'canary', channel: 'canary' }),
+    });
+    await waitFor(() => canary.sent >= 30, 30_000, 'canary warm');
+    canary.mark();
+    const baseline = resources();
+    await waitFor(() => canary.sent >= 60, 30_000, 'canary alone');
+    const alone = canary.mark();
+
+    hold = true;
+    const token = keyToken(late, { sub: 'leaver', channel: 'leavers' });
+    const socket = connect(Number(new URL(app.url).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    const gone = new Promise((r) => socket.on('close', r));
+    socket.write(
+      [
+        'GET /v1/stream HTTP/1.1',
+        `Host: ${new URL(app.url).host}`,
+        'Connection: Upgrade',
+        'Upgrade: websocket',
+        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
+        'Sec-WebSocket-Version: 13',
+        'Sec-WebSocket-Protocol: framegate.v1',
+        `Authorization: Bearer ${token}`,
+        '',
+        '',
+      ].join('\r\n'),
+    );
+    // The node asks the JWKS for the unknown key: the check is now under way. The client leaves.
+    await waitFor(() => held !== null, 10_000, 'JWKS asked for the new key');
+    socket.destroy();
+    await gone;
+    served.push(late);
+    hold = false;
+    held!.end(JSON.stringify({ keys: served.map(jwkOf) }));
+
+    await waitFor(
+      async () => {
+        const r = await app.db.query<{ closed_at: Date | null }>(
+          `SELECT closed_at FROM connection_audits WHERE outcome = 'accepted' AND subject = 'leaver'`,
+        );
+        return r.rows.length === 1 && r.rows[0].closed_at !== null;
+      },
+      15_000,
+      'accepted row closed',
+    );
+    const state = await nodeState(app);
+    expect(state.quota).toEqual({ node: 1, channels: { canary: 1 } });
+    expect(state.connectionsMetric).toBe(1);
+    const beside = canary.mark();
+
+    expectAcksTimely(alone, beside);
+    const { closedFrames } = await canary.stop();
+    expect(closedFrames).toBe(canary.sent);
+    await expectRecordingComplete(app.db, canary.sessionId, canary.sent);
+    await waitFor(
+      async () => (await nodeState(app)).quota.node === 0,
+      15_000,
+      'canary slot given back',
+    );
+    await expectResourcesBack(baseline, 0.1);
+  }, 120_000);
 });
