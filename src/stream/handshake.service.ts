@@ -10,6 +10,7 @@ import { AppError, asAppError } from '../common/app-error';
 import { ErrorCode, httpStatusOf } from '../common/error-code';
 import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-address';
 import { APP_CONFIG, type AppConfig } from '../config/config';
+import type { CloseReason } from '../protocol/close-codes';
 import { QuotaService, type ConnectionSlot } from './quota.service';
 
 export const SUBPROTOCOL = 'framegate.v1';
@@ -34,8 +35,60 @@ export interface RejectedHandshake {
 export type HandshakeVerdict =
   { ok: true; accepted: AcceptedHandshake } | ({ ok: false } & RejectedHandshake);
 
+/** RFC 6455 section 4.1: a base64-encoded 16-byte nonce (the same rule as ws's). */
+const KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
+/** RFC 7230 token characters: what a subprotocol name may consist of. */
+const TOKEN_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** What is wrong with an upgrade request that `ws` would refuse, with the answer to give. */
+export interface UpgradeProblem {
+  status: 400 | 405 | 426;
+  headers: Record<string, string>;
+  message: string;
+}
+
 /**
- * Decides a WebSocket upgrade before any 101 (spec section 2): draining, per-IP handshake rate,
+ * The checks `ws`'s handleUpgrade makes before it answers 101, made here first so that a request
+ * it would refuse is refused before it costs a token check, a rate hit or a quota slot.
+ * Version mismatches get 426 with the versions spoken (RFC 6455 section 4.4).
+ */
+export function upgradeProblem(req: IncomingMessage): UpgradeProblem | null {
+  if (req.method !== 'GET') {
+    return { status: 405, headers: { Allow: 'GET' }, message: 'a WebSocket upgrade is a GET' };
+  }
+  if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
+    return { status: 400, headers: {}, message: 'invalid Upgrade header' };
+  }
+  const key = req.headers['sec-websocket-key'];
+  if (key === undefined || !KEY_PATTERN.test(key)) {
+    return { status: 400, headers: {}, message: 'missing or invalid Sec-WebSocket-Key header' };
+  }
+  const version = req.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') {
+    return {
+      status: 426,
+      headers: { 'Sec-WebSocket-Version': '13, 8' },
+      message: 'missing or unsupported Sec-WebSocket-Version header',
+    };
+  }
+  const protocols = req.headers['sec-websocket-protocol'];
+  if (protocols !== undefined && !validProtocolList(protocols)) {
+    return { status: 400, headers: {}, message: 'invalid Sec-WebSocket-Protocol header' };
+  }
+  return null;
+}
+
+/** A comma-separated list of distinct tokens, as ws's subprotocol parser accepts it. */
+function validProtocolList(header: string): boolean {
+  const names = header.split(',').map((name) => name.replace(/^[ \t]+|[ \t]+$/g, ''));
+  return (
+    names.every((name) => TOKEN_PATTERN.test(name)) && new Set(names).size === names.length
+  );
+}
+
+/**
+ * Decides a WebSocket upgrade before any 101 (spec section 2): the request's own form (what ws
+ * would refuse), draining, per-IP handshake rate,
  * subprotocol, Origin, credentials (bearer header or single-use ticket), scope, then the node and
  * channel quotas. Every outcome is audited.
  */
@@ -65,6 +118,16 @@ export class HandshakeService {
       origin: typeof req.headers.origin === 'string' ? req.headers.origin.slice(0, 512) : null,
     };
     let principal: Principal | null = null;
+    const problem = upgradeProblem(req);
+    if (problem !== null) {
+      this.record(base, null, 'rejected_protocol', ErrorCode.BadRequest);
+      return {
+        ok: false,
+        status: problem.status,
+        headers: problem.headers,
+        body: { error: ErrorCode.BadRequest, message: problem.message },
+      };
+    }
     try {
       if (this.draining) {
         throw new Rejection(
@@ -119,6 +182,42 @@ export class HandshakeService {
         body: { error: rejection.error.code, message: rejection.error.message },
       };
     }
+  }
+
+  /**
+   * An accepted handshake that never became a connection (the client went away during the
+   * checks, or ws refused to finish the upgrade): its slot is released and its audit row closed,
+   * as a connection's close would have done.
+   */
+  abandon(accepted: AcceptedHandshake, closeReason: CloseReason): void {
+    accepted.slot.release();
+    const closedAt = new Date();
+    this.audit.record({
+      kind: 'connection',
+      id: accepted.connectionId,
+      at: accepted.at,
+      node: this.config.NODE_ID,
+      transport: 'ws',
+      remoteAddress: accepted.remoteAddress,
+      userAgent: accepted.userAgent,
+      origin: accepted.origin,
+      subject: accepted.principal.subject,
+      channel: accepted.principal.channel,
+      outcome: 'accepted',
+      error: null,
+      sessionId: null,
+      close: {
+        closedAt,
+        // No close frame was ever exchanged: 1006, as the WebSocket API reports it.
+        closeCode: 1006,
+        closeReason,
+        durationMs: closedAt.getTime() - accepted.at.getTime(),
+        bytesIn: 0,
+        bytesOut: 0,
+        framesIn: 0,
+        framesOut: 0,
+      },
+    });
   }
 
   private async authenticate(req: IncomingMessage): Promise<Principal> {

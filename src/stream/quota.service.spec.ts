@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import fc from 'fast-check';
 import { loadConfig } from '../config/config';
 import type { ChannelQuotaEntity } from './channel-quota.entity';
 import { type ConnectionSlot, ipBucketKey, QuotaService } from './quota.service';
@@ -287,6 +288,71 @@ describe('QuotaService connection counts', () => {
       slot.release();
     }
     expect(quotas.stats()).toEqual({ node: 0, channels: {} });
+  });
+});
+
+describe('QuotaService slot release', () => {
+  it('gives back exactly the slots taken, under any interleaving of admit bursts and releases by several owners', async () => {
+    const channels = ['a', 'b', 'c'];
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.oneof(
+            fc.record({
+              op: fc.constant('admit' as const),
+              channel: fc.constantFrom(...channels),
+              burst: fc.integer({ min: 1, max: 4 }),
+            }),
+            fc.record({
+              op: fc.constant('release' as const),
+              pick: fc.nat(),
+              // The handshake's abandon, the socket's close and a terminate may all release it.
+              owners: fc.integer({ min: 1, max: 3 }),
+            }),
+          ),
+          { maxLength: 60 },
+        ),
+        async (ops) => {
+          const { quotas } = await setup({
+            QUOTA_NODE_MAX_CONNECTIONS: '8',
+            QUOTA_CHANNEL_MAX_CONNECTIONS: '3',
+          });
+          const live: ConnectionSlot[] = [];
+          for (const op of ops) {
+            if (op.op === 'admit') {
+              // Handshakes arriving together: their admits interleave at the rate counter's await.
+              const results = await Promise.all(
+                Array.from({ length: op.burst }, () => quotas.admit(op.channel)),
+              );
+              for (const result of results) {
+                if (result.ok) {
+                  live.push(result.slot);
+                }
+              }
+            } else if (live.length > 0) {
+              const [slot] = live.splice(op.pick % live.length, 1);
+              for (let i = 0; i < op.owners; i++) {
+                slot.release();
+              }
+            }
+            const stats = quotas.stats();
+            expect(stats.node).toBe(live.length);
+            expect(stats.node).toBeLessThanOrEqual(8);
+            for (const channel of channels) {
+              const held = live.filter((slot) => slot.channel === channel).length;
+              expect(stats.channels[channel] ?? 0).toBe(held);
+              expect(held).toBeLessThanOrEqual(3);
+            }
+          }
+          for (const slot of live) {
+            slot.release();
+            slot.release();
+          }
+          expect(quotas.stats()).toEqual({ node: 0, channels: {} });
+        },
+      ),
+      { numRuns: 100 },
+    );
   });
 });
 

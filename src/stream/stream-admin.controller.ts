@@ -2,7 +2,6 @@ import { Controller, HttpCode, Param, Post } from '@nestjs/common';
 import { RequireScopes } from '../auth/auth.decorators';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
-import { CloseCode } from '../protocol/close-codes';
 import { SessionRegistry } from './session-registry.service';
 import { StreamConnection } from './stream-connection';
 
@@ -12,12 +11,13 @@ export class StreamAdminController {
 
   /**
    * Disconnects the live WebSocket of a session with 4003 (the client should stop); the session
-   * is interrupted and ends as abandoned unless resumed within its window.
+   * is interrupted and ends as abandoned unless resumed within its window. `disconnected: true`
+   * is answered once the session is detached, not merely once the close frame is queued.
    */
   @Post(':id/disconnect')
   @HttpCode(200)
   @RequireScopes('admin')
-  disconnect(@Param('id') id: string): { sessionId: string; disconnected: boolean } {
+  async disconnect(@Param('id') id: string): Promise<{ sessionId: string; disconnected: boolean }> {
     const runtime = this.registry.get(id);
     if (!runtime) {
       throw new AppError(ErrorCode.NotFound, 'no live session with this id on this node');
@@ -26,7 +26,7 @@ export class StreamAdminController {
     if (!(sink instanceof StreamConnection)) {
       return { sessionId: id, disconnected: false };
     }
-    sink.end(CloseCode.Kicked, 'kicked', 'disconnected by an administrator');
+    await sink.kick(runtime);
     return { sessionId: id, disconnected: true };
   }
 }

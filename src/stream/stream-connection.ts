@@ -49,6 +49,8 @@ export class StreamConnection implements SessionSink {
   private limiter: FrameRateLimiter | null = null;
   private expiryTimer: NodeJS.Timeout | undefined;
   private closing = false;
+  /** An open or resume is under way: a second one must not bind another session meanwhile. */
+  private binding = false;
   private closeReason: CloseReason | null = null;
   /** The code this side closed with; the audit records it rather than the peer's echo. */
   private sentCloseCode: number | null = null;
@@ -146,16 +148,14 @@ export class StreamConnection implements SessionSink {
     this.bytesIn += bytes;
   }
 
-  async open(body: OpenSession): Promise<ServerMessage> {
-    this.assertNoSession();
-    const opened = await this.deps.registry.open(this.principal, body, this);
-    return this.attached(opened);
+  open(body: OpenSession): Promise<ServerMessage> {
+    return this.bind(() => this.deps.registry.open(this.principal, body, this));
   }
 
-  async resume(sessionId: string, resumeToken: string): Promise<ServerMessage> {
-    this.assertNoSession();
-    const opened = await this.deps.registry.resume(this.principal, sessionId, resumeToken, this);
-    return this.attached(opened);
+  resume(sessionId: string, resumeToken: string): Promise<ServerMessage> {
+    return this.bind(() =>
+      this.deps.registry.resume(this.principal, sessionId, resumeToken, this),
+    );
   }
 
   async message(id: string, body: unknown): Promise<ServerMessage> {
@@ -192,7 +192,13 @@ export class StreamConnection implements SessionSink {
         reason ? `client: ${reason}` : 'client_close',
       );
     } catch (err) {
-      this.runtime = runtime;
+      // The socket may have closed during the await, finding no session to detach: then the
+      // session is let go of here rather than bound again to a dead connection.
+      if (this.closing) {
+        this.letGo(runtime);
+      } else {
+        this.runtime = runtime;
+      }
       throw err;
     }
     this.send({ type: 'closed', ...closed });
@@ -226,6 +232,19 @@ export class StreamConnection implements SessionSink {
       return;
     }
     this.end(code, reasonFor(code, appError.code), appError.message);
+  }
+
+  /**
+   * An administrator's disconnect: 4003, and the session is detached now (interrupted, its resume
+   * window running) instead of when the peer answers the close, so the answer says what is true.
+   * Also lets go of a session that is still bound to this connection after its socket closed.
+   */
+  async kick(runtime: SessionRuntime): Promise<void> {
+    this.end(CloseCode.Kicked, 'kicked', 'disconnected by an administrator');
+    if (this.runtime === runtime) {
+      this.runtime = null;
+    }
+    await this.deps.registry.detach(runtime, this, this.closeReason ?? 'kicked');
   }
 
   // SessionSink
@@ -272,11 +291,34 @@ export class StreamConnection implements SessionSink {
     setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
   }
 
-  private attached(opened: Opened): ServerMessage {
+  /**
+   * Runs an open or resume and binds its session to this connection. The registry attaches the
+   * session to this connection before its awaits end; if the socket closed (or began to close)
+   * meanwhile, its close found no session to detach, so the session is detached here instead of
+   * being bound to a connection that will never carry a frame or a close again.
+   */
+  private async bind(attach: () => Promise<Opened>): Promise<ServerMessage> {
+    this.assertNoSession();
+    this.binding = true;
+    let opened: Opened;
+    try {
+      opened = await attach();
+    } finally {
+      this.binding = false;
+    }
     const runtime = this.deps.registry.get(opened.sessionId);
     if (!runtime) {
       throw new AppError(ErrorCode.UnknownSession, 'session ended');
     }
+    if (this.closing) {
+      this.sessionId = runtime.id;
+      this.letGo(runtime);
+      throw new AppError(ErrorCode.InvalidState, 'the connection closed before the session opened');
+    }
+    return this.attached(runtime, opened);
+  }
+
+  private attached(runtime: SessionRuntime, opened: Opened): ServerMessage {
     this.runtime = runtime;
     this.sessionId = runtime.id;
     const limits = this.deps.quotas.limitsFor(this.principal.channel);
@@ -295,9 +337,22 @@ export class StreamConnection implements SessionSink {
   }
 
   private assertNoSession(): void {
-    if (this.runtime !== null) {
+    if (this.runtime !== null || this.binding) {
       throw new AppError(ErrorCode.InvalidState, 'this connection already carries a session');
     }
+    if (this.closing) {
+      throw new AppError(ErrorCode.InvalidState, 'the connection is closing');
+    }
+  }
+
+  /** The session leaves this connection: interrupted, its resume window running. */
+  private letGo(runtime: SessionRuntime): void {
+    const reason = this.closeReason ?? 'connection_lost';
+    void this.deps.registry
+      .detach(runtime, this, reason)
+      .catch((err: unknown) =>
+        this.deps.logger.warn({ err, sessionId: runtime.id }, 'detach failed'),
+      );
   }
 
   private requireSession(): SessionRuntime {
@@ -335,6 +390,8 @@ export class StreamConnection implements SessionSink {
     this.runtime = null;
     const reason: CloseReason =
       this.closeReason ?? (code === 1006 ? 'connection_lost' : 'client_closed');
+    // An open or resume still under way reads it when its await ends (see bind()).
+    this.closeReason = reason;
     if (runtime) {
       await this.deps.registry
         .detach(runtime, this, reason)

@@ -129,7 +129,7 @@ export class StreamWsAdapter extends WsAdapter {
     socket: Duplex,
     head: Buffer,
   ): Promise<void> {
-    socket.on('error', destroyOnError);
+    socket.on('error', destroySocket);
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const servers = (this.wsServersRegistry.get(port) ?? []) as unknown as WsServerWithPath[];
     const server = servers.find((s) => s.path === path);
@@ -141,6 +141,13 @@ export class StreamWsAdapter extends WsAdapter {
       });
       return;
     }
+    // A client that goes away while its credentials and quotas are checked must not leave a slot
+    // behind: its 'close' is noted here, and the slot of an accepted handshake given back below.
+    let closedEarly = false;
+    const noteClose = (): void => {
+      closedEarly = true;
+    };
+    socket.once('close', noteClose);
     let verdict;
     try {
       verdict = await this.gate.authorize(req);
@@ -151,34 +158,53 @@ export class StreamWsAdapter extends WsAdapter {
         body: { error: 'internal_error' as never, message: 'internal error' },
       });
       return;
+    } finally {
+      socket.off('close', noteClose);
     }
     if (!verdict.ok) {
       reject(socket, verdict);
       return;
     }
     const accepted = verdict.accepted;
-    if (socket.destroyed) {
-      accepted.slot.release();
+    if (closedEarly || socket.destroyed) {
+      this.gate.abandon(accepted, 'connection_lost');
       return;
     }
-    server.handleUpgrade(req, socket, head, (ws) => {
-      // From here `ws` handles socket errors.
-      socket.off('error', destroyOnError);
-      this.connections.accept(ws, accepted);
-      server.emit('connection', ws, req);
-    });
+    // Without verifyClient, ws finishes (or refuses) the upgrade synchronously: if the callback
+    // has not run when handleUpgrade returns, it never will (the client half-closed meanwhile, or
+    // the server is closing), and the handshake's slot and audit row are settled here.
+    let upgraded = false;
+    try {
+      server.handleUpgrade(req, socket, head, (ws) => {
+        upgraded = true;
+        // From here `ws` handles socket errors.
+        socket.off('error', destroySocket);
+        this.connections.accept(ws, accepted);
+        server.emit('connection', ws, req);
+      });
+    } finally {
+      if (!upgraded) {
+        this.gate.abandon(accepted, socket.destroyed ? 'connection_lost' : 'protocol_error');
+        socket.destroy();
+      }
+    }
   }
 }
 
 /**
- * Module-level on purpose: a closure made inside `upgrade` would keep its whole context (the
- * request with its headers and bearer token, the head buffer) alive as long as the socket lives.
+ * For a socket's 'error' (before ws takes it over) and 'finish' (after a refusal). Module-level
+ * on purpose: a closure made inside `upgrade` would keep its whole context (the request with its
+ * headers and bearer token, the head buffer) alive as long as the socket lives.
  */
-function destroyOnError(this: Duplex): void {
+function destroySocket(this: Duplex): void {
   this.destroy();
 }
 
-/** A plain HTTP answer on the upgrade socket, then close: no 101 for a refused client. */
+/**
+ * A plain HTTP answer on the upgrade socket, then close: no 101 for a refused client. As ws's
+ * abortHandshake does, the socket is destroyed once the answer is flushed: a client that never
+ * reads or closes cannot keep it (and its fd) open.
+ */
 function reject(socket: Duplex, rejection: RejectedHandshake): void {
   if (socket.destroyed) {
     return;
@@ -193,6 +219,7 @@ function reject(socket: Duplex, rejection: RejectedHandshake): void {
   const head = Object.entries(headers)
     .map(([k, v]) => `${k}: ${v}`)
     .join('\r\n');
+  socket.once('finish', destroySocket);
   socket.end(
     `HTTP/1.1 ${rejection.status} ${STATUS_CODES[rejection.status] ?? ''}\r\n${head}\r\n\r\n${body}`,
   );
