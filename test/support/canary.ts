@@ -76,6 +76,8 @@ export class Canary {
     canary.sessionIdValue = opened.sessionId;
     canary.lastAckAt = performance.now();
     canary.timer = setInterval(() => canary.tick(), 1000 / fps);
+    // A test that fails midway must not be kept alive by its canary.
+    canary.timer.unref();
     return canary;
   }
 
