@@ -164,6 +164,9 @@ export const envSchema = z
     RECORDING_WATERMARK: bool.default(false),
     RECORDING_MAX_ENCODERS: int(1, 1_000).optional(),
     RECORDING_MAX_INPUT_PIXELS: int(1, 1_000_000_000).default(40_000_000),
+    IMAGE_MAX_SCALE: z.coerce.number().min(1).max(16).default(2),
+    IMAGE_DECODE_CONCURRENCY: int(1, 256).optional(),
+    IMAGE_SESSION_BUDGET_MS_PER_S: int(1, 60_000).default(300),
     KEEP_SPOOL: bool.default(false),
 
     SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(15_000),

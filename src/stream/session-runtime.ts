@@ -58,6 +58,9 @@ function diskFullError(): AppError {
   });
 }
 
+/** `flow` reason of a cap for images costing more than the session's image budget. */
+const IMAGE_BUDGET = 'image_budget';
+
 /** Queued bytes after which the spool is written (not synced) early, bounding memory. */
 const EARLY_WRITE_BYTES = 4 * 1024 * 1024;
 
@@ -226,6 +229,17 @@ export class SessionRuntime {
           ? { type: 'flow', maxFps: Math.max(1, Math.floor(fps / 2)), reason: 'encoder_backlog' }
           : { type: 'flow', maxFps: fps, reason: 'recovered' },
       );
+    },
+    onImageCost: (maxFps) => {
+      // Another cap (capacity) that is lower stays, and is not lifted by this one.
+      const current = this.ceiling;
+      if (maxFps === null) {
+        if (current?.reason === IMAGE_BUDGET) {
+          this.limitFps(null);
+        }
+      } else if (!current || current.reason === IMAGE_BUDGET || maxFps < current.maxFps) {
+        this.limitFps({ maxFps, reason: IMAGE_BUDGET });
+      }
     },
   };
 
