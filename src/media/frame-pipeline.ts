@@ -95,7 +95,7 @@ export class FramePipeline {
     };
     let out: Buffer;
     try {
-      out = await this.options.work.run(() => this.options.decoder.convert(task));
+      out = (await this.options.work.run(() => this.options.decoder.convert(task))).jpeg;
     } catch (err) {
       if (err instanceof ImageDecodeError) {
         throw new BadImageError(err.message);
@@ -110,8 +110,9 @@ export class FramePipeline {
    * Full decode of a JPEG already given to the encoder: whether ffmpeg can read it. Only after an
    * encoder failed; charged to the session like any image work.
    */
-  decodes(jpeg: Buffer): Promise<boolean> {
-    return this.options.work.run(() => this.options.decoder.decodes(jpeg, this.maxPixels));
+  async decodes(jpeg: Buffer): Promise<boolean> {
+    return (await this.options.work.run(() => this.options.decoder.decodes(jpeg, this.maxPixels)))
+      .ok;
   }
 
   private watermark(ptsMs: number): Buffer {

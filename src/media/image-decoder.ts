@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import type { Costed } from './image-work';
 
 /** One client image to turn into a recording frame. */
 export interface ConvertTask {
@@ -14,20 +15,26 @@ export interface ConvertTask {
   quality: number;
 }
 
-/** The image could not be decoded (or the decoder gave up on it): a bad frame, not a fault. */
-export class ImageDecodeError extends Error {
-  constructor(message: string) {
+/**
+ * The image could not be decoded (or the decoder gave up on it): a bad frame, not a fault.
+ * `costMs`: the CPU time the decoder spent on it, when it said (see `Costed`).
+ */
+export class ImageDecodeError extends Error implements Partial<Costed> {
+  constructor(
+    message: string,
+    readonly costMs?: number,
+  ) {
     super(message);
     this.name = 'ImageDecodeError';
   }
 }
 
-/** What the recorder needs of the image decoder. */
+/** What the recorder needs of the image decoder. Each answer carries the CPU time it took. */
 export interface ImageDecoder {
   /** A JPEG of exactly `width`×`height`; rejects with ImageDecodeError for a bad image. */
-  convert(task: ConvertTask): Promise<Buffer>;
+  convert(task: ConvertTask): Promise<{ jpeg: Buffer } & Costed>;
   /** Whether the whole JPEG decodes (ffmpeg will read it). */
-  decodes(jpeg: Buffer, maxInputPixels: number): Promise<boolean>;
+  decodes(jpeg: Buffer, maxInputPixels: number): Promise<{ ok: boolean } & Costed>;
   close(): void;
 }
 
@@ -55,7 +62,8 @@ sharp.cache(false);
 sharp.concurrency(1);
 process.on('disconnect', () => process.exit(0));
 process.on('message', async (m) => {
-  const reply = { id: m.id, ok: true, output: null, error: null, rss: 0 };
+  const reply = { id: m.id, ok: true, output: null, error: null, rss: 0, cpuMs: 0 };
+  const cpu = process.cpuUsage();
   try {
     let p = sharp(m.input, { limitInputPixels: m.maxInputPixels, failOn: 'error' });
     if (m.op === 'decodes') {
@@ -75,6 +83,8 @@ process.on('message', async (m) => {
     reply.ok = false;
     reply.error = String((err && err.message) || err);
   }
+  const spent = process.cpuUsage(cpu);
+  reply.cpuMs = (spent.user + spent.system) / 1000;
   reply.rss = process.memoryUsage.rss();
   process.send(reply);
 });
@@ -86,6 +96,8 @@ interface Reply {
   output: Buffer | null;
   error: string | null;
   rss: number;
+  /** CPU time the decoder process spent on the image (its own thread and libvips' one). */
+  cpuMs: number;
 }
 
 interface Task {
@@ -123,20 +135,24 @@ export class ImageDecoderPool implements ImageDecoder {
     return this.workers.size;
   }
 
-  async convert(task: ConvertTask): Promise<Buffer> {
+  async convert(task: ConvertTask): Promise<{ jpeg: Buffer } & Costed> {
     const reply = await this.submit({ op: 'convert', ...task });
     if (!reply.ok || !reply.output) {
-      throw new ImageDecodeError(`image cannot be decoded: ${reply.error ?? 'no output'}`);
+      throw new ImageDecodeError(
+        `image cannot be decoded: ${reply.error ?? 'no output'}`,
+        reply.cpuMs,
+      );
     }
-    return reply.output;
+    return { jpeg: reply.output, costMs: reply.cpuMs };
   }
 
-  async decodes(jpeg: Buffer, maxInputPixels: number): Promise<boolean> {
+  async decodes(jpeg: Buffer, maxInputPixels: number): Promise<{ ok: boolean } & Costed> {
     try {
-      return (await this.submit({ op: 'decodes', input: jpeg, maxInputPixels })).ok;
+      const reply = await this.submit({ op: 'decodes', input: jpeg, maxInputPixels });
+      return { ok: reply.ok, costMs: reply.cpuMs };
     } catch (err) {
       if (err instanceof ImageDecodeError) {
-        return false;
+        return { ok: false, costMs: err.costMs ?? 0 };
       }
       throw err;
     }

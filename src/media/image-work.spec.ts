@@ -124,6 +124,25 @@ describe('ImageWork', () => {
     await expect(second).resolves.toBe('second');
   });
 
+  it('charges the cost a job reports (measured where it ran) rather than the time it took here', async () => {
+    const caps: Array<number | null> = [];
+    const w = work(1, 100);
+    const s = w.session((fps) => caps.push(fps));
+    // 2 s here (a decoder starting, a busy machine), 60 ms of decoding: within budget.
+    const costed = s.run(
+      () => new Promise((resolve) => setTimeout(() => resolve({ costMs: 60 }), 2_000)),
+    );
+    await advance(2_000);
+    await expect(costed).resolves.toEqual({ costMs: 60 });
+    expect(s.averageCostMs).toBe(60);
+    // A failure that says its cost is charged that too.
+    const failed = s.run(() => Promise.reject(Object.assign(new Error('bad'), { costMs: 500 })));
+    await expect(failed).rejects.toThrow('bad');
+    // In debt now; its images average 148 ms (60, then 500 weighted 0.2): 100 ms/s pays 0.6 fps.
+    expect(s.averageCostMs).toBe(148);
+    expect(caps).toEqual([0.6]);
+  });
+
   it('lowers the cap when images cost more, and lifts it after a second of unused budget', async () => {
     const caps: Array<number | null> = [];
     const w = work(1, 300);

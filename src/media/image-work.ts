@@ -18,6 +18,20 @@ export interface ImageWorkStats {
   overBudget: number;
 }
 
+/**
+ * A job's result (or error) that says what it cost: the CPU time measured where the work ran (a
+ * decoder process), charged instead of the time the job took here, which would also count the
+ * decoder's start and the machine's other load.
+ */
+export interface Costed {
+  costMs: number;
+}
+
+function costOf(outcome: unknown): number | null {
+  const cost = (outcome as Partial<Costed> | null)?.costMs;
+  return typeof cost === 'number' && cost >= 0 ? cost : null;
+}
+
 /** A session asked for a second job while its first was not done: the queue holds one each. */
 export class ImageQueueFullError extends Error {
   constructor() {
@@ -49,7 +63,8 @@ const MIN_FPS = 0.1;
  *   and whatever it has not processed stays in its bounded in-memory queue or in the spool), so
  *   the queue holds at most one job per live recorder;
  * - each session has a budget of `budgetMsPerS` milliseconds of image work per second, a token
- *   bucket holding one second of it. Every job is charged the time it took. A session in debt
+ *   bucket holding one second of it. Every job is charged what it cost (`Costed`: the decoder's
+ *   CPU time), else the time it took. A session in debt
  *   waits until its bucket refills: its recording lags (and catches up from the spool) while
  *   other sessions go on;
  * - among the jobs allowed to run, the session with the most budget left goes first (ties in
@@ -145,9 +160,10 @@ export class ImageWork {
       const [session] = this.waiting.splice(best, 1);
       this.active++;
       const started = this.now();
-      session.start(() => {
+      session.start((outcome) => {
         this.active--;
-        session.charge(this.now() - started, this.now());
+        const now = this.now();
+        session.charge(costOf(outcome) ?? now - started, now);
         this.pump();
       });
     }
@@ -235,12 +251,15 @@ export class SessionImageWork {
     return this.tokens;
   }
 
-  /** @internal Runs the waiting job; `done` is called once it settled, before its caller hears. */
-  start(done: () => void): void {
+  /**
+   * @internal Runs the waiting job; `done` hears its value or error once it settled, before its
+   * caller does.
+   */
+  start(done: (outcome: unknown) => void): void {
     const pending = this.pending;
     this.pending = null;
     if (!pending) {
-      done();
+      done(null);
       return;
     }
     this.busy = true;
@@ -254,7 +273,7 @@ export class SessionImageWork {
       (value) => {
         this.busy = false;
         try {
-          done();
+          done(value);
         } finally {
           pending.resolve(value);
         }
@@ -262,7 +281,7 @@ export class SessionImageWork {
       (err: unknown) => {
         this.busy = false;
         try {
-          done();
+          done(err);
         } finally {
           pending.reject(err);
         }
