@@ -185,7 +185,7 @@ describe('costly images beside a canary', () => {
       await waitFor(
         () => a.client.messages.some((m) => m.type === 'flow' && m.reason === 'image_budget'),
         60_000,
-        `flow image_budget to attacker ${i}`,
+        `flow image_budget to attacker ${i} (got ${JSON.stringify(a.client.messages.filter((m) => m.type !== 'ack'))})`,
       );
       expect((await a.client.closed).code).toBe(4029);
       a.stop();

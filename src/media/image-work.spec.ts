@@ -106,14 +106,12 @@ describe('ImageWork', () => {
   });
 
   it('charges each job its time: a session in debt waits until its budget refills', async () => {
-    const caps: Array<number | null> = [];
     const w = work(1, 100);
-    const s = w.session((fps) => caps.push(fps));
+    const s = w.session(() => undefined);
     const first = submit(s, 'first');
     await finish('first', 250);
     await first;
     // 100 ms of budget, 250 ms spent: 150 ms of debt, paid back in 1.5 s.
-    expect(caps).toEqual([0.4]);
     expect(w.stats.overBudget).toBe(1);
     const second = submit(s, 'second');
     await advance(1_499);
@@ -125,9 +123,8 @@ describe('ImageWork', () => {
   });
 
   it('charges the cost a job reports (measured where it ran) rather than the time it took here', async () => {
-    const caps: Array<number | null> = [];
     const w = work(1, 100);
-    const s = w.session((fps) => caps.push(fps));
+    const s = w.session(() => undefined);
     // 2 s here (a decoder starting, a busy machine), 60 ms of decoding: within budget.
     const costed = s.run(
       () => new Promise((resolve) => setTimeout(() => resolve({ costMs: 60 }), 2_000)),
@@ -138,50 +135,79 @@ describe('ImageWork', () => {
     // A failure that says its cost is charged that too.
     const failed = s.run(() => Promise.reject(Object.assign(new Error('bad'), { costMs: 500 })));
     await expect(failed).rejects.toThrow('bad');
-    // In debt now; its images average 148 ms (60, then 500 weighted 0.2): 100 ms/s pays 0.6 fps.
+    // Its images average 148 ms now (60, then 500 weighted 0.2), and it is in debt.
     expect(s.averageCostMs).toBe(148);
-    expect(caps).toEqual([0.6]);
+    expect(w.stats.overBudget).toBe(1);
   });
 
-  it('lowers the cap when images cost more, and lifts it after a second of unused budget', async () => {
-    const caps: Array<number | null> = [];
-    const w = work(1, 300);
+  /** One job of `ms` on `s`, run at once. */
+  const runJob = async (s: SessionImageWork, name: string, ms: number) => {
+    const p = submit(s, name);
+    await finish(name, ms);
+    await p;
+  };
+
+  /** `count` images sent at `fps`. */
+  const send = async (s: SessionImageWork, count: number, fps: number) => {
+    for (let i = 0; i < count; i++) {
+      s.arrived();
+      await advance(1000 / fps);
+    }
+  };
+
+  it('caps a session that sends more image work than its budget pays for, at the rate it pays for', async () => {
+    const caps: number[] = [];
+    const w = work(1, 200);
     const s = w.session((fps) => caps.push(fps));
-    const run = async (name: string, ms: number, waitMs = 0) => {
-      const p = submit(s, name);
-      await advance(waitMs);
-      await finish(name, ms);
-      await p;
-    };
-    await run('a', 400);
-    expect(caps).toEqual([0.7]);
-    // Still in debt, costlier: the cap goes down.
-    await run('b', 1_200, 500);
-    expect(caps.at(-1)).toBeLessThan(0.7);
-    const lowered = caps.length;
-    // A whole second of budget unused (the client slowed down): the cap is lifted.
-    await run('c', 10, 5_000);
-    expect(caps.length).toBe(lowered + 1);
-    expect(caps.at(-1)).toBeNull();
+    // Nothing is known before its first image is decoded.
+    await send(s, 30, 15);
+    expect(caps).toEqual([]);
+    await runJob(s, 'first', 100);
+    // 15 fps of 100 ms images offer 1 500 ms/s: past a second's budget on the third image.
+    await send(s, 2, 15);
+    expect(caps).toEqual([]);
+    await send(s, 1, 15);
+    expect(caps).toEqual([2]);
+    expect(s.maxFps).toBe(2);
+    await send(s, 30, 15);
+    expect(caps).toEqual([2]);
+  });
+
+  it('does not cap a session within its budget, however slowly the shared queue serves it', async () => {
+    const caps: number[] = [];
+    const w = work(1, 200);
+    const s = w.session((fps) => caps.push(fps));
+    await runJob(s, 'first', 100);
+    // 2 fps of 100 ms images: exactly the budget, for a minute.
+    await send(s, 120, 2);
+    expect(caps).toEqual([]);
     expect(s.maxFps).toBeNull();
   });
 
-  it('keeps the cap of a session that sends exactly what its budget pays for', async () => {
-    const caps: Array<number | null> = [];
-    const w = work(1, 200);
+  it('lowers the cap when images cost more, and raises it once they cost a quarter less', async () => {
+    const caps: number[] = [];
+    const w = work(1, 300);
     const s = w.session((fps) => caps.push(fps));
-    const first = submit(s, 'x0');
-    await finish('x0', 400);
-    await first;
-    expect(caps).toEqual([0.5]);
-    // At 0.5 fps of 400 ms images the budget is spent as it refills: never a second unused.
-    for (let i = 1; i <= 5; i++) {
-      const p = submit(s, `x${i}`);
-      await advance(1_600);
-      await finish(`x${i}`, 400);
-      await p;
-    }
-    expect(caps).toEqual([0.5]);
+    await runJob(s, 'a', 100);
+    await send(s, 10, 30);
+    expect(caps).toEqual([3]);
+    // 600 ms: the average is 200 ms, paid for at 1.5 fps; the next images sent lower the cap.
+    await advance(10_000);
+    await runJob(s, 'b', 600);
+    expect(caps).toEqual([3]);
+    await send(s, 10, 30);
+    expect(caps).toEqual([3, 1.5]);
+    // Cheap images: the cap rises once the budget pays for 1.25 × 1.5 fps, not before.
+    await advance(10_000);
+    await runJob(s, 'c', 150);
+    expect(caps).toEqual([3, 1.5]);
+    await advance(10_000);
+    await runJob(s, 'd', 100);
+    expect(caps).toEqual([3, 1.5]);
+    await advance(10_000);
+    await runJob(s, 'e', 100);
+    // 200, 190, 172, 157.6 ms: 300 ms/s pays for 1.9 fps.
+    expect(caps).toEqual([3, 1.5, 1.9]);
   });
 
   it('runs the session with the most budget left first, so cheap sessions pass costly ones', async () => {

@@ -55,6 +55,8 @@ export class ImageWorkClosedError extends Error {
 const COST_WEIGHT = 0.2;
 /** The lowest cap given; also the precision of caps (`flow` says e.g. 0.7 fps). */
 const MIN_FPS = 0.1;
+/** A cap is raised once the images got this much cheaper (hysteresis: one `flow`, not many). */
+const RAISE_FACTOR = 1.25;
 
 /**
  * The node's image work (decode, scale, encode of client images) as one bounded queue:
@@ -70,9 +72,12 @@ const MIN_FPS = 0.1;
  * - among the jobs allowed to run, the session with the most budget left goes first (ties in
  *   arrival order), so a cheap session is never stuck behind costly ones for more than the jobs
  *   already running.
- * A session in debt is asked to lower its frame rate to what its budget pays for (`onCap` with
- * `maxFps`, which becomes `flow` and then 4029 for a client that ignores it); the cap is lowered
- * when its images cost more, and lifted (`onCap(null)`) once a whole second of budget is unused.
+ * A session that offers more image work than its budget pays for (`arrived()` for each image it
+ * sends, times its average cost, against the budget, over a second's bucket: the client's rate,
+ * whatever the shared queue lets through) is asked to lower its frame rate to what its budget pays
+ * for (`onCap` with `maxFps`, which becomes `flow` and then 4029 for a client that ignores it).
+ * The cap follows the cost of its images: lowered when they cost more, raised when they cost a
+ * quarter less or more. The debt pacing above bounds the CPU whether or not the client listens.
  */
 export class ImageWork {
   readonly concurrency: number;
@@ -111,10 +116,11 @@ export class ImageWork {
 
   /**
    * The image work of one session (one recorder). `onCap` hears the frame rate the session's
-   * budget pays for (null: no cap); `close()` it when the recorder stops.
+   * budget pays for, when it is to be capped or its cap changes; `close()` it when the recorder
+   * stops.
    */
-  session(onCap: (maxFps: number | null) => void): SessionImageWork {
-    const session = new SessionImageWork(this, onCap, this.budgetMsPerS, this.now());
+  session(onCap: (maxFps: number) => void): SessionImageWork {
+    const session = new SessionImageWork(this, onCap, this.budgetMsPerS, this.now);
     this.sessions.add(session);
     return session;
   }
@@ -185,6 +191,9 @@ export class SessionImageWork {
   private costMs: number | null = null;
   /** The cap asked of the session (fps), or null. */
   private cap: number | null = null;
+  /** Image work offered by the client (ms), drained at the budget's rate, as of `offeredAt`. */
+  private offered = 0;
+  private offeredAt: number;
   private pending: PendingJob | null = null;
   private busy = false;
   private closed = false;
@@ -192,16 +201,17 @@ export class SessionImageWork {
 
   constructor(
     private readonly work: ImageWork,
-    private readonly onCap: (maxFps: number | null) => void,
+    private readonly onCap: (maxFps: number) => void,
     private readonly budgetMsPerS: number,
-    now: number,
+    private readonly now: () => number,
   ) {
     this.capacity = budgetMsPerS;
     this.tokens = budgetMsPerS;
-    this.refilledAt = now;
+    this.refilledAt = now();
+    this.offeredAt = this.refilledAt;
   }
 
-  /** The frame rate asked of the session now (null: none). */
+  /** The frame rate asked of the session now (null: not capped). */
   get maxFps(): number | null {
     return this.cap;
   }
@@ -209,6 +219,29 @@ export class SessionImageWork {
   /** Average cost of one image so far, in ms (null before the first). */
   get averageCostMs(): number | null {
     return this.costMs;
+  }
+
+  /**
+   * The client sent an image (called as it is stored, before any work on it: the client's rate,
+   * not the queue's). Hot path: O(1), no allocation. Before the first image's cost is known it
+   * counts nothing.
+   */
+  arrived(): void {
+    const cost = this.costMs;
+    if (cost === null || this.closed) {
+      return;
+    }
+    const now = this.now();
+    const elapsed = now - this.offeredAt;
+    this.offeredAt = now;
+    this.offered = Math.max(0, this.offered - (elapsed * this.budgetMsPerS) / 1000) + cost;
+    if (this.offered > this.capacity) {
+      const fps = this.fpsFor(cost);
+      if (this.cap === null || fps < this.cap) {
+        this.cap = fps;
+        this.onCap(fps);
+      }
+    }
   }
 
   /**
@@ -289,23 +322,23 @@ export class SessionImageWork {
     );
   }
 
-  /** @internal Charges a finished job's time and adjusts the session's cap. */
+  /** @internal Charges a finished job's cost; a cap rises once the images got cheaper. */
   charge(ms: number, now: number): void {
-    const unusedSecond = this.balance(now) >= this.capacity;
+    this.balance(now);
     this.tokens -= ms;
     this.costMs = this.costMs === null ? ms : this.costMs + COST_WEIGHT * (ms - this.costMs);
-    if (this.closed) {
+    if (this.closed || this.cap === null) {
       return;
     }
-    if (this.tokens < 0) {
-      const fps = Math.max(MIN_FPS, Math.floor((this.budgetMsPerS / this.costMs) * 10) / 10);
-      if (this.cap === null || fps < this.cap) {
-        this.cap = fps;
-        this.onCap(fps);
-      }
-    } else if (this.cap !== null && unusedSecond) {
-      this.cap = null;
-      this.onCap(null);
+    const fps = this.fpsFor(this.costMs);
+    if (fps >= this.cap * RAISE_FACTOR) {
+      this.cap = fps;
+      this.onCap(fps);
     }
+  }
+
+  /** The frame rate the budget pays for at `costMs` per image, in tenths. */
+  private fpsFor(costMs: number): number {
+    return Math.max(MIN_FPS, Math.floor((this.budgetMsPerS / Math.max(costMs, 0.001)) * 10) / 10);
   }
 }

@@ -75,10 +75,11 @@ export interface RecorderEvents {
   /** The encoder fell behind (frames come from the spool now) or caught up again. */
   onBacklog(behind: boolean): void;
   /**
-   * The session's images cost more than its image budget: the frame rate the budget pays for, to
-   * ask of the client (`flow` with reason `image_budget`), or null once it is back within budget.
+   * The session sends more image work than its image budget pays for: the frame rate the budget
+   * pays for, to ask of the client (`flow` with reason `image_budget`); again when it changes
+   * with the cost of its images.
    */
-  onImageCost?(maxFps: number | null): void;
+  onImageCost?(maxFps: number): void;
 }
 
 export interface RecordingResult {
@@ -312,6 +313,10 @@ export class SessionRecorder {
     const offset = this.appendOffset;
     this.appendOffset += SPOOL_RECORD_PREFIX_BYTES + message.length;
     this.latestSeq = header.seq;
+    if (header.track === Track.Video) {
+      // The client's image rate, counted as it sends, however far behind the decoding is.
+      this.images.arrived();
+    }
     if (
       !this.yielding &&
       ((this.processedPts !== null && header.pts - this.processedPts > BEHIND_MS) ||

@@ -231,13 +231,9 @@ export class SessionRuntime {
       );
     },
     onImageCost: (maxFps) => {
-      // Another cap (capacity) that is lower stays, and is not lifted by this one.
+      // Another cap (capacity) that is lower stays.
       const current = this.ceiling;
-      if (maxFps === null) {
-        if (current?.reason === IMAGE_BUDGET) {
-          this.limitFps(null);
-        }
-      } else if (!current || current.reason === IMAGE_BUDGET || maxFps < current.maxFps) {
+      if (!current || current.reason === IMAGE_BUDGET || maxFps < current.maxFps) {
         this.limitFps({ maxFps, reason: IMAGE_BUDGET });
       }
     },
