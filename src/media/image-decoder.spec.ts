@@ -12,7 +12,9 @@ function decoderPids(): number[] {
         const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
         const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
         const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-        return ppid === process.pid && cmdline.includes('sharp.concurrency(1)') ? [Number(pid)] : [];
+        return ppid === process.pid && cmdline.includes('sharp.concurrency(1)')
+          ? [Number(pid)]
+          : [];
       } catch {
         return [];
       }

@@ -27,7 +27,12 @@ describe('imageHeader', () => {
 
   it('reads the extended (VP8X) WebP canvas size', async () => {
     const webp = await sharp({
-      create: { width: 300, height: 200, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0.5 } },
+      create: {
+        width: 300,
+        height: 200,
+        channels: 4,
+        background: { r: 0, g: 0, b: 0, alpha: 0.5 },
+      },
     })
       .webp()
       .withMetadata()
@@ -52,7 +57,13 @@ describe('imageHeader', () => {
 
   it('refuses other formats, garbage and headers cut short', async () => {
     expect(imageHeader(Buffer.from('not an image at all, not at all'))).toBeNull();
-    expect(imageHeader(await sharp(await image(20, 20, 'png')).gif().toBuffer())).toBeNull();
+    expect(
+      imageHeader(
+        await sharp(await image(20, 20, 'png'))
+          .gif()
+          .toBuffer(),
+      ),
+    ).toBeNull();
     expect(imageHeader(Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"/>'))).toBeNull();
     expect(imageHeader((await image(20, 20, 'png')).subarray(0, 20))).toBeNull();
     expect(imageHeader((await image(20, 20, 'jpeg')).subarray(0, 30))).toBeNull();

@@ -66,9 +66,8 @@ const RAISE_FACTOR = 1.25;
  *   the queue holds at most one job per live recorder;
  * - each session has a budget of `budgetMsPerS` milliseconds of image work per second, a token
  *   bucket holding one second of it. Every job is charged what it cost (`Costed`: the decoder's
- *   CPU time), else the time it took. A session in debt
- *   waits until its bucket refills: its recording lags (and catches up from the spool) while
- *   other sessions go on;
+ *   CPU time), else the time it took. A session in debt waits until its bucket refills: its
+ *   recording lags (and catches up from the spool) while other sessions go on;
  * - among the jobs allowed to run, the session with the most budget left goes first (ties in
  *   arrival order), so a cheap session is never stuck behind costly ones for more than the jobs
  *   already running.
@@ -76,8 +75,8 @@ const RAISE_FACTOR = 1.25;
  * sends, times its average cost, against the budget, over a second's bucket: the client's rate,
  * whatever the shared queue lets through) is asked to lower its frame rate to what its budget pays
  * for (`onCap` with `maxFps`, which becomes `flow` and then 4029 for a client that ignores it).
- * The cap follows the cost of its images: lowered when they cost more, raised when they cost a
- * quarter less or more. The debt pacing above bounds the CPU whether or not the client listens.
+ * The cap follows the cost of its images: lowered when they cost more, raised once the budget
+ * pays for a quarter more. The debt pacing above bounds the CPU whether or not the client listens.
  */
 export class ImageWork {
   readonly concurrency: number;
