@@ -52,7 +52,10 @@ describe('ImageDecoderPool', () => {
       });
     }
     expect(pool.processes).toBe(1);
-    expect(decoderPids()).toHaveLength(1);
+    const pids = decoderPids();
+    expect(pids).toHaveLength(1);
+    // It reads client images: it gets none of the service's environment (secrets).
+    expect(readFileSync(`/proc/${pids[0]}/environ`, 'utf8')).toBe('');
   });
 
   it('answers a bad image with ImageDecodeError and keeps its process', async () => {

@@ -203,6 +203,8 @@ export class ImageDecoderPool implements ImageDecoder {
     const child = spawn(process.execPath, ['-e', DECODER_SCRIPT, this.sharpEntry], {
       stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
       serialization: 'advanced',
+      // It reads client images: none of the service's secrets (database, keys) in its environment.
+      env: {},
     });
     const worker: Worker = { child, task: null, timer: undefined };
     this.workers.add(worker);
