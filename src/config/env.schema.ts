@@ -168,6 +168,9 @@ export const envSchema = z
     RECORDING_CAPACITY_HEADROOM: z.coerce.number().min(0).max(0.9).default(0.2),
     RECORDING_ADMISSION: z.enum(['throttle', 'refuse']).default('throttle'),
     RECORDING_MIN_FPS: int(1, 120).default(5),
+    IMAGE_MAX_SCALE: z.coerce.number().min(1).max(16).default(2),
+    IMAGE_DECODE_CONCURRENCY: int(1, 256).optional(),
+    IMAGE_SESSION_BUDGET_MS_PER_S: int(1, 60_000).default(300),
     KEEP_SPOOL: bool.default(false),
 
     SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(15_000),

@@ -1,5 +1,11 @@
 import sharp from 'sharp';
 import { BadImageError, FramePipeline, jpegSize } from './frame-pipeline';
+import { ImageDecoderPool } from './image-decoder';
+import { ImageWork } from './image-work';
+
+const decoder = new ImageDecoderPool(1);
+const work = new ImageWork({ concurrency: 1, budgetMsPerS: 60_000 });
+afterAll(() => decoder.close());
 
 const image = (width: number, height: number, format: 'jpeg' | 'png' | 'webp' = 'jpeg') =>
   sharp({ create: { width, height, channels: 3, background: { r: 200, g: 30, b: 90 } } })
@@ -10,9 +16,14 @@ const pipeline = (over: Partial<ConstructorParameters<typeof FramePipeline>[0]> 
   new FramePipeline({
     width: 640,
     height: 480,
+    declaredWidth: 1280,
+    declaredHeight: 960,
+    maxScale: 2,
     maxInputPixels: 40_000_000,
     watermark: false,
     sessionId: 's-1',
+    decoder,
+    work: work.session(() => undefined),
     ...over,
   });
 
@@ -71,10 +82,45 @@ describe('FramePipeline', () => {
       BadImageError,
     );
     const jpeg = await image(800, 600);
-    await expect(p.prepare(jpeg.subarray(0, 200), 0)).rejects.toBeInstanceOf(BadImageError);
+    await expect(p.prepare(jpeg.subarray(0, 200), 0)).rejects.toThrow(/cannot be decoded/);
     const bomb = Buffer.from(await image(8, 8, 'png'));
+    bomb.writeUInt32BE(2_000, 16);
+    bomb.writeUInt32BE(1_500, 20);
+    await expect(p.prepare(bomb, 0)).rejects.toThrow(/cannot be decoded/);
     bomb.writeUInt32BE(100_000, 16);
-    bomb.writeUInt32BE(100_000, 20);
-    await expect(p.prepare(bomb, 0)).rejects.toThrow(/pixel limit|decoded/);
+    await expect(p.prepare(bomb, 0)).rejects.toThrow(/exceeds this session's image limit/);
+  });
+
+  it('refuses from the header alone an image beyond the declared size times IMAGE_MAX_SCALE', async () => {
+    const p = pipeline({ declaredWidth: 320, declaredHeight: 240 });
+    // 640×480 is exactly twice 320×240; one pixel more in either dimension is refused.
+    expect(jpegSize(await p.prepare(await image(640, 480, 'png'), 0))).toEqual({
+      width: 640,
+      height: 480,
+    });
+    for (const [w, h] of [
+      [641, 240],
+      [320, 481],
+    ]) {
+      await expect(p.prepare(await image(w, h, 'png'), 0)).rejects.toThrow(
+        /exceeds this session's image limit \(640×480/,
+      );
+    }
+    // The node-wide ceiling applies below the session's own.
+    const capped = pipeline({ declaredWidth: 4000, declaredHeight: 4000, maxInputPixels: 300_000 });
+    await expect(capped.prepare(await image(640, 480), 0)).rejects.toThrow(/300000 pixels/);
+  });
+
+  it('charges conversions to the session and leaves passthroughs uncharged', async () => {
+    const session = work.session(() => undefined);
+    const p = pipeline({ work: session });
+    await p.prepare(await image(640, 480), 0);
+    expect(session.averageCostMs).toBeNull();
+    await p.prepare(await image(1280, 960, 'png'), 0);
+    expect(session.averageCostMs).toBeGreaterThan(0);
+    await expect(p.decodes(await image(640, 480))).resolves.toBe(true);
+    const broken = Buffer.from(await image(640, 480));
+    broken.fill(0x55, 600, broken.length - 2);
+    await expect(p.decodes(broken)).resolves.toBe(false);
   });
 });

@@ -1,4 +1,6 @@
-import sharp from 'sharp';
+import { type ImageDecoder, ImageDecodeError } from './image-decoder';
+import { imageHeader } from './image-header';
+import type { SessionImageWork } from './image-work';
 
 /** A frame that cannot go into the recording; the session goes on without it. */
 export class BadImageError extends Error {
@@ -9,13 +11,26 @@ export class BadImageError extends Error {
 }
 
 export interface FramePipelineOptions {
+  /** Recording size. */
   width: number;
   height: number;
-  /** Decoding refuses images with more pixels than this (decompression bombs). */
+  /** The video size the session declared in `open`. */
+  declaredWidth: number;
+  declaredHeight: number;
+  /**
+   * An image may be at most this many times the declared size in each dimension (IMAGE_MAX_SCALE):
+   * what a session costs to decode follows what it declared, not a node-wide figure.
+   */
+  maxScale: number;
+  /** Node-wide ceiling on the pixels of any image (RECORDING_MAX_INPUT_PIXELS). */
   maxInputPixels: number;
   /** Burn capture time and session id into the frame. */
   watermark: boolean;
   sessionId: string;
+  /** Decodes images out of the service's process. */
+  decoder: ImageDecoder;
+  /** The session's slot in the node's image queue, and its budget. */
+  work: SessionImageWork;
 }
 
 /** Output JPEG quality: the encoder re-compresses anyway; this keeps the pipe cheap and clean. */
@@ -24,14 +39,24 @@ const JPEG_QUALITY = 90;
 /**
  * Turns one client image (JPEG, PNG or WebP) into a JPEG of exactly the recording size for the
  * encoder: validated, scaled with the aspect kept (black padding, lanczos3, upscaling allowed),
- * optionally watermarked. A JPEG that already has the target size goes through untouched: no
- * decode/re-encode round trip in Node, only a header check.
+ * optionally watermarked. Sizes are checked from the header before anything is decoded: an image
+ * larger than the session's limit is refused at once. A JPEG that already has the target size goes
+ * through untouched (no decode/re-encode round trip); any other goes through the node's image queue
+ * to a decoder process, charged to the session's budget.
  */
 export class FramePipeline {
   private passthroughs = 0;
   private conversions = 0;
+  /** The session's image size limits. */
+  readonly maxWidth: number;
+  readonly maxHeight: number;
+  readonly maxPixels: number;
 
-  constructor(private readonly options: FramePipelineOptions) {}
+  constructor(private readonly options: FramePipelineOptions) {
+    this.maxWidth = Math.floor(options.declaredWidth * options.maxScale);
+    this.maxHeight = Math.floor(options.declaredHeight * options.maxScale);
+    this.maxPixels = Math.min(this.maxWidth * this.maxHeight, options.maxInputPixels);
+  }
 
   get stats(): { passthroughs: number; conversions: number } {
     return { passthroughs: this.passthroughs, conversions: this.conversions };
@@ -39,42 +64,55 @@ export class FramePipeline {
 
   async prepare(image: Buffer, ptsMs: number): Promise<Buffer> {
     const { width, height, watermark } = this.options;
-    if (!watermark) {
+    const header = imageHeader(image);
+    if (!header) {
+      throw new BadImageError('not a JPEG, PNG or WebP image');
+    }
+    if (
+      header.width > this.maxWidth ||
+      header.height > this.maxHeight ||
+      header.width * header.height > this.maxPixels
+    ) {
+      throw new BadImageError(
+        `${header.width}×${header.height} exceeds this session's image limit ` +
+          `(${this.maxWidth}×${this.maxHeight}, ${this.maxPixels} pixels)`,
+      );
+    }
+    if (!watermark && header.width === width && header.height === height) {
       const size = jpegSize(image);
       if (size && size.width === width && size.height === height) {
         this.passthroughs++;
         return image;
       }
     }
-    let pipeline: sharp.Sharp;
+    const task = {
+      input: image,
+      width,
+      height,
+      maxInputPixels: this.maxPixels,
+      overlay: watermark ? this.watermark(ptsMs) : null,
+      quality: JPEG_QUALITY,
+    };
+    let out: Buffer;
     try {
-      pipeline = sharp(image, { limitInputPixels: this.options.maxInputPixels, failOn: 'error' });
-      const meta = await pipeline.metadata();
-      if (!meta.width || !meta.height || !['jpeg', 'png', 'webp'].includes(meta.format ?? '')) {
-        throw new BadImageError(`not a JPEG, PNG or WebP image (${meta.format ?? 'unknown'})`);
-      }
-      if (meta.width * meta.height > this.options.maxInputPixels) {
-        throw new BadImageError(`${meta.width}×${meta.height} exceeds the pixel limit`);
-      }
-      pipeline = pipeline.resize(width, height, {
-        fit: 'contain',
-        background: { r: 0, g: 0, b: 0 },
-        kernel: 'lanczos3',
-      });
-      if (watermark) {
-        pipeline = pipeline.composite([{ input: this.watermark(ptsMs), top: 0, left: 0 }]);
-      }
-      const out = await pipeline
-        .jpeg({ quality: JPEG_QUALITY, chromaSubsampling: '4:2:0' })
-        .toBuffer();
-      this.conversions++;
-      return out;
+      out = (await this.options.work.run(() => this.options.decoder.convert(task))).jpeg;
     } catch (err) {
-      if (err instanceof BadImageError) {
-        throw err;
+      if (err instanceof ImageDecodeError) {
+        throw new BadImageError(err.message);
       }
-      throw new BadImageError(`image cannot be decoded: ${(err as Error).message}`);
+      throw err;
     }
+    this.conversions++;
+    return out;
+  }
+
+  /**
+   * Full decode of a JPEG already given to the encoder: whether ffmpeg can read it. Only after an
+   * encoder failed; charged to the session like any image work.
+   */
+  async decodes(jpeg: Buffer): Promise<boolean> {
+    return (await this.options.work.run(() => this.options.decoder.decodes(jpeg, this.maxPixels)))
+      .ok;
   }
 
   private watermark(ptsMs: number): Buffer {

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, statSync } from 'node:fs';
@@ -10,6 +10,8 @@ import type { SessionEntity } from '../sessions/session.entity';
 import { EncoderSlots } from './encoder-slots';
 import { locateTool } from './ffmpeg-locator';
 import { FinishLanes } from './finish-lanes';
+import { ImageDecoderPool } from './image-decoder';
+import { ImageWork, type ImageWorkStats } from './image-work';
 import { FFMPEG_RECORDER_MEDIA, type RecorderMedia } from './recorder-media';
 import { RecordingEntity } from './recording.entity';
 import {
@@ -27,9 +29,11 @@ import { type RecordingHandle, SessionRecording } from './session-recording';
  */
 const ENCODERS_PER_CORE = 18;
 
-/** `GET /v1/admin/recording`: encoder slots and each recorder's backlog. */
+/** `GET /v1/admin/recording`: encoder slots, image work and each recorder's backlog. */
 export interface RecordingStatus {
   encoders: { active: number; waiting: number; max: number };
+  /** The node's image queue, and its decoder processes running now. */
+  images: ImageWorkStats & { decoderProcesses: number };
   recorders: Array<{
     sessionId: string;
     /** Frames stored and not yet out of the encoder. */
@@ -48,12 +52,15 @@ export type { RecordingHandle } from './session-recording';
  * their states recording → finalizing → ready | failed.
  */
 @Injectable()
-export class RecordingService {
+export class RecordingService implements OnModuleDestroy {
   private readonly logger = new Logger(RecordingService.name);
   readonly maxEncoders: number;
   private readonly slots: EncoderSlots;
   /** Behind encoders that a `close` waits for: a few run at the service's priority. */
   private readonly finishLanes: FinishLanes;
+  /** Client images: one bounded queue with per-session budgets, decoded in child processes. */
+  private readonly imageWork: ImageWork;
+  private readonly decoder: ImageDecoderPool;
   /** Sessions with frames to record (running or waiting for a slot): their backlog, by id. */
   private readonly recorders = new Map<string, () => RecorderBacklog>();
   readonly dir: string;
@@ -77,6 +84,13 @@ export class RecordingService {
     this.maxEncoders = config.RECORDING_MAX_ENCODERS ?? availableParallelism() * ENCODERS_PER_CORE;
     this.slots = new EncoderSlots(this.maxEncoders);
     this.finishLanes = new FinishLanes(availableParallelism());
+    // One core is left to the event loop, the encoders and the database by default.
+    const decoders = config.IMAGE_DECODE_CONCURRENCY ?? Math.max(1, availableParallelism() - 1);
+    this.imageWork = new ImageWork({
+      concurrency: decoders,
+      budgetMsPerS: config.IMAGE_SESSION_BUDGET_MS_PER_S,
+    });
+    this.decoder = new ImageDecoderPool(decoders);
     this.dir = resolve(config.DATA_DIR, 'recordings');
     mkdirSync(this.dir, { recursive: true });
     this.ffmpegPath = locateTool('ffmpeg', config.FFMPEG_PATH).path;
@@ -86,11 +100,17 @@ export class RecordingService {
   status(): RecordingStatus {
     return {
       encoders: { active: this.slots.active, waiting: this.slots.waiting, max: this.maxEncoders },
+      images: { ...this.imageWork.stats, decoderProcesses: this.decoder.processes },
       recorders: [...this.recorders].map(([sessionId, backlog]) => {
         const { frames, encoding, fromSpool } = backlog();
         return { sessionId, backlogFrames: frames, encodingFrames: encoding, fromSpool };
       }),
     };
+  }
+
+  /** The decoder processes end with the service. */
+  onModuleDestroy(): void {
+    this.decoder.close();
   }
 
   outputSize(session: Pick<SessionEntity, 'recordingSettings'>): { width: number; height: number } {
@@ -132,6 +152,7 @@ export class RecordingService {
       audio: session.audio,
       width: size.width,
       height: size.height,
+      declared: { width: session.video.width, height: session.video.height },
     };
     // A spool with frames in it is recorded now; a new session waits for its first frame.
     const eagerSlot = fromSpool ? this.slots.tryAcquire() : null;
@@ -181,6 +202,8 @@ export class RecordingService {
               events,
               media: this.media,
               finishLanes: this.finishLanes,
+              imageWork: this.imageWork,
+              decoder: this.decoder,
               onFailed,
               onEncoded: () => {
                 this.encodedFrames += weight;

@@ -1,5 +1,4 @@
 import type { Logger } from '@nestjs/common';
-import sharp from 'sharp';
 import type { AppConfig } from '../config/config';
 import {
   MEDIA_HEADER_BYTES,
@@ -13,6 +12,8 @@ import type { CpuClass } from './cpu-class';
 import type { FinishLanes } from './finish-lanes';
 import { BadImageError, FramePipeline } from './frame-pipeline';
 import { isKeyframe } from './h264-stream';
+import type { ImageDecoder } from './image-decoder';
+import type { ImageWork, SessionImageWork } from './image-work';
 import type { AudioEncoder, Mp4Sink, RecorderMedia, VideoEncoder } from './recorder-media';
 
 /** Times an encoder may die on a bad frame in one session before the recording fails. */
@@ -21,16 +22,6 @@ const MAX_ENCODER_RESTARTS = 20;
 const AUDIO_LAG_S = 1;
 /** A jump in audio pts beyond this is a gap to fill, not jitter. */
 const AUDIO_GAP_S = 0.05;
-
-/** Full decode: whether ffmpeg will be able to read this JPEG. Only used after a failure. */
-async function decodes(jpeg: Buffer): Promise<boolean> {
-  try {
-    await sharp(jpeg, { failOn: 'error' }).raw().toBuffer();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
 const MAX_QUEUED_FRAMES = 64;
@@ -62,6 +53,8 @@ export interface RecorderSession {
   audio: AudioSettings | null;
   width: number;
   height: number;
+  /** The video size the session declared: its images' size limit follows it. */
+  declared: { width: number; height: number };
 }
 
 /** Frames stored but not yet encoded, and whether they come from the spool. */
@@ -81,6 +74,12 @@ export interface RecorderEvents {
   onBadImage(seq: number, reason: string): void;
   /** The encoder fell behind (frames come from the spool now) or caught up again. */
   onBacklog(behind: boolean): void;
+  /**
+   * The session sends more image work than its image budget pays for: the frame rate the budget
+   * pays for, to ask of the client (`flow` with reason `image_budget`); again when it changes
+   * with the cost of its images.
+   */
+  onImageCost?(maxFps: number): void;
 }
 
 export interface RecordingResult {
@@ -106,6 +105,9 @@ export interface RecorderDeps {
   media: RecorderMedia;
   /** The node's lanes for behind encoders that a `close` waits for. */
   finishLanes: FinishLanes;
+  /** The node's image queue and budgets, and its decoder processes. */
+  imageWork: ImageWork;
+  decoder: ImageDecoder;
   /**
    * The recorder failed while running (an MP4 write, the encoder, the spool read): called once,
    * at the failure, not when `finish` asks. Not called after `abort()`.
@@ -132,6 +134,8 @@ export class NoVideoFramesError extends Error {
  */
 export class SessionRecorder {
   private readonly pipeline: FramePipeline;
+  /** This recorder's slot in the node's image queue; closed when the recorder stops. */
+  private readonly images: SessionImageWork;
   /** Reads the spool when the recorder is behind (or records after the fact). */
   private readonly spool: SpoolFollower;
   private readonly queue: Array<{ message: Buffer; header: MediaHeader; offset: number }> = [];
@@ -198,12 +202,18 @@ export class SessionRecorder {
     this.catchingUp = mode === 'spool';
     this.appendOffset = Math.max(spoolBytes, SPOOL_HEADER_BYTES);
     this.spool = new SpoolFollower(deps.spoolPath);
+    this.images = deps.imageWork.session((maxFps) => deps.events.onImageCost?.(maxFps));
     this.pipeline = new FramePipeline({
       width: session.width,
       height: session.height,
+      declaredWidth: session.declared.width,
+      declaredHeight: session.declared.height,
+      maxScale: deps.config.IMAGE_MAX_SCALE,
       maxInputPixels: deps.config.RECORDING_MAX_INPUT_PIXELS,
       watermark: deps.config.RECORDING_WATERMARK,
       sessionId: session.id,
+      decoder: deps.decoder,
+      work: this.images,
     });
   }
 
@@ -257,7 +267,7 @@ export class SessionRecorder {
     const pending = this.inFlight.splice(0);
     this.startVideoEncoder();
     for (const frame of pending) {
-      if (await decodes(frame.jpeg)) {
+      if (await this.pipeline.decodes(frame.jpeg)) {
         this.inFlight.push(frame);
         if (!this.video.write(frame.jpeg)) {
           await this.video.drained();
@@ -305,6 +315,10 @@ export class SessionRecorder {
     const offset = this.appendOffset;
     this.appendOffset += SPOOL_RECORD_PREFIX_BYTES + message.length;
     this.latestSeq = header.seq;
+    if (header.track === Track.Video) {
+      // The client's image rate, counted as it sends, however far behind the decoding is.
+      this.images.arrived();
+    }
     if (
       !this.yielding &&
       ((this.processedPts !== null && header.pts - this.processedPts > BEHIND_MS) ||
@@ -342,6 +356,7 @@ export class SessionRecorder {
       return await this.settle(lastSeq);
     } finally {
       this.leaveLane();
+      this.images.close();
     }
   }
 
@@ -456,6 +471,7 @@ export class SessionRecorder {
   private stop(): void {
     this.finishing = true;
     this.queue.length = 0;
+    this.images.close();
     this.kick();
     this.video?.kill();
     this.audio?.kill();

@@ -58,6 +58,9 @@ function diskFullError(): AppError {
   });
 }
 
+/** `flow` reason of a cap for images costing more than the session's image budget. */
+const IMAGE_BUDGET = 'image_budget';
+
 /** Queued bytes after which the spool is written (not synced) early, bounding memory. */
 const EARLY_WRITE_BYTES = 4 * 1024 * 1024;
 
@@ -227,6 +230,10 @@ export class SessionRuntime {
       // Half of what it may send now (under any other cap), until the encoder has caught up.
       const fps = this.ceiling?.maxFps ?? this.deps.config.STREAM_MAX_FPS;
       this.limitFps('encoder_backlog', behind ? Math.max(1, Math.floor(fps / 2)) : null);
+    },
+    onImageCost: (maxFps) => {
+      // Caps by reason: a lower one (capacity) still applies, and outlives this one.
+      this.limitFps(IMAGE_BUDGET, maxFps);
     },
   };
 
