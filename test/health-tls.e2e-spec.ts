@@ -6,9 +6,11 @@ import { join } from 'node:path';
 import { generate } from 'selfsigned';
 import { call, startTestApp, type TestApp } from './support/app';
 import { PgProcess } from './support/pg-process';
+import { hsToken } from './support/tokens';
 import { waitFor } from './support/wait';
 
 describe('health', () => {
+  const admin = hsToken({ sub: 'ops', scope: 'admin' });
   let dir: string;
   let pg: PgProcess;
   let app: TestApp;
@@ -25,11 +27,11 @@ describe('health', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('is live and ready with every check named in terminus JSON', async () => {
+  it('is live and ready with every check named in terminus JSON for an admin', async () => {
     const live = await call(app.url, 'GET', '/health/live');
     expect(live.status).toBe(200);
     expect(live.body.status).toBe('ok');
-    const ready = await call(app.url, 'GET', '/health/ready');
+    const ready = await call(app.url, 'GET', '/health/ready', { token: admin });
     expect(ready.status).toBe(200);
     expect(ready.body).toMatchObject({
       status: 'ok',
@@ -42,9 +44,22 @@ describe('health', () => {
     });
   });
 
+  it('shows anonymous callers and non-admins the status only', async () => {
+    for (const token of [undefined, hsToken({ scope: 'stream:publish' })]) {
+      const ready = await call(app.url, 'GET', '/health/ready', { token });
+      expect(ready).toMatchObject({ status: 200, body: { status: 'ok' } });
+      expect(Object.keys(ready.body)).toEqual(['status']);
+    }
+    const refused = await call(app.url, 'GET', '/health/ready', { token: 'not-a-token' });
+    expect(refused.status).toBe(401);
+  });
+
   it('is 503 naming the database while it is down, and 200 again after', async () => {
     await pg.stop();
-    const down = await call(app.url, 'GET', '/health/ready');
+    const anonymous = await call(app.url, 'GET', '/health/ready');
+    expect(anonymous).toMatchObject({ status: 503, body: { status: 'error' } });
+    expect(Object.keys(anonymous.body)).toEqual(['status']);
+    const down = await call(app.url, 'GET', '/health/ready', { token: admin });
     expect(down.status).toBe(503);
     expect(down.body.status).toBe('error');
     expect(down.body.error).toHaveProperty('database.status', 'down');
