@@ -1,6 +1,6 @@
 import { testDir } from './support/dirs';
 import { rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { type IncomingHttpHeaders, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { generate } from 'selfsigned';
@@ -95,17 +95,21 @@ describe('TLS', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('serves HTTPS with the configured certificate', async () => {
+  it('serves HTTPS with the configured certificate, and HSTS', async () => {
     expect(app.url).toMatch(/^https:\/\//);
-    const status = await new Promise<number>((resolve, reject) => {
-      const req = httpsRequest(`${app.url}/health/live`, { ca: cert }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      req.on('error', reject);
-      req.end();
-    });
-    expect(status).toBe(200);
+    const res = await new Promise<{ status: number; headers: IncomingHttpHeaders }>(
+      (resolve, reject) => {
+        const req = httpsRequest(`${app.url}/health/live`, { ca: cert }, (r) => {
+          r.resume();
+          resolve({ status: r.statusCode ?? 0, headers: r.headers });
+        });
+        req.on('error', reject);
+        req.end();
+      },
+    );
+    expect(res.status).toBe(200);
+    expect(res.headers['strict-transport-security']).toBe('max-age=31536000; includeSubDomains');
+    expect(res.headers['content-security-policy']).toContain('upgrade-insecure-requests');
   });
 
   it('does not answer plain HTTP on the same port', async () => {
