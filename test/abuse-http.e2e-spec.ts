@@ -123,6 +123,7 @@ describe('HTTP bodies, rate limits and headers under attack', () => {
 
   it('answers 20 unauthenticated 16 MB fallback bodies 401 before they are sent, and closes', async () => {
     await besideCanary(async () => {
+      const before = process.memoryUsage.rss();
       const answers = await Promise.all(
         Array.from({ length: 20 }, (_, i) =>
           rawRequest(app.url, {
@@ -143,6 +144,11 @@ describe('HTTP bodies, rate limits and headers under attack', () => {
         expect(answer.sentWhenAnswered).toBeLessThan(8 * MB);
         expect(answer.sent).toBeLessThan(16 * MB);
       }
+      const sent = answers.reduce((sum, a) => sum + a.sent, 0);
+      console.log(
+        `20 × 16 MB unauthenticated: ${(sent / MB).toFixed(1)} MB sent in all before the 401s ` +
+          `closed them; RSS +${((process.memoryUsage.rss() - before) / MB).toFixed(1)} MB`,
+      );
     });
   });
 
