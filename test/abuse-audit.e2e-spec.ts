@@ -72,7 +72,9 @@ describe('audit amplification over REST', () => {
     await waitFor(() => canary.sent >= 50, 30_000, 'canary alone');
     const alone = canary.mark();
 
-    let statuses: number[];
+    let refused = 0;
+    let limited = 0;
+    let stopped = false;
     try {
       const flood = await pooled(
         Array.from({ length: FLOOD }, () => () => badTokenRequest(app.url)),
@@ -86,22 +88,27 @@ describe('audit amplification over REST', () => {
         ),
         20,
       );
-      statuses = [...flood, ...crowd];
+      const statuses = [...flood, ...crowd];
       // The crowd's addresses each stay far under their refused budget.
       expect(crowd.every((s) => s === 401)).toBe(true);
       // The flood from one address is cut short by its refused budget.
       expect(flood.filter((s) => s === 429).length).toBeGreaterThan(FLOOD / 2);
-    } catch (err) {
-      await canary.stop().catch(() => undefined);
-      throw err;
+      expect(statuses.filter((s) => s !== 401 && s !== 429)).toEqual([]);
+      refused = statuses.filter((s) => s === 401).length;
+      limited = statuses.filter((s) => s === 429).length;
+      const after = canary.sent;
+      await waitFor(() => canary.sent >= after + 5, 30_000, 'canary after the attack');
+      const beside = canary.mark();
+      expectAcksTimely(alone, beside);
+      stopped = true;
+      const { closedFrames } = await canary.stop();
+      expect(closedFrames).toBe(canary.sent);
+    } finally {
+      // A failed attack must not leave the canary streaming.
+      if (!stopped) {
+        await canary.stop().catch(() => undefined);
+      }
     }
-    expect(statuses.filter((s) => s !== 401 && s !== 429)).toEqual([]);
-    const refused = statuses.filter((s) => s === 401).length;
-    const limited = statuses.filter((s) => s === 429).length;
-    const after = canary.sent;
-    await waitFor(() => canary.sent >= after + 5, 30_000, 'canary after the attack');
-    const beside = canary.mark();
-    expectAcksTimely(alone, beside);
 
     const sums = async () =>
       (
@@ -137,8 +144,6 @@ describe('audit amplification over REST', () => {
     );
     expect(overflow.rows[0].n).toBeGreaterThan(0);
 
-    const { closedFrames } = await canary.stop();
-    expect(closedFrames).toBe(canary.sent);
     await expectRecordingComplete(app.db, canary.sessionId, canary.sent);
     await expectResourcesBack(baseline, 0.1);
   });

@@ -94,19 +94,23 @@ describe('HTTP bodies, rate limits and headers under attack', () => {
     gc();
     const baseline = resources();
     await waitFor(() => canary.sent >= 50, 30_000, 'canary alone');
-    const alone = canary.mark();
+    let stopped = false;
     try {
+      const alone = canary.mark();
       await attack();
-    } catch (err) {
-      await canary.stop().catch(() => undefined);
-      throw err;
+      const after = canary.sent;
+      await waitFor(() => canary.sent >= after + 5, 30_000, 'canary after the attack');
+      const beside = canary.mark();
+      expectAcksTimely(alone, beside);
+      stopped = true;
+      const { closedFrames } = await canary.stop();
+      expect(closedFrames).toBe(canary.sent);
+    } finally {
+      // A failed attack must not leave the canary streaming into the next test.
+      if (!stopped) {
+        await canary.stop().catch(() => undefined);
+      }
     }
-    const after = canary.sent;
-    await waitFor(() => canary.sent >= after + 5, 30_000, 'canary after the attack');
-    const beside = canary.mark();
-    expectAcksTimely(alone, beside);
-    const { closedFrames } = await canary.stop();
-    expect(closedFrames).toBe(canary.sent);
     await expectRecordingComplete(app.db, canary.sessionId, canary.sent);
     await expectResourcesBack(baseline, 0.1);
   }
