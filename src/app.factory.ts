@@ -4,6 +4,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { Logger as PinoNestLogger } from 'nestjs-pino';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AppModule } from './app.module';
@@ -18,8 +19,9 @@ import { DataDirLock } from './database/data-dir-lock';
 import { resolveDatabase } from './database/database';
 import { runMigrations } from './database/migrate';
 import type { PostgresEvent } from './database/postgres-supervisor';
+import { RequestGate } from './http/request-gate';
+import { securityHeaders } from './http/security-headers';
 import { DrainService } from './stream/drain.service';
-import { FRAMES_CONTENT_TYPE } from './stream/fallback.controller';
 import { StreamWsAdapter } from './stream/stream.adapter';
 
 export interface StartedApp {
@@ -96,11 +98,11 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     app.useLogger(app.get(PinoNestLogger));
     app.set('trust proxy', config.TRUST_PROXY);
     app.disable('x-powered-by');
-    app.useBodyParser('json', { limit: config.HTTP_BODY_LIMIT_BYTES });
-    app.useBodyParser('raw', {
-      type: FRAMES_CONTENT_TYPE,
-      limit: config.HTTP_FRAMES_BODY_LIMIT_BYTES,
-    });
+    // No body parser: each route reads its own body after the guard (see src/http/), so nothing
+    // is read from a caller before it is authenticated. Headers first, then the rate limits.
+    app.use(securityHeaders(Boolean(config.TLS_CERT_FILE)));
+    app.use(new RequestGate(config, audit).handle);
+    applyServerTimeouts(app.getHttpServer(), config);
     app.useWebSocketAdapter(new StreamWsAdapter(app, config));
     await app.listen(config.PORT, config.HOST);
     const address = app.getHttpServer().address() as AddressInfo;
@@ -181,6 +183,22 @@ class OutageRecorder {
       this.pending.push(record);
     }
   }
+}
+
+/** How often Node checks its connections against the header and request timeouts. */
+const CONNECTIONS_CHECK_MS = 1_000;
+
+/**
+ * The whole-request timeouts of the HTTP server (408 and close beyond them); a body's silence is
+ * timed per route by the body reader. Node checks them every 30 s by default, which would let a
+ * slow client hold its connection 30 s past them; the interval is read when the server starts
+ * listening, so this runs before `listen`.
+ */
+function applyServerTimeouts(server: Server, config: AppConfig): void {
+  server.headersTimeout = config.HTTP_HEADERS_TIMEOUT_MS;
+  server.requestTimeout = config.HTTP_REQUEST_TIMEOUT_MS;
+  (server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval =
+    CONNECTIONS_CHECK_MS;
 }
 
 function resolveRuntime(config: AppConfig, databaseUrl: string, logger: Logger): Runtime {

@@ -156,7 +156,10 @@ describe('embedded Postgres outages', () => {
         30_000,
         'readiness reporting the database down',
       );
-      const ready = await call(url, 'GET', '/health/ready');
+      // The details name the failing check, for an admin.
+      const ready = await call(url, 'GET', '/health/ready', {
+        token: hsToken({ sub: 'ops', scope: 'admin' }),
+      });
       expect(ready.body.details.database.status).toBe('down');
       // The supervisor keeps trying, with backoff, while it cannot start.
       await waitFor(

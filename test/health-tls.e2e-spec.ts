@@ -1,14 +1,16 @@
 import { testDir } from './support/dirs';
 import { rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { type IncomingHttpHeaders, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { generate } from 'selfsigned';
 import { call, startTestApp, type TestApp } from './support/app';
 import { PgProcess } from './support/pg-process';
+import { hsToken } from './support/tokens';
 import { waitFor } from './support/wait';
 
 describe('health', () => {
+  const admin = hsToken({ sub: 'ops', scope: 'admin' });
   let dir: string;
   let pg: PgProcess;
   let app: TestApp;
@@ -25,11 +27,11 @@ describe('health', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('is live and ready with every check named in terminus JSON', async () => {
+  it('is live and ready with every check named in terminus JSON for an admin', async () => {
     const live = await call(app.url, 'GET', '/health/live');
     expect(live.status).toBe(200);
     expect(live.body.status).toBe('ok');
-    const ready = await call(app.url, 'GET', '/health/ready');
+    const ready = await call(app.url, 'GET', '/health/ready', { token: admin });
     expect(ready.status).toBe(200);
     expect(ready.body).toMatchObject({
       status: 'ok',
@@ -42,9 +44,22 @@ describe('health', () => {
     });
   });
 
+  it('shows anonymous callers and non-admins the status only', async () => {
+    for (const token of [undefined, hsToken({ scope: 'stream:publish' })]) {
+      const ready = await call(app.url, 'GET', '/health/ready', { token });
+      expect(ready).toMatchObject({ status: 200, body: { status: 'ok' } });
+      expect(Object.keys(ready.body)).toEqual(['status']);
+    }
+    const refused = await call(app.url, 'GET', '/health/ready', { token: 'not-a-token' });
+    expect(refused.status).toBe(401);
+  });
+
   it('is 503 naming the database while it is down, and 200 again after', async () => {
     await pg.stop();
-    const down = await call(app.url, 'GET', '/health/ready');
+    const anonymous = await call(app.url, 'GET', '/health/ready');
+    expect(anonymous).toMatchObject({ status: 503, body: { status: 'error' } });
+    expect(Object.keys(anonymous.body)).toEqual(['status']);
+    const down = await call(app.url, 'GET', '/health/ready', { token: admin });
     expect(down.status).toBe(503);
     expect(down.body.status).toBe('error');
     expect(down.body.error).toHaveProperty('database.status', 'down');
@@ -80,17 +95,21 @@ describe('TLS', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('serves HTTPS with the configured certificate', async () => {
+  it('serves HTTPS with the configured certificate, and HSTS', async () => {
     expect(app.url).toMatch(/^https:\/\//);
-    const status = await new Promise<number>((resolve, reject) => {
-      const req = httpsRequest(`${app.url}/health/live`, { ca: cert }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      req.on('error', reject);
-      req.end();
-    });
-    expect(status).toBe(200);
+    const res = await new Promise<{ status: number; headers: IncomingHttpHeaders }>(
+      (resolve, reject) => {
+        const req = httpsRequest(`${app.url}/health/live`, { ca: cert }, (r) => {
+          r.resume();
+          resolve({ status: r.statusCode ?? 0, headers: r.headers });
+        });
+        req.on('error', reject);
+        req.end();
+      },
+    );
+    expect(res.status).toBe(200);
+    expect(res.headers['strict-transport-security']).toBe('max-age=31536000; includeSubDomains');
+    expect(res.headers['content-security-policy']).toContain('upgrade-insecure-requests');
   });
 
   it('does not answer plain HTTP on the same port', async () => {

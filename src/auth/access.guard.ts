@@ -15,7 +15,8 @@ import { invalidToken } from './token-verifier.service';
 /**
  * The global guard: every route is authenticated with a bearer token and must declare the scopes
  * it needs (`@RequireScopes`) unless marked `@Public()`; a route that declares neither is refused,
- * so forgetting a decorator fails closed.
+ * so forgetting a decorator fails closed. Guards run before any body is read: routes read their
+ * bodies themselves, after this (see src/http/).
  */
 @Injectable()
 export class AccessGuard extends AuthGuard('jwt') {
@@ -32,7 +33,13 @@ export class AccessGuard extends AuthGuard('jwt') {
 
   override async canActivate(context: ExecutionContext): Promise<boolean> {
     const targets = [context.getHandler(), context.getClass()];
+    const req = context.switchToHttp().getRequest<Request & { user?: Principal }>();
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC_KEY, targets)) {
+      // A public route serves anyone, and more to a caller whose token it verified (readiness
+      // details need `admin`); a token presented and refused is refused like anywhere else.
+      if (req.headers.authorization !== undefined) {
+        await this.authenticate(context, req);
+      }
       return true;
     }
     const scopes = this.reflector.getAllAndOverride<Scope[] | undefined>(SCOPES_KEY, targets);
@@ -41,14 +48,7 @@ export class AccessGuard extends AuthGuard('jwt') {
         `route ${context.getClass().name}.${context.getHandler().name} declares no scopes`,
       );
     }
-    const req = context.switchToHttp().getRequest<Request & { user?: Principal }>();
-    try {
-      await super.canActivate(context);
-    } catch (err) {
-      this.recordRejection(req, err instanceof AppError ? err.code : ErrorCode.InvalidToken);
-      throw err;
-    }
-    const principal = req.user as Principal;
+    const principal = await this.authenticate(context, req);
     if (!scopes.some((s) => hasScope(principal, s))) {
       this.recordRejection(req, ErrorCode.InsufficientScope, principal);
       throw new AppError(
@@ -57,6 +57,19 @@ export class AccessGuard extends AuthGuard('jwt') {
       );
     }
     return true;
+  }
+
+  private async authenticate(
+    context: ExecutionContext,
+    req: Request & { user?: Principal },
+  ): Promise<Principal> {
+    try {
+      await super.canActivate(context);
+    } catch (err) {
+      this.recordRejection(req, err instanceof AppError ? err.code : ErrorCode.InvalidToken);
+      throw err;
+    }
+    return req.user as Principal;
   }
 
   /** Refused credentials on the REST side are audited like refused handshakes. */

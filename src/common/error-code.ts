@@ -32,6 +32,10 @@ export enum ErrorCode {
   BadImage = 'bad_image',
   /** A `Range` request selects no byte of the file (HTTP 416). */
   RangeNotSatisfiable = 'range_not_satisfiable',
+  /** A request body stopped arriving for HTTP_BODY_IDLE_TIMEOUT_MS (HTTP 408). */
+  RequestTimeout = 'request_timeout',
+  /** The client's address sent more REST requests, or more refused ones, than its rate allows. */
+  RateLimited = 'rate_limited',
 }
 
 /** The HTTP status of each error code; exhaustive, so a new code cannot be forgotten. */
@@ -60,7 +64,10 @@ export function httpStatusOf(code: ErrorCode): number {
       return 415;
     case ErrorCode.RangeNotSatisfiable:
       return 416;
+    case ErrorCode.RequestTimeout:
+      return 408;
     case ErrorCode.QuotaExceeded:
+    case ErrorCode.RateLimited:
       return 429;
     case ErrorCode.NodeFull:
     case ErrorCode.Draining:
@@ -97,6 +104,7 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
     case ErrorCode.OverCapacity:
       return CloseCode.TryAgainLater;
     // Only `auth` refreshes reach a handler with a token: a refused one keeps the old expiry.
+    // request_timeout and rate_limited are HTTP's: WebSocket has its own limits and timeouts.
     case ErrorCode.InvalidToken:
     case ErrorCode.InsufficientScope:
     case ErrorCode.OriginNotAllowed:
@@ -110,6 +118,8 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
     case ErrorCode.InvalidState:
     case ErrorCode.BadImage:
     case ErrorCode.RangeNotSatisfiable:
+    case ErrorCode.RequestTimeout:
+    case ErrorCode.RateLimited:
       return null;
   }
 }

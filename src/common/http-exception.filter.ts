@@ -6,7 +6,8 @@ import {
   Logger,
 } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { AppError, asAppError, type ErrorBody } from './app-error';
+import { sendError } from '../http/error-response';
+import { AppError, asAppError } from './app-error';
 import { ErrorCode } from './error-code';
 
 /** Maps every error thrown on an HTTP route to `{error, message}` with the right status. */
@@ -18,11 +19,6 @@ export class HttpExceptionFilter implements ExceptionFilter {
     const ctx = host.switchToHttp();
     const res = ctx.getResponse<Response>();
     const req = ctx.getRequest<Request>();
-    if (isTerminusFailure(exception)) {
-      // Health probes get terminus' standard JSON, naming the failing checks.
-      res.status(exception.getStatus()).json(exception.getResponse());
-      return;
-    }
     const error = toAppError(exception);
     if (error.code === ErrorCode.Internal) {
       this.logger.error(
@@ -35,56 +31,26 @@ export class HttpExceptionFilter implements ExceptionFilter {
         'database unavailable under an HTTP route',
       );
     }
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    if (error.code === ErrorCode.InvalidToken) {
-      res.setHeader('WWW-Authenticate', `Bearer error="invalid_token"`);
-    } else if (error.code === ErrorCode.InsufficientScope) {
-      res.setHeader('WWW-Authenticate', `Bearer error="insufficient_scope"`);
-    }
-    if (error.extra.retryAfterS !== undefined) {
-      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(error.extra.retryAfterS))));
-    }
-    const body: ErrorBody = { error: error.code, message: error.message };
-    if (error.extra.fields) {
-      body.fields = error.extra.fields;
-    }
-    res.status(error.status).json(body);
+    sendError(req, res, error);
   }
 }
 
-function isTerminusFailure(exception: unknown): exception is HttpException {
-  if (!(exception instanceof HttpException) || exception.getStatus() !== 503) {
-    return false;
-  }
-  const body = exception.getResponse() as { status?: unknown; details?: unknown };
-  return body.status === 'error' && typeof body.details === 'object';
-}
-
-/** Normalises Nest's and Express' own errors (404 route, body-parser limits) into AppErrors. */
+/** Normalises Nest's and Express' own errors (404 route, bad path escapes) into AppErrors. */
 export function toAppError(exception: unknown): AppError {
   if (exception instanceof AppError) {
     return exception;
   }
   if (exception instanceof HttpException) {
     const status = exception.getStatus();
-    // Nest maps body-parser's SyntaxError to a bare 400; nothing of ours throws HttpException.
+    // Nothing of ours throws HttpException: these are Nest's own (404 route, 400).
     const message =
       status === 400 ? `request is malformed: ${messageOf(exception)}` : messageOf(exception);
     return new AppError(codeForStatus(status), message);
   }
-  const status = (exception as { status?: unknown; type?: unknown }).status;
+  // Express' own errors (a malformed URL escape in a path parameter) carry a 4xx status.
+  const status = (exception as { status?: unknown }).status;
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    const type = (exception as { type?: unknown }).type;
-    const message =
-      type === 'entity.parse.failed'
-        ? 'request body is not valid JSON'
-        : type === 'entity.too.large'
-          ? 'request body is larger than the limit'
-          : (exception as Error).message;
-    return new AppError(codeForStatus(status), message);
+    return new AppError(codeForStatus(status), (exception as Error).message);
   }
   return asAppError(exception);
 }

@@ -116,6 +116,12 @@ export const envSchema = z
     TLS_CERT_FILE: readableFile.optional(),
     TLS_KEY_FILE: readableFile.optional(),
     HTTP_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(256 * 1024),
+    HTTP_RATE_LIMIT_PER_MIN: int(1, 1_000_000).default(3_000),
+    HTTP_REFUSED_RATE_LIMIT_PER_MIN: int(1, 1_000_000).default(120),
+    HTTP_RATE_LIMIT_ADDRESSES_MAX: int(1, 10_000_000).default(100_000),
+    HTTP_HEADERS_TIMEOUT_MS: int(1_000, 600_000).default(10_000),
+    HTTP_REQUEST_TIMEOUT_MS: int(1_000, 3_600_000).default(90_000),
+    HTTP_BODY_IDLE_TIMEOUT_MS: int(100, 600_000).default(10_000),
 
     AUDIT_FLUSH_INTERVAL_MS: int(10, 60_000).default(250),
     AUDIT_BATCH_SIZE: int(1, 10_000).default(500),
@@ -181,6 +187,13 @@ export const envSchema = z
         code: 'custom',
         path: [env.TLS_CERT_FILE ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'],
         message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
+      });
+    }
+    if (env.HTTP_REQUEST_TIMEOUT_MS < env.HTTP_HEADERS_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['HTTP_REQUEST_TIMEOUT_MS'],
+        message: 'must be at least HTTP_HEADERS_TIMEOUT_MS',
       });
     }
     if (env.HEARTBEAT_TIMEOUT_MS <= env.HEARTBEAT_INTERVAL_MS) {

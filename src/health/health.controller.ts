@@ -1,6 +1,13 @@
-import { Controller, Get } from '@nestjs/common';
-import { HealthCheck, HealthCheckService, TypeOrmHealthIndicator } from '@nestjs/terminus';
+import { Controller, Get, Req, Res, ServiceUnavailableException } from '@nestjs/common';
+import {
+  HealthCheck,
+  type HealthCheckResult,
+  HealthCheckService,
+  TypeOrmHealthIndicator,
+} from '@nestjs/terminus';
+import type { Request, Response } from 'express';
 import { Public } from '../auth/auth.decorators';
+import { hasScope, type Principal } from '../auth/scopes';
 import { AuditBacklogHealthIndicator } from './audit-backlog.health';
 import { DiskHealthIndicator } from './disk.health';
 import { FfmpegHealthIndicator } from './ffmpeg.health';
@@ -23,15 +30,33 @@ export class HealthController {
     return this.health.check([]);
   }
 
-  /** Ready for traffic: database, disk, ffmpeg and audit backlog all fine. */
+  /**
+   * Ready for traffic: database, disk, ffmpeg and audit backlog all fine; 200 or 503. Anyone gets
+   * the status; the checks' details (DATA_DIR, the ffmpeg path and version, backlog) only a caller
+   * with the `admin` scope, as terminus' JSON.
+   */
   @Get('ready')
   @HealthCheck()
-  ready() {
-    return this.health.check([
-      () => this.db.pingCheck('database', { timeout: 1_500 }),
-      () => this.disk.check('disk'),
-      () => this.ffmpeg.check('ffmpeg'),
-      () => this.auditBacklog.check('audit'),
-    ]);
+  async ready(
+    @Req() req: Request & { user?: Principal },
+    @Res({ passthrough: true }) res: Response,
+  ): Promise<HealthCheckResult | { status: HealthCheckResult['status'] }> {
+    let result: HealthCheckResult;
+    try {
+      result = await this.health.check([
+        () => this.db.pingCheck('database', { timeout: 1_500 }),
+        () => this.disk.check('disk'),
+        () => this.ffmpeg.check('ffmpeg'),
+        () => this.auditBacklog.check('audit'),
+      ]);
+    } catch (err) {
+      // Terminus reports failed checks as a 503 carrying the full result.
+      if (!(err instanceof ServiceUnavailableException)) {
+        throw err;
+      }
+      result = err.getResponse() as HealthCheckResult;
+      res.status(503);
+    }
+    return req.user && hasScope(req.user, 'admin') ? result : { status: result.status };
   }
 }

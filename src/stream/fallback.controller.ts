@@ -1,17 +1,21 @@
-import { Body, Controller, Headers, HttpCode, Param, Post, Req } from '@nestjs/common';
+import { Body, Controller, Headers, HttpCode, Inject, Param, Post, Req } from '@nestjs/common';
 import type { Request } from 'express';
 import { CurrentPrincipal, RequireScopes } from '../auth/auth.decorators';
 import type { Principal } from '../auth/scopes';
-import { AppError } from '../common/app-error';
+import { AppError, asAppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { ZodBodyPipe } from '../common/zod-body.pipe';
-import { MEDIA_HEADER_BYTES, ptsRefusal, readMediaHeader } from '../protocol/media-header';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import { BodyReader } from '../http/body-reader';
+import { JsonBody } from '../http/json-body.interceptor';
+import { type FramesProblem, FramesSplitter } from '../protocol/frames-splitter';
+import { ptsRefusal, readMediaHeader } from '../protocol/media-header';
 import { type Closed, messageBodySchema } from '../protocol/messages';
 import { openSessionSchema, type OpenSession, type Opened } from '../protocol/open-session.schema';
 import { SessionStore } from '../sessions/session-store.service';
 import { SessionsService } from '../sessions/sessions.service';
 import { SessionRegistry } from './session-registry.service';
-import type { SessionSink } from './session-runtime';
+import type { SessionRuntime, SessionSink } from './session-runtime';
 
 export const FRAMES_CONTENT_TYPE = 'application/vnd.framegate.frames';
 
@@ -30,6 +34,28 @@ export const HTTP_SINK: SessionSink = {
   throttle: () => undefined,
 };
 
+/** Body bytes ingested between two syncs of the spool during one fallback upload. */
+const SYNC_EVERY_BYTES = 1024 * 1024;
+
+/** The frames splitter's problems in the words the fallback has always used. */
+function framingError(problem: FramesProblem): AppError {
+  switch (problem.kind) {
+    case 'too_large':
+      return new AppError(
+        ErrorCode.PayloadTooLarge,
+        `message at byte ${problem.at} is larger than ${problem.maxBytes} bytes`,
+      );
+    case 'truncated_prefix':
+      return new AppError(ErrorCode.ProtocolError, `truncated length prefix at byte ${problem.at}`);
+    case 'empty':
+    case 'truncated_message':
+      return new AppError(
+        ErrorCode.ProtocolError,
+        `truncated or empty message at byte ${problem.at}`,
+      );
+  }
+}
+
 /**
  * The HTTP fallback (spec section 6): the same sessions, sequence rule and acks as the WebSocket,
  * through the same SessionRegistry and runtime.
@@ -40,12 +66,14 @@ export class FallbackController {
     private readonly registry: SessionRegistry,
     private readonly store: SessionStore,
     private readonly sessions: SessionsService,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
   /** `open` over HTTP: 201 with the fields of `opened`. */
   @Post()
   @HttpCode(201)
   @RequireScopes('stream:publish')
+  @JsonBody()
   open(
     @CurrentPrincipal() principal: Principal,
     @Body(new ZodBodyPipe(openSessionSchema)) body: OpenSession,
@@ -70,70 +98,94 @@ export class FallbackController {
     if (!req.is(FRAMES_CONTENT_TYPE)) {
       throw new AppError(ErrorCode.UnsupportedMediaType, `send ${FRAMES_CONTENT_TYPE}`);
     }
-    const body: unknown = req.body;
-    const batch = Buffer.isBuffer(body) ? body : Buffer.alloc(0);
+    // Checks a declared length before anything is read or the session touched.
+    const body = new BodyReader(req, {
+      maxBytes: this.config.HTTP_FRAMES_BODY_LIMIT_BYTES,
+      idleMs: this.config.HTTP_BODY_IDLE_TIMEOUT_MS,
+    });
     const runtime = await this.registry.forHttp(principal, id, resumeToken ?? '', HTTP_SINK);
-    let offset = 0;
-    let problem: AppError | null = null;
-    while (offset < batch.length) {
-      if (batch.length - offset < 4) {
-        problem = new AppError(
-          ErrorCode.ProtocolError,
-          `truncated length prefix at byte ${offset}`,
-        );
-        break;
-      }
-      const length = batch.readUInt32BE(offset);
-      if (length > runtime.maxFrameBytes) {
-        problem = new AppError(
-          ErrorCode.PayloadTooLarge,
-          `message at byte ${offset} is larger than ${runtime.maxFrameBytes} bytes`,
-        );
-        break;
-      }
-      if (length <= MEDIA_HEADER_BYTES || offset + 4 + length > batch.length) {
-        problem = new AppError(
-          ErrorCode.ProtocolError,
-          `truncated or empty message at byte ${offset}`,
-        );
-        break;
-      }
-      // A view, not a copy: the spool keeps a reference until it is written.
-      const message = batch.subarray(offset + 4, offset + 4 + length);
-      offset += 4 + length;
-      const header = readMediaHeader(message);
-      if (typeof header === 'string') {
-        problem = new AppError(ErrorCode.ProtocolError, `bad media header: ${header}`);
-        break;
-      }
-      const result = runtime.ingest(message, header);
-      if (result === 'gap') {
-        problem = new AppError(
-          ErrorCode.Conflict,
-          `seq gap: got ${header.seq}, expected ${runtime.nextSeq}`,
-        );
-        break;
-      }
-      if (result === 'implausible_pts') {
-        problem = new AppError(ErrorCode.ValidationFailed, ptsRefusal(header.seq, header.pts));
-        break;
-      }
-      if (result === 'failed') {
-        problem = new AppError(ErrorCode.Unavailable, 'session storage failed; resume later');
-        break;
-      }
-      if (result === 'stopping') {
-        problem = new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
-          retryAfterS: 30,
-        });
-        break;
-      }
-    }
+    const problem = await this.ingestBody(body, runtime);
     const ack = await runtime.syncNow();
     if (problem) {
       throw problem;
     }
     return { ack };
+  }
+
+  /**
+   * Streams the body into the session as it arrives, message by message; what was ingested
+   * before a problem is kept (the caller syncs it), and the problem is returned to answer after.
+   */
+  private async ingestBody(body: BodyReader, runtime: SessionRuntime): Promise<AppError | null> {
+    const splitter = new FramesSplitter(runtime.maxFrameBytes);
+    let problem: AppError | null = null;
+    const onMessage = (message: Buffer): boolean => {
+      problem = this.ingestMessage(runtime, message);
+      return problem === null;
+    };
+    let unsynced = 0;
+    for (;;) {
+      let chunk: Buffer | null;
+      try {
+        chunk = await body.next();
+      } catch (err) {
+        // A limit, a silence or a cut-off within the body: keep what came before it.
+        return asAppError(err);
+      }
+      // The upload spans awaits: the session may have been closed or taken over meanwhile.
+      if (this.registry.get(runtime.id) !== runtime || runtime.attached !== HTTP_SINK) {
+        return new AppError(
+          ErrorCode.Conflict,
+          'the session was closed or resumed elsewhere during the upload',
+        );
+      }
+      if (chunk === null) {
+        const framing = splitter.end();
+        return framing ? framingError(framing) : null;
+      }
+      runtime.lastActivityAt = Date.now();
+      const framing = splitter.push(chunk, onMessage);
+      if (framing) {
+        return framingError(framing);
+      }
+      if (problem) {
+        return problem;
+      }
+      // The spool holds appended messages until they are written: syncing as the body goes
+      // keeps that (and so the memory a large upload takes) bounded.
+      unsynced += chunk.length;
+      if (unsynced >= SYNC_EVERY_BYTES) {
+        unsynced = 0;
+        await runtime.syncNow();
+      }
+    }
+  }
+
+  /** One message of a fallback body through the session's sequence rule; a problem or null. */
+  private ingestMessage(runtime: SessionRuntime, message: Buffer): AppError | null {
+    const header = readMediaHeader(message);
+    if (typeof header === 'string') {
+      return new AppError(ErrorCode.ProtocolError, `bad media header: ${header}`);
+    }
+    const result = runtime.ingest(message, header);
+    switch (result) {
+      case 'gap':
+        return new AppError(
+          ErrorCode.Conflict,
+          `seq gap: got ${header.seq}, expected ${runtime.nextSeq}`,
+        );
+      case 'implausible_pts':
+        return new AppError(ErrorCode.ValidationFailed, ptsRefusal(header.seq, header.pts));
+      case 'failed':
+        return new AppError(ErrorCode.Unavailable, 'session storage failed; resume later');
+      case 'stopping':
+        return new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
+          retryAfterS: 30,
+        });
+      case 'stored':
+      case 'duplicate':
+        return null;
+    }
   }
 
   /**
@@ -143,6 +195,7 @@ export class FallbackController {
   @Post(':id/messages')
   @HttpCode(200)
   @RequireScopes('stream:publish', 'admin')
+  @JsonBody()
   async messages(
     @CurrentPrincipal() principal: Principal,
     @Param('id') id: string,
