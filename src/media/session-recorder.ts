@@ -26,6 +26,12 @@ const AUDIO_GAP_S = 0.05;
 /** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
 const MAX_QUEUED_FRAMES = 64;
 /**
+ * ...or this many bytes of them: 64 frames of MAX_FRAME_BYTES (2 MiB) would hold 128 MB for one
+ * session. 4 MiB is over 64 frames of a 640×480 JPEG (25–50 KB), so ordinary sessions meet the
+ * frame bound first.
+ */
+const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/**
  * An encoder that keeps up runs at the service's priority: real-time recording is what a node is
  * sized for, and lower priorities cost real-time sessions (bench:recording: 38 sessions keep up at
  * the service's priority; at nice 10, 38 fell behind, under SCHED_IDLE 35 did). A live recorder
@@ -139,6 +145,7 @@ export class SessionRecorder {
   /** Reads the spool when the recorder is behind (or records after the fact). */
   private readonly spool: SpoolFollower;
   private readonly queue: Array<{ message: Buffer; header: MediaHeader; offset: number }> = [];
+  private queuedBytes = 0;
   /** Spool offset of the next record offered (the spool's end as far as we know). */
   private appendOffset: number;
   /** Spool offset and seq of the next record to process. */
@@ -329,14 +336,19 @@ export class SessionRecorder {
     if (this.catchingUp) {
       return;
     }
-    if (this.queue.length >= MAX_QUEUED_FRAMES) {
+    if (
+      this.queue.length >= MAX_QUEUED_FRAMES ||
+      this.queuedBytes + message.length > MAX_QUEUED_BYTES
+    ) {
       // Behind: drop the in-memory copies; the spool has them all.
       this.queue.length = 0;
+      this.queuedBytes = 0;
       this.catchingUp = true;
       this.setYielding(true);
       this.deps.events.onBacklog(true);
     } else {
       this.queue.push({ message, header, offset });
+      this.queuedBytes += message.length;
     }
     this.kick();
   }
@@ -471,6 +483,7 @@ export class SessionRecorder {
   private stop(): void {
     this.finishing = true;
     this.queue.length = 0;
+    this.queuedBytes = 0;
     this.images.close();
     this.kick();
     this.video?.kill();
@@ -556,6 +569,7 @@ export class SessionRecorder {
       } else {
         const item = this.queue.shift();
         if (item) {
+          this.queuedBytes -= item.message.length;
           await this.process(item.message, item.header, item.offset);
         } else if (this.finishing) {
           return;
