@@ -423,14 +423,15 @@ async function deepJson(t: Target, deadline: number, tally: Tally): Promise<void
   const deep = '['.repeat(5000) + ']'.repeat(5000);
   const token = hsToken({ sub: 'deep', channel: 'attack-json' });
   while (until(deadline)) {
-    const res = await fetch(`${t.base}/v1/tickets`, {
+    // A route that reads a JSON body: the depth check is what refuses it.
+    const res = await fetch(`${t.base}/v1/sessions`, {
       method: 'POST',
       headers: {
         authorization: `Bearer ${token}`,
         'content-type': 'application/json',
         'x-forwarded-for': address(6),
       },
-      body: `{"a":${deep}}`,
+      body: `{"video":${deep}}`,
     }).catch(() => null);
     await res?.arrayBuffer();
     tally.add('deep_json_rest', res?.status ?? 0);

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { setPriority } from 'node:os';
 import type { Costed } from './image-work';
 
 /** One client image to turn into a recording frame. */
@@ -42,6 +43,9 @@ export interface ImageDecoder {
  * A decoder process gives up on an image after this long: killed, the frame refused. Far above
  * what any image within the pixel limits costs (a 6000×6000 PNG takes about 0.3 s).
  */
+/** Niceness of decoder processes: below the service and Postgres, above background encoders. */
+const DECODER_NICENESS = 10;
+
 const DECODE_TIMEOUT_MS = 20_000;
 /** An idle decoder process exits after this, giving its memory back. */
 const IDLE_EXIT_MS = 10_000;
@@ -206,6 +210,16 @@ export class ImageDecoderPool implements ImageDecoder {
       // It reads client images: none of the service's secrets (database, keys) in its environment.
       env: {},
     });
+    if (child.pid !== undefined) {
+      // Recording work, never on the ack path: under load the service (spool, acks) and the
+      // database come first. CPU time, not wall time, is what the budget charges, so a slower
+      // decoder costs no session any of its budget.
+      try {
+        setPriority(child.pid, DECODER_NICENESS);
+      } catch {
+        // Best effort: the decoder runs at the service's priority.
+      }
+    }
     const worker: Worker = { child, task: null, timer: undefined };
     this.workers.add(worker);
     child.on('message', (reply: Reply) => this.replied(worker, reply));

@@ -40,6 +40,11 @@ export class Canary {
   private phaseMaxGap = 0;
   private timer: NodeJS.Timeout | undefined;
   private sessionIdValue = '';
+  /** The rate the node allows now (`opened.limits`, then `flow`): a normal client keeps to it. */
+  private maxFps = Infinity;
+  private lastSentAt = -Infinity;
+  /** When the first frame was sent: pts count from it. */
+  private startedAt = 0;
 
   private constructor(
     private readonly client: StreamClient,
@@ -51,6 +56,10 @@ export class Canary {
         return;
       }
       const text = data.toString();
+      if (text.startsWith('{"type":"flow"')) {
+        this.maxFps = (JSON.parse(text) as { maxFps: number }).maxFps;
+        return;
+      }
       if (!text.startsWith('{"type":"ack"')) {
         return;
       }
@@ -74,6 +83,7 @@ export class Canary {
     const opened = await client.open({ video: { width, height, fps } });
     const canary = new Canary(client, await jpegFrames(width, height, 10), fps);
     canary.sessionIdValue = opened.sessionId;
+    canary.maxFps = opened.limits.maxFps;
     canary.lastAckAt = performance.now();
     canary.timer = setInterval(() => canary.tick(), 1000 / fps);
     // A test that fails midway must not be kept alive by its canary.
@@ -137,16 +147,26 @@ export class Canary {
   }
 
   private tick(): void {
-    if (this.client.ws.readyState !== this.client.ws.OPEN) {
+    const now = performance.now();
+    // Under a cap below its rate, a frame only once 1/maxFps has passed (5 % slack for jitter).
+    if (
+      this.client.ws.readyState !== this.client.ws.OPEN ||
+      (this.maxFps < this.fps && now - this.lastSentAt < 1000 / (this.maxFps * 0.95))
+    ) {
       return;
     }
+    this.lastSentAt = now;
     const seq = ++this.seq;
+    if (seq === 1) {
+      this.startedAt = now;
+    }
     if (this.ackedUpTo === seq - 1) {
       // Nothing was outstanding: the gap clock starts with this frame.
       this.lastAckAt = performance.now();
     }
     this.sentAt[seq] = performance.now();
-    this.client.sendFrame(seq, Math.round(((seq - 1) * 1000) / this.fps), this.frames[seq % 10]);
+    // Capture time: frames skipped under a cap leave gaps in it, as a real camera's would.
+    this.client.sendFrame(seq, Math.round(now - this.startedAt), this.frames[seq % 10]);
   }
 }
 
