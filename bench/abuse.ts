@@ -126,13 +126,20 @@ function pick(m: Record<string, number>, prefixes: string[]): Record<string, num
 }
 
 /** The node's open fds: how many, and which are files under its data directory. */
-function fdsOf(pid: number, dataDir: string): { total: number; dataFiles: string[] } {
+function fdsOf(
+  pid: number,
+  dataDir: string,
+): { total: number; dataFiles: string[]; kinds: Record<string, number> } {
   let total = 0;
   const dataFiles: string[] = [];
+  // socket, pipe, anon_inode or file: what an fd over the baseline is.
+  const kinds: Record<string, number> = {};
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     total++;
     try {
       const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      const kind = /^(socket|pipe|anon_inode):/.exec(target)?.[1] ?? 'file';
+      kinds[kind] = (kinds[kind] ?? 0) + 1;
       if (target.startsWith(dataDir) && !target.includes('/postgres')) {
         dataFiles.push(target.slice(dataDir.length + 1));
       }
@@ -140,7 +147,7 @@ function fdsOf(pid: number, dataDir: string): { total: number; dataFiles: string
       // Closed between the listing and the readlink.
     }
   }
-  return { total, dataFiles };
+  return { total, dataFiles, kinds };
 }
 
 /** Every attacker socket still open; the hard stop terminates them. */
@@ -684,7 +691,13 @@ async function main(): Promise<void> {
           peak: Math.round(peakRss / 2 ** 20),
           end: Math.round(child.rssBytes() / 2 ** 20),
         },
-        fds: { baseline: baseline.fds.total, peak: peakFds, end: endFds.total },
+        fds: {
+          baseline: baseline.fds.total,
+          peak: peakFds,
+          end: endFds.total,
+          baselineKinds: baseline.fds.kinds,
+          endKinds: endFds.kinds,
+        },
         peakCounters: pick(peakMetrics, [
           'framegate_connections',
           'framegate_connection_slots',
