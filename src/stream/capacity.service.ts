@@ -207,6 +207,7 @@ export class CapacityService implements OnApplicationBootstrap, OnModuleDestroy 
       encoded: encoded - this.lastEncoded,
       seconds: (now - this.lastSampleAt) / 1000,
       saturated: this.saturated,
+      spare: busy < BUSY_FRACTION,
     });
     this.lastEncoded = encoded;
     this.lastSampleAt = now;

@@ -82,33 +82,52 @@ describe('CapacityEstimate', () => {
     const estimate = new CapacityEstimate(300, false);
     expect(estimate.source).toBe('initial');
     for (let i = 0; i < 30; i++) {
-      estimate.add({ encoded: 200, seconds: 1, saturated: true });
+      estimate.add({ encoded: 200, seconds: 1, saturated: true, spare: false });
     }
     expect(estimate.fps).toBeCloseTo(200, 0);
     expect(estimate.source).toBe('measured');
-    estimate.add({ encoded: 400, seconds: 1, saturated: true });
+    estimate.add({ encoded: 400, seconds: 1, saturated: true, spare: false });
     expect(estimate.fps).toBeGreaterThan(200);
     expect(estimate.fps).toBeLessThan(400);
   });
 
   it('is only raised by unsaturated samples: a quiet node has not lost capacity', () => {
     const estimate = new CapacityEstimate(300, false);
-    estimate.add({ encoded: 50, seconds: 1, saturated: false });
+    estimate.add({ encoded: 50, seconds: 1, saturated: false, spare: false });
     expect(estimate.fps).toBe(300);
     expect(estimate.source).toBe('initial');
-    estimate.add({ encoded: 700, seconds: 2, saturated: false });
+    estimate.add({ encoded: 700, seconds: 2, saturated: false, spare: false });
     expect(estimate.fps).toBe(350);
+  });
+
+  it('creeps back up with cores to spare after a busy spell lowered it, to the highest known', () => {
+    const estimate = new CapacityEstimate(300, false);
+    for (let i = 0; i < 30; i++) {
+      estimate.add({ encoded: 80, seconds: 1, saturated: true, spare: false });
+    }
+    expect(estimate.fps).toBeLessThan(90);
+    // Admission now keeps the encoders at ~60 fps: no sample exceeds the figure by itself.
+    estimate.add({ encoded: 60, seconds: 1, saturated: false, spare: false });
+    expect(estimate.fps).toBeLessThan(90);
+    for (let i = 0; i < 25; i++) {
+      estimate.add({ encoded: 60, seconds: 1, saturated: false, spare: true });
+    }
+    expect(estimate.fps).toBeGreaterThan(160);
+    for (let i = 0; i < 100; i++) {
+      estimate.add({ encoded: 60, seconds: 1, saturated: false, spare: true });
+    }
+    expect(estimate.fps).toBe(300);
   });
 
   it('ignores a saturated second that encoded nothing', () => {
     const estimate = new CapacityEstimate(300, false);
-    expect(estimate.add({ encoded: 0, seconds: 1, saturated: true })).toBe(false);
+    expect(estimate.add({ encoded: 0, seconds: 1, saturated: true, spare: false })).toBe(false);
     expect(estimate.fps).toBe(300);
   });
 
   it('keeps a configured figure, while still reporting the measured rate', () => {
     const estimate = new CapacityEstimate(120, true);
-    expect(estimate.add({ encoded: 40, seconds: 1, saturated: true })).toBe(false);
+    expect(estimate.add({ encoded: 40, seconds: 1, saturated: true, spare: false })).toBe(false);
     expect(estimate.fps).toBe(120);
     expect(estimate.lastRate).toBe(40);
     expect(estimate.source).toBe('configured');

@@ -18,6 +18,8 @@ export interface CapacitySample {
    * rate what they sustain; otherwise it is what was asked of them.
    */
   saturated: boolean;
+  /** The cores had time to spare: the encoders could have done more had they been asked. */
+  spare: boolean;
 }
 
 /**
@@ -26,11 +28,20 @@ export interface CapacitySample {
  * disturbed second throttles every session.
  */
 const SATURATED_WEIGHT = 0.3;
+/**
+ * Growth per second of a spare sample: a node whose figure fell while the machine was busy
+ * admits only what that figure allows, so its encoders are never asked for more and no sample
+ * would show them doing more. With cores to spare, the figure creeps back up (doubling in about
+ * 25 s) until a saturated sample says where the limit is now.
+ */
+const SPARE_GROWTH = 1.03;
 
 /** The sustained encoding rate, from samples taken while the node runs. */
 export class CapacityEstimate {
   private value: number;
   private measuredValue: number | null = null;
+  /** The highest figure known: the initial one, or a higher rate seen. Recovery stops there. */
+  private ceiling: number;
   /** A sample has moved the estimate: it is the node's own figure now. */
   private moved = false;
 
@@ -40,6 +51,7 @@ export class CapacityEstimate {
     private readonly fixed: boolean,
   ) {
     this.value = initial;
+    this.ceiling = initial;
   }
 
   /** Reference frames per second the encoders sustain. */
@@ -63,7 +75,8 @@ export class CapacityEstimate {
   /**
    * A saturated sample moves the estimate toward its rate (up or down); an unsaturated one can
    * only raise it: the encoders did that much without falling behind, so they can do at least
-   * that. Returns true when the estimate changed.
+   * that; and one with cores to spare lets a lowered estimate creep back toward the highest known.
+   * Returns true when the estimate changed.
    */
   add(sample: CapacitySample): boolean {
     if (sample.seconds <= 0) {
@@ -83,6 +96,9 @@ export class CapacityEstimate {
       }
     } else if (rate > this.value) {
       this.value = rate;
+      this.ceiling = Math.max(this.ceiling, rate);
+    } else if (sample.spare && this.value < this.ceiling) {
+      this.value = Math.min(this.ceiling, this.value * SPARE_GROWTH ** sample.seconds);
     }
     if (this.value === before) {
       return false;
