@@ -244,3 +244,41 @@ export function expectAcksTimely(alone: CanaryPhase, beside: CanaryPhase): void 
   expect(beside.frames).toBeGreaterThan(0);
   expect(beside.maxAckGapMs).toBeLessThanOrEqual(2 * alone.maxAckGapMs);
 }
+
+/**
+ * Runs `attack` beside a canary: a warm phase, the canary alone, then the attack. The canary's
+ * acks stay timely, its recording complete, and RSS and fds come back to the warm baseline.
+ * Resolves with what the attack resolved with.
+ */
+export async function besideCanary<T>(
+  app: { url: string; db: Pool },
+  attack: () => Promise<T>,
+): Promise<T> {
+  const canary = await Canary.start(app.url);
+  await waitFor(() => canary.sent >= 20, 30_000, 'canary warm');
+  canary.mark();
+  (globalThis as { gc?: () => void }).gc?.();
+  const baseline = resources();
+  await waitFor(() => canary.sent >= 50, 30_000, 'canary alone');
+  let stopped = false;
+  let result: T;
+  try {
+    const alone = canary.mark();
+    result = await attack();
+    const after = canary.sent;
+    await waitFor(() => canary.sent >= after + 5, 30_000, 'canary after the attack');
+    const beside = canary.mark();
+    expectAcksTimely(alone, beside);
+    stopped = true;
+    const { closedFrames } = await canary.stop();
+    expect(closedFrames).toBe(canary.sent);
+  } finally {
+    // A failed attack must not leave the canary streaming into the next test.
+    if (!stopped) {
+      await canary.stop().catch(() => undefined);
+    }
+  }
+  await expectRecordingComplete(app.db, canary.sessionId, canary.sent);
+  await expectResourcesBack(baseline, 0.1);
+  return result;
+}
