@@ -19,6 +19,7 @@ import { DataDirLock } from './database/data-dir-lock';
 import { resolveDatabase } from './database/database';
 import { runMigrations } from './database/migrate';
 import type { PostgresEvent } from './database/postgres-supervisor';
+import { cors } from './http/cors';
 import { RequestGate } from './http/request-gate';
 import { securityHeaders } from './http/security-headers';
 import { DrainService } from './stream/drain.service';
@@ -101,6 +102,8 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     // No body parser: each route reads its own body after the guard (see src/http/), so nothing
     // is read from a caller before it is authenticated. Headers first, then the rate limits.
     app.use(securityHeaders(Boolean(config.TLS_CERT_FILE)));
+    // Before the rate limits: their 429s carry the grant too, and preflights are not counted.
+    app.use(cors(config.ALLOWED_ORIGINS));
     app.use(new RequestGate(config, audit).handle);
     applyServerTimeouts(app.getHttpServer(), config);
     app.useWebSocketAdapter(new StreamWsAdapter(app, config));

@@ -1,3 +1,4 @@
+import { OriginPolicy } from '../common/origin-policy';
 import { Inject, Injectable } from '@nestjs/common';
 import type { IncomingMessage } from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -81,9 +82,7 @@ export function upgradeProblem(req: IncomingMessage): UpgradeProblem | null {
 /** A comma-separated list of distinct tokens, as ws's subprotocol parser accepts it. */
 function validProtocolList(header: string): boolean {
   const names = header.split(',').map((name) => name.replace(/^[ \t]+|[ \t]+$/g, ''));
-  return (
-    names.every((name) => TOKEN_PATTERN.test(name)) && new Set(names).size === names.length
-  );
+  return names.every((name) => TOKEN_PATTERN.test(name)) && new Set(names).size === names.length;
 }
 
 /**
@@ -95,7 +94,7 @@ function validProtocolList(header: string): boolean {
 @Injectable()
 export class HandshakeService {
   private readonly trust: TrustFn;
-  private readonly allowedOrigins: Set<string>;
+  private readonly origins: OriginPolicy;
   draining = false;
 
   constructor(
@@ -106,7 +105,7 @@ export class HandshakeService {
     private readonly audit: AuditWriter,
   ) {
     this.trust = compileTrust(config.TRUST_PROXY);
-    this.allowedOrigins = new Set(config.ALLOWED_ORIGINS);
+    this.origins = new OriginPolicy(config.ALLOWED_ORIGINS);
   }
 
   async authorize(req: IncomingMessage): Promise<HandshakeVerdict> {
@@ -238,15 +237,7 @@ export class HandshakeService {
   }
 
   private originAllowed(origin: string, host: string | undefined): boolean {
-    if (this.allowedOrigins.has('*') || this.allowedOrigins.has(origin)) {
-      return true;
-    }
-    // Same-origin pages (e.g. served by this node) are always allowed.
-    try {
-      return host !== undefined && new URL(origin).host === host;
-    } catch {
-      return false;
-    }
+    return this.origins.allows(origin, host);
   }
 
   private record(
