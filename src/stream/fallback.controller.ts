@@ -5,6 +5,7 @@ import type { Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { ZodBodyPipe } from '../common/zod-body.pipe';
+import { FRAMES_CONTENT_TYPE } from '../protocol/fallback-framing';
 import { MEDIA_HEADER_BYTES, ptsRefusal, readMediaHeader } from '../protocol/media-header';
 import { type Closed, messageBodySchema } from '../protocol/messages';
 import { openSessionSchema, type OpenSession, type Opened } from '../protocol/open-session.schema';
@@ -13,7 +14,7 @@ import { SessionsService } from '../sessions/sessions.service';
 import { SessionRegistry } from './session-registry.service';
 import type { SessionSink } from './session-runtime';
 
-export const FRAMES_CONTENT_TYPE = 'application/vnd.framegate.frames';
+export { FRAMES_CONTENT_TYPE };
 
 /**
  * The HTTP transport of a session. Acks are the responses themselves, so it carries nothing

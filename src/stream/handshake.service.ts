@@ -12,7 +12,9 @@ import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-ad
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { QuotaService, type ConnectionSlot } from './quota.service';
 
-export const SUBPROTOCOL = 'framegate.v1';
+import { SUBPROTOCOL } from '../protocol/subprotocol';
+
+export { SUBPROTOCOL };
 
 /** An accepted handshake: who, from where, and the connection slot it holds. */
 export interface AcceptedHandshake {
