@@ -181,6 +181,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
   /** Frames not yet in the persistent outbox, and whether a write is under way. */
   private pending: Uint8Array[] = [];
   private flushing = false;
+  private flushWaiters: (() => void)[] = [];
   /** Highest seq the outbox holds durably (without a store: every seq taken). */
   private persistedSeq = 0;
   private sentSeq = 0;
@@ -336,6 +337,17 @@ export class FramegateClient extends Emitter<ClientEvents> {
   }
 
   /**
+   * Resolves once every frame taken so far is in the persistent outbox (at once without one), e.g.
+   * before a page is hidden: what is in it survives the app.
+   */
+  flushed(): Promise<void> {
+    if (this.pending.length === 0 && !this.flushing) {
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => this.flushWaiters.push(resolve));
+  }
+
+  /**
    * Ends the session: every frame taken is delivered first, then `close`; resolves with `closed`
    * (the frame count and the recording), after which the outbox is empty.
    */
@@ -427,6 +439,16 @@ export class FramegateClient extends Emitter<ClientEvents> {
       })
       .finally(() => {
         this.flushing = false;
+        if (this.pending.length > 0 && this.state !== 'failed') {
+          // Taken between the loop's last check and now.
+          this.flush();
+          return;
+        }
+        const waiters = this.flushWaiters;
+        this.flushWaiters = [];
+        for (const wake of waiters) {
+          wake();
+        }
       });
   }
 
@@ -909,7 +931,8 @@ export class FramegateClient extends Emitter<ClientEvents> {
     const res = await fetch(`${this.options.url.replace(/\/$/, '')}${path}`, {
       method: 'POST',
       headers,
-      body: body as BodyInit,
+      // Both DOM's and Node's fetch take a Uint8Array; their type names differ.
+      body: body as NonNullable<Parameters<typeof fetch>[1]>['body'],
       signal: AbortSignal.timeout(this.opts.requestTimeoutMs),
     });
     const text = await res.text();
