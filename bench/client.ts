@@ -21,6 +21,7 @@ import { Pool } from 'pg';
 import type * as Sdk from '../client/src/node';
 import { runMigrations } from '../src/database/migrate';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
+import type { ServerMessage } from '../src/protocol/messages';
 import { SUBPROTOCOL } from '../src/protocol/subprotocol';
 import { testDir } from '../test/support/dirs';
 import { PgProcess } from '../test/support/pg-process';
@@ -53,7 +54,19 @@ interface Rate {
   ackedFrames: number;
   seconds: number;
   fps: number;
-  flows: number;
+  /** `flow` messages by reason: when any came, the server's cap, not the sender, set the pace. */
+  flows: Record<string, number>;
+  /** CPU time of this process (the sender) per acknowledged frame. */
+  cpuUsPerFrame: number;
+}
+
+function cpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+function countFlow(flows: Record<string, number>, reason: string): void {
+  flows[reason] = (flows[reason] ?? 0) + 1;
 }
 
 /**
@@ -67,7 +80,7 @@ async function bareRound(url: string, token: string, jpeg: Buffer): Promise<Rate
   });
   let acked = 0;
   let sent = 0;
-  let flows = 0;
+  const flows: Record<string, number> = {};
   let intervalMs = 0;
   let nextSlotAt = 0;
   let wake: (() => void) | null = null;
@@ -78,25 +91,21 @@ async function bareRound(url: string, token: string, jpeg: Buffer): Promise<Rate
       if (isBinary) {
         return;
       }
-      const m = JSON.parse(data.toString()) as {
-        type: string;
-        seq?: number;
-        maxFps?: number;
-        limits?: { maxFps: number };
-      };
+      const m = JSON.parse(data.toString()) as ServerMessage;
       if (m.type === 'opened') {
-        intervalMs = 1000 / m.limits!.maxFps;
+        intervalMs = 1000 / m.limits.maxFps;
         resolveOpened();
       } else if (m.type === 'ack') {
-        acked = m.seq!;
+        acked = m.seq;
         wake?.();
       } else if (m.type === 'flow') {
-        flows++;
-        intervalMs = m.maxFps! > 0 ? 1000 / m.maxFps! : 1000;
+        countFlow(flows, m.reason);
+        intervalMs = m.maxFps > 0 ? 1000 / m.maxFps : 1000;
       }
     });
   });
   await opened;
+  const cpuAtStart = cpuUs();
   const startedAt = performance.now();
   const stopAt = startedAt + settings.seconds * 1000;
   while (performance.now() < stopAt) {
@@ -123,8 +132,9 @@ async function bareRound(url: string, token: string, jpeg: Buffer): Promise<Rate
   }
   const ackedAtStop = acked;
   const seconds = (performance.now() - startedAt) / 1000;
+  const cpuUsPerFrame = (cpuUs() - cpuAtStart) / ackedAtStop;
   ws.terminate();
-  return { ackedFrames: ackedAtStop, seconds, fps: ackedAtStop / seconds, flows };
+  return { ackedFrames: ackedAtStop, seconds, fps: ackedAtStop / seconds, flows, cpuUsPerFrame };
 }
 
 /** The SDK sender: `send()` in a loop, its byte cap equal to the bare sender's window. */
@@ -134,9 +144,10 @@ async function sdkRound(url: string, token: string, jpeg: Buffer): Promise<Rate>
     token,
     maxUnackedBytes: settings.window * (jpeg.length + 12),
   });
-  let flows = 0;
-  client.on('flow', () => flows++);
+  const flows: Record<string, number> = {};
+  client.on('flow', (f) => countFlow(flows, f.reason));
   await client.open(OPEN);
+  const cpuAtStart = cpuUs();
   const startedAt = performance.now();
   const stopAt = startedAt + settings.seconds * 1000;
   let n = 0;
@@ -146,8 +157,9 @@ async function sdkRound(url: string, token: string, jpeg: Buffer): Promise<Rate>
   }
   const acked = client.stats().ackedSeq;
   const seconds = (performance.now() - startedAt) / 1000;
+  const cpuUsPerFrame = (cpuUs() - cpuAtStart) / acked;
   await client.stop();
-  return { ackedFrames: acked, seconds, fps: acked / seconds, flows };
+  return { ackedFrames: acked, seconds, fps: acked / seconds, flows, cpuUsPerFrame };
 }
 
 /** The SDK's memory with `heldFps` × 10 s frames taken and none acknowledged. */
@@ -163,14 +175,13 @@ async function heldMemory(url: string, token: string, jpeg: Buffer) {
     }
     // Distinct buffers, as a camera gives: the app lets go of each once the SDK took it.
     const frames = settings.heldFps * 10;
-    gc();
+    await settle(gc);
     const before = process.memoryUsage();
     for (let n = 1; n <= frames; n++) {
       // Paced by the rate the server allows, as captured frames would be.
       await client.send(Buffer.from(jpeg), Track.Video, Math.round((n * 1000) / settings.heldFps));
     }
-    await new Promise((r) => setTimeout(r, 200));
-    gc();
+    await settle(gc);
     const after = process.memoryUsage();
     const stats = client.stats();
     const payloadBytes = frames * jpeg.length;
@@ -189,6 +200,14 @@ async function heldMemory(url: string, token: string, jpeg: Buffer) {
   } finally {
     await client.stop();
     await proxy.close();
+  }
+}
+
+/** Full collections with a pause between, so that freed external memory is accounted. */
+async function settle(gc: () => void): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -262,9 +281,13 @@ async function main(): Promise<void> {
         const rate =
           side === 'sdk' ? await sdkRound(url, token(), jpeg) : await bareRound(url, token(), jpeg);
         (side === 'sdk' ? sdkRates : bare).push(rate);
-        progress(`round ${pass} ${side}: ${round(rate.fps)} acked frames/s (${rate.flows} flow)`);
+        progress(
+          `round ${pass} ${side}: ${round(rate.fps)} acked frames/s, ` +
+            `${round(rate.cpuUsPerFrame)} µs CPU/frame, flow ${JSON.stringify(rate.flows)}`,
+        );
       }
     }
+    // Last: its frozen session would still be recording while a later round ran.
     progress('memory with 10 s of frames unacknowledged');
     const held = await heldMemory(url, token(), jpeg);
     const sdkFps = median(sdkRates.map((r) => r.fps));
@@ -282,6 +305,10 @@ async function main(): Promise<void> {
           ratio: round(sdkFps / bareFps),
           aim: 0.8,
           rounds: { sdk: sdkRates.map((r) => round(r.fps)), bare: bare.map((r) => round(r.fps)) },
+          cpuUsPerFrame: {
+            sdk: round(median(sdkRates.map((r) => r.cpuUsPerFrame))),
+            bare: round(median(bare.map((r) => r.cpuUsPerFrame))),
+          },
           flows: { sdk: sdkRates.map((r) => r.flows), bare: bare.map((r) => r.flows) },
         },
         heldUnacknowledged: { seconds: 10, fps: settings.heldFps, ...held },

@@ -604,7 +604,8 @@ export class FramegateClient extends Emitter<ClientEvents> {
     }
     switch (message.type) {
       case 'opened':
-        return this.onOpened(message);
+        void this.onOpened(message);
+        return;
       case 'ack':
         return this.onAck(message.seq);
       case 'flow':
@@ -637,22 +638,40 @@ export class FramegateClient extends Emitter<ClientEvents> {
     }
   }
 
-  private onOpened(opened: Opened): void {
+  /**
+   * The session is open on this connection. With a persistent outbox, frames go out only once
+   * the session (id, resume token) is stored too: frames of a session the outbox does not name
+   * would be sent again, in a new session, after a crash.
+   */
+  private async onOpened(opened: Opened): Promise<void> {
     const resumed = this.session !== null;
-    this.session = {
+    const session = {
       sessionId: opened.sessionId,
       resumeToken: opened.resumeToken,
       startedAt: (this.startedAt ??= Date.now()),
     };
-    const session = this.session;
-    this.persist((store) => store.saveSession(session));
+    this.session = session;
     this.attempt = 0;
     this.tokenRefreshed = false;
-    this.sessionLive = true;
     this.applyMaxFps(opened.limits.maxFps);
     this.onAck(opened.lastSeq);
     this.sentSeq = opened.lastSeq;
     this.closeSent = false;
+    const store = this.options.outbox;
+    if (store) {
+      const generation = this.generation;
+      try {
+        await store.saveSession(session);
+      } catch (err) {
+        return this.fail(
+          new ClientError('outbox_failed', `could not write the outbox: ${String(err)}`),
+        );
+      }
+      if (generation !== this.generation) {
+        return;
+      }
+    }
+    this.sessionLive = true;
     this.setState(this.closing ? 'closing' : 'open');
     const event = { ...opened, resumed };
     this.emit('opened', event);
@@ -842,8 +861,10 @@ export class FramegateClient extends Emitter<ClientEvents> {
       if (generation !== this.generation) {
         return;
       }
-      this.onOpened(opened);
-      await this.httpLoop(generation);
+      await this.onOpened(opened);
+      if (generation === this.generation && this.sessionLive) {
+        await this.httpLoop(generation);
+      }
     } catch (err) {
       if (generation === this.generation) {
         this.onHttpFailure(err);
