@@ -281,8 +281,9 @@ export class FramegateClient extends Emitter<ClientEvents> {
     ) {
       throw new ClientError('not_streaming', `cannot send a frame in state ${this.state}`);
     }
-    const now = Date.now();
-    if (now < this.nextSlotAt || this.frameIntervalMs === Infinity) {
+    // Sub-millisecond: at high allowed rates a slot is shorter than Date.now()'s resolution.
+    const tick = performance.now();
+    if (tick < this.nextSlotAt || this.frameIntervalMs === Infinity) {
       return 'rate';
     }
     if (this.full || this.outbox.bytes + payload.length > this.opts.maxUnackedBytes) {
@@ -292,7 +293,8 @@ export class FramegateClient extends Emitter<ClientEvents> {
       }
       return 'full';
     }
-    this.nextSlotAt = Math.max(now, this.nextSlotAt) + this.frameIntervalMs;
+    this.nextSlotAt = Math.max(tick, this.nextSlotAt) + this.frameIntervalMs;
+    const now = Date.now();
     this.startedAt ??= now;
     const seq = this.outbox.nextSeq;
     const message = new Uint8Array(MEDIA_HEADER_BYTES + payload.length);
@@ -331,7 +333,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
         // Paused by `flow` maxFps 0: the next `flow` or reconnect wakes it.
         this.readyWaiters.push(resolve);
       } else {
-        setTimeout(resolve, Math.max(0, this.nextSlotAt - Date.now()));
+        setTimeout(resolve, Math.max(0, this.nextSlotAt - performance.now()));
       }
     });
   }
@@ -602,6 +604,10 @@ export class FramegateClient extends Emitter<ClientEvents> {
     } catch {
       return this.fail(new ClientError('protocol_error', 'the server sent invalid JSON'));
     }
+    const problem = malformed(message);
+    if (problem) {
+      return this.fail(new ClientError('protocol_error', `the server sent ${problem}`));
+    }
     switch (message.type) {
       case 'opened':
         void this.onOpened(message);
@@ -856,6 +862,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
           '/v1/sessions',
           'application/json',
           JSON.stringify(this.settings),
+          (body) => malformed({ type: 'opened', ...body }),
         );
       }
       if (generation !== this.generation) {
@@ -901,6 +908,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
           `/v1/sessions/${this.session?.sessionId}/close`,
           'application/json',
           '{}',
+          (body) => malformed({ type: 'closed', ...body }),
         );
         if (generation === this.generation) {
           this.onClosed(closed);
@@ -934,13 +942,16 @@ export class FramegateClient extends Emitter<ClientEvents> {
       `/v1/sessions/${this.session?.sessionId}/frames`,
       FRAMES_CONTENT_TYPE,
       encodeFramesBody(messages),
+      (body) => malformed({ type: 'ack', seq: body.ack }),
     );
   }
 
+  /** POSTs to the service; the answer is checked by `problem` (null when it is well formed). */
   private async request<T>(
     path: string,
     contentType: string,
     body: string | Uint8Array,
+    problem: (body: Record<string, unknown>) => string | null,
   ): Promise<T> {
     const headers: Record<string, string> = {
       authorization: `Bearer ${await this.currentToken()}`,
@@ -972,6 +983,13 @@ export class FramegateClient extends Emitter<ClientEvents> {
         typeof error?.message === 'string' ? error.message : `${path} answered ${res.status}`,
         Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null,
       );
+    }
+    const shape =
+      parsed !== null && typeof parsed === 'object'
+        ? problem(parsed as Record<string, unknown>)
+        : 'a response that is not a JSON object';
+    if (shape) {
+      throw new ClientError('protocol_error', `${path} answered ${shape}`);
     }
     return parsed as T;
   }
@@ -1021,6 +1039,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
       '/v1/tickets',
       'application/json',
       '{}',
+      (body) => (typeof body.ticket === 'string' ? null : 'a ticket response without a ticket'),
     );
     return ticket;
   }
@@ -1079,4 +1098,46 @@ const FINAL_CLOSE_NAMES: Partial<Record<number, string>> = {
 
 function closeCodeName(code: number): string {
   return FINAL_CLOSE_NAMES[code] ?? `closed_${code}`;
+}
+
+const isSeq = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+const isText = (v: unknown): boolean => typeof v === 'string';
+
+/**
+ * What is wrong with a server message, in the fields the client relies on; null when nothing is.
+ * Unknown types pass: a newer server may send more (the client ignores them).
+ */
+function malformed(m: Record<string, unknown> | ServerMessage): string | null {
+  const f = m as Record<string, unknown>;
+  const bad = (what: string) => `a malformed ${String(f.type)} (${what})`;
+  switch (f.type) {
+    case 'opened': {
+      const limits = f.limits as { maxFps?: unknown } | undefined;
+      if (!isText(f.sessionId) || !isText(f.resumeToken) || !isSeq(f.lastSeq)) {
+        return bad('sessionId, resumeToken, lastSeq');
+      }
+      return typeof limits?.maxFps === 'number' && limits.maxFps >= 0 ? null : bad('limits');
+    }
+    case 'ack':
+      return isSeq(f.seq) ? null : bad('seq');
+    case 'flow':
+      return typeof f.maxFps === 'number' && f.maxFps >= 0 && isText(f.reason)
+        ? null
+        : bad('maxFps, reason');
+    case 'error':
+      return isText(f.code) && isText(f.message) && (f.seq === undefined || isSeq(f.seq))
+        ? null
+        : bad('code, message, seq');
+    case 'closed': {
+      const recording = f.recording as { status?: unknown } | undefined;
+      return isText(f.sessionId) && isSeq(f.frames) && isText(recording?.status)
+        ? null
+        : bad('sessionId, frames, recording');
+    }
+    case 'msg':
+    case 'msg.ack':
+      return isText(f.id) ? null : bad('id');
+    default:
+      return typeof f.type === 'string' ? null : 'a message without a type';
+  }
 }
