@@ -173,6 +173,29 @@ describe('framegate-push', () => {
     }
   });
 
+  it('continues a run killed with SIGKILL from its --outbox: every frame once, in order', async () => {
+    const outbox = join(testDir('push-outbox'), 'outbox');
+    try {
+      const args = ['--url', app.url, '--token', token, '--fps', '30', '--outbox', outbox, jpegDir];
+      const first = push(args);
+      children.push(first.child);
+      await waitFor(() => /acked [1-9]\d{2}/.test(first.stderr()), 60_000, 'acked 100');
+      first.child.kill('SIGKILL');
+      expect((await first.done).code).toBeNull();
+
+      const second = push(args);
+      children.push(second.child);
+      const { code, stdout, stderr } = await second.done;
+      expect(stderr).toMatch(/resumed session [0-9a-f-]{36}: \d+ frames taken before/);
+      expect(code).toBe(0);
+      const out = result(stdout);
+      expect(out.frames).toBe(300);
+      await expectRecorded(out.sessionId, 300, jpegs);
+    } finally {
+      rmSync(join(outbox, '..'), { recursive: true, force: true });
+    }
+  });
+
   it('exits non-zero with invalid_token on stderr when the token is refused', async () => {
     const bad = hsToken({ secret: 'not-the-server-secret-0123456789abcdef' });
     const run = push(['--url', app.url, '--token', bad, jpegDir]);
