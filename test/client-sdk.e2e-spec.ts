@@ -80,12 +80,27 @@ describe('Node SDK', () => {
     expect((await probe(row.rows[0].path)).videoFrames).toBe(FRAMES);
   }
 
+  /** The app's messages stored with a session, by id. */
+  async function storedMessages(sessionId: string): Promise<Record<string, unknown>> {
+    const rows = await app.db.query<{ client_id: string; body: unknown }>(
+      `SELECT client_id, body FROM session_messages WHERE session_id = $1 AND direction = 'in'`,
+      [sessionId],
+    );
+    return Object.fromEntries(rows.rows.map((r) => [r.client_id, r.body]));
+  }
+
   it('streams 100 frames and closes with a complete recording', async () => {
     const c = client();
+    const acks: string[] = [];
+    c.on('messageAck', (id) => acks.push(id));
     const opened = await c.open(settings);
     expect(opened.resumed).toBe(false);
-    await sendFrames(c, 1, FRAMES);
+    await sendFrames(c, 1, 50);
+    c.sendMessage('n1', { text: 'customer signed' });
+    await sendFrames(c, 51, FRAMES);
     const closed = await c.close();
+    expect(acks).toEqual(['n1']);
+    expect(await storedMessages(opened.sessionId)).toEqual({ n1: { text: 'customer signed' } });
     expect(closed.recording).toMatchObject({ status: 'ready', durationMs: FRAMES * 100 });
     expect(c.stats()).toMatchObject({
       state: 'closed',
@@ -148,8 +163,11 @@ describe('Node SDK', () => {
     c.on('transport', (t) => transports.push(t));
     const opened = await c.open(settings);
     expect(transports).toEqual(['http']);
-    await sendFrames(c, 1, FRAMES);
+    await sendFrames(c, 1, 50);
+    c.sendMessage('h1', { text: 'over http' });
+    await sendFrames(c, 51, FRAMES);
     const closed = await c.close();
+    expect(await storedMessages(opened.sessionId)).toEqual({ h1: { text: 'over http' } });
     expect(proxy.refused).toBe(1);
     expect(c.stats()).toMatchObject({ transport: 'http', ackedSeq: FRAMES });
     await expectEveryFrameOnce(opened.sessionId, closed.frames);

@@ -111,6 +111,8 @@ export interface ClientEvents {
   serverError: (error: { code: string; message: string; seq?: number }) => void;
   /** A `msg` pushed by the business or admin API. */
   message: (message: { id: string; body: unknown }) => void;
+  /** The server stored the app's message `id` (`msg.ack`). */
+  messageAck: (id: string) => void;
   /** Final: the client stopped. */
   error: (error: ClientError) => void;
   closed: (closed: Closed) => void;
@@ -209,6 +211,8 @@ export class FramegateClient extends Emitter<ClientEvents> {
   private fpsWindowStart = 0;
   private fpsWindowFrames = 0;
   private readyWaiters: (() => void)[] = [];
+  /** Business messages (`msg`) not yet acknowledged, by id; resent after every reconnect. */
+  private readonly messages = new Map<string, unknown>();
   private opened = deferred<Opened & { resumed: boolean }>();
   private closed = deferred<Closed>();
 
@@ -336,6 +340,27 @@ export class FramegateClient extends Emitter<ClientEvents> {
         setTimeout(resolve, Math.max(0, this.nextSlotAt - performance.now()));
       }
     });
+  }
+
+  /**
+   * Sends a business message (`msg`, stored with the session and shown in the recording's
+   * captions). It is kept until `msg.ack` and resent after a reconnect; the server stores each
+   * `id` once. Kept in memory only, not in the persistent outbox.
+   */
+  sendMessage(id: string, body: unknown): void {
+    if (
+      this.state === 'idle' ||
+      this.state === 'closed' ||
+      this.state === 'failed' ||
+      this.closing
+    ) {
+      throw new ClientError('not_streaming', `cannot send a message in state ${this.state}`);
+    }
+    this.messages.set(id, body);
+    if (this.socket && this.sessionLive && this.transport === 'websocket') {
+      this.socket.send(JSON.stringify({ type: 'msg', id, body }));
+    }
+    this.wakeHttp();
   }
 
   /**
@@ -631,7 +656,15 @@ export class FramegateClient extends Emitter<ClientEvents> {
         this.emit('message', { id: message.id, body: message.body });
         return;
       case 'msg.ack':
-        return;
+        return this.onMessageAck(message.id);
+    }
+  }
+
+  private onMessageAck(id: string): void {
+    if (this.messages.delete(id)) {
+      this.emit('messageAck', id);
+      this.transmit();
+      this.wakeHttp();
     }
   }
 
@@ -678,6 +711,11 @@ export class FramegateClient extends Emitter<ClientEvents> {
       }
     }
     this.sessionLive = true;
+    if (this.transport === 'websocket') {
+      for (const [id, body] of this.messages) {
+        this.socket?.send(JSON.stringify({ type: 'msg', id, body }));
+      }
+    }
     this.setState(this.closing ? 'closing' : 'open');
     const event = { ...opened, resumed };
     this.emit('opened', event);
@@ -704,6 +742,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
       this.closing &&
       !this.closeSent &&
       this.pending.length === 0 &&
+      this.messages.size === 0 &&
       this.sentSeq === this.outbox.nextSeq - 1
     ) {
       this.closeSent = true;
@@ -903,6 +942,18 @@ export class FramegateClient extends Emitter<ClientEvents> {
         this.bytesSent += bytes;
         this.sentSeq = Math.max(this.sentSeq, ack);
         this.onAck(ack);
+      } else if (this.messages.size > 0) {
+        const [id, body] = this.messages.entries().next().value as [string, unknown];
+        await this.request<{ id: string }>(
+          `/v1/sessions/${this.session?.sessionId}/messages`,
+          'application/json',
+          JSON.stringify({ id, body }),
+          (answer) => malformed({ type: 'msg.ack', id: answer.id }),
+        );
+        if (generation !== this.generation) {
+          return;
+        }
+        this.onMessageAck(id);
       } else if (this.closing && this.sentSeq === this.outbox.nextSeq - 1) {
         const closed = await this.request<Closed>(
           `/v1/sessions/${this.session?.sessionId}/close`,
