@@ -173,6 +173,28 @@ describe('Node SDK', () => {
     await expectEveryFrameOnce(opened.sessionId, closed.frames);
   });
 
+  it('goes back to the WebSocket once the proxy lets it through, mid-session, every frame once', async () => {
+    proxy.refuseUpgrades = true;
+    const c = client({ retryWebSocketAfterMs: 300 });
+    const transports: string[] = [];
+    c.on('transport', (t) => transports.push(t));
+    const opened = await c.open(settings);
+    await sendFrames(c, 1, 40);
+    await waitFor(() => proxy.refused >= 2, 30_000, 'a second WebSocket try');
+    proxy.refuseUpgrades = false;
+    const sending = sendFrames(c, 41, FRAMES);
+    await waitFor(
+      () => c.stats().transport === 'websocket' && c.stats().state === 'open',
+      30_000,
+      'back on the WebSocket',
+    );
+    await sending;
+    const closed = await c.close();
+    expect(transports.slice(0, 2)).toEqual(['http', 'websocket']);
+    expect(transports[transports.length - 1]).toBe('websocket');
+    await expectEveryFrameOnce(opened.sessionId, closed.frames);
+  });
+
   it('stops with invalid_token when the token is refused, without retrying', async () => {
     const c = client({ token: hsToken({ secret: 'not-the-server-secret-0123456789abcdef' }) });
     const errors: ClientError[] = [];
