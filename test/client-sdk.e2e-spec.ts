@@ -154,6 +154,8 @@ describe('Node SDK', () => {
     // The outbox is gone once the session is closed: a third client would open a new session.
     const third = client({ outboxDir });
     expect((await third.open(settings)).resumed).toBe(false);
+    // Closed, not left interrupted: nothing of the test outlives it on the server.
+    expect((await third.close()).frames).toBe(0);
   });
 
   it('streams over HTTP when a proxy refuses the WebSocket upgrade', async () => {

@@ -12,6 +12,8 @@ export class TcpProxy {
   refused = 0;
   private frozen = false;
   private readonly pairs = new Set<{ client: Socket; upstream: Socket }>();
+  /** Every accepted socket, also those refused or still silent, so that close() ends them all. */
+  private readonly sockets = new Set<Socket>();
 
   private constructor(
     private readonly server: Server,
@@ -39,8 +41,8 @@ export class TcpProxy {
   cut(): number {
     const n = this.pairs.size;
     for (const { client, upstream } of this.pairs) {
-      client.resetAndDestroy();
-      upstream.resetAndDestroy();
+      reset(client);
+      reset(upstream);
     }
     this.pairs.clear();
     return n;
@@ -63,10 +65,16 @@ export class TcpProxy {
 
   async close(): Promise<void> {
     this.cut();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.sockets) {
+      socket.destroy();
+    }
+    await closed;
   }
 
   private accept(client: Socket, target: URL): void {
+    this.sockets.add(client);
+    client.on('close', () => this.sockets.delete(client));
     client.once('data', (first: Buffer) => {
       if (this.refuseUpgrades && /^upgrade:\s*websocket/im.test(first.toString('latin1'))) {
         this.refused++;
@@ -97,5 +105,17 @@ export class TcpProxy {
       upstream.on('close', drop);
     });
     client.on('error', () => client.destroy());
+  }
+}
+
+/**
+ * Ends a socket with a TCP reset, as a network loss does. Only while it is open both ways: on a
+ * half-closed socket Node's reset never completes and its handle stays open.
+ */
+function reset(socket: Socket): void {
+  if (socket.readyState === 'open') {
+    socket.resetAndDestroy();
+  } else {
+    socket.destroy();
   }
 }
