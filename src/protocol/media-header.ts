@@ -72,7 +72,31 @@ export function ptsRefusal(seq: number, pts: number): string {
   );
 }
 
-/** Builds a media message; used by the SDK, tests and benchmarks. */
+/**
+ * Writes the 12-byte big-endian header at the start of `target`. Byte by byte on a plain
+ * Uint8Array, so that browsers (which have no Buffer) and Node share one codec.
+ */
+export function writeMediaHeader(target: Uint8Array, track: Track, seq: number, pts: number): void {
+  target[0] = MEDIA_VERSION;
+  target[1] = track;
+  target[2] = 0;
+  target[3] = 0;
+  target[4] = seq >>> 24;
+  target[5] = seq >>> 16;
+  target[6] = seq >>> 8;
+  target[7] = seq;
+  target[8] = pts >>> 24;
+  target[9] = pts >>> 16;
+  target[10] = pts >>> 8;
+  target[11] = pts;
+}
+
+/** The `seq` of a media message (big-endian u32 at byte 4), from any Uint8Array. */
+export function readMediaSeq(message: Uint8Array): number {
+  return ((message[4] << 24) >>> 0) + (message[5] << 16) + (message[6] << 8) + message[7];
+}
+
+/** Builds a media message (Node: a Buffer); used by tests and benchmarks. */
 export function encodeMediaMessage(
   track: Track,
   seq: number,
@@ -80,11 +104,7 @@ export function encodeMediaMessage(
   payload: Buffer,
 ): Buffer {
   const message = Buffer.allocUnsafe(MEDIA_HEADER_BYTES + payload.length);
-  message[0] = MEDIA_VERSION;
-  message[1] = track;
-  message.writeUInt16BE(0, 2);
-  message.writeUInt32BE(seq, 4);
-  message.writeUInt32BE(pts, 8);
+  writeMediaHeader(message, track, seq, pts);
   payload.copy(message, MEDIA_HEADER_BYTES);
   return message;
 }

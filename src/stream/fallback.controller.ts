@@ -8,6 +8,7 @@ import { ZodBodyPipe } from '../common/zod-body.pipe';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { BodyReader } from '../http/body-reader';
 import { JsonBody } from '../http/json-body.interceptor';
+import { FRAMES_CONTENT_TYPE } from '../protocol/fallback-framing';
 import { type FramesProblem, FramesSplitter } from '../protocol/frames-splitter';
 import { ptsRefusal, readMediaHeader } from '../protocol/media-header';
 import { type Closed, messageBodySchema } from '../protocol/messages';
@@ -17,7 +18,7 @@ import { SessionsService } from '../sessions/sessions.service';
 import { SessionRegistry } from './session-registry.service';
 import type { SessionRuntime, SessionSink } from './session-runtime';
 
-export const FRAMES_CONTENT_TYPE = 'application/vnd.framegate.frames';
+export { FRAMES_CONTENT_TYPE };
 
 /**
  * The HTTP transport of a session. Acks are the responses themselves, so it carries nothing

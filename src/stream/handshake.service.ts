@@ -14,7 +14,9 @@ import { APP_CONFIG, type AppConfig } from '../config/config';
 import type { CloseReason } from '../protocol/close-codes';
 import { QuotaService, type ConnectionSlot } from './quota.service';
 
-export const SUBPROTOCOL = 'framegate.v1';
+import { SUBPROTOCOL } from '../protocol/subprotocol';
+
+export { SUBPROTOCOL };
 
 /** An accepted handshake: who, from where, and the connection slot it holds. */
 export interface AcceptedHandshake {

@@ -1,0 +1,25 @@
+import { FramegateClient, type ClientOptions } from './client.js';
+import { browserSocketFactory } from './browser-socket.js';
+import { IndexedDbOutboxStore } from './indexeddb-outbox.store.js';
+
+export * from './index.js';
+export { browserSocketFactory } from './browser-socket.js';
+export { IndexedDbOutboxStore } from './indexeddb-outbox.store.js';
+
+export interface BrowserClientOptions extends Omit<ClientOptions, 'socket' | 'outbox'> {
+  /**
+   * The IndexedDB database of the persistent outbox (default `framegate-outbox`); `false` keeps
+   * the outbox in memory (frames are then lost with the page).
+   */
+  outboxName?: string | false;
+}
+
+/** A client for browsers: tickets from `getToken`, the global WebSocket, an IndexedDB outbox. */
+export function createBrowserClient(options: BrowserClientOptions): FramegateClient {
+  const { outboxName, ...rest } = options;
+  return new FramegateClient({
+    ...rest,
+    socket: browserSocketFactory,
+    outbox: outboxName === false ? undefined : new IndexedDbOutboxStore(outboxName),
+  });
+}
