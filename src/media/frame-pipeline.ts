@@ -133,34 +133,9 @@ export class FramePipeline {
  * buffer is not a whole JPEG (no SOI, no SOF, or no EOI at the end: truncated). Never decodes.
  */
 export function jpegSize(b: Buffer): { width: number; height: number } | null {
-  if (
-    b.length < 4 ||
-    b[0] !== 0xff ||
-    b[1] !== 0xd8 ||
-    b[b.length - 2] !== 0xff ||
-    b[b.length - 1] !== 0xd9
-  ) {
+  if (b.length < 4 || b[b.length - 2] !== 0xff || b[b.length - 1] !== 0xd9) {
     return null;
   }
-  let i = 2;
-  while (i + 9 < b.length) {
-    if (b[i] !== 0xff) {
-      return null;
-    }
-    const marker = b[i + 1];
-    if (marker === 0xff) {
-      i++;
-      continue;
-    }
-    const length = b.readUInt16BE(i + 2);
-    // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      return { height: b.readUInt16BE(i + 5), width: b.readUInt16BE(i + 7) };
-    }
-    if (marker === 0xda || length < 2) {
-      return null;
-    }
-    i += 2 + length;
-  }
-  return null;
+  const header = imageHeader(b);
+  return header?.format === 'jpeg' ? { width: header.width, height: header.height } : null;
 }
