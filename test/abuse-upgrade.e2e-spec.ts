@@ -5,9 +5,11 @@ import { type AddressInfo, connect } from 'node:net';
 import { startTestApp, type TestApp } from './support/app';
 import {
   Canary,
+  type CanaryPhase,
   expectAcksTimely,
   expectRecordingComplete,
   expectResourcesBack,
+  type Resources,
   resources,
 } from './support/canary';
 import { nodeState } from './support/node-state';
@@ -25,6 +27,29 @@ const MALFORMED = {
 } as const;
 type Malformed = keyof typeof MALFORMED;
 type Attempt = Malformed | 'missingUpgrade' | 'earlyClose' | 'good' | 'goodSession';
+
+/**
+ * The canary's acks stayed timely, its recording is complete, its own slot comes back when it
+ * ends, and RSS and fds return to the baseline.
+ */
+async function canaryUnharmed(
+  app: TestApp,
+  canary: Canary,
+  alone: CanaryPhase,
+  beside: CanaryPhase,
+  baseline: Resources,
+): Promise<void> {
+  expectAcksTimely(alone, beside);
+  const { closedFrames } = await canary.stop();
+  expect(closedFrames).toBe(canary.sent);
+  await expectRecordingComplete(app.db, canary.sessionId, canary.sent);
+  await waitFor(
+    async () => (await nodeState(app)).quota.node === 0,
+    15_000,
+    'canary slot given back',
+  );
+  await expectResourcesBack(baseline, 0.1);
+}
 
 /**
  * Issue 10 item 2: upgrades that ws refuses, or whose client goes away during the checks, give
@@ -210,16 +235,7 @@ describe('abuse: upgrades that never become connections', () => {
       'refusals audited',
     );
 
-    expectAcksTimely(alone, beside);
-    const { closedFrames } = await canary.stop();
-    expect(closedFrames).toBe(canary.sent);
-    await expectRecordingComplete(app.db, canary.sessionId, canary.sent);
-    await waitFor(
-      async () => (await nodeState(app)).quota.node === 0,
-      15_000,
-      'canary slot given back',
-    );
-    await expectResourcesBack(baseline, 0.1);
+    await canaryUnharmed(app, canary, alone, beside, baseline);
   }, 180_000);
 });
 
@@ -312,15 +328,6 @@ describe('abuse: a client that leaves while its credentials are checked', () => 
     expect(state.connectionsMetric).toBe(1);
     const beside = canary.mark();
 
-    expectAcksTimely(alone, beside);
-    const { closedFrames } = await canary.stop();
-    expect(closedFrames).toBe(canary.sent);
-    await expectRecordingComplete(app.db, canary.sessionId, canary.sent);
-    await waitFor(
-      async () => (await nodeState(app)).quota.node === 0,
-      15_000,
-      'canary slot given back',
-    );
-    await expectResourcesBack(baseline, 0.1);
+    await canaryUnharmed(app, canary, alone, beside, baseline);
   }, 120_000);
 });

@@ -1,9 +1,9 @@
 import { type ExecutionContext, Inject, Injectable } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
 import type { Request } from 'express';
 import { Reflector } from '@nestjs/core';
 import { AuthGuard } from '@nestjs/passport';
 import { AuditWriter } from '../audit/audit-writer.service';
+import { httpRefusal } from '../audit/http-refusal';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-address';
@@ -74,21 +74,15 @@ export class AccessGuard extends AuthGuard('jwt') {
 
   /** Refused credentials on the REST side are audited like refused handshakes. */
   private recordRejection(req: Request, error: ErrorCode, principal?: Principal): void {
-    this.audit.record({
-      kind: 'connection',
-      id: randomUUID(),
-      at: new Date(),
-      node: this.config.NODE_ID,
-      transport: 'http',
-      remoteAddress: remoteAddressOf(req, this.trust),
-      userAgent: req.headers['user-agent']?.slice(0, 512) ?? null,
-      origin: req.headers.origin?.slice(0, 512) ?? null,
-      subject: principal?.subject ?? null,
-      channel: principal?.channel ?? null,
-      outcome: 'rejected_auth',
-      error,
-      sessionId: null,
-    });
+    this.audit.record(
+      httpRefusal(req, {
+        node: this.config.NODE_ID,
+        remoteAddress: remoteAddressOf(req, this.trust),
+        outcome: 'rejected_auth',
+        error,
+        principal,
+      }),
+    );
   }
 
   override handleRequest<T = Principal>(err: unknown, user: T | false, info: unknown): T {

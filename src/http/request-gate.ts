@@ -1,6 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
-import { randomUUID } from 'node:crypto';
 import type { AuditWriter } from '../audit/audit-writer.service';
+import { httpRefusal } from '../audit/http-refusal';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-address';
@@ -85,20 +85,13 @@ export class RequestGate {
   };
 
   private recordRefusal(req: Request, address: string | null): void {
-    this.audit.record({
-      kind: 'connection',
-      id: randomUUID(),
-      at: new Date(),
-      node: this.config.NODE_ID,
-      transport: 'http',
-      remoteAddress: address,
-      userAgent: req.headers['user-agent']?.slice(0, 512) ?? null,
-      origin: req.headers.origin?.slice(0, 512) ?? null,
-      subject: null,
-      channel: null,
-      outcome: 'rejected_quota',
-      error: ErrorCode.RateLimited,
-      sessionId: null,
-    });
+    this.audit.record(
+      httpRefusal(req, {
+        node: this.config.NODE_ID,
+        remoteAddress: address,
+        outcome: 'rejected_quota',
+        error: ErrorCode.RateLimited,
+      }),
+    );
   }
 }

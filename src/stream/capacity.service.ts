@@ -101,6 +101,8 @@ export class CapacityService implements OnApplicationBootstrap, OnModuleDestroy 
   /** The estimate the caps were last computed from. */
   private cappedAt: number;
   private refused = 0;
+  /** Frames per second the claims declared, in reference frames: Σ fps × weight. */
+  private demanded = 0;
   private saturated = false;
   private timer: NodeJS.Timeout | undefined;
   private lastEncoded = 0;
@@ -147,6 +149,10 @@ export class CapacityService implements OnApplicationBootstrap, OnModuleDestroy 
    */
   admit(demand: Demand): CapacityClaim {
     const budget = this.budget();
+    // Everyone fits at the declared rate (the common case): no fair share to work out.
+    if (this.demanded + demand.fps * demand.weight <= budget) {
+      return this.add(demand);
+    }
     if (!admits(this.demands(), demand, budget, this.config.RECORDING_ADMISSION, this.minFps())) {
       this.refused++;
       throw new AppError(
@@ -220,16 +226,26 @@ export class CapacityService implements OnApplicationBootstrap, OnModuleDestroy 
   private add(demand: Demand): Claim {
     const claim = new Claim(demand, (c) => {
       this.claims.delete(c);
+      // Summed back from the claims when none is left, so rounding never accumulates.
+      this.demanded = this.claims.size === 0 ? 0 : this.demanded - c.demand.fps * c.demand.weight;
       this.recap();
     });
     this.claims.add(claim);
+    this.demanded += demand.fps * demand.weight;
     this.recap();
     return claim;
   }
 
-  /** Recomputes the fair share and every claim's cap, and tells the listeners. */
+  /**
+   * Recomputes the fair share and every claim's cap, and tells the listeners. While everyone
+   * fits, as before, nothing changes: no pass over the sessions (opening thousands of them would
+   * otherwise cost a sort of them all for each one).
+   */
   private recap(): void {
     this.cappedAt = this.estimate.fps;
+    if (this.share === Infinity && this.demanded <= this.budget()) {
+      return;
+    }
     this.share = fairShare(this.demands(), this.budget());
     for (const claim of this.claims) {
       claim.cap = capFor(claim.demand.fps, this.share);
