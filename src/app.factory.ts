@@ -17,6 +17,7 @@ import { loadConfig, type AppConfig } from './config/config';
 import type { Runtime } from './config/runtime';
 import { DataDirLock } from './database/data-dir-lock';
 import { resolveDatabase } from './database/database';
+import { serveDemo } from './demo/demo-files';
 import { runMigrations } from './database/migrate';
 import type { PostgresEvent } from './database/postgres-supervisor';
 import { cors } from './http/cors';
@@ -105,6 +106,7 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     // Before the rate limits: their 429s carry the grant too, and preflights are not counted.
     app.use(cors(config.ALLOWED_ORIGINS));
     app.use(new RequestGate(config, audit).handle);
+    serveDemo(app, logger);
     applyServerTimeouts(app.getHttpServer(), config);
     app.useWebSocketAdapter(new StreamWsAdapter(app, config));
     await app.listen(config.PORT, config.HOST);

@@ -10,6 +10,7 @@ import { HttpExceptionFilter } from './common/http-exception.filter';
 import { ConfigModule } from './config/config.module';
 import type { Runtime } from './config/runtime';
 import { dataSourceOptions } from './database/data-source-options';
+import { DemoModule } from './demo/demo.module';
 import { HealthModule } from './health/health.module';
 import { SessionsModule } from './sessions/sessions.module';
 import { MetricsModule } from './metrics/metrics.module';
@@ -50,6 +51,7 @@ export class AppModule {
         StreamModule,
         MetricsModule,
         HealthModule,
+        DemoModule,
       ],
       providers: [{ provide: APP_FILTER, useClass: HttpExceptionFilter }],
     };

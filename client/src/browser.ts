@@ -5,6 +5,32 @@ import { IndexedDbOutboxStore } from './indexeddb-outbox.store.js';
 export * from './index.js';
 export { browserSocketFactory } from './browser-socket.js';
 export { IndexedDbOutboxStore } from './indexeddb-outbox.store.js';
+export {
+  AdaptiveCapture,
+  type AdaptDecision,
+  type AdaptiveCaptureOptions,
+  type AdaptReason,
+  type CaptureSample,
+  type CaptureSettings,
+} from './capture/adaptive-capture.js';
+export {
+  CameraCapture,
+  type CameraCaptureOptions,
+  type CapturedFrame,
+} from './capture/camera-capture.js';
+export {
+  captureSettings,
+  CaptureSession,
+  sendText,
+  type CaptureSessionEvents,
+  type CaptureSessionOptions,
+  type TakenMedia,
+} from './capture/capture-session.js';
+export {
+  MicrophoneCapture,
+  type CapturedAudio,
+  type MicrophoneCaptureOptions,
+} from './capture/microphone-capture.js';
 
 export interface BrowserClientOptions extends Omit<ClientOptions, 'socket' | 'outbox'> {
   /**

@@ -410,6 +410,15 @@ export class FramegateClient extends Emitter<ClientEvents> {
     await this.options.outbox?.release?.();
   }
 
+  /**
+   * Epoch ms of the session's `pts` 0: a capture turns its frame times into `pts` with it. It is
+   * kept with the session in the persistent outbox, so a reloaded page continues the same clock.
+   * Null until the session is open or a frame is taken.
+   */
+  clockOrigin(): number | null {
+    return this.startedAt;
+  }
+
   stats(): ClientStats {
     return {
       state: this.state,

@@ -1,8 +1,8 @@
-import jwt from 'jsonwebtoken';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, readEnvironment } from '../config/config';
 import { ensureDevSecret } from './dev-secret';
 import { isScope } from './scopes';
+import { signAccessToken } from './sign-token';
 
 const USAGE =
   'usage: npm run token -- --sub alice --channel branch-app [--scope "stream:publish admin"] [--ttl 3600]';
@@ -36,17 +36,12 @@ function main(): void {
     throw new Error('AUTH_JWKS_URL is set: get tokens from your identity provider');
   }
   const secret = config.AUTH_JWT_SECRET ?? ensureDevSecret(config.DATA_DIR).secret;
-  const token = jwt.sign(
-    { [config.AUTH_CHANNEL_CLAIM]: values.channel, scope: scopes.join(' ') },
-    secret,
-    {
-      algorithm: 'HS256',
-      subject: values.sub,
-      expiresIn: ttl,
-      ...(config.AUTH_ISSUER ? { issuer: config.AUTH_ISSUER } : {}),
-      ...(config.AUTH_AUDIENCE ? { audience: config.AUTH_AUDIENCE } : {}),
-    },
-  );
+  const token = signAccessToken(config, secret, {
+    subject: values.sub,
+    channel: values.channel,
+    scopes: scopes.filter(isScope),
+    ttlS: ttl,
+  });
   process.stdout.write(`${token}\n`);
 }
 

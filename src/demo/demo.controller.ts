@@ -1,0 +1,57 @@
+import { Controller, HttpCode, Inject, Post } from '@nestjs/common';
+import { Public } from '../auth/auth.decorators';
+import type { Scope } from '../auth/scopes';
+import { signAccessToken } from '../auth/sign-token';
+import { AppError } from '../common/app-error';
+import { ErrorCode } from '../common/error-code';
+import { RUNTIME, type Runtime } from '../config/runtime';
+
+/** Who a development token names, and what it may do: stream, and play back its recordings. */
+const DEV_SUBJECT = 'demo';
+const DEV_CHANNEL = 'demo';
+const DEV_SCOPES: readonly Scope[] = ['stream:publish', 'recording:read'];
+const DEV_TTL_S = 3600;
+
+export interface DevToken {
+  token: string;
+  expiresAt: string;
+  subject: string;
+  channel: string;
+  scopes: readonly Scope[];
+}
+
+@Controller('demo')
+export class DemoController {
+  constructor(@Inject(RUNTIME) private readonly runtime: Runtime) {}
+
+  /**
+   * Development only: a token for the demo page, signed with the generated development secret.
+   * The service has that secret only when neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set, which
+   * production refuses to boot with; with real auth configured this route is a 404, as if absent.
+   */
+  @Post('token')
+  @Public()
+  @HttpCode(201)
+  token(): DevToken {
+    const { devSecret, jwtSecret, config } = this.runtime;
+    if (!devSecret || !jwtSecret) {
+      throw new AppError(
+        ErrorCode.NotFound,
+        'development tokens exist only without AUTH_JWT_SECRET or AUTH_JWKS_URL (development mode)',
+      );
+    }
+    const token = signAccessToken(config, jwtSecret, {
+      subject: DEV_SUBJECT,
+      channel: DEV_CHANNEL,
+      scopes: DEV_SCOPES,
+      ttlS: DEV_TTL_S,
+    });
+    return {
+      token,
+      expiresAt: new Date(Date.now() + DEV_TTL_S * 1000).toISOString(),
+      subject: DEV_SUBJECT,
+      channel: DEV_CHANNEL,
+      scopes: DEV_SCOPES,
+    };
+  }
+}
