@@ -1,29 +1,20 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import type { Closed } from '../src/protocol/messages';
 import { Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
 import {
   ensureClientBuilt,
+  expectStoredAsTaken,
   launchChromium,
   localhost,
   pageErrors,
+  startDemo,
+  stopDemo,
+  waitForDemo,
   watchTaken,
-  type Taken,
 } from './support/browser';
 import { probe } from './support/media';
-import { spooledFrames } from './support/spool-reader';
 import { hsToken } from './support/tokens';
 
-/** What the demo page exposes as `window.framegateDemo` (client/demo/demo-app.ts). */
-interface DemoWindow {
-  framegateDemo: {
-    session: { stats(): { video: number; audio: number } } | null;
-    closed: Closed | null;
-    playing: boolean;
-    error: string | null;
-  };
-}
-declare const window: DemoWindow;
 /** The browser globals the page functions below use (the tests' tsconfig has no DOM library). */
 declare const document: {
   getElementById(id: string): { currentTime: number; value: string };
@@ -58,37 +49,20 @@ describe('the /demo page in Chromium', () => {
 
   it('records about 5 s of fake camera and microphone; the MP4 has every acknowledged frame and audio, and plays in the page', async () => {
     const taken = await watchTaken(page);
-    await page.goto(`${localhost(app.url)}/demo`);
-    await page.fill(
-      '#token',
+    await startDemo(
+      page,
+      app.url,
       hsToken({ sub: 'alice', channel: 'branch-app', scope: 'stream:publish recording:read' }),
     );
-    await page.click('#start');
     // About 5 s at the demo's 10 fps; on a busy machine it takes longer, never fewer frames.
-    await page.waitForFunction(
-      () => {
-        const s = window.framegateDemo.session?.stats();
-        return (s && s.video >= 50 && s.audio >= 10) || window.framegateDemo.error !== null;
-      },
-      undefined,
-      { timeout: 40_000 },
-    );
-    expect(await page.evaluate(() => window.framegateDemo.error)).toBeNull();
+    await waitForDemo(page, (s) => s.video >= 50 && s.audio >= 10, '50 frames and 10 audio chunks');
 
     await page.fill('#message', 'customer signed');
     await page.click('#send');
     await page.waitForSelector('#message-list li.acked', { timeout: 20_000 });
 
-    await page.click('#stop');
-    await page.waitForFunction(
-      () => window.framegateDemo.playing || window.framegateDemo.error !== null,
-      undefined,
-      { timeout: 40_000 },
-    );
-    expect({ error: await page.evaluate(() => window.framegateDemo.error), errors }).toEqual({
-      error: null,
-      errors: [],
-    });
+    const closed = await stopDemo(page);
+    expect(errors).toEqual([]);
     // The page plays it: the player's clock advances.
     const startedAt = await page.evaluate(() => document.getElementById('playback').currentTime);
     await page.waitForFunction(
@@ -97,12 +71,11 @@ describe('the /demo page in Chromium', () => {
       { timeout: 20_000 },
     );
 
-    const closed = (await page.evaluate(() => window.framegateDemo.closed)) as Closed;
     const video = taken.filter((t) => t.track === (Track.Video as number));
     const audio = taken.filter((t) => t.track === (Track.Audio as number));
     expect(closed.frames).toBe(taken.length);
     expect(closed.recording.status).toBe('ready');
-    await expectStoredAsTaken(closed.sessionId, taken);
+    await expectStoredAsTaken(app.dataDir, closed.sessionId, taken);
 
     const row = await app.db.query<{ path: string }>(
       'SELECT path FROM recordings WHERE session_id = $1',
@@ -173,14 +146,4 @@ describe('the /demo page in Chromium', () => {
     }
     expect(seen.size).toBeGreaterThan(10);
   });
-
-  /** The spool holds seqs 1..n once each, each with the track and size the page took. */
-  async function expectStoredAsTaken(sessionId: string, taken: Taken[]): Promise<void> {
-    const spooled = await spooledFrames(app.dataDir, sessionId);
-    const bySeq = [...taken].sort((a, b) => a.seq - b.seq);
-    expect(spooled.map((f) => f.seq)).toEqual(bySeq.map((_, i) => i + 1));
-    expect(spooled.map((f) => [f.seq, f.track, f.payload.length])).toEqual(
-      bySeq.map((t) => [t.seq, t.track, t.bytes]),
-    );
-  }
 });

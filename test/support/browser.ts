@@ -11,6 +11,9 @@ import {
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Closed } from '../../src/protocol/messages';
+import { spooledFrames } from './spool-reader';
+import { waitFor } from './wait';
 
 /** The browser globals the page functions below use (the tests' tsconfig has no DOM library). */
 declare const document: {
@@ -155,4 +158,131 @@ export function pageErrors(page: Page): string[] {
     errors.push(`requestfailed: ${req.url()} ${req.failure()?.errorText}`),
   );
   return errors;
+}
+
+/** What the demo page shows of its session (`window.framegateDemo`, client/demo/demo-app.ts). */
+export interface DemoState {
+  /** Media messages the capture handed to the SDK in this page. */
+  video: number;
+  audio: number;
+  state: string | null;
+  transport: string | null;
+  ackedSeq: number;
+  nextSeq: number;
+  outboxDepth: number;
+  reconnects: number;
+  resumed: boolean | null;
+  closed: Closed | null;
+  playing: boolean;
+  error: string | null;
+}
+
+interface DemoWindow {
+  framegateDemo: {
+    client: {
+      stats(): {
+        state: string;
+        transport: string;
+        ackedSeq: number;
+        nextSeq: number;
+        outboxDepth: number;
+        reconnects: number;
+      };
+      flushed(): Promise<void>;
+    } | null;
+    session: { stats(): { video: number; audio: number }; stop(): Promise<void> } | null;
+    resumed: boolean | null;
+    closed: Closed | null;
+    playing: boolean;
+    error: string | null;
+  };
+}
+
+export function demoState(page: Page): Promise<DemoState> {
+  return page.evaluate(() => {
+    const demo = (window as unknown as DemoWindow).framegateDemo;
+    const client = demo.client?.stats();
+    const taken = demo.session?.stats();
+    return {
+      video: taken?.video ?? 0,
+      audio: taken?.audio ?? 0,
+      state: client?.state ?? null,
+      transport: client?.transport ?? null,
+      ackedSeq: client?.ackedSeq ?? 0,
+      nextSeq: client?.nextSeq ?? 0,
+      outboxDepth: client?.outboxDepth ?? 0,
+      reconnects: client?.reconnects ?? 0,
+      resumed: demo.resumed,
+      closed: demo.closed,
+      playing: demo.playing,
+      error: demo.error,
+    };
+  });
+}
+
+/** Waits until the demo's state passes `check`; an error shown on the page fails at once. */
+export async function waitForDemo(
+  page: Page,
+  check: (state: DemoState) => boolean,
+  what: string,
+  timeoutMs = 40_000,
+): Promise<DemoState> {
+  let last: DemoState | null = null;
+  await waitFor(
+    async () => {
+      last = await demoState(page);
+      if (last.error !== null) {
+        throw new Error(`the demo page failed while waiting for ${what}: ${last.error}`);
+      }
+      return check(last);
+    },
+    timeoutMs,
+    what,
+  );
+  return last as unknown as DemoState;
+}
+
+/** Opens /demo at `base`, pastes `token` and starts the camera and the microphone. */
+export async function startDemo(page: Page, base: string, token: string): Promise<void> {
+  await page.goto(`${localhost(base)}/demo`);
+  await page.fill('#token', token);
+  await page.click('#start');
+}
+
+/** Stops the demo's session and waits until the page plays the recording; returns `closed`. */
+export async function stopDemo(page: Page): Promise<Closed> {
+  await page.click('#stop');
+  const state = await waitForDemo(page, (s) => s.playing, 'the recording playing in the page');
+  return state.closed as Closed;
+}
+
+/**
+ * Pauses the demo's capture and waits until everything taken is in the IndexedDB outbox (what an
+ * app does when its page is hidden); returns the client's stats then.
+ */
+export function pauseDemo(page: Page): Promise<DemoState> {
+  return page
+    .evaluate(async () => {
+      const demo = (window as unknown as DemoWindow).framegateDemo;
+      await demo.session?.stop();
+      await demo.client?.flushed();
+    })
+    .then(() => demoState(page));
+}
+
+/**
+ * The spool holds seqs 1..n once each, each with the track and size the page took: every frame
+ * captured is stored exactly once, none invented.
+ */
+export async function expectStoredAsTaken(
+  dataDir: string,
+  sessionId: string,
+  taken: readonly Taken[],
+): Promise<void> {
+  const spooled = await spooledFrames(dataDir, sessionId);
+  const bySeq = [...taken].sort((a, b) => a.seq - b.seq);
+  expect(spooled.map((f) => f.seq)).toEqual(bySeq.map((_, i) => i + 1));
+  expect(spooled.map((f) => [f.seq, f.track, f.payload.length])).toEqual(
+    bySeq.map((t) => [t.seq, t.track, t.bytes]),
+  );
 }

@@ -11,7 +11,7 @@ export class TcpProxy {
   /** Upgrades refused so far. */
   refused = 0;
   private frozen = false;
-  private readonly pairs = new Set<{ client: Socket; upstream: Socket }>();
+  private readonly pairs = new Set<{ client: Socket; upstream: Socket; webSocket: boolean }>();
   /** Every accepted socket, also those refused or still silent, so that close() ends them all. */
   private readonly sockets = new Set<Socket>();
 
@@ -48,12 +48,18 @@ export class TcpProxy {
     return n;
   }
 
-  /** Holds every byte in both directions on the connections open now and later. */
-  freeze(): void {
-    this.frozen = true;
-    for (const { client, upstream } of this.pairs) {
-      client.pause();
-      upstream.pause();
+  /**
+   * Holds every byte in both directions on the connections open now and on later ones. With
+   * `webSocketsOnly`, only the WebSocket connections open now: a browser page can still reload
+   * (over new or kept-alive HTTP connections) while its old WebSocket stays dead.
+   */
+  freeze(options: { webSocketsOnly?: boolean } = {}): void {
+    this.frozen = !options.webSocketsOnly;
+    for (const { client, upstream, webSocket } of this.pairs) {
+      if (webSocket || !options.webSocketsOnly) {
+        client.pause();
+        upstream.pause();
+      }
     }
   }
 
@@ -76,7 +82,8 @@ export class TcpProxy {
     this.sockets.add(client);
     client.on('close', () => this.sockets.delete(client));
     client.once('data', (first: Buffer) => {
-      if (this.refuseUpgrades && /^upgrade:\s*websocket/im.test(first.toString('latin1'))) {
+      const webSocket = /^upgrade:\s*websocket/im.test(first.toString('latin1'));
+      if (this.refuseUpgrades && webSocket) {
         this.refused++;
         client.end(
           'HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n' +
@@ -85,7 +92,7 @@ export class TcpProxy {
         return;
       }
       const upstream = connect(Number(target.port), target.hostname);
-      const pair = { client, upstream };
+      const pair = { client, upstream, webSocket };
       this.pairs.add(pair);
       upstream.write(first);
       client.pipe(upstream);
