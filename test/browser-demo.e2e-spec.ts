@@ -28,11 +28,10 @@ describe('the /demo page in Chromium', () => {
   let errors: string[];
 
   beforeAll(async () => {
-    [app, browser] = await Promise.all([
-      startTestApp({ env: { KEEP_SPOOL: 'true' } }),
-      launchChromium(),
-      ensureClientBuilt(),
-    ]);
+    // Chromium first: a machine without it fails here, with nothing started to clean up.
+    browser = await launchChromium();
+    await ensureClientBuilt();
+    app = await startTestApp({ env: { KEEP_SPOOL: 'true' } });
   });
   beforeEach(async () => {
     context = await browser.newContext();
@@ -40,7 +39,7 @@ describe('the /demo page in Chromium', () => {
     errors = pageErrors(page);
   });
   afterEach(async () => {
-    await context.close();
+    await context?.close();
   });
   afterAll(async () => {
     await browser?.close();

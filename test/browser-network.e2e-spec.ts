@@ -37,11 +37,10 @@ describe('the browser SDK on a bad network (Chromium, /demo)', () => {
   });
 
   beforeAll(async () => {
-    [app, browser] = await Promise.all([
-      startTestApp({ env: { KEEP_SPOOL: 'true' } }),
-      launchChromium(),
-      ensureClientBuilt(),
-    ]);
+    // Chromium first: a machine without it fails here, with nothing started to clean up.
+    browser = await launchChromium();
+    await ensureClientBuilt();
+    app = await startTestApp({ env: { KEEP_SPOOL: 'true' } });
   });
   beforeEach(async () => {
     proxy = await TcpProxy.start(app.url);
@@ -51,8 +50,8 @@ describe('the browser SDK on a bad network (Chromium, /demo)', () => {
     taken = await watchTaken(page);
   });
   afterEach(async () => {
-    await context.close();
-    await proxy.close();
+    await context?.close();
+    await proxy?.close();
   });
   afterAll(async () => {
     await browser?.close();
