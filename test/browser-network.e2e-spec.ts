@@ -114,6 +114,27 @@ describe('the browser SDK on a bad network (Chromium, /demo)', () => {
     expect(closed.frames).toBeGreaterThan(takenBefore);
   });
 
+  it('lowers the JPEG quality while acks stop coming, and restores it once they flow again', async () => {
+    await startDemo(page, proxy.url, token);
+    const before = await waitForDemo(page, (s) => s.ackedSeq >= 20, 'ack 20');
+    expect(before).toMatchObject({ cameraFps: 10, quality: 0.7 });
+    // A dead link: more than 2 s of messages pile up unacknowledged, one step down a second.
+    proxy.freeze({ webSocketsOnly: true });
+    const lowered = await waitForDemo(page, (s) => s.quality <= 0.5, 'quality lowered twice');
+    expect(lowered.cameraFps).toBe(10);
+    // The dead connection is cut: the SDK resumes, the backlog drains, and after calm spells the
+    // quality climbs back one step at a time.
+    proxy.thaw();
+    await waitForDemo(
+      page,
+      (s) => s.reconnects >= 1 && s.quality === 0.7 && s.cameraFps === 10,
+      'the quality restored',
+      60_000,
+    );
+    const closed = await stopDemo(page);
+    await expectRecordingOfEverything(closed.sessionId, closed.frames);
+  });
+
   it('streams over HTTP when a proxy answers WebSocket upgrades with 403; the recording is complete', async () => {
     proxy.refuseUpgrades = true;
     await startDemo(page, proxy.url, token);

@@ -165,6 +165,9 @@ export interface DemoState {
   /** Media messages the capture handed to the SDK in this page. */
   video: number;
   audio: number;
+  /** The camera's settings now (the adaptive capture moves them). */
+  cameraFps: number;
+  quality: number;
   state: string | null;
   transport: string | null;
   ackedSeq: number;
@@ -190,7 +193,10 @@ interface DemoWindow {
       };
       flushed(): Promise<void>;
     } | null;
-    session: { stats(): { video: number; audio: number }; stop(): Promise<void> } | null;
+    session: {
+      stats(): { video: number; audio: number; fps: number; quality: number };
+      stop(): Promise<void>;
+    } | null;
     resumed: boolean | null;
     closed: Closed | null;
     playing: boolean;
@@ -206,6 +212,8 @@ export function demoState(page: Page): Promise<DemoState> {
     return {
       video: taken?.video ?? 0,
       audio: taken?.audio ?? 0,
+      cameraFps: taken?.fps ?? 0,
+      quality: taken?.quality ?? 0,
       state: client?.state ?? null,
       transport: client?.transport ?? null,
       ackedSeq: client?.ackedSeq ?? 0,
