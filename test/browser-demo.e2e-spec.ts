@@ -17,7 +17,13 @@ import { hsToken } from './support/tokens';
 
 /** The browser globals the page functions below use (the tests' tsconfig has no DOM library). */
 declare const document: {
-  getElementById(id: string): { currentTime: number; value: string };
+  getElementById(id: string): {
+    currentTime: number;
+    value: string;
+    disabled: boolean;
+    textContent: string;
+    srcObject: unknown;
+  };
 };
 
 describe('the /demo page in Chromium', () => {
@@ -91,6 +97,26 @@ describe('the /demo page in Chromium', () => {
       [closed.sessionId],
     );
     expect(messages.rows.map((r) => r.body.text)).toEqual(['customer signed']);
+  });
+
+  it('shows a refused token as the final invalid_token, lets go of the camera and does not retry on reload', async () => {
+    await startDemo(
+      page,
+      app.url,
+      hsToken({ secret: 'not-the-secret-of-this-service-0123456789' }),
+    );
+    await page.waitForFunction(
+      () => document.getElementById('start').disabled === false,
+      undefined,
+      {
+        timeout: 20_000,
+      },
+    );
+    const shown = await page.evaluate(() => document.getElementById('status').textContent);
+    expect(shown).toMatch(/^invalid_token: /);
+    expect(await page.evaluate(() => document.getElementById('preview').srcObject)).toBeNull();
+    await page.reload();
+    await page.waitForFunction(() => /^ready/.test(document.getElementById('status').textContent));
   });
 
   it('mints a development token only when the service runs on its development secret', async () => {

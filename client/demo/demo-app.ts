@@ -195,7 +195,11 @@ async function start(): Promise<void> {
     ui.messageList.querySelector(`[data-id="${CSS.escape(id)}"]`)?.classList.add('acked');
     log(`message ${id} stored`);
   });
-  client.on('error', (err) => fail(err));
+  client.on('error', (err) => {
+    // Final: the SDK will not retry. Let go of the devices; Start opens a new session.
+    fail(err);
+    void teardown();
+  });
   setStatus('connecting…');
   const opened = await client.open(
     captureSettings(camera ?? undefined, microphone ?? undefined, {
@@ -252,6 +256,30 @@ async function stop(): Promise<void> {
   ui.mint.disabled = false;
   demo.client = null;
   await play(closed);
+}
+
+/** After a final error: stops the capture and the devices, and forgets the running session. */
+async function teardown(): Promise<void> {
+  await demo.session?.stop(true);
+  demo.session = null;
+  camera?.close();
+  camera = null;
+  await microphone?.close().catch(() => undefined);
+  microphone = null;
+  if (statsTimer) {
+    clearInterval(statsTimer);
+    statsTimer = null;
+  }
+  showStats();
+  demo.client = null;
+  const stored = readStored();
+  if (stored) {
+    store({ ...stored, active: false });
+  }
+  ui.start.disabled = false;
+  ui.mint.disabled = false;
+  ui.stop.disabled = true;
+  ui.send.disabled = true;
 }
 
 /** Downloads the recording with the token (it needs `recording:read`) and plays it. */
@@ -317,7 +345,15 @@ function action(fn: () => Promise<void> | void): () => void {
 }
 
 ui.mint.addEventListener('click', action(mintToken));
-ui.start.addEventListener('click', action(start));
+// A start that fails (no camera, a refused token) is not retried by a reload.
+const startAction = action(() =>
+  start().catch(async (err: unknown) => {
+    await teardown();
+    throw err;
+  }),
+);
+ui.start.addEventListener('click', startAction);
+
 ui.stop.addEventListener('click', action(stop));
 ui.messageForm.addEventListener('submit', (event) => {
   event.preventDefault();
@@ -336,7 +372,7 @@ if (stored) {
 }
 if (stored?.active) {
   setStatus('a session was running in this tab: resuming it…');
-  action(start)();
+  startAction();
 } else {
   setStatus('ready: paste or mint a token, then start');
 }
