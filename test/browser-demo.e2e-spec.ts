@@ -2,7 +2,6 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
 import {
-  ensureClientBuilt,
   expectStoredAsTaken,
   launchChromium,
   localhost,
@@ -12,6 +11,7 @@ import {
   waitForDemo,
   watchTaken,
 } from './support/browser';
+import { ensureClientBuilt } from './support/client-build';
 import { probe } from './support/media';
 import { hsToken } from './support/tokens';
 

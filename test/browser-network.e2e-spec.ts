@@ -2,7 +2,6 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { Track } from '../src/protocol/media-header';
 import { startTestApp, type TestApp } from './support/app';
 import {
-  ensureClientBuilt,
   expectStoredAsTaken,
   launchChromium,
   pageErrors,
@@ -13,6 +12,7 @@ import {
   watchTaken,
   type Taken,
 } from './support/browser';
+import { ensureClientBuilt } from './support/client-build';
 import { probe } from './support/media';
 import { TcpProxy } from './support/tcp-proxy';
 import { hsToken } from './support/tokens';

@@ -1,9 +1,9 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { locateTool } from '../src/media/ffmpeg-locator';
 import { startTestApp, type TestApp } from './support/app';
+import { ensureClientBuilt } from './support/client-build';
 import { testDir } from './support/dirs';
 import { jpegFrames, probe } from './support/media';
 import { spooledFrames } from './support/spool-reader';
@@ -56,16 +56,8 @@ describe('framegate-push', () => {
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
-    // The CLI runs as it ships: the SDK built to ESM.
-    const build = promisify(execFile)(
-      process.execPath,
-      [
-        join(ROOT, 'node_modules/typescript/bin/tsc'),
-        '-p',
-        join(ROOT, 'client/tsconfig.build.json'),
-      ],
-      { cwd: ROOT },
-    );
+    // The CLI runs as it ships: the SDK built to ESM (once for every suite that needs it).
+    const build = ensureClientBuilt();
     const [started, images] = await Promise.all([
       // The spool is kept after the recording is ready, to count what was stored.
       startTestApp({ env: { KEEP_SPOOL: 'true' } }),

@@ -1,15 +1,4 @@
-import { execFile } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  utimesSync,
-  writeFileSync,
-} from 'node:fs';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { Closed } from '../../src/protocol/messages';
 import { spooledFrames } from './spool-reader';
@@ -23,13 +12,6 @@ declare const window: { framegateTestTaken(media: Taken): void };
 
 /** Debian's Chromium; CI installs it (.ci/run). */
 export const CHROMIUM = '/usr/bin/chromium';
-
-const ROOT = resolve(__dirname, '..', '..');
-const CLIENT_DIST = join(ROOT, 'client', 'dist');
-const STAMP = join(CLIENT_DIST, '.built');
-const LOCK = join(ROOT, 'client', '.build.lock');
-/** A lock older than this was left by a killed run. */
-const STALE_LOCK_MS = 120_000;
 
 /** Chromium with a fake camera and microphone, granted without asking. */
 export async function launchChromium(): Promise<Browser> {
@@ -64,62 +46,6 @@ export function localhost(url: string): string {
   const u = new URL(url);
   u.hostname = 'localhost';
   return u.origin;
-}
-
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-/**
- * Builds the SDK into client/dist (what /demo serves) unless it is newer than its sources. Browser
- * specs run in parallel workers: one builds under a lock, the others wait for it and then find the
- * build fresh, so no page ever loads a module being rewritten.
- */
-export async function ensureClientBuilt(): Promise<void> {
-  const deadline = Date.now() + 5 * STALE_LOCK_MS;
-  for (;;) {
-    try {
-      mkdirSync(LOCK);
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw err;
-      }
-      if (Date.now() - statSync(LOCK, { throwIfNoEntry: false })!.mtimeMs > STALE_LOCK_MS) {
-        rmSync(LOCK, { recursive: true, force: true });
-      } else if (Date.now() > deadline) {
-        throw new Error(`${LOCK} is held too long`);
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  try {
-    const sources = Math.max(
-      newestMtime(join(ROOT, 'client', 'src')),
-      newestMtime(join(ROOT, 'client', 'demo')),
-      newestMtime(join(ROOT, 'src', 'protocol')),
-      statSync(join(ROOT, 'client', 'tsconfig.json')).mtimeMs,
-      statSync(join(ROOT, 'client', 'tsconfig.build.json')).mtimeMs,
-    );
-    if ((statSync(STAMP, { throwIfNoEntry: false })?.mtimeMs ?? 0) > sources) {
-      return;
-    }
-    await promisify(execFile)(
-      process.execPath,
-      [require.resolve('typescript/bin/tsc'), '-p', join(ROOT, 'client', 'tsconfig.build.json')],
-      { cwd: ROOT },
-    );
-    writeFileSync(STAMP, '');
-    const now = new Date();
-    utimesSync(STAMP, now, now);
-  } finally {
-    rmSync(LOCK, { recursive: true, force: true });
-  }
 }
 
 /** A media message the demo page's SDK took (`framegate:taken`). */
