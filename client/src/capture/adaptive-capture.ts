@@ -83,7 +83,15 @@ export class AdaptiveCapture {
   private last: CaptureSettings;
 
   constructor(options: AdaptiveCaptureOptions = {}) {
-    this.o = { ...DEFAULTS, ...options, target: DEFAULTS.target, floor: DEFAULTS.floor };
+    this.o = {
+      ...DEFAULTS,
+      reservedFps: options.reservedFps ?? DEFAULTS.reservedFps,
+      highWaterS: options.highWaterS ?? DEFAULTS.highWaterS,
+      lowWaterS: options.lowWaterS ?? DEFAULTS.lowWaterS,
+      stepDownMs: options.stepDownMs ?? DEFAULTS.stepDownMs,
+      stepUpMs: options.stepUpMs ?? DEFAULTS.stepUpMs,
+      qualityStep: options.qualityStep ?? DEFAULTS.qualityStep,
+    };
     this.target = { ...DEFAULTS.target, ...options.target };
     this.floor = {
       fps: Math.min(this.target.fps, options.floor?.fps ?? DEFAULTS.floor.fps),

@@ -95,9 +95,9 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
       options.adaptive === false || !camera
         ? null
         : new AdaptiveCapture({
-            target: { fps: camera.fps, quality: camera.quality },
             reservedFps: options.microphone?.chunksPerSecond ?? 0,
             ...options.adaptive,
+            target: { fps: camera.fps, quality: camera.quality, ...options.adaptive?.target },
           });
   }
 

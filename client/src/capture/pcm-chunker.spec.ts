@@ -26,6 +26,26 @@ describe('PcmChunker', () => {
     expect([0, 2, 4, 6].map((o) => view.getInt16(o, true))).toEqual([16383, -16384, 32767, -32768]);
   });
 
+  it('dates each chunk by the frame index it is given, across gaps in the input', () => {
+    const chunks: [number, number][] = [];
+    const chunker = new PcmChunker(1, 192, (pcm, first) =>
+      chunks.push([first, pcm.byteLength / 2]),
+    );
+    const quantum = () => [new Float32Array(128)];
+    chunker.push(quantum(), 1000);
+    chunker.push(quantum(), 1128);
+    // The source paused for 10 quanta: the chunk before the gap goes out short, the next one
+    // starts where its frames really are.
+    chunker.push([], 1256);
+    chunker.push(quantum(), 2536);
+    chunker.push(quantum(), 2664);
+    expect(chunks).toEqual([
+      [1000, 192],
+      [1192, 64],
+      [2536, 192],
+    ]);
+  });
+
   it('repeats a mono input into both channels of a stereo chunk', () => {
     const buffers: ArrayBuffer[] = [];
     const chunker = new PcmChunker(2, 1, (pcm) => buffers.push(pcm));

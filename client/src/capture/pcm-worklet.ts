@@ -19,14 +19,12 @@ declare const currentFrame: number;
 class PcmProcessor extends AudioWorkletProcessor {
   private readonly chunker: PcmChunker;
   private running = true;
-  /** The context frame of the first frame given to the chunker. */
-  private base: number | null = null;
 
   constructor(options: { processorOptions: PcmProcessorOptions }) {
     super();
     const { channels, framesPerChunk } = options.processorOptions;
     this.chunker = new PcmChunker(channels, framesPerChunk, (pcm, firstFrame) =>
-      this.port.postMessage({ pcm, firstFrame: (this.base ?? 0) + firstFrame }, [pcm]),
+      this.port.postMessage({ pcm, firstFrame }, [pcm]),
     );
     this.port.onmessage = () => {
       this.running = false;
@@ -35,10 +33,8 @@ class PcmProcessor extends AudioWorkletProcessor {
 
   process(inputs: Float32Array[][]): boolean {
     const input = inputs[0] ?? [];
-    if (input.length > 0) {
-      this.base ??= currentFrame;
-      this.chunker.push(input);
-    }
+    // Frames are placed by the context's clock, so a gap in the input does not shift later chunks.
+    this.chunker.push(input, currentFrame);
     // False lets the node be collected once the page stopped it.
     return this.running;
   }
