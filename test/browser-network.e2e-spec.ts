@@ -117,17 +117,17 @@ describe('the browser SDK on a bad network (Chromium, /demo)', () => {
   it('lowers the JPEG quality while acks stop coming, and restores it once they flow again', async () => {
     await startDemo(page, proxy.url, token);
     const before = await waitForDemo(page, (s) => s.ackedSeq >= 20, 'ack 20');
-    expect(before).toMatchObject({ cameraFps: 10, quality: 0.7 });
-    // A dead link: more than 2 s of messages pile up unacknowledged, one step down a second.
+    expect(before.quality).toBe(0.7);
+    // A dead link: more than 2 s of messages pile up unacknowledged, one step down a second,
+    // quality first.
     proxy.freeze({ webSocketsOnly: true });
-    const lowered = await waitForDemo(page, (s) => s.quality <= 0.5, 'quality lowered twice');
-    expect(lowered.cameraFps).toBe(10);
+    await waitForDemo(page, (s) => s.quality <= 0.5, 'quality lowered twice');
     // The dead connection is cut: the SDK resumes, the backlog drains, and after calm spells the
-    // quality climbs back one step at a time.
+    // quality climbs back one step at a time. (Not the fps: a busy server's `flow` may hold it.)
     proxy.thaw();
     await waitForDemo(
       page,
-      (s) => s.reconnects >= 1 && s.quality === 0.7 && s.cameraFps === 10,
+      (s) => s.reconnects >= 1 && s.quality === 0.7,
       'the quality restored',
       60_000,
     );
