@@ -151,12 +151,12 @@ function showStats(): void {
 
 async function mintToken(): Promise<void> {
   const res = await fetch('/demo/token', { method: 'POST' });
-  const body = (await res.json()) as { token?: string; message?: string };
+  const body = (await res.json()) as { token?: string; subject?: string; message?: string };
   if (!res.ok || !body.token) {
     throw new Error(body.message ?? `minting answered ${res.status}`);
   }
   ui.token.value = body.token;
-  log('minted a development token (subject demo, channel demo, 1 h)');
+  log(`minted a development token (subject ${body.subject ?? '?'}, channel demo, 1 h)`);
 }
 
 /** Opens the camera and the microphone; a missing microphone leaves a video-only session. */

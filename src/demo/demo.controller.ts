@@ -1,4 +1,5 @@
 import { Controller, HttpCode, Inject, Post } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
 import { Public } from '../auth/auth.decorators';
 import type { Scope } from '../auth/scopes';
 import { signAccessToken } from '../auth/sign-token';
@@ -6,8 +7,12 @@ import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { RUNTIME, type Runtime } from '../config/runtime';
 
-/** Who a development token names, and what it may do: stream, and play back its recordings. */
-const DEV_SUBJECT = 'demo';
+/**
+ * What a development token may do: stream, and play back its own recordings. Each token names a
+ * subject of its own (`demo-` and a random suffix), so that whoever else reaches a development
+ * service and mints one cannot read the recordings made with another.
+ */
+const DEV_SUBJECT_PREFIX = 'demo-';
 const DEV_CHANNEL = 'demo';
 const DEV_SCOPES: readonly Scope[] = ['stream:publish', 'recording:read'];
 const DEV_TTL_S = 3600;
@@ -40,8 +45,9 @@ export class DemoController {
         'development tokens exist only without AUTH_JWT_SECRET or AUTH_JWKS_URL (development mode)',
       );
     }
+    const subject = `${DEV_SUBJECT_PREFIX}${randomBytes(6).toString('base64url')}`;
     const token = signAccessToken(config, jwtSecret, {
-      subject: DEV_SUBJECT,
+      subject,
       channel: DEV_CHANNEL,
       scopes: DEV_SCOPES,
       ttlS: DEV_TTL_S,
@@ -49,7 +55,7 @@ export class DemoController {
     return {
       token,
       expiresAt: new Date(Date.now() + DEV_TTL_S * 1000).toISOString(),
-      subject: DEV_SUBJECT,
+      subject,
       channel: DEV_CHANNEL,
       scopes: DEV_SCOPES,
     };
