@@ -13,6 +13,9 @@
  * - BENCH_FRAME_BYTES (25000): the size the generated 640x480 JPEG aims at;
  * - BENCH_PACED_FPS (30; 0 skips) and BENCH_PACED_CONNECTIONS (the first of BENCH_CONNECTIONS, or
  *   100 with none): the paced latency run, where framegate admits by its recording capacity;
+ * - BENCH_PACED_WARMUP_SECONDS (5): the paced run's warm-up. Every connection opens at once, and
+ *   framegate's first seconds of them (admission settling, 48 spools and encoders starting) are
+ *   reported apart, as the connect burst (`warmupAckLatencyMs`), for both servers;
  * - BENCH_IDLE_CONNECTIONS (5000; 0 skips) and BENCH_IDLE_SETTLE_SECONDS (3): idle memory;
  * - BENCH_ZERO_MASK (false): zero masking keys, so neither side (un)masks payloads;
  * - BENCH_CPU_PROF_DIR: write a V8 CPU profile of the framegate server of the streaming runs;
@@ -79,6 +82,7 @@ const REEXEC_MARK = 'FRAMEGATE_BENCH_REEXEC';
 interface Settings {
   seconds: number;
   warmupSeconds: number;
+  pacedWarmupSeconds: number;
   connections: number[];
   window: number;
   frameBytes: number;
@@ -109,6 +113,7 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
   return {
     seconds: num('BENCH_SECONDS', 8, 0.5),
     warmupSeconds: num('BENCH_WARMUP_SECONDS', 2, 0),
+    pacedWarmupSeconds: num('BENCH_PACED_WARMUP_SECONDS', 5, 0),
     connections,
     window: Math.floor(num('BENCH_WINDOW', 100, 1)),
     frameBytes: Math.floor(num('BENCH_FRAME_BYTES', 25_000, 1_000)),
@@ -237,7 +242,7 @@ async function main(): Promise<number> {
     scenarios *
       DISTURBED_ATTEMPTS *
       (settings.seconds +
-        settings.warmupSeconds +
+        Math.max(settings.warmupSeconds, settings.pacedWarmupSeconds) +
         settings.quietWaitSeconds +
         settings.closeTimeoutSeconds +
         30) *
@@ -300,12 +305,13 @@ async function main(): Promise<number> {
       admission = false,
     ): Promise<RunFigures> => {
       const label = `${server.side} ${connections} conns${fps ? ` at ${fps} fps` : ''}`;
+      const warmupSeconds = fps ? settings.pacedWarmupSeconds : settings.warmupSeconds;
       let best: RunFigures | null = null;
       for (let attemptNo = 1; attemptNo <= DISTURBED_ATTEMPTS; attemptNo++) {
         await waitForQuiet(settings.quietWaitSeconds);
         progress(
           `${label}, ${fps ? 'paced' : `window ${settings.window}`}, ` +
-            `${settings.warmupSeconds}+${settings.seconds} s`,
+            `${warmupSeconds}+${settings.seconds} s`,
         );
         const figures = await measuredRun(
           server,
@@ -315,6 +321,7 @@ async function main(): Promise<number> {
           connections,
           fps,
           admission,
+          warmupSeconds,
         );
         progress(
           `  ${figures.framesPerSec} frames/s, ${figures.mbPerSec} MB/s, ack p50 ${figures.ackLatencyMs.p50} ms ` +
@@ -426,6 +433,7 @@ async function main(): Promise<number> {
       settings: {
         seconds: settings.seconds,
         warmupSeconds: settings.warmupSeconds,
+        pacedWarmupSeconds: settings.pacedWarmupSeconds,
         connections: settings.connections,
         window: settings.window,
         pacedFps: settings.pacedFps,
@@ -580,6 +588,7 @@ async function measuredRun(
   connections: number,
   fps: number | undefined,
   admission: boolean,
+  warmupSeconds: number,
 ): Promise<RunFigures> {
   let cpu0 = { user: 0, sys: 0, own: 0 };
   let cpu = { user: 0, sys: 0, own: 0 };
@@ -597,7 +606,7 @@ async function measuredRun(
     connections,
     window: settings.window,
     payload,
-    warmupMs: settings.warmupSeconds * 1000,
+    warmupMs: warmupSeconds * 1000,
     measureMs: settings.seconds * 1000,
     fps,
     admission,
@@ -886,7 +895,12 @@ function latencyPair(entry: Record<string, unknown> | undefined): Record<string,
   }
   const pick = (v: unknown) =>
     isRun(v)
-      ? { p50: v.ackLatencyMs.p50, p99: v.ackLatencyMs.p99, samples: v.ackLatencyMs.samples }
+      ? {
+          p50: v.ackLatencyMs.p50,
+          p99: v.ackLatencyMs.p99,
+          samples: v.ackLatencyMs.samples,
+          warmupP99: v.warmupAckLatencyMs.p99,
+        }
       : null;
   return { framegate: pick(entry.framegate), raw: pick(entry.raw), naive: pick(entry.naive) };
 }

@@ -4,7 +4,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { Logger as PinoNestLogger } from 'nestjs-pino';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AppModule } from './app.module';
@@ -23,6 +23,7 @@ import type { PostgresEvent } from './database/postgres-supervisor';
 import { cors } from './http/cors';
 import { RequestGate } from './http/request-gate';
 import { securityHeaders } from './http/security-headers';
+import { MetricsController } from './metrics/metrics.controller';
 import { DrainService } from './stream/drain.service';
 import { StreamWsAdapter } from './stream/stream.adapter';
 
@@ -31,6 +32,8 @@ export interface StartedApp {
   config: AppConfig;
   /** Base URL the service listens on, e.g. http://127.0.0.1:8080. */
   url: string;
+  /** Where /metrics is served: `${url}/metrics`, or on METRICS_PORT when that is set. */
+  metricsUrl: string;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -113,8 +116,17 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     const address = app.getHttpServer().address() as AddressInfo;
     const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
     const url = `${config.TLS_CERT_FILE ? 'https' : 'http'}://${host}:${address.port}`;
-    logger.info({ url }, 'framegate listening');
-    return { app, config, url, logger, close: cleanup };
+    let metricsUrl = `${url}/metrics`;
+    if (config.METRICS_PORT !== undefined) {
+      const metricsServer = await serveMetrics(app.get(MetricsController), config);
+      cleanups.push(
+        () => new Promise<void>((resolve) => metricsServer.close(() => resolve())),
+      );
+      const port = (metricsServer.address() as AddressInfo).port;
+      metricsUrl = `http://${host}:${port}/metrics`;
+    }
+    logger.info({ url, metricsUrl }, 'framegate listening');
+    return { app, config, url, metricsUrl, logger, close: cleanup };
   } catch (err) {
     await cleanup().catch(() => undefined);
     throw err;
@@ -188,6 +200,33 @@ class OutageRecorder {
       this.pending.push(record);
     }
   }
+}
+
+/**
+ * /metrics on a port of its own (plain HTTP on HOST), so it can stay off the public port: a
+ * scraper reaches it on the internal network while the service port faces clients.
+ */
+async function serveMetrics(metrics: MetricsController, config: AppConfig): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'not_found', message: 'only GET /metrics is served here' }));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+    res.end(req.method === 'HEAD' ? undefined : metrics.metrics());
+  });
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.METRICS_PORT, config.HOST, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
 }
 
 /** How often Node checks its connections against the header and request timeouts. */

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
@@ -14,7 +16,17 @@ import { DemoModule } from './demo/demo.module';
 import { HealthModule } from './health/health.module';
 import { SessionsModule } from './sessions/sessions.module';
 import { MetricsModule } from './metrics/metrics.module';
+import { NodeMetricsModule } from './metrics/node-metrics.module';
 import { StreamModule } from './stream/stream.module';
+
+/** A caller's own X-Request-Id when it is a plain token, else a UUID; echoed on the answer. */
+function requestId(req: IncomingMessage, res: ServerResponse): string {
+  const incoming = req.headers['x-request-id'];
+  const id =
+    typeof incoming === 'string' && /^[\w.:-]{1,64}$/.test(incoming) ? incoming : randomUUID();
+  res.setHeader('X-Request-Id', id);
+  return id;
+}
 
 @Module({})
 export class AppModule {
@@ -29,6 +41,7 @@ export class AppModule {
             logger,
             // Health probes would drown everything else.
             autoLogging: { ignore: (req) => req.url?.startsWith('/health') ?? false },
+            genReqId: requestId,
             serializers: {
               req: (req: { id: unknown; method: string; url?: string }) => ({
                 id: req.id,
@@ -45,6 +58,7 @@ export class AppModule {
             nodeId: config.NODE_ID,
           }),
         ),
+        NodeMetricsModule,
         AuditModule,
         AuthModule,
         SessionsModule,

@@ -310,6 +310,8 @@ export interface StreamRunResult {
   mbPerSec: number;
   /** From the send of the frame an ack names to the ack's arrival, acks within the window. */
   ackLatencyMs: LatencySummary;
+  /** The same during the warm-up: every connection starting at once (the connect burst). */
+  warmupAckLatencyMs: LatencySummary;
   /** CPU of the load generator, in % of one core, over the window. */
   clientCpuPct: number;
   /** Frames the window held back in paced mode (the server acked too slowly). */
@@ -340,7 +342,9 @@ export async function streamRun(o: StreamRunOptions): Promise<StreamRunResult> {
   );
   const messageBytes = o.payload.length + 12;
   const latencies: number[] = [];
+  const warmupLatencies: number[] = [];
   let ackedFrames = 0;
+  let warmingUp = true;
   let measuring = false;
   let running = true;
   let windowStalls = 0;
@@ -356,6 +360,8 @@ export async function streamRun(o: StreamRunOptions): Promise<StreamRunResult> {
     if (measuring) {
       ackedFrames += c.acked - previous;
       latencies.push(performance.now() - c.sentAt(c.acked));
+    } else if (warmingUp) {
+      warmupLatencies.push(performance.now() - c.sentAt(c.acked));
     }
     if (o.fps === undefined) {
       pump(c);
@@ -402,6 +408,7 @@ export async function streamRun(o: StreamRunOptions): Promise<StreamRunResult> {
   }
 
   await sleep(o.warmupMs);
+  warmingUp = false;
   await o.onWindow?.('start');
   const cpu0 = process.cpuUsage();
   const start = performance.now();
@@ -426,6 +433,7 @@ export async function streamRun(o: StreamRunOptions): Promise<StreamRunResult> {
     framesPerSec: round(ackedFrames / seconds, 1),
     mbPerSec: round((ackedFrames * messageBytes) / seconds / 1e6, 2),
     ackLatencyMs: summarize(latencies),
+    warmupAckLatencyMs: summarize(warmupLatencies),
     clientCpuPct: round(((cpu.user + cpu.system) / 1000 / (seconds * 1000)) * 100, 1),
     windowStalls,
     sessionsClosedNormally: closed.closedNormally,

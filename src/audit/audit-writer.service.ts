@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { DataSource, type EntityManager } from 'typeorm';
 import { withDeadline } from '../common/deadline';
 import { APP_CONFIG, type AppConfig } from '../config/config';
+import { NodeMetrics } from '../metrics/node-metrics.service';
 import { AuditJournal } from './audit-journal';
 import type {
   AuditRecord,
@@ -179,6 +180,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
   constructor(
     private readonly dataSource: DataSource,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly metrics: NodeMetrics,
   ) {
     this.journal = new AuditJournal(join(config.DATA_DIR, 'audit-journal'), {
       maxFileRecords: config.AUDIT_BUFFER_MAX,
@@ -247,6 +249,15 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
    * counted into its address's row for the window and buffered only when it starts a row.
    */
   record(r: AuditRecord): void {
+    if (r.kind === 'connection') {
+      // Every handshake and every close of an accepted connection is audited: counted here, the
+      // metrics cannot disagree with the audit trail.
+      if (r.close) {
+        this.metrics.closes.inc([r.transport, r.close.closeReason]);
+      } else {
+        this.metrics.handshakes.inc([r.transport, r.outcome]);
+      }
+    }
     if (this.phase === 'closed') {
       // Nothing drains the aggregator any more: the refusal is journaled as a row of its own.
       this.toJournal([r]);

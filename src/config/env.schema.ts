@@ -92,6 +92,8 @@ export const envSchema = z
           .replace(/[^A-Za-z0-9._-]/g, '-'),
       ),
     PORT: int(0, 65535).default(8080),
+    /** Serves /metrics on this port of HOST instead of PORT (0 picks a free one). */
+    METRICS_PORT: int(0, 65535).optional(),
     HOST: z.string().min(1).default('0.0.0.0'),
     LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
 

@@ -9,7 +9,8 @@ const METHODS = 'GET, HEAD, POST, PUT, DELETE';
 /** Request headers a browser client sends: the bearer token, JSON, the resume token, ranges. */
 const ALLOWED_HEADERS = 'authorization, content-type, x-resume-token, range, if-none-match';
 /** Response headers a browser client reads: recordings (ETag, ranges), backoff (Retry-After). */
-const EXPOSED_HEADERS = 'ETag, Content-Range, Accept-Ranges, Content-Length, Retry-After';
+const EXPOSED_HEADERS =
+  'ETag, Content-Range, Accept-Ranges, Content-Length, Retry-After, X-Request-Id';
 /** How long a browser may cache a preflight's answer. */
 const PREFLIGHT_MAX_AGE_S = 600;
 

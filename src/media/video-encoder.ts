@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { type CpuClass, setCpuClass } from './cpu-class';
 import { AccessUnitSplitter } from './h264-stream';
+import { FFMPEG_SPAWNS } from './spawn-pacer';
 
 /** Tail of ffmpeg's stderr kept for error messages (at `-loglevel error` it is short anyway). */
 const STDERR_TAIL_CHARS = 4096;
@@ -34,6 +35,12 @@ export interface StreamSink {
 export class PipedFfmpegProcess {
   private readonly input = new PassThrough({ highWaterMark: INPUT_HIGH_WATER_MARK });
   private child: ChildProcessByStdio<Writable, Readable, Readable> | null = null;
+  /** `run()` was called: input is accepted, and buffered until ffmpeg's turn to start comes. */
+  private running = false;
+  /** Withdraws a start still waiting for its turn. */
+  private cancelStart: () => void = () => undefined;
+  /** The CPU class asked for before ffmpeg existed, applied when it starts. */
+  private cpuClass: CpuClass | null = null;
   private done: Promise<void> = Promise.resolve();
   private stderr = '';
   private closed = false;
@@ -46,7 +53,7 @@ export class PipedFfmpegProcess {
 
   /** Writes to ffmpeg's stdin; false when its buffer is full (then await `drained()`). */
   write(data: Buffer): boolean {
-    if (!this.child || this.closed) {
+    if (!this.running || this.closed) {
       throw new Error(`${this.label} is not accepting input`);
     }
     return this.input.write(data);
@@ -75,6 +82,7 @@ export class PipedFfmpegProcess {
 
   /** Moves ffmpeg to a CPU class (best effort, see `setCpuClass`). */
   setCpuClass(cpuClass: CpuClass): void {
+    this.cpuClass = cpuClass;
     const pid = this.child?.pid;
     if (pid !== undefined && !this.closed) {
       setCpuClass(pid, cpuClass);
@@ -87,16 +95,48 @@ export class PipedFfmpegProcess {
     this.killed = true;
     this.input.destroy();
     this.child?.kill('SIGKILL');
+    // Killed before its turn to start: it never will, and that ends it.
+    this.cancelStart();
   }
 
   protected run(inputArgs: string[], outputArgs: string[], sink: StreamSink): void {
-    if (this.child) {
+    if (this.running) {
       throw new Error(`${this.label} was already started`);
     }
-    const child = spawn(this.ffmpegPath, [...inputArgs, '-i', 'pipe:0', ...outputArgs, 'pipe:1'], {
-      stdio: ['pipe', 'pipe', 'pipe'],
+    this.running = true;
+    let settle: { resolve(): void; reject(err: Error): void } = {
+      resolve: () => undefined,
+      reject: () => undefined,
+    };
+    this.done = new Promise<void>((resolve, reject) => {
+      settle = { resolve, reject };
     });
+    // Marked handled here: a failure surfaces through end() or drained(), whoever asks first.
+    this.done.catch(() => undefined);
+    // Input written meanwhile waits in `input` (bounded: writers honour its backpressure).
+    const withdraw = FFMPEG_SPAWNS.schedule(() => {
+      this.cancelStart = () => undefined;
+      this.spawnNow([...inputArgs, '-i', 'pipe:0', ...outputArgs, 'pipe:1'], sink, settle);
+    });
+    if (!this.child) {
+      this.cancelStart = () => {
+        this.cancelStart = () => undefined;
+        withdraw();
+        settle.reject(new Error(`${this.label} was killed`));
+      };
+    }
+  }
+
+  private spawnNow(
+    args: string[],
+    sink: StreamSink,
+    settle: { resolve(): void; reject(err: Error): void },
+  ): void {
+    const child = spawn(this.ffmpegPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
+    if (this.cpuClass !== null && this.cpuClass !== 'normal') {
+      this.setCpuClass(this.cpuClass);
+    }
     // EPIPE once ffmpeg has exited: its exit status says why, and 'close' reports that.
     child.stdin.on('error', () => undefined);
     this.input.pipe(child.stdin);
@@ -116,30 +156,26 @@ export class PipedFfmpegProcess {
         child.kill('SIGKILL');
       }
     });
-    this.done = new Promise<void>((resolve, reject) => {
-      // Only when the process could not be spawned at all.
-      child.on('error', (err) => reject(this.failure(err.message)));
-      child.on('close', (code, signal) => {
-        if (sinkError) {
-          reject(this.failure(`its output was unreadable: ${sinkError.message}`));
-        } else if (this.killed) {
-          reject(new Error(`${this.label} was killed`));
-        } else if (code !== 0) {
-          reject(
-            this.failure(signal ? `ffmpeg died of ${signal}` : `ffmpeg exited with code ${code}`),
-          );
-        } else {
-          try {
-            sink.end();
-            resolve();
-          } catch (err) {
-            reject(this.failure(`its output was unreadable: ${String(err)}`));
-          }
+    // Only when the process could not be spawned at all.
+    child.on('error', (err) => settle.reject(this.failure(err.message)));
+    child.on('close', (code, signal) => {
+      if (sinkError) {
+        settle.reject(this.failure(`its output was unreadable: ${sinkError.message}`));
+      } else if (this.killed) {
+        settle.reject(new Error(`${this.label} was killed`));
+      } else if (code !== 0) {
+        settle.reject(
+          this.failure(signal ? `ffmpeg died of ${signal}` : `ffmpeg exited with code ${code}`),
+        );
+      } else {
+        try {
+          sink.end();
+          settle.resolve();
+        } catch (err) {
+          settle.reject(this.failure(`its output was unreadable: ${String(err)}`));
         }
-      });
+      }
     });
-    // Marked handled here: a failure surfaces through end() or drained(), whoever asks first.
-    this.done.catch(() => undefined);
   }
 
   private failure(reason: string): Error {

@@ -1,11 +1,16 @@
-import { Controller, Get, Header } from '@nestjs/common';
+import { Controller, Get, Header, Inject } from '@nestjs/common';
 import { AuditWriter } from '../audit/audit-writer.service';
 import { Public } from '../auth/auth.decorators';
+import { AppError } from '../common/app-error';
+import { ErrorCode } from '../common/error-code';
+import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
 import { CapacityService } from '../stream/capacity.service';
 import { QuotaService } from '../stream/quota.service';
 import { SessionRegistry } from '../stream/session-registry.service';
 import { StreamConnections } from '../stream/stream-connections.service';
+import { NodeMetrics } from './node-metrics.service';
+import { single } from './prometheus';
 
 /**
  * Prometheus text exposition of the node's state and counters. Public like the health probes:
@@ -21,10 +26,21 @@ export class MetricsController {
     private readonly quotas: QuotaService,
     private readonly audit: AuditWriter,
     private readonly capacity: CapacityService,
+    private readonly events: NodeMetrics,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
+  /** On the public port unless METRICS_PORT moves it to a port of its own. */
   @Get()
   @Header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
+  publicMetrics(): string {
+    if (this.config.METRICS_PORT !== undefined) {
+      throw new AppError(ErrorCode.NotFound, 'metrics are served on METRICS_PORT');
+    }
+    return this.metrics();
+  }
+
+  /** The exposition text: gauges of the node's state, then the event counters. */
   metrics(): string {
     const { encoders, recorders } = this.recordings.status();
     const totals = this.registry.totals;
@@ -123,10 +139,8 @@ export class MetricsController {
       ],
     ];
     return lines
-      .map(
-        ([name, type, help, value]) =>
-          `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}`,
-      )
+      .map(([name, type, help, value]) => single(name, type, help, value))
+      .concat(this.events.render())
       .join('\n')
       .concat('\n');
   }

@@ -16,6 +16,7 @@ import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
+import { NodeMetrics } from '../metrics/node-metrics.service';
 import type { OpenSession, Opened } from '../protocol/open-session.schema';
 import { type SessionCounts, SessionStore } from '../sessions/session-store.service';
 import { SessionEntity } from '../sessions/session.entity';
@@ -48,7 +49,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   private readonly logger = new Logger(SessionRegistry.name);
   private readonly live = new Map<string, SessionRuntime>();
   /** Frames, bytes and acks of every session since this process started. */
-  readonly totals: IngestTotals = { frames: 0, bytes: 0, acks: 0 };
+  readonly totals: IngestTotals;
   /** Per-session lock: attaches and ends of one session run one at a time. */
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly spoolDir: string;
@@ -76,7 +77,9 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     private readonly recordings: RecordingService,
     private readonly freeSpace: FreeSpace,
     private readonly capacity: CapacityService,
+    metrics: NodeMetrics,
   ) {
+    this.totals = { frames: 0, bytes: 0, acks: 0, ackLatency: metrics.ackLatency };
     sessions.useLiveCounts((id) => this.live.get(id)?.counts);
     this.spoolDir = resolve(config.DATA_DIR, 'spool');
     mkdirSync(this.spoolDir, { recursive: true });

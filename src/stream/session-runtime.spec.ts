@@ -17,6 +17,7 @@ import {
 import type { SessionStats, SessionStore } from '../sessions/session-store.service';
 import { SpoolWriter } from '../spool/spool';
 import { type RuntimeDeps, SessionRuntime } from './session-runtime';
+import { Histogram } from '../metrics/prometheus';
 
 /** A spool whose syncs are held until the test lets them finish (or fail). */
 class HeldSpool {
@@ -57,7 +58,7 @@ const flush = () => new Promise((r) => setImmediate(r));
 describe('SessionRuntime counters', () => {
   const saved: SessionStats[][] = [];
   const deps = (): RuntimeDeps => ({
-    totals: { frames: 0, bytes: 0, acks: 0 },
+    totals: { frames: 0, bytes: 0, acks: 0, ackLatency: new Histogram('ack', 'ack', [1]) },
     // Acks only when the test syncs: no ack timer fires during a test (each is released after).
     config: loadConfig({ NODE_ENV: 'test', ACK_INTERVAL_MS: '10000', ACK_MAX_FRAMES: '10000' }),
     store: {
@@ -239,7 +240,7 @@ describe('SessionRuntime when the database refuses a transition', () => {
     } as unknown as SpoolWriter;
     const runtime = new SessionRuntime(
       {
-        totals: { frames: 0, bytes: 0, acks: 0 },
+        totals: { frames: 0, bytes: 0, acks: 0, ackLatency: new Histogram('ack', 'ack', [1]) },
         config: loadConfig({ NODE_ENV: 'test', RESUME_WINDOW_MS: '1000' }),
         store: { transition: down, saveStats: down } as unknown as SessionStore,
         audit: { record: () => undefined } as unknown as AuditWriter,
@@ -320,7 +321,7 @@ describe('SessionRuntime.ingest and the pts rule', () => {
   } as unknown as SpoolWriter;
   const runtime = new SessionRuntime(
     {
-      totals: { frames: 0, bytes: 0, acks: 0 },
+      totals: { frames: 0, bytes: 0, acks: 0, ackLatency: new Histogram('ack', 'ack', [1]) },
       config: { ACK_INTERVAL_MS: 200, ACK_MAX_FRAMES: 50, RESUME_WINDOW_MS: 60_000 } as AppConfig,
       store: {} as SessionStore,
       audit: {} as AuditWriter,

@@ -6,6 +6,7 @@ import { type MediaHeader, ptsPlausible, Track } from '../protocol/media-header'
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import type { RecordingHandle } from '../media/recording.service';
+import type { Histogram } from '../metrics/prometheus';
 import type { RecorderEvents } from '../media/session-recorder';
 import type { Closed, ClosedRecording, ServerMessage } from '../protocol/messages';
 import type { SessionCounts, SessionStats, SessionStore } from '../sessions/session-store.service';
@@ -69,6 +70,8 @@ export interface IngestTotals {
   frames: number;
   bytes: number;
   acks: number;
+  /** Observes each merged ack's latency (seconds): the wait of the oldest frame it covers. */
+  ackLatency: Pick<Histogram, 'observe'>;
 }
 
 export interface RuntimeDeps {
@@ -170,6 +173,8 @@ export class SessionRuntime {
   private readonly ceilings = new Map<string, number>();
   private ceiling: FpsCeiling | null = null;
   private framesSinceAck = 0;
+  /** When the first frame the next merged ack covers arrived (performance.now()). */
+  private batchStartedAt = 0;
   private lastAckAt = 0;
   private ackTimer: NodeJS.Timeout | undefined;
   private windowTimer: NodeJS.Timeout | undefined;
@@ -359,6 +364,9 @@ export class SessionRuntime {
     this.deps.totals.frames++;
     this.deps.totals.bytes += message.length;
     this.dirty = true;
+    if (this.framesSinceAck === 0) {
+      this.batchStartedAt = performance.now();
+    }
     this.framesSinceAck++;
     if (this.framesSinceAck >= this.maxFrames) {
       this.flushAck();
@@ -420,12 +428,14 @@ export class SessionRuntime {
     this.ackTimer = undefined;
     this.framesSinceAck = 0;
     this.lastAckAt = Date.now();
+    const batchStartedAt = this.batchStartedAt;
     this.syncSpool().then(
       (durable) => {
         const sink = this.sink;
         if (sink && durable > this.ackedSeq) {
           this.ackedSeq = durable;
           this.deps.totals.acks++;
+          this.deps.totals.ackLatency.observe((performance.now() - batchStartedAt) / 1000);
           sink.ack(durable);
         }
       },

@@ -2,12 +2,16 @@ import { Controller, HttpCode, Param, Post } from '@nestjs/common';
 import { RequireScopes } from '../auth/auth.decorators';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
+import { NodeMetrics } from '../metrics/node-metrics.service';
 import { SessionRegistry } from './session-registry.service';
 import { StreamConnection } from './stream-connection';
 
 @Controller('v1/admin/sessions')
 export class StreamAdminController {
-  constructor(private readonly registry: SessionRegistry) {}
+  constructor(
+    private readonly registry: SessionRegistry,
+    private readonly metrics: NodeMetrics,
+  ) {}
 
   /**
    * Disconnects the live WebSocket of a session with 4003 (the client should stop); the session
@@ -26,6 +30,7 @@ export class StreamAdminController {
     if (!(sink instanceof StreamConnection)) {
       return { sessionId: id, disconnected: false };
     }
+    this.metrics.adminActions.inc(['disconnect']);
     await sink.kick(runtime);
     return { sessionId: id, disconnected: true };
   }
