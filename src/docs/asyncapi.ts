@@ -29,28 +29,24 @@ const messageName = (direction: 'client' | 'server', type: string): string =>
  */
 export function buildAsyncApi(version: string): Record<string, unknown> {
   const messages: Record<string, unknown> = {};
-  const send: string[] = [];
-  const receive: string[] = [];
-  for (const { type, schema } of members(clientMessageSchema)) {
-    const name = messageName('client', type);
-    messages[name] = {
-      name,
-      title: `${type} (client → server)`,
-      contentType: 'application/json',
-      payload: payload(schema),
-    };
-    send.push(name);
-  }
-  for (const { type, schema } of members(serverMessageSchema)) {
-    const name = messageName('server', type);
-    messages[name] = {
-      name,
-      title: `${type} (server → client)`,
-      contentType: 'application/json',
-      payload: payload(schema),
-    };
-    receive.push(name);
-  }
+  /** Adds each text message of one direction; returns their names. */
+  const textMessages = (
+    direction: 'client' | 'server',
+    union: z.ZodDiscriminatedUnion,
+    arrow: string,
+  ): string[] =>
+    members(union).map(({ type, schema }) => {
+      const name = messageName(direction, type);
+      messages[name] = {
+        name,
+        title: `${type} (${arrow})`,
+        contentType: 'application/json',
+        payload: payload(schema),
+      };
+      return name;
+    });
+  const send = textMessages('client', clientMessageSchema, 'client → server');
+  const receive = textMessages('server', serverMessageSchema, 'server → client');
   messages['client.media'] = {
     name: 'client.media',
     title: 'media (client → server, binary)',
