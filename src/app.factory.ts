@@ -24,6 +24,7 @@ import { cors } from './http/cors';
 import { RequestGate } from './http/request-gate';
 import { securityHeaders } from './http/security-headers';
 import { MetricsController } from './metrics/metrics.controller';
+import { serveOpenApi } from './docs/openapi';
 import { DrainService } from './stream/drain.service';
 import { StreamWsAdapter } from './stream/stream.adapter';
 
@@ -112,6 +113,7 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     serveDemo(app, logger);
     applyServerTimeouts(app.getHttpServer(), config);
     app.useWebSocketAdapter(new StreamWsAdapter(app, config));
+    serveOpenApi(app);
     await app.listen(config.PORT, config.HOST);
     const address = app.getHttpServer().address() as AddressInfo;
     const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
@@ -119,9 +121,7 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     let metricsUrl = `${url}/metrics`;
     if (config.METRICS_PORT !== undefined) {
       const metricsServer = await serveMetrics(app.get(MetricsController), config);
-      cleanups.push(
-        () => new Promise<void>((resolve) => metricsServer.close(() => resolve())),
-      );
+      cleanups.push(() => new Promise<void>((resolve) => metricsServer.close(() => resolve())));
       const port = (metricsServer.address() as AddressInfo).port;
       metricsUrl = `http://${host}:${port}/metrics`;
     }

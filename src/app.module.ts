@@ -10,6 +10,7 @@ import { AuthModule } from './auth/auth.module';
 import { stripQuery } from './common/logger';
 import { HttpExceptionFilter } from './common/http-exception.filter';
 import { ConfigModule } from './config/config.module';
+import { DocsModule } from './docs/docs.module';
 import type { Runtime } from './config/runtime';
 import { dataSourceOptions } from './database/data-source-options';
 import { DemoModule } from './demo/demo.module';
@@ -65,6 +66,7 @@ export class AppModule {
         StreamModule,
         MetricsModule,
         HealthModule,
+        DocsModule,
         DemoModule,
       ],
       providers: [{ provide: APP_FILTER, useClass: HttpExceptionFilter }],

@@ -1,11 +1,13 @@
 import { Controller, HttpCode, Inject, Post } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
 import { Public } from '../auth/auth.decorators';
 import type { Scope } from '../auth/scopes';
 import { signAccessToken } from '../auth/sign-token';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { RUNTIME, type Runtime } from '../config/runtime';
+import { ApiDoc } from '../docs/api-doc';
 
 /**
  * What a development token may do: stream, and play back its own recordings. Each token names a
@@ -17,13 +19,16 @@ const DEV_CHANNEL = 'demo';
 const DEV_SCOPES: readonly Scope[] = ['stream:publish', 'recording:read'];
 const DEV_TTL_S = 3600;
 
-export interface DevToken {
-  token: string;
-  expiresAt: string;
-  subject: string;
-  channel: string;
-  scopes: readonly Scope[];
-}
+/** A development access token and what it names. */
+const devTokenSchema = z.strictObject({
+  token: z.string(),
+  expiresAt: z.string(),
+  subject: z.string(),
+  channel: z.string(),
+  scopes: z.array(z.string()),
+});
+
+export type DevToken = z.output<typeof devTokenSchema>;
 
 @Controller('demo')
 export class DemoController {
@@ -37,6 +42,12 @@ export class DemoController {
   @Post('token')
   @Public()
   @HttpCode(201)
+  @ApiDoc({
+    summary:
+      'Development only: a one-hour token for the /demo page (404 with real auth configured)',
+    responses: { 201: devTokenSchema },
+    errors: [404, 429],
+  })
   token(): DevToken {
     const { devSecret, jwtSecret, config } = this.runtime;
     if (!devSecret || !jwtSecret) {
@@ -57,7 +68,7 @@ export class DemoController {
       expiresAt: new Date(Date.now() + DEV_TTL_S * 1000).toISOString(),
       subject,
       channel: DEV_CHANNEL,
-      scopes: DEV_SCOPES,
+      scopes: [...DEV_SCOPES],
     };
   }
 }

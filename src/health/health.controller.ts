@@ -5,6 +5,7 @@ import {
   HealthCheckService,
   TypeOrmHealthIndicator,
 } from '@nestjs/terminus';
+import { ApiOperation } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { Public } from '../auth/auth.decorators';
 import { hasScope, type Principal } from '../auth/scopes';
@@ -26,6 +27,7 @@ export class HealthController {
   /** The process is up and its event loop answers. */
   @Get('live')
   @HealthCheck()
+  @ApiOperation({ summary: 'Liveness: the process is up and its event loop answers' })
   live() {
     return this.health.check([]);
   }
@@ -37,6 +39,9 @@ export class HealthController {
    */
   @Get('ready')
   @HealthCheck()
+  @ApiOperation({
+    summary: 'Readiness: database, disk, ffmpeg and audit backlog (details with the admin scope)',
+  })
   async ready(
     @Req() req: Request & { user?: Principal },
     @Res({ passthrough: true }) res: Response,

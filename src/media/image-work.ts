@@ -1,3 +1,4 @@
+import { z } from 'zod';
 /** Options of the node's image work (see `ImageWork`). */
 export interface ImageWorkOptions {
   /** Image jobs (decode, scale, encode) running at once, node-wide. */
@@ -9,14 +10,16 @@ export interface ImageWorkOptions {
 }
 
 /** What the node's image work is doing, for operators. */
-export interface ImageWorkStats {
-  concurrency: number;
-  running: number;
+export const imageWorkStatsSchema = z.strictObject({
+  concurrency: z.number().int(),
+  running: z.number().int(),
   /** Sessions with a job waiting (at most one each). */
-  waiting: number;
+  waiting: z.number().int(),
   /** Sessions over their budget now (their jobs wait for it to refill). */
-  overBudget: number;
-}
+  overBudget: z.number().int(),
+});
+
+export type ImageWorkStats = z.output<typeof imageWorkStatsSchema>;
 
 /**
  * A job's result (or error) that says what it cost: the CPU time measured where the work ran (a

@@ -5,13 +5,14 @@ import { mkdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Repository } from 'typeorm';
+import { z } from 'zod';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import type { SessionEntity } from '../sessions/session.entity';
 import { EncoderSlots } from './encoder-slots';
 import { locateTool } from './ffmpeg-locator';
 import { FinishLanes } from './finish-lanes';
 import { ImageDecoderPool } from './image-decoder';
-import { ImageWork, type ImageWorkStats } from './image-work';
+import { ImageWork, imageWorkStatsSchema } from './image-work';
 import { FFMPEG_RECORDER_MEDIA, type RecorderMedia } from './recorder-media';
 import { RecordingEntity } from './recording.entity';
 import {
@@ -30,19 +31,27 @@ import { type RecordingHandle, SessionRecording } from './session-recording';
 const ENCODERS_PER_CORE = 18;
 
 /** `GET /v1/admin/recording`: encoder slots, image work and each recorder's backlog. */
-export interface RecordingStatus {
-  encoders: { active: number; waiting: number; max: number };
+export const recordingStatusSchema = z.strictObject({
+  encoders: z.strictObject({
+    active: z.number().int(),
+    waiting: z.number().int(),
+    max: z.number().int(),
+  }),
   /** The node's image queue, and its decoder processes running now. */
-  images: ImageWorkStats & { decoderProcesses: number };
-  recorders: Array<{
-    sessionId: string;
-    /** Frames stored and not yet out of the encoder. */
-    backlogFrames: number;
-    /** Of those, the frames inside ffmpeg. */
-    encodingFrames: number;
-    fromSpool: boolean;
-  }>;
-}
+  images: imageWorkStatsSchema.extend({ decoderProcesses: z.number().int() }),
+  recorders: z.array(
+    z.strictObject({
+      sessionId: z.string().uuid(),
+      /** Frames stored and not yet out of the encoder. */
+      backlogFrames: z.number().int(),
+      /** Of those, the frames inside ffmpeg. */
+      encodingFrames: z.number().int(),
+      fromSpool: z.boolean(),
+    }),
+  ),
+});
+
+export type RecordingStatus = z.output<typeof recordingStatusSchema>;
 
 export type { RecordingHandle } from './session-recording';
 

@@ -13,6 +13,7 @@ import { ErrorCode } from '../common/error-code';
 import { SessionsService } from '../sessions/sessions.service';
 import { parseRange } from './byte-range';
 import { RecordingEntity } from './recording.entity';
+import { ApiDoc, type ApiDocOptions } from '../docs/api-doc';
 
 /** The validators of a ready recording, as sent in `ETag` and `Last-Modified`. */
 interface Validators {
@@ -26,6 +27,20 @@ interface Validators {
  * conditional requests, for the owner (`recording:read`) or an admin. Anyone else gets the 404 of
  * a missing session.
  */
+const RECORDING_DOC: ApiDocOptions = {
+  summary: "The session's recording (MP4), with byte ranges and conditional requests",
+  headers: [
+    { name: 'Range', description: 'One byte range, e.g. `bytes=0-1023`' },
+    { name: 'If-None-Match', description: 'The ETag (sha256 of the file) of a cached copy' },
+  ],
+  responses: {
+    200: { description: 'The whole file', contentType: 'video/mp4' },
+    206: { description: 'The requested range (Content-Range)', contentType: 'video/mp4' },
+    304: { description: 'Not modified' },
+  },
+  errors: [404, 409, 416, 429, 503],
+};
+
 @Controller('v1/sessions')
 export class RecordingsController {
   private readonly logger = new Logger(RecordingsController.name);
@@ -38,6 +53,7 @@ export class RecordingsController {
   // Declared before GET, whose Express route would otherwise also take HEAD requests.
   @Head(':id/recording')
   @RequireScopes('recording:read', 'admin')
+  @ApiDoc(RECORDING_DOC)
   head(
     @CurrentPrincipal() principal: Principal,
     @Param('id') id: string,
@@ -49,6 +65,7 @@ export class RecordingsController {
 
   @Get(':id/recording')
   @RequireScopes('recording:read', 'admin')
+  @ApiDoc(RECORDING_DOC)
   get(
     @CurrentPrincipal() principal: Principal,
     @Param('id') id: string,

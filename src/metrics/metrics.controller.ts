@@ -1,6 +1,7 @@
 import { Controller, Get, Header, Inject } from '@nestjs/common';
 import { AuditWriter } from '../audit/audit-writer.service';
 import { Public } from '../auth/auth.decorators';
+import { ApiDoc } from '../docs/api-doc';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
@@ -33,6 +34,17 @@ export class MetricsController {
   /** On the public port unless METRICS_PORT moves it to a port of its own. */
   @Get()
   @Header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
+  @ApiDoc({
+    summary: 'Prometheus metrics (counts only; 404 here when METRICS_PORT is set)',
+    responses: {
+      200: {
+        description: 'Prometheus text format 0.0.4',
+        contentType: 'text/plain',
+        schema: { type: 'string' },
+      },
+    },
+    errors: [404],
+  })
   publicMetrics(): string {
     if (this.config.METRICS_PORT !== undefined) {
       throw new AppError(ErrorCode.NotFound, 'metrics are served on METRICS_PORT');

@@ -1,33 +1,37 @@
-/** WebSocket close codes (spec section 4). */
+/** WebSocket close codes (spec section 4); what each means is in CLOSE_CODE_MEANINGS. */
 export enum CloseCode {
-  /** Normal, after `closed`. */
   Normal = 1000,
-  /** A message larger than its limit. */
   TooLarge = 1009,
-  /** Internal error: resume with backoff. */
   Internal = 1011,
-  /** Server restarting or draining: resume, possibly on another node. */
   Restart = 1012,
-  /**
-   * Try again later: the node cannot store more right now (disk full) or the database is
-   * unavailable (restarting). Resume or open again with backoff.
-   */
   TryAgainLater = 1013,
-  /** Protocol error: bad header, unknown type, invalid JSON, seq gap, media before open. */
   Protocol = 4000,
-  /** Access token expired without `auth`. */
   TokenExpired = 4001,
-  /** Disconnected by an administrator. */
   Kicked = 4003,
-  /** Unknown session, bad resume token, or resume window passed. */
   UnknownSession = 4004,
-  /** Heartbeat timeout. */
   HeartbeatTimeout = 4008,
-  /** The session was resumed on another connection. */
   Replaced = 4009,
-  /** Frame-rate or bandwidth quota exceeded persistently. */
   Quota = 4029,
 }
+
+/** What each close code means and what a client does about it (docs and AsyncAPI). */
+export const CLOSE_CODE_MEANINGS: Record<CloseCode, string> = {
+  [CloseCode.Normal]: 'Normal, after `closed`.',
+  [CloseCode.TooLarge]: 'A message larger than its limit.',
+  [CloseCode.Internal]: 'Internal error: resume with backoff.',
+  [CloseCode.Restart]: 'Server restarting or draining: resume, possibly on another node.',
+  [CloseCode.TryAgainLater]:
+    'Try again later: the node cannot store more right now (disk full, over recording capacity) ' +
+    'or the database is unavailable. Resume or open again with backoff.',
+  [CloseCode.Protocol]:
+    'Protocol error: bad header, unknown type, invalid JSON, seq gap, media before open.',
+  [CloseCode.TokenExpired]: 'Access token expired without `auth`: reconnect with a fresh token.',
+  [CloseCode.Kicked]: 'Disconnected by an administrator: do not reconnect.',
+  [CloseCode.UnknownSession]: 'Unknown session, bad resume token, or resume window passed.',
+  [CloseCode.HeartbeatTimeout]: 'Heartbeat timeout: resume.',
+  [CloseCode.Replaced]: 'The session was resumed on another connection.',
+  [CloseCode.Quota]: 'Frame-rate or bandwidth quota exceeded persistently.',
+};
 
 /** Why a connection ended, as recorded in its audit (spec section 8). */
 export type CloseReason =

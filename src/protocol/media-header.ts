@@ -2,6 +2,15 @@
 export const MEDIA_HEADER_BYTES = 12;
 export const MEDIA_VERSION = 1;
 
+/** The header's fields, big-endian, for documents that describe it (AsyncAPI, docs). */
+export const MEDIA_HEADER_LAYOUT = [
+  { name: 'version', offset: 0, bytes: 1, meaning: `always ${MEDIA_VERSION}` },
+  { name: 'track', offset: 1, bytes: 1, meaning: '1 video (a JPEG), 2 audio (PCM s16le)' },
+  { name: 'flags', offset: 2, bytes: 2, meaning: 'always 0' },
+  { name: 'seq', offset: 4, bytes: 4, meaning: 'unsigned, from 1, +1 per message, both tracks' },
+  { name: 'pts', offset: 8, bytes: 4, meaning: 'unsigned, capture time in ms from session start' },
+] as const;
+
 export enum Track {
   Video = 1,
   Audio = 2,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { openSessionSchema, type Opened } from './open-session.schema';
+import { openedSchema, openSessionSchema } from './open-session.schema';
 
 /** Control (text) messages are at most this large. */
 export const MAX_CONTROL_BYTES = 64 * 1024;
@@ -40,27 +40,43 @@ export type ClientMessageType = ClientMessage['type'];
 export const messageBodySchema = z.strictObject({ id: msgId, body: z.unknown() });
 
 /** The `recording` of `closed`. */
-export interface ClosedRecording {
-  id: string | null;
-  status: 'pending' | 'recording' | 'finalizing' | 'ready' | 'failed';
-  durationMs: number | null;
-  reason?: string;
-}
+export const closedRecordingSchema = z.strictObject({
+  id: z.string().uuid().nullable(),
+  status: z.enum(['pending', 'recording', 'finalizing', 'ready', 'failed']),
+  durationMs: z.number().nullable(),
+  /** Why the recording failed. */
+  reason: z.string().optional(),
+});
+
+export type ClosedRecording = z.output<typeof closedRecordingSchema>;
 
 /** The fields of `closed`, on WebSocket and as the answer of `POST /v1/sessions/{id}/close`. */
-export interface Closed {
-  sessionId: string;
-  frames: number;
-  recording: ClosedRecording;
-}
+export const closedSchema = z.strictObject({
+  sessionId: z.string().uuid(),
+  /** Media messages stored for the session, in total. */
+  frames: z.number().int().min(0),
+  recording: closedRecordingSchema,
+});
+
+export type Closed = z.output<typeof closedSchema>;
 
 /** Server to client text messages (spec section 3). */
-export type ServerMessage =
-  | ({ type: 'opened' } & Opened)
-  | { type: 'ack'; seq: number }
-  | { type: 'flow'; maxFps: number; reason: string }
-  | { type: 'msg.ack'; id: string }
-  | { type: 'msg'; id: string; body: unknown }
-  | { type: 'pong'; t?: number | string }
-  | { type: 'error'; code: string; message: string; seq?: number }
-  | ({ type: 'closed' } & Closed);
+export const serverMessageSchema = z.discriminatedUnion('type', [
+  openedSchema.extend({ type: z.literal('opened') }),
+  /** Every media message up to `seq` is stored durably. */
+  z.strictObject({ type: z.literal('ack'), seq: z.number().int().min(1) }),
+  /** The frame rate the client may send from now on; 0 pauses until the next `flow`. */
+  z.strictObject({ type: z.literal('flow'), maxFps: z.number().min(0), reason: z.string() }),
+  z.strictObject({ type: z.literal('msg.ack'), id: msgId }),
+  z.strictObject({ type: z.literal('msg'), id: msgId, body: z.unknown() }),
+  z.strictObject({ type: z.literal('pong'), t: z.union([z.number(), z.string()]).optional() }),
+  z.strictObject({
+    type: z.literal('error'),
+    code: z.string(),
+    message: z.string(),
+    seq: z.number().int().optional(),
+  }),
+  closedSchema.extend({ type: z.literal('closed') }),
+]);
+
+export type ServerMessage = z.output<typeof serverMessageSchema>;

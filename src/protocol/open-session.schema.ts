@@ -44,10 +44,15 @@ export const openSessionSchema = z.strictObject({
 export type OpenSession = z.output<typeof openSessionSchema>;
 
 /** The fields of `opened`, sent on WebSocket and returned by `POST /v1/sessions`. */
-export interface Opened {
-  sessionId: string;
-  resumeToken: string;
-  lastSeq: number;
-  ack: { intervalMs: number; maxFrames: number };
-  limits: { maxFrameBytes: number; maxFps: number };
-}
+export const openedSchema = z.strictObject({
+  sessionId: z.string().uuid(),
+  /** Secret of the session: with `sessionId`, what `resume` and the fallback routes need. */
+  resumeToken: z.string(),
+  /** The highest seq the server has stored: the client sends from `lastSeq + 1`. */
+  lastSeq: z.number().int().min(0),
+  /** The merged-ack rule: an ack at least every `intervalMs` or every `maxFrames` frames. */
+  ack: z.strictObject({ intervalMs: z.number().int(), maxFrames: z.number().int() }),
+  limits: z.strictObject({ maxFrameBytes: z.number().int(), maxFps: z.number() }),
+});
+
+export type Opened = z.output<typeof openedSchema>;

@@ -17,7 +17,7 @@ export interface VideoSettings {
 
 export interface AudioSettings {
   sampleRate: number;
-  channels: number;
+  channels: 1 | 2;
 }
 
 export interface RecordingSettings {

@@ -2,40 +2,58 @@ import { Inject, Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Repository } from 'typeorm';
+import { z } from 'zod';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 import { AuditWriter } from '../audit/audit-writer.service';
 import { hasScope, type Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
-import { RecordingEntity } from '../media/recording.entity';
-import type { OpenSession, Opened } from '../protocol/open-session.schema';
+import { RECORDING_STATUSES, RecordingEntity } from '../media/recording.entity';
+import {
+  audioSettingsSchema,
+  type OpenSession,
+  type Opened,
+  recordingSettingsSchema,
+  videoSettingsSchema,
+} from '../protocol/open-session.schema';
 import type { SessionCounts } from './session-store.service';
 import { SessionEntity } from './session.entity';
+import { SESSION_STATUSES } from './session.types';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** What `GET /v1/sessions/{id}` returns. */
-export interface SessionView {
-  id: string;
-  subject: string;
-  channel: string;
-  status: SessionEntity['status'];
-  statusHistory: SessionEntity['statusHistory'];
-  params: Record<string, unknown>;
-  video: SessionEntity['video'];
-  audio: SessionEntity['audio'];
-  recordingSettings: SessionEntity['recordingSettings'];
-  lastSeq: number;
-  videoFrames: number;
-  audioFrames: number;
-  rejectedFrames: number;
-  bytesIn: number;
-  createdAt: string;
-  updatedAt: string;
-  closedAt: string | null;
-  recording: { id: string; status: RecordingEntity['status']; durationMs: number | null } | null;
-}
+/** What `GET /v1/sessions/{id}` returns (its OpenAPI schema and its type). */
+export const sessionViewSchema = z.strictObject({
+  id: z.string().uuid(),
+  subject: z.string(),
+  channel: z.string(),
+  status: z.enum(SESSION_STATUSES),
+  statusHistory: z.array(
+    z.strictObject({ status: z.enum(SESSION_STATUSES), at: z.string(), cause: z.string() }),
+  ),
+  params: z.record(z.string(), z.unknown()),
+  video: videoSettingsSchema,
+  audio: audioSettingsSchema.nullable(),
+  recordingSettings: recordingSettingsSchema.nullable(),
+  lastSeq: z.number().int(),
+  videoFrames: z.number().int(),
+  audioFrames: z.number().int(),
+  rejectedFrames: z.number().int(),
+  bytesIn: z.number().int(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  closedAt: z.string().nullable(),
+  recording: z
+    .strictObject({
+      id: z.string().uuid(),
+      status: z.enum(RECORDING_STATUSES),
+      durationMs: z.number().nullable(),
+    })
+    .nullable(),
+});
+
+export type SessionView = z.output<typeof sessionViewSchema>;
 
 @Injectable()
 export class SessionsService {

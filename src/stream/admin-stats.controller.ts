@@ -1,22 +1,39 @@
 import { Controller, Get, Inject } from '@nestjs/common';
+import { z } from 'zod';
 import { RequireScopes } from '../auth/auth.decorators';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
-import { CapacityService, type CapacityStats } from './capacity.service';
+import { ApiDoc } from '../docs/api-doc';
+import { CapacityService, capacityStatsSchema } from './capacity.service';
 import { QuotaService } from './quota.service';
 import { SessionRegistry } from './session-registry.service';
 import { StreamConnections } from './stream-connections.service';
 
 /** `GET /v1/admin/stats`: what this node carries now and what it can take. */
-export interface NodeStats {
-  node: string;
-  connections: number;
+export const nodeStatsSchema = z.strictObject({
+  node: z.string(),
+  connections: z.number().int(),
   /** Connection slots held against QUOTA_NODE_MAX_CONNECTIONS, and per channel. */
-  slots: { node: number; max: number; channels: Record<string, number> };
-  sessions: { live: number; attached: number; interrupted: number };
-  encoders: { active: number; waiting: number; max: number; backlogFrames: number };
-  capacity: CapacityStats;
-}
+  slots: z.strictObject({
+    node: z.number().int(),
+    max: z.number().int(),
+    channels: z.record(z.string(), z.number().int()),
+  }),
+  sessions: z.strictObject({
+    live: z.number().int(),
+    attached: z.number().int(),
+    interrupted: z.number().int(),
+  }),
+  encoders: z.strictObject({
+    active: z.number().int(),
+    waiting: z.number().int(),
+    max: z.number().int(),
+    backlogFrames: z.number().int(),
+  }),
+  capacity: capacityStatsSchema,
+});
+
+export type NodeStats = z.output<typeof nodeStatsSchema>;
 
 @Controller('v1/admin/stats')
 export class AdminStatsController {
@@ -31,6 +48,10 @@ export class AdminStatsController {
 
   @Get()
   @RequireScopes('admin')
+  @ApiDoc({
+    summary: "This node's connections, slots, sessions, encoders and recording capacity",
+    responses: { 200: nodeStatsSchema },
+  })
   stats(): NodeStats {
     let attached = 0;
     let interrupted = 0;

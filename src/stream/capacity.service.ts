@@ -9,14 +9,8 @@ import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
-import {
-  admits,
-  CapacityEstimate,
-  capFor,
-  type Demand,
-  fairShare,
-  usedAt,
-} from './capacity';
+import { admits, CapacityEstimate, capFor, type Demand, fairShare, usedAt } from './capacity';
+import { z } from 'zod';
 
 /**
  * Reference frames per second per core assumed until the node has measured its own: bench:recording
@@ -45,28 +39,30 @@ export interface CapacityClaim {
 }
 
 /** `GET /v1/admin/stats` and /metrics: capacity and its use, in reference frames per second. */
-export interface CapacityStats {
-  policy: 'throttle' | 'refuse';
-  source: 'configured' | 'initial' | 'measured';
+export const capacityStatsSchema = z.strictObject({
+  policy: z.enum(['throttle', 'refuse']),
+  source: z.enum(['configured', 'initial', 'measured']),
   /** Frames per second the encoders sustain (reference frames: RECORDING_WIDTH × HEIGHT). */
-  capacityFps: number;
+  capacityFps: z.number(),
   /** What sessions may use: the capacity less RECORDING_CAPACITY_HEADROOM. */
-  budgetFps: number;
+  budgetFps: z.number(),
   /** What the sessions declared. */
-  demandFps: number;
+  demandFps: z.number(),
   /** What they may send under their caps. */
-  allowedFps: number;
+  allowedFps: z.number(),
   /** Frames encoded per second over the last sample. */
-  encodedFps: number | null;
+  encodedFps: z.number().nullable(),
   /** The encoders were the bottleneck over the last sample. */
-  saturated: boolean;
+  saturated: z.boolean(),
   /** The rate each capped session may send; null when none is capped. */
-  shareFps: number | null;
-  sessions: number;
-  throttledSessions: number;
-  refusedTotal: number;
-  minFps: number;
-}
+  shareFps: z.number().nullable(),
+  sessions: z.number().int(),
+  throttledSessions: z.number().int(),
+  refusedTotal: z.number().int(),
+  minFps: z.number(),
+});
+
+export type CapacityStats = z.output<typeof capacityStatsSchema>;
 
 class Claim implements CapacityClaim {
   cap: number | null = null;

@@ -11,9 +11,16 @@ import { JsonBody } from '../http/json-body.interceptor';
 import { FRAMES_CONTENT_TYPE } from '../protocol/fallback-framing';
 import { type FramesProblem, FramesSplitter } from '../protocol/frames-splitter';
 import { ptsRefusal, readMediaHeader } from '../protocol/media-header';
-import { type Closed, messageBodySchema } from '../protocol/messages';
-import { openSessionSchema, type OpenSession, type Opened } from '../protocol/open-session.schema';
+import { type Closed, closedSchema, messageBodySchema } from '../protocol/messages';
+import {
+  openedSchema,
+  openSessionSchema,
+  type OpenSession,
+  type Opened,
+} from '../protocol/open-session.schema';
 import { SessionStore } from '../sessions/session-store.service';
+import { ApiDoc } from '../docs/api-doc';
+import { z } from 'zod';
 import { SessionsService } from '../sessions/sessions.service';
 import { SessionRegistry } from './session-registry.service';
 import type { SessionRuntime, SessionSink } from './session-runtime';
@@ -57,6 +64,23 @@ function framingError(problem: FramesProblem): AppError {
   }
 }
 
+const RESUME_TOKEN_HEADER = {
+  name: 'X-Resume-Token',
+  description: "The session's resume token (from `opened`)",
+  required: true,
+};
+/** The answer of `POST /v1/sessions/{id}/frames`. */
+const framesAckSchema = z.strictObject({
+  /** Every media message up to this seq is stored durably. */
+  ack: z.number().int().min(0),
+});
+/** The answer of `POST /v1/sessions/{id}/messages`. */
+const messageStoredSchema = z.strictObject({
+  id: z.string(),
+  /** Pushed by the API: whether the client was connected over WebSocket to receive it now. */
+  delivered: z.boolean().optional(),
+});
+
 /**
  * The HTTP fallback (spec section 6): the same sessions, sequence rule and acks as the WebSocket,
  * through the same SessionRegistry and runtime.
@@ -74,6 +98,12 @@ export class FallbackController {
   @Post()
   @HttpCode(201)
   @RequireScopes('stream:publish')
+  @ApiDoc({
+    summary: 'Open a session over HTTP (the fallback of `open`)',
+    body: openSessionSchema,
+    responses: { 201: openedSchema },
+    errors: [400, 413, 415, 429, 503],
+  })
   @JsonBody()
   open(
     @CurrentPrincipal() principal: Principal,
@@ -90,12 +120,23 @@ export class FallbackController {
   @Post(':id/frames')
   @HttpCode(200)
   @RequireScopes('stream:publish')
+  @ApiDoc({
+    summary: 'Store a batch of media messages; answers once all are durable',
+    headers: [RESUME_TOKEN_HEADER],
+    body: {
+      contentType: FRAMES_CONTENT_TYPE,
+      description:
+        'Media messages, each a big-endian u32 length then the message (12-byte header + payload)',
+    },
+    responses: { 200: framesAckSchema },
+    errors: [400, 404, 408, 409, 413, 415, 429, 503],
+  })
   async frames(
     @CurrentPrincipal() principal: Principal,
     @Param('id') id: string,
     @Headers('x-resume-token') resumeToken: string | undefined,
     @Req() req: Request,
-  ): Promise<{ ack: number }> {
+  ): Promise<z.output<typeof framesAckSchema>> {
     if (!req.is(FRAMES_CONTENT_TYPE)) {
       throw new AppError(ErrorCode.UnsupportedMediaType, `send ${FRAMES_CONTENT_TYPE}`);
     }
@@ -196,13 +237,20 @@ export class FallbackController {
   @Post(':id/messages')
   @HttpCode(200)
   @RequireScopes('stream:publish', 'admin')
+  @ApiDoc({
+    summary: "Store a client's message (with X-Resume-Token), or push one to the live client",
+    headers: [{ ...RESUME_TOKEN_HEADER, required: false }],
+    body: messageBodySchema,
+    responses: { 200: messageStoredSchema },
+    errors: [400, 404, 413, 415, 429, 503],
+  })
   @JsonBody()
   async messages(
     @CurrentPrincipal() principal: Principal,
     @Param('id') id: string,
     @Headers('x-resume-token') resumeToken: string | undefined,
     @Body(new ZodBodyPipe(messageBodySchema)) message: { id: string; body: unknown },
-  ): Promise<{ id: string; delivered?: boolean }> {
+  ): Promise<z.output<typeof messageStoredSchema>> {
     if (resumeToken !== undefined) {
       const runtime = await this.registry.forHttp(principal, id, resumeToken, HTTP_SINK);
       await this.store.storeMessage(runtime.id, 'in', message.id, message.body, principal.subject);
@@ -223,6 +271,12 @@ export class FallbackController {
   @Post(':id/close')
   @HttpCode(200)
   @RequireScopes('stream:publish')
+  @ApiDoc({
+    summary: 'Close a session over HTTP (the fallback of `close`); answers when it is recorded',
+    headers: [RESUME_TOKEN_HEADER],
+    responses: { 200: closedSchema },
+    errors: [404, 429, 503],
+  })
   async close(
     @CurrentPrincipal() principal: Principal,
     @Param('id') id: string,
