@@ -12,6 +12,7 @@ import { withDeadline } from '../common/deadline';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { AuditJournal } from './audit-journal';
 import type {
+  AdminActionRecord,
   AuditRecord,
   ConnectionAuditRecord,
   NodeEventRecord,
@@ -60,8 +61,8 @@ const CONNECTION_OPEN: InsertShape<ConnectionAuditRecord> = {
 
 // A close carries the whole record, so it inserts the row when its open has not landed yet.
 const CONNECTION_CLOSE: InsertShape<ConnectionAuditRecord> = {
-  into: `connection_audits (${OPEN_COLUMNS}, closed_at, close_code, close_reason, duration_ms, bytes_in, bytes_out, frames_in, frames_out)`,
-  columns: 20,
+  into: `connection_audits (${OPEN_COLUMNS}, closed_at, close_code, close_reason, duration_ms, bytes_in, bytes_out, frames_in, frames_out, closed_by)`,
+  columns: 21,
   onConflict: `ON CONFLICT (id) DO UPDATE SET
     closed_at = EXCLUDED.closed_at,
     close_code = EXCLUDED.close_code,
@@ -71,6 +72,7 @@ const CONNECTION_CLOSE: InsertShape<ConnectionAuditRecord> = {
     bytes_out = EXCLUDED.bytes_out,
     frames_in = EXCLUDED.frames_in,
     frames_out = EXCLUDED.frames_out,
+    closed_by = EXCLUDED.closed_by,
     session_id = COALESCE(EXCLUDED.session_id, connection_audits.session_id)`,
   values: (r) => {
     const c = r.close;
@@ -84,6 +86,7 @@ const CONNECTION_CLOSE: InsertShape<ConnectionAuditRecord> = {
       c?.bytesOut,
       c?.framesIn,
       c?.framesOut,
+      c?.closedBy ?? null,
     ];
   },
 };
@@ -111,6 +114,13 @@ const NODE_EVENT: InsertShape<NodeEventRecord> = {
   columns: 5,
   onConflict: 'ON CONFLICT (id) DO NOTHING',
   values: (r) => [r.id, r.at, r.node, r.type, JSON.stringify(r.detail)],
+};
+
+const ADMIN_ACTION: InsertShape<AdminActionRecord> = {
+  into: 'admin_actions (id, at, node, subject, action, target, detail)',
+  columns: 7,
+  onConflict: 'ON CONFLICT (id) DO NOTHING',
+  values: (r) => [r.id, r.at, r.node, r.subject, r.action, r.target, JSON.stringify(r.detail)],
 };
 
 async function insertAll<R>(em: EntityManager, shape: InsertShape<R>, rows: R[]): Promise<void> {
@@ -392,6 +402,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     const refusals = new Map<string, ConnectionAuditRecord>();
     const events: SessionEventRecord[] = [];
     const nodeEvents: NodeEventRecord[] = [];
+    const adminActions: AdminActionRecord[] = [];
     for (const r of records) {
       switch (r.kind) {
         case 'connection':
@@ -411,6 +422,9 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
         case 'node_event':
           nodeEvents.push(r);
           break;
+        case 'admin_action':
+          adminActions.push(r);
+          break;
       }
     }
     await this.dataSource.transaction(async (em) => {
@@ -419,6 +433,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
       await insertAll(em, CONNECTION_REFUSAL, [...refusals.values()]);
       await insertAll(em, SESSION_EVENT, events);
       await insertAll(em, NODE_EVENT, nodeEvents);
+      await insertAll(em, ADMIN_ACTION, adminActions);
     });
   }
 

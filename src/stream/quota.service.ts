@@ -165,6 +165,26 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
     return this.refreshing;
   }
 
+  /**
+   * Reloads channel_quotas with a query that starts after this call, so a change committed before
+   * it is seen (a refresh already under way may have read the table before the change). For the
+   * admin API: a quota set there applies to the next handshake. Never rejects, like refresh().
+   */
+  async reloadNow(): Promise<void> {
+    await this.refreshing;
+    await this.refresh();
+  }
+
+  /** Channels with an override (channel_quotas row) as last loaded. */
+  overriddenChannels(): string[] {
+    return [...this.overrides.keys()];
+  }
+
+  /** The env defaults, which a channel without an override (or a null column) gets. */
+  defaultLimits(): ChannelLimits {
+    return this.defaults;
+  }
+
   /** The effective limits of a channel (a shared frozen object: do not mutate). */
   limitsFor(channel: string): ChannelLimits {
     return this.overrides.get(channel) ?? this.defaults;

@@ -17,6 +17,20 @@ import type { QuotaService } from './quota.service';
 import type { SessionRegistry } from './session-registry.service';
 import type { SessionRuntime, SessionSink } from './session-runtime';
 
+/** What the admin API shows of a live connection. */
+export interface ConnectionInfo {
+  id: string;
+  sessionId: string | null;
+  subject: string;
+  channel: string;
+  remoteAddress: string | null;
+  transport: 'ws';
+  since: string;
+  framesIn: number;
+  bytesIn: number;
+  lastSeen: string;
+}
+
 export interface ConnectionDeps {
   config: AppConfig;
   registry: SessionRegistry;
@@ -54,6 +68,8 @@ export class StreamConnection implements SessionSink {
   private closeReason: CloseReason | null = null;
   /** The code this side closed with; the audit records it rather than the peer's echo. */
   private sentCloseCode: number | null = null;
+  /** The admin who kicked this connection, for its audit row. */
+  private closedBy: string | null = null;
   private bytesIn = 0;
   private bytesOut = 0;
   private framesIn = 0;
@@ -84,6 +100,26 @@ export class StreamConnection implements SessionSink {
 
   get subject(): string {
     return this.principal.subject;
+  }
+
+  get channel(): string {
+    return this.principal.channel;
+  }
+
+  /** A snapshot for the admin API (counters as of now). */
+  info(): ConnectionInfo {
+    return {
+      id: this.connectionId,
+      sessionId: this.sessionId,
+      subject: this.principal.subject,
+      channel: this.principal.channel,
+      remoteAddress: this.handshake.remoteAddress,
+      transport: this.transport,
+      since: this.handshake.at.toISOString(),
+      framesIn: this.framesIn,
+      bytesIn: this.bytesIn,
+      lastSeen: new Date(this.lastSeen).toISOString(),
+    };
   }
 
   /** A binary media message: straight from the socket, no JSON, no await. */
@@ -245,6 +281,29 @@ export class StreamConnection implements SessionSink {
       this.runtime = null;
     }
     await this.deps.registry.detach(runtime, this, this.closeReason ?? 'kicked');
+  }
+
+  /**
+   * An administrator closes this connection (`DELETE /v1/admin/connections/{id}`): 4003, and its
+   * audit row names the admin. A session it carries is detached at once, as by kick(); one being
+   * opened or resumed meanwhile is let go of when that ends (see bind()).
+   */
+  async kickBy(admin: string): Promise<void> {
+    if (this.closing) {
+      return;
+    }
+    this.closedBy = admin;
+    const runtime = this.runtime;
+    if (runtime !== null) {
+      await this.kick(runtime);
+    } else {
+      this.end(CloseCode.Kicked, 'kicked', 'disconnected by an administrator');
+    }
+  }
+
+  /** Whether the connection is closing or closed (a kick then changes nothing). */
+  get isClosing(): boolean {
+    return this.closing;
   }
 
   // SessionSink
@@ -424,6 +483,7 @@ export class StreamConnection implements SessionSink {
         bytesOut: this.bytesOut,
         framesIn: this.framesIn,
         framesOut: this.framesOut,
+        closedBy: this.closedBy,
       },
     });
   }
