@@ -284,16 +284,14 @@ export class StreamConnection implements SessionSink {
   }
 
   /**
-   * An administrator closes this connection (`DELETE /v1/admin/connections/{id}`): 4003, and its
-   * audit row names the admin. A session it carries is detached at once, as by kick(); one being
+   * An administrator closes this connection: 4003, and its audit row names the admin. The session
+   * it carries (or `runtime`, one still bound to it) is detached at once, as by kick(); one being
    * opened or resumed meanwhile is let go of when that ends (see bind()).
    */
-  async kickBy(admin: string): Promise<void> {
-    if (this.closing) {
-      return;
+  async kickBy(admin: string, runtime: SessionRuntime | null = this.runtime): Promise<void> {
+    if (!this.closing) {
+      this.closedBy = admin;
     }
-    this.closedBy = admin;
-    const runtime = this.runtime;
     if (runtime !== null) {
       await this.kick(runtime);
     } else {

@@ -1,0 +1,110 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { randomUUID } from 'node:crypto';
+import type { Repository } from 'typeorm';
+import { AuditWriter } from '../audit/audit-writer.service';
+import type { Principal } from '../auth/scopes';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import { ChannelQuotaEntity } from '../stream/channel-quota.entity';
+import { type ChannelLimits, QuotaService } from '../stream/quota.service';
+
+/** A channel's override: each quota set for it, or null where the env default applies. */
+export interface QuotaOverride {
+  maxConnections: number | null;
+  handshakesPerMin: number | null;
+  maxFps: number | null;
+  maxKbps: number | null;
+}
+
+/** `GET /v1/admin/channels/{channel}/quota`. */
+export interface ChannelQuotaView {
+  channel: string;
+  /** What the next handshake of the channel is admitted against. */
+  effective: ChannelLimits;
+  /** The stored override (null: none, every quota is the default). */
+  override: (QuotaOverride & { updatedAt: string }) | null;
+  defaults: ChannelLimits;
+}
+
+export interface ChannelView {
+  channel: string;
+  /** Live WebSocket connections of the channel on this node. */
+  connections: number;
+  effective: ChannelLimits;
+  override: (QuotaOverride & { updatedAt: string }) | null;
+}
+
+@Injectable()
+export class AdminChannelsService {
+  constructor(
+    @InjectRepository(ChannelQuotaEntity)
+    private readonly quotaRows: Repository<ChannelQuotaEntity>,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly quotas: QuotaService,
+    private readonly audit: AuditWriter,
+  ) {}
+
+  /** Every channel with live connections here or a stored override, by name. */
+  async list(): Promise<{ defaults: ChannelLimits; channels: ChannelView[] }> {
+    const rows = await this.quotaRows.find();
+    const overrides = new Map(rows.map((r) => [r.channel, overrideOf(r)]));
+    const live = this.quotas.stats().channels;
+    const names = [...new Set([...Object.keys(live), ...overrides.keys()])].sort();
+    return {
+      defaults: this.quotas.defaultLimits(),
+      channels: names.map((channel) => ({
+        channel,
+        connections: live[channel] ?? 0,
+        effective: this.quotas.limitsFor(channel),
+        override: overrides.get(channel) ?? null,
+      })),
+    };
+  }
+
+  async get(channel: string): Promise<ChannelQuotaView> {
+    const row = await this.quotaRows.findOneBy({ channel });
+    return {
+      channel,
+      effective: this.quotas.limitsFor(channel),
+      override: row ? overrideOf(row) : null,
+      defaults: this.quotas.defaultLimits(),
+    };
+  }
+
+  /**
+   * Replaces a channel's override (a quota left out or null: the default; all of them: the
+   * override is removed), audits it with the admin's subject, and reloads the overrides so that
+   * the next handshake on this node is admitted against it. Other nodes pick it up within
+   * QUOTA_REFRESH_MS.
+   */
+  async set(admin: Principal, channel: string, next: QuotaOverride): Promise<ChannelQuotaView> {
+    const before = await this.quotaRows.findOneBy({ channel });
+    if (Object.values(next).every((v) => v === null)) {
+      await this.quotaRows.delete({ channel });
+    } else {
+      await this.quotaRows.upsert({ channel, ...next, updatedAt: new Date() }, ['channel']);
+    }
+    this.audit.record({
+      kind: 'admin_action',
+      id: randomUUID(),
+      at: new Date(),
+      node: this.config.NODE_ID,
+      subject: admin.subject,
+      action: 'quota_set',
+      target: channel,
+      detail: { before: before ? overrideOf(before) : null, after: next },
+    });
+    await this.quotas.reloadNow();
+    return this.get(channel);
+  }
+}
+
+function overrideOf(row: ChannelQuotaEntity): QuotaOverride & { updatedAt: string } {
+  return {
+    maxConnections: row.maxConnections,
+    handshakesPerMin: row.handshakesPerMin,
+    maxFps: row.maxFps,
+    maxKbps: row.maxKbps,
+    updatedAt: row.updatedAt.toISOString(),
+  };
+}
