@@ -110,6 +110,8 @@ export function splitParamFilters(query: Record<string, unknown>): {
   return { params, rest };
 }
 
+const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
+
 /**
  * The jsonb documents a `param.<key>=value` filter matches by containment (`params @> $n::jsonb`):
  * the value as a string and, when it reads as a JSON number or boolean, also as that, since a
@@ -118,8 +120,11 @@ export function splitParamFilters(query: Record<string, unknown>): {
  */
 export function paramDocuments(key: string, value: string): string[] {
   const docs = [JSON.stringify({ [key]: value })];
-  if (/^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(value) || value === 'true' || value === 'false') {
-    docs.push(JSON.stringify({ [key]: JSON.parse(value) as unknown }));
+  if (value === 'true' || value === 'false') {
+    docs.push(JSON.stringify({ [key]: value === 'true' }));
+  } else if (JSON_NUMBER.test(value) && Number.isFinite(Number(value))) {
+    // JSON's own number grammar (no leading zeros, no `+`): the text is a number document as is.
+    docs.push(`{${JSON.stringify(key)}:${value}}`);
   }
   return docs;
 }
