@@ -493,6 +493,35 @@ describe('admin API', () => {
       [first, second].forEach((c) => c.close());
       await Promise.all([first.closed, second.closed]);
     });
+    it('audits concurrent quota changes of a channel as one chain (each replaced the one before)', async () => {
+      const values = [10, 11, 12, 13, 14];
+      const answers = await Promise.all(
+        values.map((maxConnections) =>
+          call(app.url, 'PUT', '/v1/admin/channels/chain-chan/quota', {
+            token: admin,
+            body: { maxConnections },
+          }),
+        ),
+      );
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+      let rows: Array<{ before: number | null; after: number }> = [];
+      await waitFor(async () => {
+        const r = await app.db.query<{
+          detail: { before: { maxConnections: number } | null; after: { maxConnections: number } };
+        }>(`SELECT detail FROM admin_actions WHERE action = 'quota_set' AND target = 'chain-chan'`);
+        rows = r.rows.map((x) => ({
+          before: x.detail.before?.maxConnections ?? null,
+          after: x.detail.after.maxConnections,
+        }));
+        return rows.length === values.length;
+      });
+      // One change found no override; every other replaced a different earlier one.
+      const befores = rows.map((r) => r.before);
+      expect(befores.filter((b) => b === null)).toHaveLength(1);
+      expect(new Set(befores).size).toBe(values.length);
+      const afters = new Set(rows.map((r) => r.after));
+      befores.forEach((b) => b === null || expect(afters.has(b)).toBe(true));
+    });
   });
 
   describe('stats', () => {

@@ -78,12 +78,20 @@ export class AdminChannelsService {
    * QUOTA_REFRESH_MS.
    */
   async set(admin: Principal, channel: string, next: QuotaOverride): Promise<ChannelQuotaView> {
-    const before = await this.quotaRows.findOneBy({ channel });
-    if (Object.values(next).every((v) => v === null)) {
-      await this.quotaRows.delete({ channel });
-    } else {
-      await this.quotaRows.upsert({ channel, ...next, updatedAt: new Date() }, ['channel']);
-    }
+    // One change of a channel at a time (a lock on the channel's name: its row may not exist yet),
+    // so the audited `before` is the override this change replaced.
+    const before = await this.quotaRows.manager.transaction(async (em) => {
+      await em.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`channel_quota:${channel}`]);
+      const row = await em.findOneBy(ChannelQuotaEntity, { channel });
+      if (Object.values(next).every((v) => v === null)) {
+        await em.delete(ChannelQuotaEntity, { channel });
+      } else {
+        await em.upsert(ChannelQuotaEntity, { channel, ...next, updatedAt: new Date() }, [
+          'channel',
+        ]);
+      }
+      return row;
+    });
     this.audit.record({
       kind: 'admin_action',
       id: randomUUID(),
