@@ -175,11 +175,6 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
     await this.refresh();
   }
 
-  /** Channels with an override (channel_quotas row) as last loaded. */
-  overriddenChannels(): string[] {
-    return [...this.overrides.keys()];
-  }
-
   /** The env defaults, which a channel without an override (or a null column) gets. */
   defaultLimits(): ChannelLimits {
     return this.defaults;
