@@ -1,10 +1,12 @@
 import { InitialSchema1764000000000 } from './1764000000000-InitialSchema';
 import { NodeEvents1764900000000 } from './1764900000000-NodeEvents';
 import { AuditRefusalAggregation1765000000000 } from './1765000000000-AuditRefusalAggregation';
+import { AdminApi1765100000000 } from './1765100000000-AdminApi';
 
 /** Every migration, in order; listed explicitly so the same list works from ts and from dist. */
 export const MIGRATIONS = [
   InitialSchema1764000000000,
   NodeEvents1764900000000,
   AuditRefusalAggregation1765000000000,
+  AdminApi1765100000000,
 ];

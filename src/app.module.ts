@@ -5,6 +5,7 @@ import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { LoggerModule } from 'nestjs-pino';
 import type { Logger } from 'pino';
+import { AdminModule } from './admin/admin.module';
 import { AuditModule } from './audit/audit.module';
 import { AuthModule } from './auth/auth.module';
 import { stripQuery } from './common/logger';
@@ -64,6 +65,7 @@ export class AppModule {
         AuthModule,
         SessionsModule,
         StreamModule,
+        AdminModule,
         MetricsModule,
         HealthModule,
         DocsModule,

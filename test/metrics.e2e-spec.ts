@@ -123,8 +123,8 @@ describe('metrics', () => {
       expect(valueOf(after, 'framegate_frames_received_total')).toBe(
         valueOf(before, 'framegate_frames_received_total') + 120,
       );
-      expect(valueOf(after, 'framegate_admin_actions_total', { action: 'disconnect' })).toBe(
-        valueOf(before, 'framegate_admin_actions_total', { action: 'disconnect' }) + 1,
+      expect(valueOf(after, 'framegate_admin_actions_total', { action: 'kick' })).toBe(
+        valueOf(before, 'framegate_admin_actions_total', { action: 'kick' }) + 1,
       );
       // One observation per merged ack, in cumulative buckets ending at +Inf.
       const acks =

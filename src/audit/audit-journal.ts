@@ -251,6 +251,7 @@ function parseRecord(line: string): AuditRecord | undefined {
       return record;
     case 'session_event':
     case 'node_event':
+    case 'admin_action':
       record.at = new Date(record.at);
       return record;
     default:

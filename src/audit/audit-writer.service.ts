@@ -13,6 +13,7 @@ import { APP_CONFIG, type AppConfig } from '../config/config';
 import { NodeMetrics } from '../metrics/node-metrics.service';
 import { AuditJournal } from './audit-journal';
 import type {
+  AdminActionRecord,
   AuditRecord,
   ConnectionAuditRecord,
   NodeEventRecord,
@@ -61,8 +62,8 @@ const CONNECTION_OPEN: InsertShape<ConnectionAuditRecord> = {
 
 // A close carries the whole record, so it inserts the row when its open has not landed yet.
 const CONNECTION_CLOSE: InsertShape<ConnectionAuditRecord> = {
-  into: `connection_audits (${OPEN_COLUMNS}, closed_at, close_code, close_reason, duration_ms, bytes_in, bytes_out, frames_in, frames_out)`,
-  columns: 20,
+  into: `connection_audits (${OPEN_COLUMNS}, closed_at, close_code, close_reason, duration_ms, bytes_in, bytes_out, frames_in, frames_out, closed_by)`,
+  columns: 21,
   onConflict: `ON CONFLICT (id) DO UPDATE SET
     closed_at = EXCLUDED.closed_at,
     close_code = EXCLUDED.close_code,
@@ -72,6 +73,7 @@ const CONNECTION_CLOSE: InsertShape<ConnectionAuditRecord> = {
     bytes_out = EXCLUDED.bytes_out,
     frames_in = EXCLUDED.frames_in,
     frames_out = EXCLUDED.frames_out,
+    closed_by = EXCLUDED.closed_by,
     session_id = COALESCE(EXCLUDED.session_id, connection_audits.session_id)`,
   values: (r) => {
     const c = r.close;
@@ -85,6 +87,7 @@ const CONNECTION_CLOSE: InsertShape<ConnectionAuditRecord> = {
       c?.bytesOut,
       c?.framesIn,
       c?.framesOut,
+      c?.closedBy ?? null,
     ];
   },
 };
@@ -112,6 +115,13 @@ const NODE_EVENT: InsertShape<NodeEventRecord> = {
   columns: 5,
   onConflict: 'ON CONFLICT (id) DO NOTHING',
   values: (r) => [r.id, r.at, r.node, r.type, JSON.stringify(r.detail)],
+};
+
+const ADMIN_ACTION: InsertShape<AdminActionRecord> = {
+  into: 'admin_actions (id, at, node, subject, action, target, detail)',
+  columns: 7,
+  onConflict: 'ON CONFLICT (id) DO NOTHING',
+  values: (r) => [r.id, r.at, r.node, r.subject, r.action, r.target, JSON.stringify(r.detail)],
 };
 
 async function insertAll<R>(em: EntityManager, shape: InsertShape<R>, rows: R[]): Promise<void> {
@@ -257,6 +267,8 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
       } else {
         this.metrics.handshakes.inc([r.transport, r.outcome]);
       }
+    } else if (r.kind === 'admin_action') {
+      this.metrics.adminActions.inc([r.action]);
     }
     if (this.phase === 'closed') {
       // Nothing drains the aggregator any more: the refusal is journaled as a row of its own.
@@ -403,6 +415,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
     const refusals = new Map<string, ConnectionAuditRecord>();
     const events: SessionEventRecord[] = [];
     const nodeEvents: NodeEventRecord[] = [];
+    const adminActions: AdminActionRecord[] = [];
     for (const r of records) {
       switch (r.kind) {
         case 'connection':
@@ -422,6 +435,9 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
         case 'node_event':
           nodeEvents.push(r);
           break;
+        case 'admin_action':
+          adminActions.push(r);
+          break;
       }
     }
     await this.dataSource.transaction(async (em) => {
@@ -430,6 +446,7 @@ export class AuditWriter implements OnModuleInit, BeforeApplicationShutdown, OnA
       await insertAll(em, CONNECTION_REFUSAL, [...refusals.values()]);
       await insertAll(em, SESSION_EVENT, events);
       await insertAll(em, NODE_EVENT, nodeEvents);
+      await insertAll(em, ADMIN_ACTION, adminActions);
     });
   }
 

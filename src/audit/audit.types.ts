@@ -23,6 +23,8 @@ export interface ConnectionClose {
   bytesOut: number;
   framesIn: number;
   framesOut: number;
+  /** The admin's subject when an administrator closed the connection (`kicked`). */
+  closedBy?: string | null;
 }
 
 /**
@@ -80,4 +82,23 @@ export interface NodeEventRecord {
 /** `database_down`: the embedded postmaster exited; `database_up`: it runs again. */
 export type NodeEventType = 'database_down' | 'database_up';
 
-export type AuditRecord = ConnectionAuditRecord | SessionEventRecord | NodeEventRecord;
+/** `kick`: a connection closed with 4003; `quota_set`: a channel's quota override replaced. */
+export type AdminActionType = 'kick' | 'quota_set';
+
+/** Something an administrator did through the admin API, with the admin's subject. */
+export interface AdminActionRecord {
+  kind: 'admin_action';
+  id: string;
+  at: Date;
+  node: string;
+  subject: string;
+  action: AdminActionType;
+  target: string;
+  detail: Record<string, unknown>;
+}
+
+export type AuditRecord =
+  | ConnectionAuditRecord
+  | SessionEventRecord
+  | NodeEventRecord
+  | AdminActionRecord;

@@ -13,6 +13,7 @@ import type { AuditOutcome, Transport } from './audit.types';
 @Index('ix_connection_audits_subject_at', ['subject', 'at'])
 @Index('ix_connection_audits_session', ['sessionId'])
 @Index('ix_connection_audits_outcome_at', ['outcome', 'at'])
+@Index('ix_connection_audits_remote_at', ['remoteAddress', 'at'])
 @Check('ck_connection_audits_transport', `transport IN ('ws', 'http')`)
 @Check('ck_connection_audits_count', `count >= 1`)
 export class ConnectionAuditEntity {
@@ -82,4 +83,8 @@ export class ConnectionAuditEntity {
 
   @Column('bigint', { name: 'frames_out', nullable: true, transformer: bigintColumn })
   framesOut!: number | null;
+
+  /** The admin's subject when an administrator closed the connection (close_reason `kicked`). */
+  @Column('text', { name: 'closed_by', nullable: true })
+  closedBy!: string | null;
 }

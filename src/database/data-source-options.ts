@@ -1,5 +1,6 @@
 import type { DataSourceOptions } from 'typeorm';
 import { MIGRATIONS } from '../../migrations';
+import { AdminActionEntity } from '../audit/admin-action.entity';
 import { ConnectionAuditEntity } from '../audit/connection-audit.entity';
 import { NodeEventEntity } from '../audit/node-event.entity';
 import { SessionEventEntity } from '../audit/session-event.entity';
@@ -18,6 +19,7 @@ export const ENTITIES = [
   RecordingEntity,
   TicketEntity,
   ChannelQuotaEntity,
+  AdminActionEntity,
 ];
 
 export interface DatabaseSettings {

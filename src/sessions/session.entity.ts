@@ -14,6 +14,8 @@ import type {
 @Index('ix_sessions_status_updated', ['status', 'updatedAt'])
 // A GIN index on params (jsonb_path_ops) for admin queries by business field; TypeORM cannot express it.
 @Index('ix_sessions_params', { synchronize: false })
+// Keyset pages of the admin API, newest first: (created_at DESC, id DESC), which TypeORM cannot express.
+@Index('ix_sessions_created_id', { synchronize: false })
 @Check('ck_sessions_status', `status IN ('open', 'interrupted', 'abandoned', 'closed')`)
 export class SessionEntity {
   @PrimaryColumn('uuid')

@@ -11,14 +11,17 @@ import { isIPv6 } from 'node:net';
 import type { Repository } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ChannelQuotaEntity } from './channel-quota.entity';
+import { z } from 'zod';
 
 /** The effective quotas of one channel: its channel_quotas override, else the env default. */
-export interface ChannelLimits {
-  readonly maxConnections: number;
-  readonly handshakesPerMin: number;
-  readonly maxFps: number;
-  readonly maxKbps: number;
-}
+export const channelLimitsSchema = z.strictObject({
+  maxConnections: z.number().int().min(0),
+  handshakesPerMin: z.number().int().min(0),
+  maxFps: z.number().min(0),
+  maxKbps: z.number().min(0),
+});
+
+export type ChannelLimits = Readonly<z.output<typeof channelLimitsSchema>>;
 
 export type QuotaReason = 'ip_rate' | 'node_full' | 'channel_full' | 'channel_rate';
 
@@ -163,6 +166,21 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
       this.refreshing = null;
     });
     return this.refreshing;
+  }
+
+  /**
+   * Reloads channel_quotas with a query that starts after this call, so a change committed before
+   * it is seen (a refresh already under way may have read the table before the change). For the
+   * admin API: a quota set there applies to the next handshake. Never rejects, like refresh().
+   */
+  async reloadNow(): Promise<void> {
+    await this.refreshing;
+    await this.refresh();
+  }
+
+  /** The env defaults, which a channel without an override (or a null column) gets. */
+  defaultLimits(): ChannelLimits {
+    return this.defaults;
   }
 
   /** The effective limits of a channel (a shared frozen object: do not mutate). */

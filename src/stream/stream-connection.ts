@@ -16,6 +16,8 @@ import type { AcceptedHandshake } from './handshake.service';
 import type { QuotaService } from './quota.service';
 import type { SessionRegistry } from './session-registry.service';
 import type { SessionRuntime, SessionSink } from './session-runtime';
+import type { ConnectionInfo } from '../admin/admin-api.schema';
+export type { ConnectionInfo } from '../admin/admin-api.schema';
 
 export interface ConnectionDeps {
   config: AppConfig;
@@ -54,6 +56,8 @@ export class StreamConnection implements SessionSink {
   private closeReason: CloseReason | null = null;
   /** The code this side closed with; the audit records it rather than the peer's echo. */
   private sentCloseCode: number | null = null;
+  /** The admin who kicked this connection, for its audit row. */
+  private closedBy: string | null = null;
   private bytesIn = 0;
   private bytesOut = 0;
   private framesIn = 0;
@@ -84,6 +88,26 @@ export class StreamConnection implements SessionSink {
 
   get subject(): string {
     return this.principal.subject;
+  }
+
+  get channel(): string {
+    return this.principal.channel;
+  }
+
+  /** A snapshot for the admin API (counters as of now). */
+  info(): ConnectionInfo {
+    return {
+      id: this.connectionId,
+      sessionId: this.sessionId,
+      subject: this.principal.subject,
+      channel: this.principal.channel,
+      remoteAddress: this.handshake.remoteAddress,
+      transport: this.transport,
+      since: this.handshake.at.toISOString(),
+      framesIn: this.framesIn,
+      bytesIn: this.bytesIn,
+      lastSeen: new Date(this.lastSeen).toISOString(),
+    };
   }
 
   /** A binary media message: straight from the socket, no JSON, no await. */
@@ -153,9 +177,7 @@ export class StreamConnection implements SessionSink {
   }
 
   resume(sessionId: string, resumeToken: string): Promise<ServerMessage> {
-    return this.bind(() =>
-      this.deps.registry.resume(this.principal, sessionId, resumeToken, this),
-    );
+    return this.bind(() => this.deps.registry.resume(this.principal, sessionId, resumeToken, this));
   }
 
   async message(id: string, body: unknown): Promise<ServerMessage> {
@@ -245,6 +267,27 @@ export class StreamConnection implements SessionSink {
       this.runtime = null;
     }
     await this.deps.registry.detach(runtime, this, this.closeReason ?? 'kicked');
+  }
+
+  /**
+   * An administrator closes this connection: 4003, and its audit row names the admin. The session
+   * it carries (or `runtime`, one still bound to it) is detached at once, as by kick(); one being
+   * opened or resumed meanwhile is let go of when that ends (see bind()).
+   */
+  async kickBy(admin: string, runtime: SessionRuntime | null = this.runtime): Promise<void> {
+    if (!this.closing) {
+      this.closedBy = admin;
+    }
+    if (runtime !== null) {
+      await this.kick(runtime);
+    } else {
+      this.end(CloseCode.Kicked, 'kicked', 'disconnected by an administrator');
+    }
+  }
+
+  /** Whether the connection is closing or closed (a kick then changes nothing). */
+  get isClosing(): boolean {
+    return this.closing;
   }
 
   // SessionSink
@@ -424,6 +467,7 @@ export class StreamConnection implements SessionSink {
         bytesOut: this.bytesOut,
         framesIn: this.framesIn,
         framesOut: this.framesOut,
+        closedBy: this.closedBy,
       },
     });
   }

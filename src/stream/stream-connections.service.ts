@@ -78,6 +78,20 @@ export class StreamConnections implements OnModuleInit, OnModuleDestroy {
     return this.live.size;
   }
 
+  /** The live connections of this node (a copy: safe to iterate while they close). */
+  list(): StreamConnection[] {
+    return [...this.live];
+  }
+
+  get(connectionId: string): StreamConnection | undefined {
+    for (const connection of this.live) {
+      if (connection.connectionId === connectionId) {
+        return connection;
+      }
+    }
+    return undefined;
+  }
+
   accept(ws: WebSocket, handshake: AcceptedHandshake): StreamConnection {
     const connection = new StreamConnection(ws, handshake, this.deps);
     (ws as WebSocket & { [CONNECTION]?: StreamConnection })[CONNECTION] = connection;

@@ -4,7 +4,6 @@ import { AuthModule } from '../auth/auth.module';
 import { MediaModule } from '../media/media.module';
 import { SessionsModule } from '../sessions/sessions.module';
 import { FreeSpace } from '../spool/free-space';
-import { AdminStatsController } from './admin-stats.controller';
 import { CapacityService } from './capacity.service';
 import { ChannelQuotaEntity } from './channel-quota.entity';
 import { DrainService } from './drain.service';
@@ -13,7 +12,6 @@ import { HandshakeService } from './handshake.service';
 import { QuotaService } from './quota.service';
 import { SessionRegistry } from './session-registry.service';
 import { StreamConnections } from './stream-connections.service';
-import { StreamAdminController } from './stream-admin.controller';
 import { StreamGateway } from './stream.gateway';
 
 @Module({
@@ -23,7 +21,7 @@ import { StreamGateway } from './stream.gateway';
     MediaModule,
     TypeOrmModule.forFeature([ChannelQuotaEntity]),
   ],
-  controllers: [FallbackController, StreamAdminController, AdminStatsController],
+  controllers: [FallbackController],
   providers: [
     StreamGateway,
     CapacityService,
