@@ -17,6 +17,7 @@ import { loadConfig, type AppConfig } from './config/config';
 import type { Runtime } from './config/runtime';
 import { DataDirLock } from './database/data-dir-lock';
 import { resolveDatabase } from './database/database';
+import { serveConsole } from './console/console-files';
 import { serveDemo } from './demo/demo-files';
 import { runMigrations } from './database/migrate';
 import type { PostgresEvent } from './database/postgres-supervisor';
@@ -111,6 +112,7 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     app.use(cors(config.ALLOWED_ORIGINS));
     app.use(new RequestGate(config, audit).handle);
     serveDemo(app, logger);
+    serveConsole(app, logger);
     applyServerTimeouts(app.getHttpServer(), config);
     app.useWebSocketAdapter(new StreamWsAdapter(app, config));
     serveOpenApi(app);

@@ -46,6 +46,7 @@ export async function ensureClientBuilt(): Promise<void> {
     const sources = Math.max(
       newestMtime(join(ROOT, 'client', 'src')),
       newestMtime(join(ROOT, 'client', 'demo')),
+      newestMtime(join(ROOT, 'client', 'console')),
       newestMtime(join(ROOT, 'src', 'protocol')),
       statSync(join(ROOT, 'client', 'tsconfig.json')).mtimeMs,
       statSync(join(ROOT, 'client', 'tsconfig.build.json')).mtimeMs,

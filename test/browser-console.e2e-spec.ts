@@ -1,0 +1,142 @@
+import { randomUUID } from 'node:crypto';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { startTestApp, type TestApp } from './support/app';
+import { launchChromium, localhost, pageErrors } from './support/browser';
+import { ensureClientBuilt } from './support/client-build';
+import { jpegFrames } from './support/media';
+import { StreamClient } from './support/stream-client';
+import { hsToken } from './support/tokens';
+
+/** The browser globals the page functions below use (the tests' tsconfig has no DOM library). */
+declare const document: {
+  getElementById(id: string): {
+    currentTime: number;
+    readyState: number;
+    textContent: string;
+    play(): Promise<void>;
+  };
+};
+
+/** Waits for things that take encoder and browser time on a busy machine: generous. */
+const WAIT_MS = 40_000;
+const FRAMES = 30;
+
+describe('the /console page in Chromium', () => {
+  let app: TestApp;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let errors: string[];
+  const clients: StreamClient[] = [];
+
+  beforeAll(async () => {
+    // Chromium first: a machine without it fails here, with nothing started to clean up.
+    browser = await launchChromium();
+    await ensureClientBuilt();
+    app = await startTestApp();
+  });
+  beforeEach(async () => {
+    context = await browser.newContext();
+    page = await context.newPage();
+    errors = pageErrors(page);
+  });
+  afterEach(async () => {
+    for (const client of clients.splice(0)) {
+      client.ws.terminate();
+    }
+    await context?.close();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await app?.close();
+  });
+
+  it('finds a session by its transaction id, shows its timeline, plays its recording, and kicks a live connection with 4003', async () => {
+    const transactionId = `TX-console-${randomUUID().slice(0, 8)}`;
+    const images = await jpegFrames(320, 240, 10);
+    const publisher = (sub: string) =>
+      hsToken({ sub, channel: 'branch-app', scope: 'stream:publish' });
+
+    // A finished session of the transaction: 3 s of real JPEG frames, a message, a recording.
+    const recorded = await StreamClient.connect(app.url, { token: publisher('teller-1') });
+    clients.push(recorded);
+    const opened = await recorded.open({
+      params: { transactionId, branch: 'north' },
+      video: { width: 320, height: 240, fps: 10 },
+    });
+    for (let seq = 1; seq <= FRAMES; seq++) {
+      recorded.sendFrame(seq, (seq - 1) * 100, images[seq % images.length]);
+    }
+    await recorded.acksUntil(FRAMES);
+    recorded.send({ type: 'msg', id: 'm1', body: { text: 'customer signed' } });
+    await recorded.next('msg.ack');
+    recorded.send({ type: 'close' });
+    const closed = await recorded.next('closed', WAIT_MS);
+    expect(closed.recording.status).toBe('ready');
+
+    // A live session of another transaction, kept open.
+    const live = await StreamClient.connect(app.url, { token: publisher('teller-2') });
+    clients.push(live);
+    const liveOpened = await live.open({
+      params: { transactionId: `${transactionId}-other` },
+      video: { width: 320, height: 240, fps: 10 },
+    });
+    live.sendFrame(1, 0, images[0]);
+    await live.acksUntil(1);
+
+    // Sign in with a pasted admin token.
+    await page.goto(`${localhost(app.url)}/console`);
+    await page.fill('#token', hsToken({ sub: 'ops-1', channel: 'ops', scope: 'admin' }));
+    await page.click('#use-token');
+    await page.waitForSelector('#view-sessions:not([hidden])');
+    expect(await page.textContent('#whoami')).toContain('ops-1');
+
+    // Search by the transaction parameter: only the recorded session matches.
+    await page.fill('#f-transaction', transactionId);
+    await page.click('#search');
+    const row = `#session-results tr[data-session-id="${opened.sessionId}"]`;
+    await page.waitForSelector(row, { timeout: WAIT_MS });
+    expect(await page.locator('#session-results tbody tr').count()).toBe(1);
+    expect(await page.textContent(row)).toContain('closed');
+
+    // The session page: its timeline from the open to the close, its counts, its message.
+    await page.click(`${row} a`);
+    await page.waitForSelector('#timeline tr[data-kind="close"]', { timeout: WAIT_MS });
+    const timeline = await page.textContent('#timeline');
+    expect(timeline).toContain('accepted');
+    expect(timeline).toContain('customer signed');
+    expect(await page.locator('#timeline tr[data-kind="status"]').count()).toBeGreaterThanOrEqual(
+      2,
+    );
+    expect(await page.textContent('#session-counts')).toContain(String(FRAMES));
+
+    // It plays the recording: the player's clock advances.
+    await page.waitForFunction(
+      () => document.getElementById('recording').readyState >= 1,
+      undefined,
+      {
+        timeout: WAIT_MS,
+      },
+    );
+    await page.evaluate(() => document.getElementById('recording').play());
+    await page.waitForFunction(
+      () => document.getElementById('recording').currentTime > 0.5,
+      undefined,
+      { timeout: WAIT_MS },
+    );
+
+    // Live connections: kick the live session's connection, confirming the dialog.
+    await page.click('nav a[data-view="connections"]');
+    const kick = `#connections tr[data-session-id="${liveOpened.sessionId}"] button[data-kick]`;
+    await page.waitForSelector(kick, { timeout: WAIT_MS });
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(kick);
+    expect((await live.closed).code).toBe(4003);
+    await page.waitForFunction(() =>
+      document.getElementById('connections-status').textContent.includes('Kicked'),
+    );
+    await page.waitForSelector(kick, { state: 'detached', timeout: WAIT_MS });
+
+    expect(errors).toEqual([]);
+  });
+});
