@@ -127,6 +127,10 @@ describe('credentials never reach logs or error bodies', () => {
     // The run did log: requests, handshakes and stream events at trace level.
     expect(output.split('\n').length).toBeGreaterThan(20);
     expect(output).toMatch(/"req":\{"id":"req-log-secrets-1"/);
+    // Stream events name their connection and session.
+    const closedLines = output.split('\n').filter((l) => l.includes('"msg":"connection closed"'));
+    expect(closedLines.some((l) => l.includes(`"sessionId":"${opened.sessionId}"`))).toBe(true);
+    expect(closedLines.every((l) => /"connectionId":"[0-9a-f-]{36}"/.test(l))).toBe(true);
     for (const secret of secrets) {
       expect(output).not.toContain(secret);
       for (const body of bodies) {

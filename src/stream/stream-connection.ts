@@ -444,6 +444,16 @@ export class StreamConnection implements SessionSink {
     }
     const closedAt = new Date();
     const { principal } = this;
+    this.deps.logger.log(
+      {
+        connectionId: this.connectionId,
+        sessionId: this.sessionId,
+        code: this.sentCloseCode ?? code,
+        reason,
+        durationMs: closedAt.getTime() - this.handshake.at.getTime(),
+      },
+      'connection closed',
+    );
     this.deps.audit.record({
       kind: 'connection',
       id: this.connectionId,

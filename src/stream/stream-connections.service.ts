@@ -96,6 +96,15 @@ export class StreamConnections implements OnModuleInit, OnModuleDestroy {
     const connection = new StreamConnection(ws, handshake, this.deps);
     (ws as WebSocket & { [CONNECTION]?: StreamConnection })[CONNECTION] = connection;
     this.live.add(connection);
+    // One line per connection, never per frame; the audit row has the rest.
+    this.logger.log(
+      {
+        connectionId: handshake.connectionId,
+        subject: handshake.principal.subject,
+        channel: handshake.principal.channel,
+      },
+      'connection opened',
+    );
     return connection;
   }
 
