@@ -26,7 +26,7 @@
  * BENCH_OVERLOAD_SESSIONS (40), BENCH_SETTLE_SECONDS (90).
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -126,19 +126,53 @@ function pick(m: Record<string, number>, prefixes: string[]): Record<string, num
 }
 
 /** The node's open fds: how many, and which are files under its data directory. */
+/** The local and remote TCP ports of each socket inode of a process (IPv4 and IPv6). */
+function tcpPorts(pid: number): Map<string, { local: number; remote: number }> {
+  const ports = new Map<string, { local: number; remote: number }>();
+  for (const table of ['tcp', 'tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10) {
+        continue;
+      }
+      const port = (address: string) => parseInt(address.split(':')[1] ?? '0', 16);
+      ports.set(cols[9], { local: port(cols[1]), remote: port(cols[2]) });
+    }
+  }
+  return ports;
+}
+
+/**
+ * The process's fds: how many, which are data files, and of what kind. A socket is named by its
+ * peer: `postgres` (the database pool), `http` (a client of the service's port, e.g. a kept-alive
+ * connection), or `socket` (anything else).
+ */
 function fdsOf(
   pid: number,
   dataDir: string,
+  peers: { postgresPort: number; servicePort: number },
 ): { total: number; dataFiles: string[]; kinds: Record<string, number> } {
   let total = 0;
   const dataFiles: string[] = [];
-  // socket, pipe, anon_inode or file: what an fd over the baseline is.
   const kinds: Record<string, number> = {};
+  const ports = tcpPorts(pid);
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     total++;
     try {
       const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-      const kind = /^(socket|pipe|anon_inode):/.exec(target)?.[1] ?? 'file';
+      let kind = /^(socket|pipe|anon_inode):/.exec(target)?.[1] ?? 'file';
+      const tcp = kind === 'socket' ? ports.get(/\[(\d+)\]/.exec(target)?.[1] ?? '') : undefined;
+      if (tcp?.remote === peers.postgresPort) {
+        kind = 'postgres';
+      } else if (tcp?.local === peers.servicePort) {
+        kind = 'http';
+      }
       kinds[kind] = (kinds[kind] ?? 0) + 1;
       if (target.startsWith(dataDir) && !target.includes('/postgres')) {
         dataFiles.push(target.slice(dataDir.length + 1));
@@ -526,7 +560,8 @@ async function main(): Promise<void> {
     const db = new Pool({ connectionString: databaseUrl, max: 2 });
     cleanup.add('pool', () => db.end());
 
-    const baseline = { rssBytes: child.rssBytes(), fds: fdsOf(child.pid, dataDir) };
+    const peers = { postgresPort: Number(new URL(databaseUrl).port), servicePort: port };
+    const baseline = { rssBytes: child.rssBytes(), fds: fdsOf(child.pid, dataDir, peers) };
 
     progress(`${settings.canaries} canaries alone for ${settings.baselineSeconds} s`);
     const canaries = await Promise.all(
@@ -647,7 +682,7 @@ async function main(): Promise<void> {
           )
         ).rows[0].n,
       );
-      const files = fdsOf(child.pid, dataDir).dataFiles.length;
+      const files = fdsOf(child.pid, dataDir, peers).dataFiles.length;
       if (
         (end.framegate_connections ?? 0) === 0 &&
         (end.framegate_sessions_live ?? 0) === 0 &&
@@ -658,8 +693,17 @@ async function main(): Promise<void> {
       }
       await sleep(1000);
     }
+    // Then the pool's connections opened under load close after their idle timeout (pg: 10 s)
+    // and kept-alive HTTP connections after the server's keep-alive timeout (5 s): not leaks
+    // until they outlive those.
+    while (
+      Date.now() < settleDeadline &&
+      fdsOf(child.pid, dataDir, peers).total > baseline.fds.total
+    ) {
+      await sleep(1000);
+    }
     (globalThis as { gc?: () => void }).gc?.();
-    const endFds = fdsOf(child.pid, dataDir);
+    const endFds = fdsOf(child.pid, dataDir, peers);
     const slotsLeft = Object.entries(end)
       .filter(([k]) => k.startsWith('framegate_connection_slots'))
       .reduce((n, [, v]) => n + v, 0);
