@@ -17,7 +17,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'pg';
@@ -27,14 +26,7 @@ import { runMigrations } from '../src/database/migrate';
 import { testDir } from '../test/support/dirs';
 import { PgProcess } from '../test/support/pg-process';
 import { hsToken } from '../test/support/tokens';
-import {
-  Cleanup,
-  cpuModel,
-  describe,
-  memoryGB,
-  progressFor,
-  sourceState,
-} from './support/run-info';
+import { Cleanup, describe, machineInfo, progressFor, sourceState } from './support/run-info';
 
 const progress = progressFor('admin');
 
@@ -360,13 +352,7 @@ async function main(): Promise<number> {
     const result = {
       bench: 'admin',
       date: new Date().toISOString(),
-      machine: {
-        nproc: cpus().length,
-        cpuModel: cpuModel(),
-        memoryGB: memoryGB(),
-        kernel: release(),
-        node: process.version,
-      },
+      machine: machineInfo(),
       source: sourceState(),
       settings: {
         sessions: SESSIONS,

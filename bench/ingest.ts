@@ -28,7 +28,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { cpus, release } from 'node:os';
+import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'pg';
@@ -56,10 +56,9 @@ import {
 } from './support/load-client';
 import {
   Cleanup,
-  cpuModel,
   describe,
   filesystemOf,
-  memoryGB,
+  machineInfo,
   progressFor,
   sourceState,
 } from './support/run-info';
@@ -422,13 +421,7 @@ async function main(): Promise<number> {
     const result = {
       bench: 'ingest',
       date: new Date().toISOString(),
-      machine: {
-        nproc: cpus().length,
-        cpuModel: cpuModel(),
-        memoryGB: memoryGB(),
-        kernel: release(),
-        node: process.version,
-      },
+      machine: machineInfo(),
       source: sourceState(),
       settings: {
         seconds: settings.seconds,

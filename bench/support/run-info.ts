@@ -5,6 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { cpus, release } from 'node:os';
 
 const ROOT = resolve(__dirname, '../..');
 
@@ -44,6 +45,23 @@ export function filesystemOf(path: string): string {
     }
   }
   return best.text;
+}
+
+/** The machine a benchmark ran on, for its JSON. */
+export function machineInfo(): {
+  nproc: number;
+  cpuModel: string;
+  memoryGB: number;
+  kernel: string;
+  node: string;
+} {
+  return {
+    nproc: cpus().length,
+    cpuModel: cpuModel(),
+    memoryGB: memoryGB(),
+    kernel: release(),
+    node: process.version,
+  };
 }
 
 export function cpuModel(): string {
