@@ -11,6 +11,7 @@ import { AuthModule } from './auth/auth.module';
 import { stripQuery } from './common/logger';
 import { HttpExceptionFilter } from './common/http-exception.filter';
 import { ConfigModule } from './config/config.module';
+import { PoolErrorGuard } from './database/pool-errors';
 import { DocsModule } from './docs/docs.module';
 import type { Runtime } from './config/runtime';
 import { dataSourceOptions } from './database/data-source-options';
@@ -71,7 +72,7 @@ export class AppModule {
         DocsModule,
         DemoModule,
       ],
-      providers: [{ provide: APP_FILTER, useClass: HttpExceptionFilter }],
+      providers: [{ provide: APP_FILTER, useClass: HttpExceptionFilter }, PoolErrorGuard],
     };
   }
 }

@@ -1,5 +1,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Pool } from 'pg';
+import { DataSource } from 'typeorm';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
 import { testDir } from './support/dirs';
@@ -62,6 +64,18 @@ describe('external database going away and coming back', () => {
     c.send({ type: 'close' });
     expect((await c.next('closed', 30_000)).frames).toBe(5);
   }
+
+  it('keeps an error listener on every pooled connection it hands out', async () => {
+    // The pool drops its own listener on checkout and TypeORM adds its one a microtask later: a
+    // FATAL parsed in between must still find a listener (src/database/pool-errors.ts).
+    const pool = (app.started.app.get(DataSource).driver as unknown as { master: Pool }).master;
+    const client = await pool.connect();
+    try {
+      expect(client.listenerCount('error')).toBeGreaterThanOrEqual(1);
+    } finally {
+      client.release();
+    }
+  });
 
   it('reconnects its pool after a clean server restart and after a kill -9 of the postmaster', async () => {
     const live = await StreamClient.connect(app.url, { token });
