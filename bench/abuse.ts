@@ -508,9 +508,7 @@ async function hugePng(): Promise<Buffer> {
 
 async function main(): Promise<void> {
   const cleanup = new Cleanup(progress);
-  const onSignal = () => void cleanup.run().finally(() => process.exit(130));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  cleanup.stopOnSignals();
   const root = testDir('bench-abuse');
   cleanup.add('temp dir', () => rmSync(root, { recursive: true, force: true }));
   try {

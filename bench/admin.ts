@@ -154,12 +154,7 @@ function planSummary(plan: unknown): { nodes: string[]; indexes: string[] } {
 async function main(): Promise<number> {
   const began = performance.now();
   const cleanup = new Cleanup(progress);
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: stopping`);
-    void cleanup.run().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  cleanup.stopOnSignals();
   const failures: string[] = [];
   try {
     const root = testDir('bench-admin');

@@ -228,12 +228,7 @@ async function main(): Promise<number> {
 
   const began = performance.now();
   const cleanup = new Cleanup(progress);
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: stopping`);
-    void cleanup.run().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  cleanup.stopOnSignals();
   // Everything below is bounded; this catches a hang anywhere (a server that stops answering).
   const scenarios = settings.connections.length * 2 + (settings.pacedFps > 0 ? 2 : 0);
   const budgetMs =

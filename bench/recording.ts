@@ -125,12 +125,7 @@ async function main(): Promise<number> {
   const began = performance.now();
   const cleanup = new Cleanup(progress);
   const children = new ChildSet();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: stopping`);
-    void cleanup.run().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  cleanup.stopOnSignals();
   // Everything below is bounded; this catches a hang anywhere (a service that stops answering).
   const budgetMs =
     600_000 +

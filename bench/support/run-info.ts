@@ -92,6 +92,16 @@ export class Cleanup {
     this.steps.push({ name, fn });
   }
 
+  /** Ctrl-C or SIGTERM: run every step (servers, temp dirs), then exit 130. */
+  stopOnSignals(): void {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      this.progress(`${signal}: stopping`);
+      void this.run().finally(() => process.exit(130));
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  }
+
   async run(): Promise<void> {
     for (const step of this.steps.splice(0).reverse()) {
       let timer: NodeJS.Timeout | undefined;
