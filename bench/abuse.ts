@@ -119,6 +119,30 @@ async function metrics(base: string): Promise<Record<string, number>> {
   return out;
 }
 
+/**
+ * Quantiles (bucket upper bounds, ms) of a server histogram between two scrapes: what the node
+ * itself measured in one phase.
+ */
+function phaseHistogram(
+  before: Record<string, number>,
+  after: Record<string, number>,
+  name: string,
+): { count: number; p50Ms: number; p99Ms: number } {
+  const buckets = Object.keys(after)
+    .filter((k) => k.startsWith(`${name}_bucket{`))
+    .map((k) => ({
+      le: Number(/le="([^"]+)"/.exec(k)?.[1] ?? NaN),
+      n: (after[k] ?? 0) - (before[k] ?? 0),
+    }))
+    .sort((a, b) => a.le - b.le);
+  const count = (after[`${name}_count`] ?? 0) - (before[`${name}_count`] ?? 0);
+  const at = (q: number): number => {
+    const bucket = buckets.find((b) => b.n >= q * count);
+    return bucket && Number.isFinite(bucket.le) ? bucket.le * 1000 : Infinity;
+  };
+  return { count, p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
 function pick(m: Record<string, number>, prefixes: string[]): Record<string, number> {
   return Object.fromEntries(
     Object.entries(m).filter(([k]) => prefixes.some((p) => k.startsWith(p))),
@@ -570,10 +594,13 @@ async function main(): Promise<void> {
         }),
       ),
     );
+    const aloneStart = await metrics(target.base);
     await sleep(settings.baselineSeconds * 1000);
     const alone = canaries.map((c) => c.mark());
     const aloneLatencies = canaries.flatMap((c) => c.ackLatencies());
     const ackedAlone = canaries.map((c) => c.ackLatencies().length);
+    const attackStart = await metrics(target.base);
+    const lagP99Ms: number[] = [];
 
     progress(`all attacks for ${settings.seconds} s`);
     const tally = new Tally();
@@ -593,6 +620,7 @@ async function main(): Promise<void> {
           for (const [k, v] of Object.entries(now)) {
             peakMetrics[k] = Math.max(peakMetrics[k] ?? 0, v);
           }
+          lagP99Ms.push((now.framegate_event_loop_lag_p99_seconds ?? 0) * 1000);
         })
         .catch(() => undefined);
     }, 500);
@@ -642,6 +670,7 @@ async function main(): Promise<void> {
       openSockets.forEach((ws) => ws.terminate());
     }
     clearInterval(sampler);
+    const attackEnd = await metrics(target.base);
     const during = canaries.map((c) => c.mark());
     const allLatencies = canaries.flatMap((c) => c.ackLatencies());
     const duringLatencies = canaries.flatMap((c, i) => c.ackLatencies().slice(ackedAlone[i]));
@@ -739,6 +768,19 @@ async function main(): Promise<void> {
           end: endFds.total,
           baselineKinds: baseline.fds.kinds,
           endKinds: endFds.kinds,
+        },
+        // What the node measured itself, alone and under attack: spool syncs (the disk) and the
+        // event loop's lag (the CPU), to tell which one the canaries' slow acks waited for.
+        nodeMeasured: {
+          alone: {
+            spoolSync: phaseHistogram(aloneStart, attackStart, 'framegate_spool_sync_seconds'),
+            ackLatency: phaseHistogram(aloneStart, attackStart, 'framegate_ack_latency_seconds'),
+          },
+          underAttack: {
+            spoolSync: phaseHistogram(attackStart, attackEnd, 'framegate_spool_sync_seconds'),
+            ackLatency: phaseHistogram(attackStart, attackEnd, 'framegate_ack_latency_seconds'),
+            eventLoopLagP99Ms: summary(lagP99Ms),
+          },
         },
         peakCounters: pick(peakMetrics, [
           'framegate_connections',

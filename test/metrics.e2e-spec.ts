@@ -54,12 +54,14 @@ describe('metrics', () => {
         'framegate_connection_closes_total',
         'framegate_admin_actions_total',
         'framegate_ack_latency_seconds',
+        'framegate_spool_sync_seconds',
         'framegate_event_loop_lag_p99_seconds',
         'framegate_event_loop_lag_max_seconds',
       ]) {
         expect(family(families, name).help.length).toBeGreaterThan(0);
       }
       expect(family(families, 'framegate_ack_latency_seconds').type).toBe('HISTOGRAM');
+      expect(family(families, 'framegate_spool_sync_seconds').type).toBe('HISTOGRAM');
       expect(family(families, 'framegate_handshakes_total').type).toBe('COUNTER');
     });
 
@@ -131,6 +133,10 @@ describe('metrics', () => {
         valueOf(after, 'framegate_acks_sent_total') - valueOf(before, 'framegate_acks_sent_total');
       expect(acks).toBeGreaterThan(0);
       expect(ackCount(after) - ackCount(before)).toBe(acks);
+      // Every ack waited for at least one spool sync (closing syncs once more).
+      const syncCount = (f: MetricFamily[]) =>
+        Number(family(f, 'framegate_spool_sync_seconds').metrics[0]?.count ?? 0);
+      expect(syncCount(after) - syncCount(before)).toBeGreaterThanOrEqual(acks);
       const buckets = family(after, 'framegate_ack_latency_seconds').metrics[0]?.buckets ?? {};
       // Cumulative: in the order of their bounds (object keys would put "1", "5", "10" first).
       const counts = Object.entries(buckets)

@@ -40,6 +40,15 @@ export class NodeMetrics implements OnModuleDestroy {
     'Time from the first frame an ack covers arriving to the ack being sent',
     ACK_LATENCY_BOUNDS,
   );
+  /**
+   * One group write + fdatasync of a session's spool: with the event-loop lag, it tells whether
+   * slow acks wait for the disk or for the CPU.
+   */
+  readonly spoolSync = new Histogram(
+    'framegate_spool_sync_seconds',
+    'Duration of one group write and fdatasync of a session spool',
+    ACK_LATENCY_BOUNDS,
+  );
   private readonly loop: IntervalHistogram = monitorEventLoopDelay({ resolution: 20 });
 
   constructor() {
@@ -60,6 +69,7 @@ export class NodeMetrics implements OnModuleDestroy {
       this.closes.render(),
       this.adminActions.render(),
       this.ackLatency.render(),
+      this.spoolSync.render(),
       single(
         'framegate_event_loop_lag_p99_seconds',
         'gauge',

@@ -79,7 +79,13 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     private readonly capacity: CapacityService,
     metrics: NodeMetrics,
   ) {
-    this.totals = { frames: 0, bytes: 0, acks: 0, ackLatency: metrics.ackLatency };
+    this.totals = {
+      frames: 0,
+      bytes: 0,
+      acks: 0,
+      ackLatency: metrics.ackLatency,
+      spoolSync: metrics.spoolSync,
+    };
     sessions.useLiveCounts((id) => this.live.get(id)?.counts);
     this.spoolDir = resolve(config.DATA_DIR, 'spool');
     mkdirSync(this.spoolDir, { recursive: true });

@@ -58,7 +58,13 @@ const flush = () => new Promise((r) => setImmediate(r));
 describe('SessionRuntime counters', () => {
   const saved: SessionStats[][] = [];
   const deps = (): RuntimeDeps => ({
-    totals: { frames: 0, bytes: 0, acks: 0, ackLatency: new Histogram('ack', 'ack', [1]) },
+    totals: {
+      frames: 0,
+      bytes: 0,
+      acks: 0,
+      ackLatency: new Histogram('ack', 'ack', [1]),
+      spoolSync: new Histogram('sync', 'sync', [1]),
+    },
     // Acks only when the test syncs: no ack timer fires during a test (each is released after).
     config: loadConfig({ NODE_ENV: 'test', ACK_INTERVAL_MS: '10000', ACK_MAX_FRAMES: '10000' }),
     store: {
@@ -240,7 +246,13 @@ describe('SessionRuntime when the database refuses a transition', () => {
     } as unknown as SpoolWriter;
     const runtime = new SessionRuntime(
       {
-        totals: { frames: 0, bytes: 0, acks: 0, ackLatency: new Histogram('ack', 'ack', [1]) },
+        totals: {
+          frames: 0,
+          bytes: 0,
+          acks: 0,
+          ackLatency: new Histogram('ack', 'ack', [1]),
+          spoolSync: new Histogram('sync', 'sync', [1]),
+        },
         config: loadConfig({ NODE_ENV: 'test', RESUME_WINDOW_MS: '1000' }),
         store: { transition: down, saveStats: down } as unknown as SessionStore,
         audit: { record: () => undefined } as unknown as AuditWriter,
@@ -321,7 +333,13 @@ describe('SessionRuntime.ingest and the pts rule', () => {
   } as unknown as SpoolWriter;
   const runtime = new SessionRuntime(
     {
-      totals: { frames: 0, bytes: 0, acks: 0, ackLatency: new Histogram('ack', 'ack', [1]) },
+      totals: {
+        frames: 0,
+        bytes: 0,
+        acks: 0,
+        ackLatency: new Histogram('ack', 'ack', [1]),
+        spoolSync: new Histogram('sync', 'sync', [1]),
+      },
       config: { ACK_INTERVAL_MS: 200, ACK_MAX_FRAMES: 50, RESUME_WINDOW_MS: 60_000 } as AppConfig,
       store: {} as SessionStore,
       audit: {} as AuditWriter,

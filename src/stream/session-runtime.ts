@@ -72,6 +72,8 @@ export interface IngestTotals {
   acks: number;
   /** Observes each merged ack's latency (seconds): the wait of the oldest frame it covers. */
   ackLatency: Pick<Histogram, 'observe'>;
+  /** Observes each spool sync's duration (seconds). */
+  spoolSync: Pick<Histogram, 'observe'>;
 }
 
 export interface RuntimeDeps {
@@ -395,7 +397,9 @@ export class SessionRuntime {
     // The sync covers exactly what was appended before it starts: that is what becomes stored.
     const target = this.receivedSeq;
     const { video, audio, bytes } = this.accepted;
+    const started = performance.now();
     await this.spool.sync();
+    this.deps.totals.spoolSync.observe((performance.now() - started) / 1000);
     if (target > this.durableSeq) {
       this.durableSeq = target;
       this.stored = { video, audio, bytes };
