@@ -12,6 +12,7 @@ import { stripQuery } from './common/logger';
 import { HttpExceptionFilter } from './common/http-exception.filter';
 import { ConfigModule } from './config/config.module';
 import { PoolErrorGuard } from './database/pool-errors';
+import { QueueModule } from './queue/queue.module';
 import { DocsModule } from './docs/docs.module';
 import type { Runtime } from './config/runtime';
 import { dataSourceOptions } from './database/data-source-options';
@@ -62,6 +63,7 @@ export class AppModule {
           }),
         ),
         NodeMetricsModule,
+        QueueModule,
         AuditModule,
         AuthModule,
         SessionsModule,
