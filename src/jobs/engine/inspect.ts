@@ -82,7 +82,7 @@ export interface JobFacts {
   images: ImageFacts[];
 }
 
-type Need = 'video' | 'audio' | 'video-or-image' | 'any';
+type Need = 'video' | 'audio' | 'video-or-image';
 
 /**
  * Probes every input of a job before any work starts, and throws BadInputError naming the input
@@ -147,8 +147,6 @@ function requireStreams(facts: MediaFacts, need: Need, what: string): void {
       if (!facts.video) {
         throw new BadInputError(`${label} has no picture (neither a video stream nor an image)`);
       }
-      return;
-    case 'any':
       return;
   }
 }
