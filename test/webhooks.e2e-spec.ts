@@ -514,6 +514,35 @@ describe('webhooks', () => {
     }
   });
 
+  it('gives up a delivery whose last attempt never finished (pg-boss failed its job)', async () => {
+    const app = await startTestApp({
+      env: { WEBHOOK_RETRY_LIMIT: '0', WEBHOOK_TIMEOUT_MS: '60000' },
+    });
+    try {
+      receiver.on('/lost', () => 'hang');
+      const req = request(receiver, '/lost');
+      await app.started.app.get(WebhookService).enqueue(req);
+      await receiver.waitFor(req.idempotencyId, 1);
+      const { id } = (await deliveryOf(app.db, req.idempotencyId))!;
+      // What pg-boss does to a job whose node died during its last attempt once it expires: fail
+      // it (the same statement), which hands it to the dead-letter queue.
+      await app.started.app
+        .get(JobQueue)
+        .boss.fail(DELIVERY_QUEUE, id, { message: 'job failed by timeout in active state' });
+      await waitFor(
+        async () => (await deliveryOf(app.db, req.idempotencyId))?.state === 'gave_up',
+        60_000,
+        'the delivery given up',
+      );
+      expect(await deliveryOf(app.db, req.idempotencyId)).toMatchObject({ secret: null });
+      expect(await attemptsOf(app.db, req.idempotencyId)).toMatchObject([
+        { attempt: 1, outcome: 'interrupted', error: 'the node stopped during the attempt' },
+      ]);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('aborts an attempt under way when the service stops, audits it, and delivers it after the restart', async () => {
     const databaseUrl = await createTestDatabase();
     const env = { WEBHOOK_RETRY_LIMIT: '5', WEBHOOK_RETRY_DELAY_SECONDS: '1' };
