@@ -21,25 +21,22 @@ describe('job queue (pg-boss on the service database)', () => {
   it('delivers a job to a worker once and records it completed', async () => {
     await queue.boss.createQueue('probe-complete');
     const seen: unknown[] = [];
-    await queue.boss.work<{ n: number }>(
-      'probe-complete',
-      { pollingIntervalSeconds: 0.5 },
-      (jobs) => {
-        seen.push(...jobs.map((j) => j.data));
-        return Promise.resolve();
-      },
-    );
+    queue.work<{ n: number }>('probe-complete', { pollingIntervalSeconds: 0.5 }, (job) => {
+      seen.push(job.data);
+      return Promise.resolve({ done: true });
+    });
     const id = await queue.boss.send('probe-complete', { n: 7 });
     await waitFor(
       async () => (await queue.boss.getJobById('probe-complete', id!))?.state === 'completed',
     );
     expect(seen).toEqual([{ n: 7 }]);
+    expect((await queue.boss.getJobById('probe-complete', id!))?.output).toEqual({ done: true });
   });
 
   it('retries a failing job up to its limit, then records it failed with the error', async () => {
     await queue.boss.createQueue('probe-retry');
     let attempts = 0;
-    await queue.boss.work('probe-retry', { pollingIntervalSeconds: 0.5 }, () => {
+    queue.work('probe-retry', { pollingIntervalSeconds: 0.5 }, () => {
       attempts++;
       return Promise.reject(new Error(`attempt ${attempts} failed`));
     });
@@ -53,5 +50,25 @@ describe('job queue (pg-boss on the service database)', () => {
     expect(attempts).toBe(3);
     expect(job?.retryCount).toBe(2);
     expect(JSON.stringify(job?.output)).toContain('attempt 3 failed');
+  });
+
+  it('keeps running when it cannot record an outcome: the job stays active for a retry', async () => {
+    await queue.boss.createQueue('probe-lost');
+    const realComplete = queue.boss.complete.bind(queue.boss);
+    let refused = 0;
+    // The database refusing the completion, as when it goes away as a job ends.
+    queue.boss.complete = (() => {
+      refused++;
+      return Promise.reject(new Error('connection terminated'));
+    });
+    try {
+      queue.work('probe-lost', { pollingIntervalSeconds: 0.5 }, () => Promise.resolve());
+      const id = await queue.boss.send('probe-lost', {});
+      await waitFor(() => Promise.resolve(refused === 1), 10_000, 'the completion was tried');
+      expect((await queue.boss.getJobById('probe-lost', id!))?.state).toBe('active');
+    } finally {
+      queue.boss.complete = realComplete;
+      await queue.offWork('probe-lost');
+    }
   });
 });

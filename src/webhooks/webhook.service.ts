@@ -189,21 +189,20 @@ export class WebhookService
   }
 
   /** Workers once JobQueue started pg-boss (a global module: its hooks run first). */
-  async onApplicationBootstrap(): Promise<void> {
-    const boss = this.queue.boss;
+  onApplicationBootstrap(): void {
     for (let i = 0; i < this.config.WEBHOOK_CONCURRENCY; i++) {
       this.workers.push(
-        await boss.work<DeliveryJob>(
+        this.queue.work<DeliveryJob>(
           DELIVERY_QUEUE,
-          { batchSize: 1, includeMetadata: true, pollingIntervalSeconds: POLLING_INTERVAL_S },
-          ([job]) => (job ? this.attempt(job) : Promise.resolve()),
+          { pollingIntervalSeconds: POLLING_INTERVAL_S },
+          (job) => this.attempt(job),
         ),
       );
     }
-    await boss.work<DeliveryJob>(
+    this.queue.work<DeliveryJob>(
       GAVE_UP_QUEUE,
-      { batchSize: 1, pollingIntervalSeconds: POLLING_INTERVAL_S },
-      ([job]) => (job ? this.giveUp(job.data.deliveryId) : Promise.resolve()),
+      { pollingIntervalSeconds: POLLING_INTERVAL_S },
+      (job) => this.giveUp(job.data.deliveryId),
     );
   }
 
@@ -213,12 +212,15 @@ export class WebhookService
    */
   async beforeApplicationShutdown(): Promise<void> {
     this.stopping = true;
-    await this.queue.boss.offWork(DELIVERY_QUEUE);
-    await this.queue.boss.offWork(GAVE_UP_QUEUE);
+    const stopped = Promise.all([
+      this.queue.offWork(DELIVERY_QUEUE),
+      this.queue.offWork(GAVE_UP_QUEUE),
+    ]);
     for (const controller of this.running.keys()) {
       controller.abort('the node is shutting down');
     }
     await Promise.allSettled(this.running.values());
+    await stopped;
   }
 
   /**
@@ -288,7 +290,7 @@ export class WebhookService
   private wakeWorker(): void {
     const worker = this.workers[this.nextWorker++ % Math.max(this.workers.length, 1)];
     if (worker !== undefined && !this.stopping) {
-      this.queue.boss.notifyWorker(worker);
+      this.queue.notify(worker);
     }
   }
 
