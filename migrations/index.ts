@@ -2,6 +2,7 @@ import { InitialSchema1764000000000 } from './1764000000000-InitialSchema';
 import { NodeEvents1764900000000 } from './1764900000000-NodeEvents';
 import { AuditRefusalAggregation1765000000000 } from './1765000000000-AuditRefusalAggregation';
 import { AdminApi1765100000000 } from './1765100000000-AdminApi';
+import { MessageRecordingTime1765200000000 } from './1765200000000-MessageRecordingTime';
 
 /** Every migration, in order; listed explicitly so the same list works from ts and from dist. */
 export const MIGRATIONS = [
@@ -9,4 +10,5 @@ export const MIGRATIONS = [
   NodeEvents1764900000000,
   AuditRefusalAggregation1765000000000,
   AdminApi1765100000000,
+  MessageRecordingTime1765200000000,
 ];

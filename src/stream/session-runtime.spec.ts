@@ -63,6 +63,7 @@ describe('SessionRuntime counters', () => {
     config: loadConfig({ NODE_ENV: 'test', ACK_INTERVAL_MS: '10000', ACK_MAX_FRAMES: '10000' }),
     store: {
       transition: () => Promise.resolve(true),
+      saveMediaOrigin: () => Promise.resolve(),
       saveStats: (rows: SessionStats[]) => {
         saved.push(rows);
         return Promise.resolve();
@@ -93,6 +94,7 @@ describe('SessionRuntime counters', () => {
           stored,
           highestPts: 0,
           interruptedAt: null,
+          mediaOrigin: null,
         },
         spool as unknown as SpoolWriter,
       ),
@@ -203,6 +205,7 @@ describe('SessionRuntime counters', () => {
             stored: { video: 0, audio: 0, bytes: 0 },
             highestPts: 0,
             interruptedAt: null,
+            mediaOrigin: null,
           },
           writer,
         ),
@@ -242,7 +245,11 @@ describe('SessionRuntime when the database refuses a transition', () => {
       {
         totals: { frames: 0, bytes: 0, acks: 0, ackLatency: new Histogram('ack', 'ack', [1]) },
         config: loadConfig({ NODE_ENV: 'test', RESUME_WINDOW_MS: '1000' }),
-        store: { transition: down, saveStats: down } as unknown as SessionStore,
+        store: {
+          transition: down,
+          saveStats: down,
+          saveMediaOrigin: () => Promise.resolve(),
+        } as unknown as SessionStore,
         audit: { record: () => undefined } as unknown as AuditWriter,
         logger: { error: () => undefined } as unknown as Logger,
         onEnded: (r) => ended.push(r),
@@ -258,6 +265,7 @@ describe('SessionRuntime when the database refuses a transition', () => {
         stored: { video: 0, audio: 0, bytes: 0 },
         highestPts: 0,
         interruptedAt: status === 'interrupted' ? new Date() : null,
+        mediaOrigin: null,
       },
       spool,
     );
@@ -323,7 +331,7 @@ describe('SessionRuntime.ingest and the pts rule', () => {
     {
       totals: { frames: 0, bytes: 0, acks: 0, ackLatency: new Histogram('ack', 'ack', [1]) },
       config: { ACK_INTERVAL_MS: 200, ACK_MAX_FRAMES: 50, RESUME_WINDOW_MS: 60_000 } as AppConfig,
-      store: {} as SessionStore,
+      store: { saveMediaOrigin: () => Promise.resolve() } as unknown as SessionStore,
       audit: {} as AuditWriter,
       logger: {} as Logger,
       onEnded: () => undefined,
@@ -339,6 +347,7 @@ describe('SessionRuntime.ingest and the pts rule', () => {
       stored: { video: 0, audio: 0, bytes: 0 },
       highestPts: 0,
       interruptedAt: null,
+      mediaOrigin: null,
     },
     spool,
   );
