@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Pool } from 'pg';
-import { CUE_DURATION_MS } from '../src/media/webvtt';
+import { CUE_MAX_MS } from '../src/media/webvtt';
 import { call, startTestApp, type TestApp } from './support/app';
 import { Camera, type Sent } from './support/camera';
 import { testDir } from './support/dirs';
@@ -13,6 +13,11 @@ import { createTestDatabase, dropTestDatabase } from './support/test-db';
 import { hsToken, TEST_SECRET } from './support/tokens';
 import { waitFor } from './support/wait';
 import { bracket, parseWebVtt, storedMessages, textTrackCues } from './support/webvtt-probe';
+
+/** A cue lasts until the next message, CUE_MAX_MS at most. */
+function cueEnd(start: number, next: number | undefined): number {
+  return Math.min(start + CUE_MAX_MS, next ?? Infinity);
+}
 
 describe('messages timed into the recording', () => {
   let app: TestApp;
@@ -110,7 +115,7 @@ describe('messages timed into the recording', () => {
       { startMs: at('m1'), text: '<v client>customer signed</v>' },
       { startMs: at('m2'), text: '<v server>pushed by the bank</v>' },
       { startMs: at('m3'), text: '<v client>{"amount":120,"currency":"EUR"}</v>' },
-    ].map((cue) => ({ ...cue, endMs: cue.startMs + CUE_DURATION_MS }));
+    ].map((cue, i, all) => ({ ...cue, endMs: cueEnd(cue.startMs, all[i + 1]?.startMs) }));
 
     const row = await app.db.query<{ path: string; duration_ms: string; frame_count: number }>(
       `SELECT path, duration_ms, frame_count FROM recordings WHERE session_id = $1`,
@@ -122,7 +127,7 @@ describe('messages timed into the recording', () => {
     expect(video.videoFrames).toBe(camera.lastSeq);
     expect(video.videoFrames).toBe(row.rows[0]?.frame_count);
     // The last cue outlasts the video; the recording's duration is still the video's.
-    expect(at('m3') + CUE_DURATION_MS).toBeGreaterThan(video.durationMs);
+    expect(at('m3') + CUE_MAX_MS).toBeGreaterThan(video.durationMs);
     expect(Number(row.rows[0]?.duration_ms)).toBe(video.durationMs);
 
     const res = await captions(sessionId, alice);
@@ -193,10 +198,12 @@ describe('messages timed into a recording rebuilt after kill -9', () => {
       ]);
       expect(Math.abs((recordingMs as number) - (arrivalMs as number))).toBeLessThanOrEqual(100);
     }
-    const expected = sent.map(([id, text]) => {
-      const startMs = stored.get(id)?.recordingMs as number;
-      return { startMs, endMs: startMs + CUE_DURATION_MS, text };
-    });
+    const starts = sent.map(([id]) => stored.get(id)?.recordingMs as number);
+    const expected = sent.map(([, text], i) => ({
+      startMs: starts[i],
+      endMs: cueEnd(starts[i], starts[i + 1]),
+      text,
+    }));
     const row = await db.query<{ path: string }>(
       `SELECT path FROM recordings WHERE session_id = $1 AND status = 'ready'`,
       [sessionId],

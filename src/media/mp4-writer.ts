@@ -185,13 +185,13 @@ export class LiveMp4Writer {
    * fragments still to be written (the last one), each at its own time.
    */
   async addCues(cues: readonly TextCue[]): Promise<void> {
-    if (cues.length === 0) {
-      return;
+    // One cue per chunk: mediabunny's WebVTT reader copies the rest of its chunk after each cue,
+    // so one chunk of a whole chatty session's cues would cost the square of its length. Its
+    // first chunk must start with the WebVTT header.
+    for (const cue of cues) {
+      await this.text.add(this.textStarted ? cueBlock(cue) : WEBVTT_HEADER + cueBlock(cue));
+      this.textStarted = true;
     }
-    const blocks = cues.map(cueBlock).join('');
-    // mediabunny reads a WebVTT file in chunks: its first chunk must start with the header.
-    await this.text.add(this.textStarted ? blocks : WEBVTT_HEADER + blocks);
-    this.textStarted = true;
   }
 
   /** Writes the last fragment, syncs and closes the file; the hash covers the whole file. */

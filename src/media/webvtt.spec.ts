@@ -1,7 +1,7 @@
 import { parseWebVtt } from '../../test/support/webvtt-probe';
 import {
-  CUE_DURATION_MS,
   CUE_MAX_CHARS,
+  CUE_MAX_MS,
   CUE_MAX_END_MS,
   cueText,
   messageCues,
@@ -27,9 +27,9 @@ describe('WebVTT captions of messages', () => {
   });
 
   it('keeps line breaks but never a blank line, and drops control characters', () => {
-    expect(cueText({ text: 'one\r\ntwo\r\rthree\n \t \nfour\u0000\u0007\u001b\u0085\u2028x' })).toBe(
-      'one\ntwo\nthree\nfourx',
-    );
+    expect(
+      cueText({ text: 'one\r\ntwo\r\rthree\n \t \nfour\u0000\u0007\u001b\u0085\u2028x' }),
+    ).toBe('one\ntwo\nthree\nfourx');
   });
 
   it('replaces lone surrogates and keeps pairs', () => {
@@ -48,25 +48,37 @@ describe('WebVTT captions of messages', () => {
     expect(webVttTime(99 * 3_600_000 + 59_999)).toBe('99:00:59.999');
   });
 
-  it(`gives each message a ${CUE_DURATION_MS} ms cue from its arrival, in arrival order, overlaps kept`, () => {
+  it(`shows each message until the next one, at most ${CUE_MAX_MS} ms, in arrival order`, () => {
     const cues = messageCues([
       { direction: 'out', body: { text: 'b' }, recordingMs: 2_000 },
       { direction: 'in', body: { text: 'a' }, recordingMs: 0 },
-      { direction: 'in', body: { text: 'c' }, recordingMs: 2_000 },
+      { direction: 'in', body: { text: 'c' }, recordingMs: 9_000 },
     ]);
     expect(cues).toEqual([
-      { startMs: 0, endMs: 5_000, voice: 'client', text: 'a' },
-      { startMs: 2_000, endMs: 7_000, voice: 'server', text: 'b' },
-      { startMs: 2_000, endMs: 7_000, voice: 'client', text: 'c' },
+      { startMs: 0, endMs: 2_000, text: '<v client>a</v>' },
+      { startMs: 2_000, endMs: 2_000 + CUE_MAX_MS, text: '<v server>b</v>' },
+      { startMs: 9_000, endMs: 9_000 + CUE_MAX_MS, text: '<v client>c</v>' },
+    ]);
+  });
+
+  it('puts messages of the same millisecond in one cue, one line each, so none lasts 0 ms', () => {
+    const cues = messageCues([
+      { direction: 'in', body: { text: 'a' }, recordingMs: 1_000 },
+      { direction: 'out', body: { text: 'b' }, recordingMs: 1_000 },
+      { direction: 'in', body: { text: 'c' }, recordingMs: 1_001 },
+    ]);
+    expect(cues).toEqual([
+      { startMs: 1_000, endMs: 1_001, text: '<v client>a</v>\n<v server>b</v>' },
+      { startMs: 1_001, endMs: 1_001 + CUE_MAX_MS, text: '<v client>c</v>' },
     ]);
   });
 
   it('leaves out cues that would end after 100 hours (two-digit hours in the MP4 muxer)', () => {
     const cues = messageCues([
-      { direction: 'in', body: 'late', recordingMs: CUE_MAX_END_MS - CUE_DURATION_MS },
-      { direction: 'in', body: 'ok', recordingMs: CUE_MAX_END_MS - CUE_DURATION_MS - 1 },
+      { direction: 'in', body: 'ok', recordingMs: CUE_MAX_END_MS - CUE_MAX_MS - 1 },
+      { direction: 'in', body: 'late', recordingMs: CUE_MAX_END_MS },
     ]);
-    expect(cues.map((c) => c.text)).toEqual(['ok']);
+    expect(cues.map((c) => c.text)).toEqual(['<v client>ok</v>']);
   });
 
   it('renders a file where every message stays one cue, whatever its body holds', () => {
@@ -83,7 +95,7 @@ describe('WebVTT captions of messages', () => {
     );
     const cues = parseWebVtt(file);
     expect(cues.map((c) => c.startMs)).toEqual([0, 1000, 2000, 3000, 4000, 5000]);
-    expect(cues.map((c) => c.endMs)).toEqual([5000, 6000, 7000, 8000, 9000, 10000]);
+    expect(cues.map((c) => c.endMs)).toEqual([1000, 2000, 3000, 4000, 5000, 5000 + CUE_MAX_MS]);
     expect(cues[0]?.text).toBe('<v client>x\n00:00:00.000 --&gt; 00:00:09.000\ninjected</v>');
     expect(cues[2]?.text).toBe('<v client>&lt;/v&gt;&lt;v admin&gt;forged</v>');
     expect(cues[3]?.text).toBe('<v client>{"text":"\\n\\n\\n"}</v>');
