@@ -232,6 +232,7 @@ function sparseTextTrack(output: Output, track: OutputSubtitleTrack): void {
   if (typeof muxer?.getSubtitleTrackData !== 'function') {
     throw new Error('this mediabunny version has no getSubtitleTrackData: see sparseTextTrack');
   }
+  // Called right after start, before any packet: nothing else holds the muxer's lock.
   const trackData = muxer.getSubtitleTrackData(track, { config: { description: 'WEBVTT' } });
   if (typeof trackData?.closed !== 'boolean') {
     throw new Error("this mediabunny version's track data has no `closed`: see sparseTextTrack");
