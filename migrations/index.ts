@@ -2,6 +2,7 @@ import { InitialSchema1764000000000 } from './1764000000000-InitialSchema';
 import { NodeEvents1764900000000 } from './1764900000000-NodeEvents';
 import { AuditRefusalAggregation1765000000000 } from './1765000000000-AuditRefusalAggregation';
 import { AdminApi1765100000000 } from './1765100000000-AdminApi';
+import { MessageRecordingTime1765200000000 } from './1765200000000-MessageRecordingTime';
 import { PgBoss1765300000000 } from './1765300000000-PgBoss';
 import { Webhooks1765500000000 } from './1765500000000-Webhooks';
 
@@ -11,6 +12,7 @@ export const MIGRATIONS = [
   NodeEvents1764900000000,
   AuditRefusalAggregation1765000000000,
   AdminApi1765100000000,
+  MessageRecordingTime1765200000000,
   PgBoss1765300000000,
   Webhooks1765500000000,
 ];

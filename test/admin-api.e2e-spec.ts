@@ -300,7 +300,12 @@ describe('admin API', () => {
         expect.arrayContaining(['created', 'attached']),
       );
       expect(res.body.messages).toEqual([
-        expect.objectContaining({ direction: 'in', clientId: 'm1', body: { text: 'signed' } }),
+        expect.objectContaining({
+          direction: 'in',
+          clientId: 'm1',
+          body: { text: 'signed' },
+          recordingMs: expect.any(Number),
+        }),
       ]);
       expect(res.body.recording).toMatchObject({ status: 'ready', frameCount: 3 });
       expect(res.body.truncated).toBe(false);

@@ -14,6 +14,12 @@ declare const document: {
     readyState: number;
     textContent: string;
     play(): Promise<void>;
+    textTracks: ArrayLike<{
+      kind: string;
+      mode: string;
+      cues: ArrayLike<{ startTime: number; endTime: number; text: string }> | null;
+      activeCues: ArrayLike<{ text: string }> | null;
+    }>;
   };
 };
 
@@ -64,12 +70,15 @@ describe('the /console page in Chromium', () => {
       params: { transactionId, branch: 'north' },
       video: { width: 320, height: 240, fps: 10 },
     });
-    for (let seq = 1; seq <= FRAMES; seq++) {
+    recorded.sendFrame(1, 0, images[1]);
+    await recorded.acksUntil(1);
+    // Sent just after the first frame arrived: captioned near the start of the video.
+    recorded.send({ type: 'msg', id: 'm1', body: { text: 'customer signed' } });
+    await recorded.next('msg.ack');
+    for (let seq = 2; seq <= FRAMES; seq++) {
       recorded.sendFrame(seq, (seq - 1) * 100, images[seq % images.length]);
     }
     await recorded.acksUntil(FRAMES);
-    recorded.send({ type: 'msg', id: 'm1', body: { text: 'customer signed' } });
-    await recorded.next('msg.ack');
     recorded.send({ type: 'close' });
     const closed = await recorded.next('closed', WAIT_MS);
     expect(closed.recording.status).toBe('ready');
@@ -121,6 +130,44 @@ describe('the /console page in Chromium', () => {
     await page.evaluate(() => document.getElementById('recording').play());
     await page.waitForFunction(
       () => document.getElementById('recording').currentTime > 0.5,
+      undefined,
+      { timeout: WAIT_MS },
+    );
+
+    // It shows the message as a caption from the moment it was sent (the .vtt as a <track>).
+    const cue = await page.waitForFunction(
+      () => {
+        const track = document.getElementById('recording').textTracks[0];
+        const first = track?.cues?.[0];
+        return first
+          ? { kind: track.kind, mode: track.mode, start: first.startTime, text: first.text }
+          : null;
+      },
+      undefined,
+      { timeout: WAIT_MS },
+    );
+    const shown = await cue.jsonValue();
+    if (shown === null) {
+      throw new Error('waitForFunction resolved without a cue');
+    }
+    const stored = await app.db.query<{ recording_ms: string }>(
+      `SELECT recording_ms FROM session_messages WHERE session_id = $1 AND client_id = 'm1'`,
+      [opened.sessionId],
+    );
+    expect(shown).toEqual({
+      kind: 'captions',
+      mode: 'showing',
+      start: Number(stored.rows[0]?.recording_ms) / 1000,
+      text: '<v client>customer signed</v>',
+    });
+    await page.evaluate((at) => {
+      document.getElementById('recording').currentTime = at;
+    }, shown.start + 0.1);
+    await page.waitForFunction(
+      () => {
+        const active = document.getElementById('recording').textTracks[0]?.activeCues;
+        return active?.[0]?.text === '<v client>customer signed</v>';
+      },
       undefined,
       { timeout: WAIT_MS },
     );

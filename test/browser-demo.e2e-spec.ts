@@ -23,6 +23,7 @@ declare const document: {
     disabled: boolean;
     textContent: string;
     srcObject: unknown;
+    textTracks: ArrayLike<{ cues: ArrayLike<{ text: string }> | null }>;
   };
 };
 
@@ -97,6 +98,15 @@ describe('the /demo page in Chromium', () => {
       [closed.sessionId],
     );
     expect(messages.rows.map((r) => r.body.text)).toEqual(['customer signed']);
+    // The page shows it as a caption of the recording.
+    await page.waitForFunction(
+      () => document.getElementById('playback').textTracks[0]?.cues?.[0]?.text,
+      undefined,
+      { timeout: 20_000 },
+    );
+    expect(
+      await page.evaluate(() => document.getElementById('playback').textTracks[0]?.cues?.[0]?.text),
+    ).toBe('<v client>customer signed</v>');
   });
 
   it('shows a refused token as the final invalid_token, lets go of the camera and does not retry on reload', async () => {

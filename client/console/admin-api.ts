@@ -245,6 +245,14 @@ export class AdminApi {
     return res.blob();
   }
 
+  /** The recording's captions (its messages, WebVTT) as a blob, for a `<track>` beside it. */
+  async captions(sessionId: string, signal?: AbortSignal): Promise<Blob> {
+    const res = await this.request(`/v1/sessions/${encodeURIComponent(sessionId)}/recording.vtt`, {
+      signal,
+    });
+    return res.blob();
+  }
+
   private async json<T>(path: string, init: RequestInit = {}): Promise<T> {
     const res = await this.request(path, init);
     return (await res.json()) as T;

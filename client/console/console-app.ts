@@ -49,7 +49,18 @@ type Child = Node | string | number | null | undefined | false;
  * camera-capture.ts (same program), which then failed lint's no-unnecessary-type-assertion.
  */
 type Tag =
-  'a' | 'button' | 'code' | 'dd' | 'dt' | 'option' | 'span' | 'strong' | 'td' | 'time' | 'tr';
+  | 'a'
+  | 'button'
+  | 'code'
+  | 'dd'
+  | 'dt'
+  | 'option'
+  | 'span'
+  | 'strong'
+  | 'td'
+  | 'time'
+  | 'tr'
+  | 'track';
 
 function h<K extends Tag>(
   tag: K,
@@ -121,6 +132,7 @@ let api: AdminApi | null = null;
 let generation = 0;
 let refreshTimer: ReturnType<typeof setInterval> | null = null;
 let recordingUrl: string | null = null;
+let captionsUrl: string | null = null;
 let recordingAbort: AbortController | null = null;
 let nextCursor: string | null = null;
 let shownQuery = new URLSearchParams();
@@ -344,11 +356,15 @@ function leave(): void {
   recordingAbort = null;
   ui.recording.pause();
   ui.recording.removeAttribute('src');
+  ui.recording.replaceChildren();
   ui.recording.load();
-  if (recordingUrl !== null) {
-    URL.revokeObjectURL(recordingUrl);
-    recordingUrl = null;
+  for (const url of [recordingUrl, captionsUrl]) {
+    if (url !== null) {
+      URL.revokeObjectURL(url);
+    }
   }
+  recordingUrl = null;
+  captionsUrl = null;
 }
 
 function route(): void {
@@ -783,12 +799,21 @@ async function playRecording(
   const abort = new AbortController();
   recordingAbort = abort;
   try {
-    const blob = await (api as AdminApi).recording(sessionId, abort.signal);
+    const [blob, captions] = await Promise.all([
+      (api as AdminApi).recording(sessionId, abort.signal),
+      (api as AdminApi).captions(sessionId, abort.signal),
+    ]);
     if (gen !== generation) {
       return;
     }
     recordingUrl = URL.createObjectURL(blob);
+    captionsUrl = URL.createObjectURL(captions);
     ui.recording.src = recordingUrl;
+    // The session's messages as captions at the moment they were sent (the `.vtt` sidecar: no
+    // browser shows the MP4's own WebVTT track).
+    ui.recording.append(
+      h('track', { kind: 'captions', label: 'Messages', src: captionsUrl, default: true }),
+    );
     ui.recording.hidden = false;
     setStatus(ui.recordingStatus, `Ready: ${bytes(blob.size)}. Press play.`);
   } catch (err) {

@@ -79,6 +79,7 @@ let camera: CameraCapture | null = null;
 let microphone: MicrophoneCapture | null = null;
 let statsTimer: ReturnType<typeof setInterval> | null = null;
 let playbackUrl: string | null = null;
+let captionsUrl: string | null = null;
 
 function readStored(): Stored | null {
   try {
@@ -293,10 +294,27 @@ async function play(closed: Closed): Promise<void> {
     const res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
     if (res.ok) {
       const blob = await res.blob();
-      if (playbackUrl) {
-        URL.revokeObjectURL(playbackUrl);
+      // The messages as captions at the moment they were sent: the recording's `.vtt` sidecar
+      // (browsers do not show the MP4's own WebVTT track).
+      const captions = await fetch(`${url}.vtt`, { headers: { authorization: `Bearer ${token}` } });
+      if (!captions.ok) {
+        throw new Error(`the recording's captions: ${captions.status}`);
+      }
+      for (const old of [playbackUrl, captionsUrl]) {
+        if (old) {
+          URL.revokeObjectURL(old);
+        }
       }
       playbackUrl = URL.createObjectURL(blob);
+      captionsUrl = URL.createObjectURL(await captions.blob());
+      const track = document.createElement('track');
+      Object.assign(track, {
+        kind: 'captions',
+        label: 'Messages',
+        src: captionsUrl,
+        default: true,
+      });
+      ui.playback.replaceChildren(track);
       ui.playback.src = playbackUrl;
       ui.recordingStatus.textContent = `recording ${closed.recording.id}: ${Math.round(
         blob.size / 1024,

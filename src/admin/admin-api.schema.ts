@@ -122,6 +122,8 @@ export const sessionDetailSchema = z.strictObject({
       body: z.unknown(),
       sender: z.string().nullable(),
       createdAt: when,
+      /** When it arrived on the recording's timeline (its cue's start), null outside the recording. */
+      recordingMs: z.number().int().nullable(),
     }),
   ),
   /** True when the session has more messages or events than the detail lists. */

@@ -85,7 +85,7 @@ export class AdminSessionsService {
         [id],
       ),
       this.db.query<MessageRow[]>(
-        `SELECT id, direction, client_id, body, sender, created_at FROM session_messages
+        `SELECT id, direction, client_id, body, sender, created_at, recording_ms FROM session_messages
           WHERE session_id = $1 ORDER BY created_at, id LIMIT ${DETAIL_ROWS_MAX + 1}`,
         [id],
       ),
@@ -122,6 +122,7 @@ export class AdminSessionsService {
         body: m.body,
         sender: m.sender,
         createdAt: m.created_at.toISOString(),
+        recordingMs: m.recording_ms === null ? null : Number(m.recording_ms),
       })),
       truncated: events.length > DETAIL_ROWS_MAX || messages.length > DETAIL_ROWS_MAX,
       recording: recordings[0] ? recordingOf(recordings[0]) : null,
@@ -170,6 +171,8 @@ interface MessageRow {
   body: unknown;
   sender: string | null;
   created_at: Date;
+  /** bigint: a string from pg. */
+  recording_ms: string | null;
 }
 
 interface RecordingRow {

@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { SessionMessageEntity } from '../sessions/session-message.entity';
 import { SessionsModule } from '../sessions/sessions.module';
 import { MediaAdminController } from './media-admin.controller';
 import { RecordingEntity } from './recording.entity';
@@ -9,7 +10,7 @@ import { RetentionService } from './retention.service';
 
 /** ffmpeg and sharp behind small services: live recording, retrieval, retention. */
 @Module({
-  imports: [SessionsModule, TypeOrmModule.forFeature([RecordingEntity])],
+  imports: [SessionsModule, TypeOrmModule.forFeature([RecordingEntity, SessionMessageEntity])],
   controllers: [RecordingsController, MediaAdminController],
   providers: [RecordingService, RetentionService],
   exports: [RecordingService, RetentionService],

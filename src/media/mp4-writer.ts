@@ -9,9 +9,12 @@ import {
   Output,
   StreamTarget,
   type StreamTargetChunk,
+  TextSubtitleSource,
+  type OutputSubtitleTrack,
 } from 'mediabunny';
 import { AAC_LC, AAC_SAMPLE_RATES, audioSpecificConfig } from './adts-stream';
 import { avcCodecString } from './h264-stream';
+import { cueBlock, type TextCue, WEBVTT_HEADER } from './webvtt';
 
 /**
  * Shortest fragment: a fragment is cut at the first keyframe after this much media, so the
@@ -79,23 +82,26 @@ export class HashedFileSink {
 }
 
 /**
- * Muxes H.264 access units (Annex B) and raw AAC frames into a fragmented MP4 in-process, each
- * sample at its own timestamp (variable frame rate). The file grows fragment by fragment
- * (ftyp+moov, then moof+mdat pairs), so a copy taken at any moment after the first fragment is
- * a playable file of everything up to its last complete fragment.
+ * Muxes H.264 access units (Annex B), raw AAC frames and WebVTT cues into a fragmented MP4
+ * in-process, each sample at its own timestamp (variable frame rate). The file grows fragment by
+ * fragment (ftyp+moov, then moof+mdat pairs), so a copy taken at any moment after the first
+ * fragment is a playable file of everything up to its last complete fragment.
  *
- * Fragments interleave the tracks by time: samples of a track that runs ahead wait in memory
- * until the other track reaches their time. With an audio track whose samples stop coming,
- * video piles up in memory and nothing reaches the file until finalize.
+ * Fragments interleave the audio and video by time: samples of a track that runs ahead wait in
+ * memory until the other track reaches their time. With an audio track whose samples stop coming,
+ * video piles up in memory and nothing reaches the file until finalize. The text track (`wvtt`,
+ * ISO/IEC 14496-30) is the exception: it never holds the others back (see `sparseTextTrack`).
  */
 export class LiveMp4Writer {
   private videoConfigured = false;
+  private textStarted = false;
 
   private constructor(
     private readonly output: Output,
     private readonly sink: HashedFileSink,
     private readonly video: EncodedVideoPacketSource,
     private readonly audio: EncodedAudioPacketSource | null,
+    private readonly text: TextSubtitleSource,
     private readonly videoSize: LiveMp4Options['video'],
   ) {}
 
@@ -123,13 +129,24 @@ export class LiveMp4Writer {
       // audio still gets a valid (empty) track.
       output.addAudioTrack(audio, { decoderConfig: audioConfig });
     }
+    // Every recording has its text track, with the session's messages or none: whether a session
+    // will send one is not known when its file starts.
+    const text = new TextSubtitleSource('webvtt');
+    const textTrack = output.addSubtitleTrack(text, { name: 'messages' });
     try {
       await output.start();
     } catch (err) {
       await sink.release();
       throw err;
     }
-    return new LiveMp4Writer(output, sink, video, audio, options.video);
+    try {
+      sparseTextTrack(output, textTrack);
+    } catch (err) {
+      await output.cancel().catch(() => undefined);
+      await sink.release();
+      throw err;
+    }
+    return new LiveMp4Writer(output, sink, video, audio, text, options.video);
   }
 
   /** Resolves when the muxer can take more: await it, that is the writer's backpressure. */
@@ -162,6 +179,21 @@ export class LiveMp4Writer {
     await this.audio.add(new EncodedPacket(frame, 'key', timestampS, durationS));
   }
 
+  /**
+   * Cues of the text track, in order of their start; each start at or after the previous one's.
+   * The recorder adds them all at the end, from the stored messages; their samples go into the
+   * fragments still to be written (the last one), each at its own time.
+   */
+  async addCues(cues: readonly TextCue[]): Promise<void> {
+    // One cue per chunk: mediabunny's WebVTT reader copies the rest of its chunk after each cue,
+    // so one chunk of a whole chatty session's cues would cost the square of its length. Its
+    // first chunk must start with the WebVTT header.
+    for (const cue of cues) {
+      await this.text.add(this.textStarted ? cueBlock(cue) : WEBVTT_HEADER + cueBlock(cue));
+      this.textStarted = true;
+    }
+  }
+
   /** Writes the last fragment, syncs and closes the file; the hash covers the whole file. */
   async finalize(): Promise<{ bytes: number; sha256: string }> {
     await this.output.finalize();
@@ -172,6 +204,40 @@ export class LiveMp4Writer {
   async cancel(): Promise<void> {
     await this.output.cancel();
   }
+}
+
+/** What `sparseTextTrack` reaches inside mediabunny 1.61's MP4 muxer (not its public API). */
+interface IsobmffMuxerInternals {
+  getSubtitleTrackData(
+    track: OutputSubtitleTrack,
+    meta: { config: { description: string } },
+  ): { closed: boolean };
+}
+
+/**
+ * mediabunny's fragmented MP4 muxer treats a subtitle track like audio and video: it writes no
+ * fragment until every track has a sample queued, and it declares a WebVTT track (writes the moov)
+ * only once its first cue came. Messages are rare and come at any time, so with a text track
+ * nothing would reach the file until the next message or the end (measured: 28 bytes written
+ * after 12 s of video, 39 kB the moment a cue came): the video would pile up in memory and a
+ * crash would leave an empty file. So the track is declared up front with the WebVTT header as
+ * its configuration, and marked as one the muxer need not wait for, the state mediabunny gives a
+ * closed track. Its cues can still be added (the source itself stays open); their samples go into
+ * the next fragment written, at their own times. Two internal members are used; they are checked
+ * here, and src/media/mp4-writer.spec.ts proves the behaviour, so an upgrade of mediabunny that
+ * changes them fails loudly instead of holding recordings in memory.
+ */
+function sparseTextTrack(output: Output, track: OutputSubtitleTrack): void {
+  const muxer = (output as unknown as { _muxer?: Partial<IsobmffMuxerInternals> })._muxer;
+  if (typeof muxer?.getSubtitleTrackData !== 'function') {
+    throw new Error('this mediabunny version has no getSubtitleTrackData: see sparseTextTrack');
+  }
+  // Called right after start, before any packet: nothing else holds the muxer's lock.
+  const trackData = muxer.getSubtitleTrackData(track, { config: { description: 'WEBVTT' } });
+  if (typeof trackData?.closed !== 'boolean') {
+    throw new Error("this mediabunny version's track data has no `closed`: see sparseTextTrack");
+  }
+  trackData.closed = true;
 }
 
 function aacDecoderConfig(audio: { sampleRate: number; channels: number }) {

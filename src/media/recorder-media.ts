@@ -3,7 +3,10 @@ import { LiveMp4Writer, type LiveMp4Options } from './mp4-writer';
 import { VideoEncoderProcess } from './video-encoder';
 
 /** What a recorder needs of its MP4 muxer. */
-export type Mp4Sink = Pick<LiveMp4Writer, 'addVideo' | 'addAudio' | 'finalize' | 'cancel'>;
+export type Mp4Sink = Pick<
+  LiveMp4Writer,
+  'addVideo' | 'addAudio' | 'addCues' | 'finalize' | 'cancel'
+>;
 
 /** What a recorder needs of an ffmpeg encoder process. */
 type EncoderProcess = Pick<

@@ -4,9 +4,10 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Repository } from 'typeorm';
+import { IsNull, Not, type Repository } from 'typeorm';
 import { z } from 'zod';
 import { APP_CONFIG, type AppConfig } from '../config/config';
+import { SessionMessageEntity } from '../sessions/session-message.entity';
 import type { SessionEntity } from '../sessions/session.entity';
 import { EncoderSlots } from './encoder-slots';
 import { locateTool } from './ffmpeg-locator';
@@ -22,6 +23,7 @@ import {
   SessionRecorder,
 } from './session-recorder';
 import { type RecordingHandle, SessionRecording } from './session-recording';
+import { messageCues, type TextCue } from './webvtt';
 
 /**
  * Live encoders per core when RECORDING_MAX_ENCODERS is unset: bench:recording kept 38 sessions of
@@ -89,6 +91,8 @@ export class RecordingService implements OnModuleDestroy {
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
+    @InjectRepository(SessionMessageEntity)
+    private readonly messages: Repository<SessionMessageEntity>,
   ) {
     this.maxEncoders = config.RECORDING_MAX_ENCODERS ?? availableParallelism() * ENCODERS_PER_CORE;
     this.slots = new EncoderSlots(this.maxEncoders);
@@ -128,6 +132,25 @@ export class RecordingService implements OnModuleDestroy {
         width: this.config.RECORDING_WIDTH,
         height: this.config.RECORDING_HEIGHT,
       }
+    );
+  }
+
+  /**
+   * The cues of a session's recording: its messages that arrived while it was recorded (a
+   * `recording_ms`), by arrival. The text track and the `.vtt` sidecar are both made of these.
+   */
+  async messageCues(sessionId: string): Promise<TextCue[]> {
+    const rows = await this.messages.find({
+      select: { direction: true, body: true, recordingMs: true },
+      where: { sessionId, recordingMs: Not(IsNull()) },
+      order: { recordingMs: 'ASC', createdAt: 'ASC', id: 'ASC' },
+    });
+    return messageCues(
+      rows.map((row) => ({
+        direction: row.direction,
+        body: row.body,
+        recordingMs: row.recordingMs ?? 0,
+      })),
     );
   }
 
@@ -200,6 +223,7 @@ export class RecordingService implements OnModuleDestroy {
         slots: this.slots,
         rows: this.recordings,
         logger: this.logger,
+        loadCues: () => this.messageCues(session.id),
         makeRecorder: (mode, background, onFailed) =>
           new SessionRecorder(
             {

@@ -1,6 +1,7 @@
 import { Controller, Get, Head, Logger, Param, Req, Res } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import type { Request, Response } from 'express';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
@@ -13,6 +14,8 @@ import { ErrorCode } from '../common/error-code';
 import { SessionsService } from '../sessions/sessions.service';
 import { parseRange } from './byte-range';
 import { RecordingEntity } from './recording.entity';
+import { RecordingService } from './recording.service';
+import { renderWebVtt } from './webvtt';
 import { ApiDoc, type ApiDocOptions } from '../docs/api-doc';
 
 /** The validators of a ready recording, as sent in `ETag` and `Last-Modified`. */
@@ -41,6 +44,30 @@ const RECORDING_DOC: ApiDocOptions = {
   errors: [404, 409, 416, 429, 503],
 };
 
+/** `GET`/`HEAD /v1/sessions/{id}/recording.vtt`: the same rules as the MP4, its text track's cues. */
+const RECORDING_VTT_DOC: ApiDocOptions = {
+  summary:
+    "The session's messages as WebVTT captions, the same cues as the recording's text track (the sidecar of the MP4)",
+  headers: [
+    { name: 'Range', description: 'One byte range, e.g. `bytes=0-1023`' },
+    { name: 'If-None-Match', description: 'The ETag (sha256 of the file) of a cached copy' },
+  ],
+  responses: {
+    200: { description: 'The whole file', contentType: 'text/vtt' },
+    206: { description: 'The requested range (Content-Range)', contentType: 'text/vtt' },
+    304: { description: 'Not modified' },
+  },
+  errors: [404, 409, 416, 429, 503],
+};
+
+/** What a response serves: its validators, size and type; the caller then sends the body. */
+interface Representation {
+  validators: Validators;
+  size: number;
+  contentType: string;
+  filename: string;
+}
+
 @Controller('v1/sessions')
 export class RecordingsController {
   private readonly logger = new Logger(RecordingsController.name);
@@ -48,7 +75,33 @@ export class RecordingsController {
   constructor(
     private readonly sessions: SessionsService,
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
+    private readonly recordingService: RecordingService,
   ) {}
+
+  // Declared before GET, whose Express route would otherwise also take HEAD requests.
+  @Head(':id/recording.vtt')
+  @RequireScopes('recording:read', 'admin')
+  @ApiDoc(RECORDING_VTT_DOC)
+  headCaptions(
+    @CurrentPrincipal() principal: Principal,
+    @Param('id') id: string,
+    @Req() req: Request,
+    @Res() res: Response,
+  ): Promise<void> {
+    return this.serveCaptions(principal, id, req, res);
+  }
+
+  @Get(':id/recording.vtt')
+  @RequireScopes('recording:read', 'admin')
+  @ApiDoc(RECORDING_VTT_DOC)
+  getCaptions(
+    @CurrentPrincipal() principal: Principal,
+    @Param('id') id: string,
+    @Req() req: Request,
+    @Res() res: Response,
+  ): Promise<void> {
+    return this.serveCaptions(principal, id, req, res);
+  }
 
   // Declared before GET, whose Express route would otherwise also take HEAD requests.
   @Head(':id/recording')
@@ -87,41 +140,19 @@ export class RecordingsController {
     let handedOver = false;
     try {
       const size = (await file.stat()).size;
-      const validators: Validators = {
-        etag: recording.sha256 ? `"${recording.sha256}"` : null,
-        lastModified: recording.readyAt,
-      };
-      setValidatorHeaders(res, validators);
-      res.setHeader('Accept-Ranges', 'bytes');
-      if (notModified(req, validators)) {
-        res.status(304).end();
+      const span = respond(req, res, {
+        validators: {
+          etag: recording.sha256 ? `"${recording.sha256}"` : null,
+          lastModified: recording.readyAt,
+        },
+        size,
+        contentType: 'video/mp4',
+        filename: `${recording.sessionId}.mp4`,
+      });
+      if (!span) {
         return;
       }
-      // Range is defined for GET only (RFC 9110 section 14.2); HEAD describes the whole file.
-      const range =
-        req.method === 'GET' && ifRangeMatches(req, validators)
-          ? parseRange(req.headers.range, size)
-          : parseRange(undefined, size);
-      if (range.kind === 'unsatisfiable') {
-        res.setHeader('Content-Range', `bytes */${size}`);
-        throw new AppError(
-          ErrorCode.RangeNotSatisfiable,
-          `the requested range is outside the recording of ${size} bytes`,
-        );
-      }
-      const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
-      res.setHeader('Content-Type', 'video/mp4');
-      res.setHeader('Content-Disposition', `inline; filename="${recording.sessionId}.mp4"`);
-      res.setHeader('Content-Length', String(end - start + 1));
-      if (range.kind === 'partial') {
-        res.status(206).setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
-      } else {
-        res.status(200);
-      }
-      if (req.method === 'HEAD' || size === 0) {
-        res.end();
-        return;
-      }
+      const { start, end } = span;
       handedOver = true;
       const source = createReadStream(recording.path as string, { fd: file, start, end });
       await this.stream(source, res, recording.sessionId);
@@ -129,6 +160,33 @@ export class RecordingsController {
       if (!handedOver) {
         await file.close();
       }
+    }
+  }
+
+  /**
+   * The recording's captions: rendered from the stored messages on each request (a few kB, one
+   * indexed query), so they are the cues the text track was written with, by construction.
+   */
+  private async serveCaptions(
+    principal: Principal,
+    id: string,
+    req: Request,
+    res: Response,
+  ): Promise<void> {
+    const recording = await this.readyRecording(principal, id);
+    const cues = await this.recordingService.messageCues(recording.sessionId);
+    const body = Buffer.from(renderWebVtt(cues), 'utf8');
+    const span = respond(req, res, {
+      validators: {
+        etag: `"${createHash('sha256').update(body).digest('hex')}"`,
+        lastModified: recording.readyAt,
+      },
+      size: body.length,
+      contentType: 'text/vtt; charset=utf-8',
+      filename: `${recording.sessionId}.vtt`,
+    });
+    if (span) {
+      res.end(body.subarray(span.start, span.end + 1));
     }
   }
 
@@ -186,6 +244,51 @@ export class RecordingsController {
       res.destroy();
     }
   }
+}
+
+/**
+ * Status and headers of a response to GET or HEAD: 304 when the client's copy is current, else
+ * 200 or 206 with the byte span to send (null: nothing to send, the response is complete). An
+ * unsatisfiable range throws 416 with the size in `Content-Range`.
+ */
+function respond(
+  req: Request,
+  res: Response,
+  rep: Representation,
+): { start: number; end: number } | null {
+  const { validators, size } = rep;
+  setValidatorHeaders(res, validators);
+  res.setHeader('Accept-Ranges', 'bytes');
+  if (notModified(req, validators)) {
+    res.status(304).end();
+    return null;
+  }
+  // Range is defined for GET only (RFC 9110 section 14.2); HEAD describes the whole file.
+  const range =
+    req.method === 'GET' && ifRangeMatches(req, validators)
+      ? parseRange(req.headers.range, size)
+      : parseRange(undefined, size);
+  if (range.kind === 'unsatisfiable') {
+    res.setHeader('Content-Range', `bytes */${size}`);
+    throw new AppError(
+      ErrorCode.RangeNotSatisfiable,
+      `the requested range is outside the ${rep.filename} of ${size} bytes`,
+    );
+  }
+  const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
+  res.setHeader('Content-Type', rep.contentType);
+  res.setHeader('Content-Disposition', `inline; filename="${rep.filename}"`);
+  res.setHeader('Content-Length', String(end - start + 1));
+  if (range.kind === 'partial') {
+    res.status(206).setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+  } else {
+    res.status(200);
+  }
+  if (req.method === 'HEAD' || size === 0) {
+    res.end();
+    return null;
+  }
+  return { start, end };
 }
 
 function isPrematureClose(err: unknown): boolean {

@@ -15,6 +15,7 @@ import { isKeyframe } from './h264-stream';
 import type { ImageDecoder } from './image-decoder';
 import type { ImageWork, SessionImageWork } from './image-work';
 import type { AudioEncoder, Mp4Sink, RecorderMedia, VideoEncoder } from './recorder-media';
+import type { TextCue } from './webvtt';
 
 /** Times an encoder may die on a bad frame in one session before the recording fails. */
 const MAX_ENCODER_RESTARTS = 20;
@@ -359,22 +360,22 @@ export class SessionRecorder {
   }
 
   /**
-   * Encodes everything up to `lastSeq` (everything stored), closes the encoders and finalizes
-   * the MP4. What is left to encode at this point is at most the frames in flight, so this takes
-   * milliseconds for a live recorder.
+   * Encodes everything up to `lastSeq` (everything stored), closes the encoders, writes the text
+   * track's `cues` (the session's messages) and finalizes the MP4. What is left to encode at this
+   * point is at most the frames in flight, so this takes milliseconds for a live recorder.
    */
-  async finish(lastSeq: number): Promise<RecordingResult> {
+  async finish(lastSeq: number, cues: readonly TextCue[]): Promise<RecordingResult> {
     try {
-      return await this.settle(lastSeq);
+      return await this.settle(lastSeq, cues);
     } finally {
       this.leaveLane();
       this.images.close();
     }
   }
 
-  private async settle(lastSeq: number): Promise<RecordingResult> {
+  private async settle(lastSeq: number, cues: readonly TextCue[]): Promise<RecordingResult> {
     try {
-      return await this.complete(lastSeq);
+      return await this.complete(lastSeq, cues);
     } catch (err) {
       // Whatever failed, the encoders stop and the file is released before this rejects.
       this.stop();
@@ -383,7 +384,7 @@ export class SessionRecorder {
     }
   }
 
-  private async complete(lastSeq: number): Promise<RecordingResult> {
+  private async complete(lastSeq: number, cues: readonly TextCue[]): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
     if (this.yielding) {
@@ -429,6 +430,9 @@ export class SessionRecorder {
       this.pendingVideo = null;
       await this.writeVideo(writer, last, 1 / this.session.fps);
     }
+    // The duration stays the media's: ffmpeg reads the text track as data, whose end it leaves out
+    // of the file's duration, and so do players that stop with the video.
+    await writer.addCues(cues);
     const { bytes, sha256 } = await writer.finalize();
     return {
       path: this.deps.outputPath,

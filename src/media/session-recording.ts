@@ -6,6 +6,7 @@ import type { EncoderSlots } from './encoder-slots';
 import type { RecordingEntity } from './recording.entity';
 import { isDiskFull } from '../spool/free-space';
 import { NoVideoFramesError, type RecorderBacklog, type SessionRecorder } from './session-recorder';
+import type { TextCue } from './webvtt';
 
 /** A session's recording as the stream runtime sees it. */
 export interface RecordingHandle {
@@ -35,6 +36,11 @@ export interface SessionRecordingDeps {
     background: boolean,
     onFailed: (err: Error) => void,
   ): SessionRecorder;
+  /**
+   * The cues of the session's messages, from the database: read when the recording is finalized,
+   * once every message of the session is stored, so a recording rebuilt later has the same.
+   */
+  loadCues(): Promise<TextCue[]>;
   /** Lists the session among the recorders (`GET /v1/admin/recording`), or drops it. */
   track(backlog: (() => RecorderBacklog) | null): void;
 }
@@ -99,13 +105,14 @@ export class SessionRecording implements RecordingHandle {
       }
       const recorder = await this.started;
       const upTo = Math.max(lastSeq, this.latest);
-      const result = await recorder.finish(upTo).catch((err: unknown) => {
+      const cues = await this.deps.loadCues();
+      const result = await recorder.finish(upTo, cues).catch((err: unknown) => {
         if (!isDiskFull(err)) {
           throw err;
         }
         // The disk filled up under the live recorder; the spool has every frame: rebuild.
         this.deps.logger.warn({ sessionId, err }, 'recording rebuilt from the spool');
-        return this.rebuild(upTo);
+        return this.rebuild(upTo, cues);
       });
       recorded = true;
       await this.deps.rows.update(
@@ -218,12 +225,15 @@ export class SessionRecording implements RecordingHandle {
   }
 
   /** A second recorder that encodes the whole spool, in the background CPU class if slotless. */
-  private async rebuild(lastSeq: number): ReturnType<SessionRecorder['finish']> {
+  private async rebuild(
+    lastSeq: number,
+    cues: readonly TextCue[],
+  ): ReturnType<SessionRecorder['finish']> {
     const recorder = this.newRecorder('spool', !this.holdsSlot);
     this.recorder = recorder;
     await recorder.start();
     recorder.durable();
-    return recorder.finish(lastSeq);
+    return recorder.finish(lastSeq, cues);
   }
 
   private newRecorder(mode: 'live' | 'spool', background: boolean): SessionRecorder {

@@ -1,4 +1,5 @@
 import { Check, Column, Entity, ForeignKey, Index, PrimaryColumn } from 'typeorm';
+import { bigintColumn } from '../database/columns';
 import { SessionEntity } from './session.entity';
 
 export type MessageDirection = 'in' | 'out';
@@ -8,6 +9,7 @@ export type MessageDirection = 'in' | 'out';
 @Index('ix_session_messages_session_created', ['sessionId', 'createdAt'])
 @Index('ux_session_messages_client_id', ['sessionId', 'direction', 'clientId'], { unique: true })
 @Check('ck_session_messages_direction', `direction IN ('in', 'out')`)
+@Check('ck_session_messages_recording_ms', `recording_ms IS NULL OR recording_ms >= 0`)
 export class SessionMessageEntity {
   @PrimaryColumn('uuid')
   id!: string;
@@ -31,4 +33,12 @@ export class SessionMessageEntity {
 
   @Column('timestamptz', { name: 'created_at', default: () => 'now()' })
   createdAt!: Date;
+
+  /**
+   * When the message arrived, in ms on its session's recording timeline (the frames' capture
+   * pts); 0 before the first frame; null when it is not part of the recording (the session had
+   * ended). docs/recording.md, "Messages".
+   */
+  @Column('bigint', { name: 'recording_ms', nullable: true, transformer: bigintColumn })
+  recordingMs!: number | null;
 }

@@ -86,7 +86,9 @@ export class SessionStore {
 
   /**
    * Stores a business message once: a resend with the same client id (after a resume) is a
-   * no-op, so `msg.ack` can be answered again without a duplicate row.
+   * no-op, so `msg.ack` can be answered again without a duplicate row, and the message keeps the
+   * time of its first arrival. `at`: its arrival (`created_at`); `recordingMs`: the same moment on
+   * the recording's timeline, null when it is not part of the recording.
    */
   async storeMessage(
     sessionId: string,
@@ -94,12 +96,75 @@ export class SessionStore {
     clientId: string,
     body: unknown,
     sender: string,
+    at: Date,
+    recordingMs: number | null,
   ): Promise<void> {
     await this.db.query(
-      `INSERT INTO session_messages (id, session_id, direction, client_id, body, sender)
-       VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+      `INSERT INTO session_messages
+         (id, session_id, direction, client_id, body, sender, created_at, recording_ms)
+       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)
        ON CONFLICT (session_id, direction, client_id) DO NOTHING`,
-      [randomUUID(), sessionId, direction, clientId, JSON.stringify(body ?? null), sender],
+      [
+        randomUUID(),
+        sessionId,
+        direction,
+        clientId,
+        JSON.stringify(body ?? null),
+        sender,
+        at.toISOString(),
+        recordingMs,
+      ],
+    );
+  }
+
+  /**
+   * Stores a message arriving `at` for a session that has no runtime on this node (interrupted and
+   * not resumed since a restart, or ended), timed from its row: on the recording's timeline while the session
+   * is open or interrupted (through `media_origin_at`; 0 before its first frame), outside it once
+   * the session ended. The row is read `FOR SHARE`, so the message and the session's end are
+   * ordered: a message timed as interrupted is stored before the end commits, and the recording,
+   * finalized after the end, has it.
+   */
+  async storeMessageByStatus(
+    sessionId: string,
+    direction: MessageDirection,
+    clientId: string,
+    body: unknown,
+    sender: string,
+    at: Date,
+  ): Promise<void> {
+    await this.db.query(
+      `INSERT INTO session_messages
+         (id, session_id, direction, client_id, body, sender, created_at, recording_ms)
+       SELECT $1, s.id, $3, $4, $5::jsonb, $6, $7,
+         CASE WHEN s.status IN ('open', 'interrupted') THEN
+           CASE WHEN s.media_origin_at IS NULL THEN 0
+                ELSE GREATEST(0, floor(extract(epoch FROM $7::timestamptz - s.media_origin_at) * 1000))
+           END
+         END
+       FROM sessions s WHERE s.id = $2
+       FOR SHARE OF s
+       ON CONFLICT (session_id, direction, client_id) DO NOTHING`,
+      [
+        randomUUID(),
+        sessionId,
+        direction,
+        clientId,
+        JSON.stringify(body ?? null),
+        sender,
+        at.toISOString(),
+      ],
+    );
+  }
+
+  /**
+   * The wall-clock time of a session's capture time 0, written once: a later value (a frame
+   * stored after a restart that lost it) never replaces the first.
+   */
+  async saveMediaOrigin(sessionId: string, at: Date): Promise<void> {
+    await this.db.query(
+      `UPDATE sessions SET media_origin_at = $2 WHERE id = $1 AND media_origin_at IS NULL`,
+      [sessionId, at.toISOString()],
     );
   }
 

@@ -79,4 +79,12 @@ export class SessionEntity {
 
   @Column('timestamptz', { name: 'closed_at', nullable: true })
   closedAt!: Date | null;
+
+  /**
+   * The wall-clock time of capture time (pts) 0: its first frame's arrival minus that frame's
+   * pts. Messages are timed into the recording through it; kept so that a node rebuilding the
+   * session after a crash goes on with the same timeline.
+   */
+  @Column('timestamptz', { name: 'media_origin_at', nullable: true })
+  mediaOriginAt!: Date | null;
 }

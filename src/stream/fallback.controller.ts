@@ -253,12 +253,24 @@ export class FallbackController {
   ): Promise<z.output<typeof messageStoredSchema>> {
     if (resumeToken !== undefined) {
       const runtime = await this.registry.forHttp(principal, id, resumeToken, HTTP_SINK);
-      await this.store.storeMessage(runtime.id, 'in', message.id, message.body, principal.subject);
+      await runtime.storeMessage('in', message.id, message.body, principal.subject);
       return { id: message.id };
     }
     // The owner (with stream:publish, by the guard) or an admin; anyone else gets 404.
     const session = await this.sessions.findVisible(principal, id);
-    await this.store.storeMessage(session.id, 'out', message.id, message.body, principal.subject);
+    const runtime = this.registry.get(session.id);
+    if (runtime) {
+      await runtime.storeMessage('out', message.id, message.body, principal.subject);
+    } else {
+      await this.store.storeMessageByStatus(
+        session.id,
+        'out',
+        message.id,
+        message.body,
+        principal.subject,
+        new Date(),
+      );
+    }
     const sink = this.registry.get(session.id)?.attached;
     const delivered = sink?.transport === 'ws';
     if (delivered) {

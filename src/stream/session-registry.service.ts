@@ -208,6 +208,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         stored: { video: 0, audio: 0, bytes: 0 },
         highestPts: 0,
         interruptedAt: null,
+        mediaOrigin: null,
       },
       spool,
     );
@@ -412,6 +413,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         stored: storedIn(spool.recovered),
         highestPts: spool.recovered.highestPts,
         interruptedAt,
+        mediaOrigin: row.mediaOriginAt,
       },
       spool,
     );

@@ -69,6 +69,7 @@ describe('SessionRuntime counters', () => {
     config: loadConfig({ NODE_ENV: 'test', ACK_INTERVAL_MS: '10000', ACK_MAX_FRAMES: '10000' }),
     store: {
       transition: () => Promise.resolve(true),
+      saveMediaOrigin: () => Promise.resolve(),
       saveStats: (rows: SessionStats[]) => {
         saved.push(rows);
         return Promise.resolve();
@@ -99,6 +100,7 @@ describe('SessionRuntime counters', () => {
           stored,
           highestPts: 0,
           interruptedAt: null,
+          mediaOrigin: null,
         },
         spool as unknown as SpoolWriter,
       ),
@@ -209,6 +211,7 @@ describe('SessionRuntime counters', () => {
             stored: { video: 0, audio: 0, bytes: 0 },
             highestPts: 0,
             interruptedAt: null,
+            mediaOrigin: null,
           },
           writer,
         ),
@@ -254,7 +257,11 @@ describe('SessionRuntime when the database refuses a transition', () => {
           spoolSync: new Histogram('sync', 'sync', [1]),
         },
         config: loadConfig({ NODE_ENV: 'test', RESUME_WINDOW_MS: '1000' }),
-        store: { transition: down, saveStats: down } as unknown as SessionStore,
+        store: {
+          transition: down,
+          saveStats: down,
+          saveMediaOrigin: () => Promise.resolve(),
+        } as unknown as SessionStore,
         audit: { record: () => undefined } as unknown as AuditWriter,
         logger: { error: () => undefined } as unknown as Logger,
         onEnded: (r) => ended.push(r),
@@ -270,6 +277,7 @@ describe('SessionRuntime when the database refuses a transition', () => {
         stored: { video: 0, audio: 0, bytes: 0 },
         highestPts: 0,
         interruptedAt: status === 'interrupted' ? new Date() : null,
+        mediaOrigin: null,
       },
       spool,
     );
@@ -341,7 +349,7 @@ describe('SessionRuntime.ingest and the pts rule', () => {
         spoolSync: new Histogram('sync', 'sync', [1]),
       },
       config: { ACK_INTERVAL_MS: 200, ACK_MAX_FRAMES: 50, RESUME_WINDOW_MS: 60_000 } as AppConfig,
-      store: {} as SessionStore,
+      store: { saveMediaOrigin: () => Promise.resolve() } as unknown as SessionStore,
       audit: {} as AuditWriter,
       logger: {} as Logger,
       onEnded: () => undefined,
@@ -357,6 +365,7 @@ describe('SessionRuntime.ingest and the pts rule', () => {
       stored: { video: 0, audio: 0, bytes: 0 },
       highestPts: 0,
       interruptedAt: null,
+      mediaOrigin: null,
     },
     spool,
   );
@@ -386,5 +395,151 @@ describe('SessionRuntime.ingest and the pts rule', () => {
 
   it('is back to the plain sequence rule once the refused seq was resent', () => {
     expect(ingest(5, 300)).toBe('gap');
+  });
+});
+
+describe('SessionRuntime message timing', () => {
+  /** The messages a runtime stored, and a recording that notes when it was finalized. */
+  function setup(mediaOrigin: Date | null = null, highestPts = 0) {
+    const stored: Array<{ id: string; recordingMs: number | null }> = [];
+    const events: string[] = [];
+    const held = new Map<string, () => void>();
+    const ok = () => Promise.resolve(true);
+    const spool = {
+      append: () => undefined,
+      pendingBytes: 0,
+      sync: () => Promise.resolve(),
+      write: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+    } as unknown as SpoolWriter;
+    const runtime = new SessionRuntime(
+      {
+        totals: {
+          frames: 0,
+          bytes: 0,
+          acks: 0,
+          ackLatency: new Histogram('ack', 'ack', [1]),
+          spoolSync: new Histogram('sync', 'sync', [1]),
+        },
+        config: loadConfig({ NODE_ENV: 'test', ACK_INTERVAL_MS: '10000', ACK_MAX_FRAMES: '10000' }),
+        store: {
+          transition: ok,
+          saveStats: ok,
+          saveMediaOrigin: ok,
+          storeMessage: (
+            _session: string,
+            _direction: string,
+            id: string,
+            _body: unknown,
+            _sender: string,
+            _at: Date,
+            recordingMs: number | null,
+          ) => {
+            stored.push({ id, recordingMs });
+            // A message whose id starts with `held` is stored when the test says so.
+            return id.startsWith('held')
+              ? new Promise<void>((resolve) =>
+                  held.set(id, () => {
+                    events.push(`stored ${id}`);
+                    resolve();
+                  }),
+                )
+              : Promise.resolve();
+          },
+        } as unknown as SessionStore,
+        audit: { record: () => undefined } as unknown as AuditWriter,
+        logger: { error: () => undefined, warn: () => undefined } as unknown as Logger,
+        onEnded: () => undefined,
+        onWindowPassed: () => undefined,
+      },
+      {
+        id: '00000000-0000-4000-8000-000000000004',
+        subject: 'alice',
+        channel: 'app',
+        resumeTokenHash: '',
+        status: 'open',
+        lastSeq: 0,
+        stored: { video: 0, audio: 0, bytes: 0 },
+        highestPts,
+        interruptedAt: null,
+        mediaOrigin,
+      },
+      spool,
+    );
+    runtime.setRecording({
+      id: 'rec',
+      offer: () => undefined,
+      durable: () => undefined,
+      abort: () => undefined,
+      finish: () => {
+        events.push('finalized');
+        return Promise.resolve({ id: 'rec', status: 'ready', durationMs: 0 });
+      },
+    });
+    return { runtime, stored, events, held };
+  }
+
+  let now = 1_000_000;
+  beforeEach(() => {
+    jest.spyOn(Date, 'now').mockImplementation(() => now);
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  const frame = (seq: number, pts: number) => {
+    const m = encodeMediaMessage(Track.Video, seq, pts, Buffer.alloc(10));
+    return [m, header(m)] as const;
+  };
+
+  it('times a message by its arrival minus the first frame arrival less its pts; 0 before any frame', async () => {
+    const { runtime, stored } = setup();
+    await runtime.storeMessage('in', 'early', {}, 'alice');
+    now += 700;
+    // The first frame arrives 300 ms after its capture time 0 was taken: the origin is 300 ms back.
+    expect(runtime.ingest(...frame(1, 300))).toBe('stored');
+    now += 1_234;
+    await runtime.storeMessage('out', 'later', {}, 'api');
+    // A frame that arrives late says nothing new: the origin stays the first frame's.
+    now += 5_000;
+    expect(runtime.ingest(...frame(2, 400))).toBe('stored');
+    await runtime.storeMessage('in', 'last', {}, 'alice');
+    expect(stored).toEqual([
+      { id: 'early', recordingMs: 0 },
+      { id: 'later', recordingMs: 1_534 },
+      { id: 'last', recordingMs: 6_534 },
+    ]);
+    await runtime.release();
+  });
+
+  it('goes on with the origin from the row after a restart, and without one places a message after what the spool holds', async () => {
+    const origin = setup(new Date(now - 42_000), 41_000);
+    await origin.runtime.storeMessage('in', 'a', {}, 'alice');
+    const lost = setup(null, 41_000);
+    await lost.runtime.storeMessage('in', 'b', {}, 'alice');
+    expect(lost.runtime.ingest(...frame(1, 45_000))).toBe('stored');
+    now += 100;
+    await lost.runtime.storeMessage('in', 'c', {}, 'alice');
+    expect([...origin.stored, ...lost.stored]).toEqual([
+      { id: 'a', recordingMs: 42_000 },
+      { id: 'b', recordingMs: 41_000 },
+      { id: 'c', recordingMs: 45_100 },
+    ]);
+    await Promise.all([origin.runtime.release(), lost.runtime.release()]);
+  });
+
+  it('finalizes the recording only once every message timed into it is stored; later ones are outside it', async () => {
+    const { runtime, stored, events, held } = setup();
+    expect(runtime.ingest(...frame(1, 0))).toBe('stored');
+    const pending = runtime.storeMessage('in', 'held-1', {}, 'alice');
+    const closing = runtime.close('client_close');
+    await runtime.storeMessage('out', 'after-close', {}, 'api');
+    await new Promise((r) => setImmediate(r));
+    expect(events).toEqual([]);
+    held.get('held-1')?.();
+    await Promise.all([pending, closing]);
+    expect(events).toEqual(['stored held-1', 'finalized']);
+    expect(stored).toEqual([
+      { id: 'held-1', recordingMs: 0 },
+      { id: 'after-close', recordingMs: null },
+    ]);
   });
 });

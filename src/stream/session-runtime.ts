@@ -10,6 +10,7 @@ import type { Histogram } from '../metrics/prometheus';
 import type { RecorderEvents } from '../media/session-recorder';
 import type { Closed, ClosedRecording, ServerMessage } from '../protocol/messages';
 import type { SessionCounts, SessionStats, SessionStore } from '../sessions/session-store.service';
+import type { MessageDirection } from '../sessions/session-message.entity';
 import type { SessionStatus } from '../sessions/session.types';
 import { isDiskFull } from '../spool/free-space';
 import { SpoolWriter } from '../spool/spool';
@@ -126,6 +127,8 @@ export interface RuntimeInit {
   highestPts: number;
   /** For an interrupted session: when its window opened. */
   interruptedAt: Date | null;
+  /** The session's `media_origin_at` (null before its first frame was stored, or if it was lost). */
+  mediaOrigin: Date | null;
 }
 
 /**
@@ -191,6 +194,19 @@ export class SessionRuntime {
 
   private recording: RecordingHandle | null = null;
 
+  /**
+   * Wall-clock ms of capture time 0: the first frame's arrival minus its pts (docs/recording.md,
+   * "Messages"). Null until a frame arrives when the session has none stored with it yet.
+   */
+  private mediaOrigin: number | null;
+  /** `mediaOrigin` is in the session's row (a restart goes on with the same timeline). */
+  private mediaOriginSaved: boolean;
+  private mediaOriginWrite: Promise<void> | null = null;
+  /** Messages go into the recording until the session starts to end. */
+  private timingMessages = true;
+  /** Message writes under way: the recording is finalized once they are stored. */
+  private readonly messageWrites = new Set<Promise<void>>();
+
   constructor(
     private readonly deps: RuntimeDeps,
     init: RuntimeInit,
@@ -209,6 +225,8 @@ export class SessionRuntime {
     // A rehydrated session's counters differ from its row whenever the row missed a flush.
     this.dirty = init.stored.video + init.stored.audio > 0;
     this.highestPts = init.highestPts;
+    this.mediaOrigin = init.mediaOrigin?.getTime() ?? null;
+    this.mediaOriginSaved = init.mediaOrigin !== null;
     this.intervalMs = deps.config.ACK_INTERVAL_MS;
     this.maxFrames = deps.config.ACK_MAX_FRAMES;
     if (init.status === 'interrupted') {
@@ -356,6 +374,9 @@ export class SessionRuntime {
       return this.stopping ? 'stopping' : 'failed';
     }
     this.recording?.offer(message, header);
+    if (this.mediaOrigin === null) {
+      this.mediaOrigin = Date.now() - header.pts;
+    }
     this.receivedSeq = seq;
     if (header.track === Track.Video) {
       this.accepted.video++;
@@ -407,7 +428,85 @@ export class SessionRuntime {
       this.countRejectedUpTo(target);
       this.recording?.durable();
     }
+    if (!this.mediaOriginSaved && this.durableSeq > 0) {
+      this.saveMediaOrigin();
+    }
     return this.durableSeq;
+  }
+
+  /**
+   * Writes `mediaOrigin` to the row once the frame it comes from is durable: one write per
+   * session, never per frame. A failed write is tried again after the next sync.
+   */
+  private saveMediaOrigin(): void {
+    const origin = this.mediaOrigin;
+    if (origin === null || this.mediaOriginWrite) {
+      return;
+    }
+    this.mediaOriginWrite = this.deps.store
+      .saveMediaOrigin(this.id, new Date(origin))
+      .then(
+        () => {
+          this.mediaOriginSaved = true;
+        },
+        (err: unknown) =>
+          this.deps.logger.warn(
+            { err, sessionId: this.id },
+            'media origin not saved; retrying after the next sync',
+          ),
+      )
+      .finally(() => {
+        this.mediaOriginWrite = null;
+      });
+  }
+
+  /**
+   * Where a message arriving now sits on the recording's timeline: its arrival minus the media
+   * origin, in ms. Without an origin, at the latest capture time stored (0 before any frame): a
+   * node that lost the origin in a crash places a message after everything it holds until the next
+   * frame gives it the origin again.
+   */
+  private recordingTimeMs(now: number): number {
+    return this.mediaOrigin === null
+      ? this.highestPts
+      : Math.max(0, Math.round(now - this.mediaOrigin));
+  }
+
+  /**
+   * Stores a business message of this session (from the client, or pushed by the API), timed into
+   * the recording while the session has not started to end; outside it afterwards.
+   */
+  async storeMessage(
+    direction: MessageDirection,
+    clientId: string,
+    body: unknown,
+    sender: string,
+  ): Promise<void> {
+    const now = Date.now();
+    const write = this.deps.store.storeMessage(
+      this.id,
+      direction,
+      clientId,
+      body,
+      sender,
+      new Date(now),
+      this.timingMessages ? this.recordingTimeMs(now) : null,
+    );
+    this.messageWrites.add(write);
+    try {
+      await write;
+    } finally {
+      this.messageWrites.delete(write);
+    }
+  }
+
+  /**
+   * From here on messages are not timed into the recording; resolves once those that are have
+   * been written (or failed), so the recording finalized next reads every one of them.
+   */
+  private async stopTimingMessages(): Promise<void> {
+    this.timingMessages = false;
+    await Promise.allSettled([...this.messageWrites]);
   }
 
   /** Bad images reported before their frame was durable count once it is. */
@@ -521,6 +620,7 @@ export class SessionRuntime {
 
   /** Ends the session normally: durable, final ack, recording finalized, `closed`. */
   async close(cause: string): Promise<Closed> {
+    await this.stopTimingMessages();
     await this.finalAck();
     const recording = await this.finishRecording();
     await this.end('closed', cause);
@@ -530,6 +630,7 @@ export class SessionRuntime {
   /** The resume window passed: the session ends with what was stored, recording finalized. */
   async abandon(): Promise<void> {
     if (this.status === 'interrupted') {
+      await this.stopTimingMessages();
       await this.finishRecording();
       await this.end('abandoned', 'resume_window_passed');
     }

@@ -182,7 +182,7 @@ export class StreamConnection implements SessionSink {
 
   async message(id: string, body: unknown): Promise<ServerMessage> {
     const runtime = this.requireSession();
-    await this.deps.store.storeMessage(runtime.id, 'in', id, body, this.principal.subject);
+    await runtime.storeMessage('in', id, body, this.principal.subject);
     return { type: 'msg.ack', id };
   }
 

@@ -43,6 +43,7 @@ export function faultyMedia(fault: Fault, sessionId: string): RecorderMedia {
         addVideo: (...args) =>
           ++packets > MUXER_FAILS_AFTER ? Promise.reject(failure()) : writer.addVideo(...args),
         addAudio: (...args) => writer.addAudio(...args),
+        addCues: (...args) => writer.addCues(...args),
         finalize: () => writer.finalize(),
         cancel: () => writer.cancel(),
       };
