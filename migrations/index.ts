@@ -3,6 +3,7 @@ import { NodeEvents1764900000000 } from './1764900000000-NodeEvents';
 import { AuditRefusalAggregation1765000000000 } from './1765000000000-AuditRefusalAggregation';
 import { AdminApi1765100000000 } from './1765100000000-AdminApi';
 import { PgBoss1765300000000 } from './1765300000000-PgBoss';
+import { MediaJobs1765400000000 } from './1765400000000-MediaJobs';
 
 /** Every migration, in order; listed explicitly so the same list works from ts and from dist. */
 export const MIGRATIONS = [
@@ -11,4 +12,5 @@ export const MIGRATIONS = [
   AuditRefusalAggregation1765000000000,
   AdminApi1765100000000,
   PgBoss1765300000000,
+  MediaJobs1765400000000,
 ];

@@ -1,26 +1,15 @@
 import { Controller, Get, Head, Logger, Param, Req, Res } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import type { Request, Response } from 'express';
-import { createReadStream } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Repository } from 'typeorm';
 import { CurrentPrincipal, RequireScopes } from '../auth/auth.decorators';
 import type { Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
+import { serveFile } from '../http/file-response';
 import { SessionsService } from '../sessions/sessions.service';
-import { parseRange } from './byte-range';
 import { RecordingEntity } from './recording.entity';
 import { ApiDoc, type ApiDocOptions } from '../docs/api-doc';
-
-/** The validators of a ready recording, as sent in `ETag` and `Last-Modified`. */
-interface Validators {
-  /** Strong: the file's sha256 never changes once the recording is ready. */
-  etag: string | null;
-  lastModified: Date | null;
-}
 
 /**
  * `GET`/`HEAD /v1/sessions/{id}/recording`: the session's MP4, with single byte ranges and
@@ -82,54 +71,25 @@ export class RecordingsController {
     res: Response,
   ): Promise<void> {
     const recording = await this.readyRecording(principal, id);
-    const file = await this.openFile(recording);
-    // From here on the handle is closed by the read stream, or below when no body is sent.
-    let handedOver = false;
-    try {
-      const size = (await file.stat()).size;
-      const validators: Validators = {
-        etag: recording.sha256 ? `"${recording.sha256}"` : null,
-        lastModified: recording.readyAt,
-      };
-      setValidatorHeaders(res, validators);
-      res.setHeader('Accept-Ranges', 'bytes');
-      if (notModified(req, validators)) {
-        res.status(304).end();
-        return;
-      }
-      // Range is defined for GET only (RFC 9110 section 14.2); HEAD describes the whole file.
-      const range =
-        req.method === 'GET' && ifRangeMatches(req, validators)
-          ? parseRange(req.headers.range, size)
-          : parseRange(undefined, size);
-      if (range.kind === 'unsatisfiable') {
-        res.setHeader('Content-Range', `bytes */${size}`);
-        throw new AppError(
-          ErrorCode.RangeNotSatisfiable,
-          `the requested range is outside the recording of ${size} bytes`,
-        );
-      }
-      const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
-      res.setHeader('Content-Type', 'video/mp4');
-      res.setHeader('Content-Disposition', `inline; filename="${recording.sessionId}.mp4"`);
-      res.setHeader('Content-Length', String(end - start + 1));
-      if (range.kind === 'partial') {
-        res.status(206).setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
-      } else {
-        res.status(200);
-      }
-      if (req.method === 'HEAD' || size === 0) {
-        res.end();
-        return;
-      }
-      handedOver = true;
-      const source = createReadStream(recording.path as string, { fd: file, start, end });
-      await this.stream(source, res, recording.sessionId);
-    } finally {
-      if (!handedOver) {
-        await file.close();
-      }
+    if (!recording.path) {
+      const error = new AppError(ErrorCode.Internal, 'the recording file cannot be read');
+      error.cause = new Error(`recording ${recording.id} is ready but has no path`);
+      throw error;
     }
+    await serveFile(
+      req,
+      res,
+      {
+        path: recording.path,
+        contentType: 'video/mp4',
+        filename: `${recording.sessionId}.mp4`,
+        // Strong: the file's sha256 never changes once the recording is ready.
+        sha256: recording.sha256,
+        lastModified: recording.readyAt,
+        what: 'the recording',
+      },
+      this.logger,
+    );
   }
 
   /** The recording row of a visible session, if it is ready; 404 or 409 otherwise. */
@@ -150,112 +110,4 @@ export class RecordingsController {
     }
     return recording;
   }
-
-  /**
-   * Opens the file before any header is sent, so that a file missing although the row says ready
-   * is a clean 500, logged once by the exception filter with its cause.
-   */
-  private async openFile(recording: RecordingEntity): Promise<FileHandle> {
-    try {
-      if (!recording.path) {
-        throw new Error(`recording ${recording.id} is ready but has no path`);
-      }
-      return await open(recording.path, 'r');
-    } catch (err) {
-      const error = new AppError(ErrorCode.Internal, 'the recording file cannot be read');
-      error.cause = err;
-      throw error;
-    }
-  }
-
-  private async stream(source: Readable, res: Response, sessionId: string): Promise<void> {
-    try {
-      await pipeline(source, res);
-    } catch (err) {
-      // A player that seeks or closes the tab aborts the response: routine, not an error.
-      if (isPrematureClose(err)) {
-        return;
-      }
-      if (!res.headersSent) {
-        const error = new AppError(ErrorCode.Internal, 'the recording file cannot be read');
-        error.cause = err;
-        throw error;
-      }
-      // Headers are out, so no error body can follow: cut the response short.
-      this.logger.error({ err, sessionId }, 'streaming a recording failed');
-      res.destroy();
-    }
-  }
-}
-
-function isPrematureClose(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  return code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET' || code === 'EPIPE';
-}
-
-function setValidatorHeaders(res: Response, v: Validators): void {
-  res.setHeader('Cache-Control', 'private, max-age=0');
-  if (v.etag) {
-    res.setHeader('ETag', v.etag);
-  }
-  if (v.lastModified) {
-    res.setHeader('Last-Modified', v.lastModified.toUTCString());
-  }
-}
-
-/**
- * If-None-Match (weak comparison), else If-Modified-Since (RFC 9110 section 13.2.2); both only
- * ever answer GET and HEAD here, so a match is a 304.
- */
-function notModified(req: Request, v: Validators): boolean {
-  const inm = header(req, 'if-none-match');
-  if (inm !== undefined) {
-    if (inm.trim() === '*') {
-      return true;
-    }
-    return v.etag !== null && entityTags(inm).some((t) => opaque(t) === opaque(v.etag as string));
-  }
-  const ims = header(req, 'if-modified-since');
-  if (ims !== undefined && v.lastModified) {
-    const since = Date.parse(ims);
-    return !Number.isNaN(since) && wholeSeconds(v.lastModified) <= since;
-  }
-  return false;
-}
-
-/**
- * Whether a Range still applies: without If-Range always; with one, only if it names the current
- * representation (strong ETag comparison, or exactly the Last-Modified date). Otherwise the client
- * holds a different version and gets the whole file.
- */
-function ifRangeMatches(req: Request, v: Validators): boolean {
-  const value = header(req, 'if-range')?.trim();
-  if (value === undefined || req.headers.range === undefined) {
-    return true;
-  }
-  if (value.startsWith('"') || value.startsWith('W/')) {
-    return v.etag !== null && value === v.etag;
-  }
-  const date = Date.parse(value);
-  return !Number.isNaN(date) && v.lastModified !== null && wholeSeconds(v.lastModified) === date;
-}
-
-/** A request header as one string (Node keeps repeated unknown headers as an array). */
-function header(req: Request, name: string): string | undefined {
-  const value = req.headers[name];
-  return Array.isArray(value) ? value.join(', ') : value;
-}
-
-/** The entity-tags of an If-None-Match list, e.g. `"a", W/"b"`. */
-function entityTags(header: string): string[] {
-  return header.match(/(?:W\/)?"[^"]*"/g) ?? [];
-}
-
-function opaque(tag: string): string {
-  return tag.startsWith('W/') ? tag.slice(2) : tag;
-}
-
-/** HTTP dates have whole seconds. */
-function wholeSeconds(date: Date): number {
-  return Math.floor(date.getTime() / 1000) * 1000;
 }
