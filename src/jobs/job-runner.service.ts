@@ -25,6 +25,7 @@ import {
 } from './engine';
 import { JobBudget } from './job-budget';
 import { IN_DIR, JobPaths, OUT_DIR } from './job-paths';
+import { killProcessesIn } from './orphan-processes';
 import { type JobPlan, planSchema } from './jobs-api.schema';
 import {
   bossDb,
@@ -507,8 +508,9 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   /**
-   * Takes back the jobs this node's previous process was running: their attempts died with it.
-   * Each is retried (or, with no retry left, failed) as if the attempt had failed now.
+   * Takes back the jobs this node's previous process was running: their attempts died with it
+   * (tools they left running in the attempt's folder are killed). Each is retried (or, with no
+   * retry left, failed) as if the attempt had failed now.
    */
   private async recover(): Promise<void> {
     const { rows } = await this.pool.query<{ id: string; attempts: number; run_token: string }>(
@@ -516,6 +518,7 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
       [this.config.NODE_ID],
     );
     for (const row of rows) {
+      const orphans = await killProcessesIn(this.paths.runs(row.id));
       const outcome = await inTransaction(this.pool, async (client) => {
         const locked = await client.query(
           `SELECT 1 FROM media_jobs WHERE id = $1 AND state = 'running' AND run_token = $2 FOR UPDATE`,
@@ -533,7 +536,10 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
         return this.requeue(client, row.id, 'the node restarted during the job', row.attempts);
       });
       await rm(this.paths.runs(row.id), { recursive: true, force: true });
-      this.logger.warn({ jobId: row.id, outcome }, 'media job taken back after a restart');
+      this.logger.warn(
+        { jobId: row.id, outcome, killedOrphans: orphans },
+        'media job taken back after a restart',
+      );
     }
   }
 

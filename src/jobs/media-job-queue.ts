@@ -52,11 +52,14 @@ export interface JobEvent {
   detail?: Record<string, unknown>;
 }
 
-/** Appends to a job's audit trail, in the transaction that made it happen. */
+/**
+ * Appends to a job's audit trail, in the transaction that made it happen. `clock_timestamp()`, not
+ * `now()`: events of one transaction keep their order.
+ */
 export async function recordJobEvent(client: PoolClient, e: JobEvent): Promise<void> {
   await client.query(
     `INSERT INTO media_job_events (id, job_id, at, type, node, subject, detail)
-     VALUES ($1, $2, now(), $3, $4, $5, $6)`,
+     VALUES ($1, $2, clock_timestamp(), $3, $4, $5, $6)`,
     [randomUUID(), e.jobId, e.type, e.node, e.subject ?? null, JSON.stringify(e.detail ?? {})],
   );
 }
