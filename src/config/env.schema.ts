@@ -77,6 +77,26 @@ const csv = z.string().transform((v) =>
 );
 
 /**
+ * The longest time between a webhook's first failed attempt and its last attempt, in seconds:
+ * pg-boss waits `delay * 2^min(n, 16) / 2 * (1 + random)` before retry n (its exponent stops at
+ * 16), so at most `delay * 2^min(n, 16)`, and at least half that. The README and
+ * docs/webhooks.md give the figure for the defaults.
+ */
+export function maxRetryWindowSeconds(retryLimit: number, retryDelaySeconds: number): number {
+  let total = 0;
+  for (let n = 1; n <= retryLimit; n++) {
+    total += retryDelaySeconds * 2 ** Math.min(n, 16);
+  }
+  return total;
+}
+
+/**
+ * Retries stay well within pg-boss' retention of queued jobs (14 days), after which a job waiting
+ * for its retry would be deleted unseen.
+ */
+const MAX_WEBHOOK_RETRY_WINDOW_S = 7 * 24 * 3600;
+
+/**
  * Every environment variable the service reads, with its default. Validated once at boot; the
  * README's configuration table and .env.example list the same names.
  */
@@ -188,6 +208,13 @@ export const envSchema = z
     // pg-boss expires an active job after at most 24 h; the timeout stays below that.
     MEDIA_JOB_TIMEOUT_MINUTES: int(1, 23 * 60).default(240),
     MEDIA_JOB_RETENTION_HOURS: int(1, 87_600).default(72),
+    /** Unset: allowed outside production (see webhookUrlPolicy). */
+    WEBHOOK_ALLOW_HTTP: bool.optional(),
+    WEBHOOK_ALLOW_PRIVATE: bool.optional(),
+    WEBHOOK_RETRY_LIMIT: int(0, 20).default(10),
+    WEBHOOK_RETRY_DELAY_SECONDS: int(1, 3_600).default(5),
+    WEBHOOK_TIMEOUT_MS: int(1_000, 60_000).default(10_000),
+    WEBHOOK_CONCURRENCY: int(1, 100).default(4),
 
     SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(15_000),
   })
@@ -211,6 +238,17 @@ export const envSchema = z
         code: 'custom',
         path: ['HEARTBEAT_TIMEOUT_MS'],
         message: 'must be greater than HEARTBEAT_INTERVAL_MS',
+      });
+    }
+    if (
+      maxRetryWindowSeconds(env.WEBHOOK_RETRY_LIMIT, env.WEBHOOK_RETRY_DELAY_SECONDS) >
+      MAX_WEBHOOK_RETRY_WINDOW_S
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['WEBHOOK_RETRY_LIMIT'],
+        message:
+          'with WEBHOOK_RETRY_DELAY_SECONDS, retries would last more than 7 days (lower either)',
       });
     }
     if (env.NODE_ENV === 'production' && !env.AUTH_JWKS_URL && !env.AUTH_JWT_SECRET) {
