@@ -211,6 +211,21 @@ describe('media jobs API', () => {
         { field: 'input.upload', problem: expect.stringContaining('no file part named "clip"') },
       ]);
 
+      const badWebhook = await call(app.url, 'POST', '/v1/media/jobs', {
+        token: alice,
+        body: {
+          type: 'extract-audio',
+          input: { recording: crypto.randomUUID() },
+          format: 'wav',
+          webhook: { url: 'ftp://example.com/hook', secret: 'short' },
+        },
+      });
+      expect(badWebhook.status).toBe(400);
+      expect(badWebhook.body.fields).toEqual([
+        { field: 'webhook.url', problem: 'must be an https:// URL' },
+        { field: 'webhook.secret', problem: expect.stringMatching(/>=32 characters/) },
+      ]);
+
       const malformed = await call(app.url, 'POST', '/v1/media/jobs', {
         token: alice,
         raw: 'not json',

@@ -24,6 +24,12 @@ export interface UploadLimits {
   idleMs: number;
 }
 
+/**
+ * Checks the spec as soon as it arrives (throws the AppError to answer): a spec sent before the
+ * files is refused before they are read.
+ */
+export type SpecCheck = (text: string) => void;
+
 /** One uploaded file part, stored in the job's folder. */
 export interface UploadedFile {
   /** Path relative to the job's folder, e.g. `in/u-clip.mp4`. */
@@ -51,16 +57,18 @@ export function uploadFile(name: string): string {
  * before any byte), written to the parser only when it has taken the previous chunk, and the
  * parser waits for each file's disk write (backpressure end to end).
  *
- * Limits: each file and the whole body at most `maxBytes` (413), at most `maxFiles` parts.
+ * Limits: each file and the whole body at most `maxBytes` (413), at most `maxFiles` parts. The
+ * spec is checked when it arrives, so one that comes first and is refused stops the upload.
  * Rejects with the AppError to answer; the caller removes the folder on any failure.
  */
 export async function receiveMultipart(
   req: IncomingMessage,
   jobDir: string,
   limits: UploadLimits,
+  checkSpec: SpecCheck,
 ): Promise<ReceivedUpload> {
   const reader = new BodyReader(req, { maxBytes: limits.maxBytes, idleMs: limits.idleMs });
-  return new MultipartReceiver(req, jobDir, limits).receive(reader);
+  return new MultipartReceiver(req, jobDir, limits, checkSpec).receive(reader);
 }
 
 class MultipartReceiver {
@@ -76,6 +84,7 @@ class MultipartReceiver {
     private readonly req: IncomingMessage,
     private readonly jobDir: string,
     private readonly limits: UploadLimits,
+    private readonly checkSpec: SpecCheck,
   ) {}
 
   async receive(reader: BodyReader): Promise<ReceivedUpload> {
@@ -290,6 +299,11 @@ class MultipartReceiver {
       return;
     }
     this.specText = text;
+    try {
+      this.checkSpec(text);
+    } catch (err) {
+      this.fail(err instanceof AppError ? err : storageError(err));
+    }
   }
 
   /** The first failure, set by the parser's and the writes' callbacks at any await. */

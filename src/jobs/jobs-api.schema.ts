@@ -9,6 +9,7 @@ import {
   localSingleSchema,
   relName,
 } from './engine';
+import { webhookSpecSchema } from '../webhooks/webhook-url';
 import { MEDIA_JOB_STATES } from './media-job.entity';
 
 /**
@@ -83,6 +84,12 @@ export type SubmittedSpec = RefSpec | TransactionConcat;
 
 /** Documents the spec part of a submission; the route picks one of the two by `transactionId`. */
 export const submittedSpecSchema = z.union([refSpecSchema, transactionConcatSchema]);
+
+/** Documents a whole submission: a spec and its optional `webhook` (docs/webhooks.md). */
+export const submissionSchema = z.intersection(
+  submittedSpecSchema,
+  z.object({ webhook: webhookSpecSchema.optional() }),
+);
 
 /**
  * A session's stored frames as the runner gets them: its spool, linked into the job's folder,

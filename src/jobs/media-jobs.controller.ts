@@ -24,7 +24,7 @@ import {
   type JobSummary,
   type JobView,
   jobViewSchema,
-  submittedSpecSchema,
+  submissionSchema,
 } from './jobs-api.schema';
 import { MediaJobsService } from './media-jobs.service';
 
@@ -74,7 +74,7 @@ export class MediaJobsController {
       'ready. `concat` also takes `{"type": "concat", "transactionId": "TX-1"}`: the recordings of ' +
       "the caller's sessions opened with that transactionId, in order. Optional `webhook`: " +
       'see docs/webhooks.md. The job types and their fields: docs/media-jobs.md.',
-    body: submittedSpecSchema,
+    body: submissionSchema,
     responses: { 202: jobViewSchema },
     errors: [400, 404, 408, 409, 413, 415, 429, 503],
   })

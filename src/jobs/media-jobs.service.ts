@@ -8,7 +8,7 @@ import type { Pool } from 'pg';
 import { In, type DataSource, type Repository } from 'typeorm';
 import { CURSOR_TIME_SQL, type Cursor, type Page, pageOf, SqlWhere } from '../admin/admin-query';
 import { hasScope, type Principal } from '../auth/scopes';
-import { AppError } from '../common/app-error';
+import { AppError, type FieldProblem } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { exceedsJsonDepth, MAX_JSON_DEPTH } from '../common/json-depth';
 import { parseOrThrow } from '../common/zod-body.pipe';
@@ -17,6 +17,12 @@ import type { StoredFile } from '../http/file-response';
 import { readJsonBody } from '../http/json-body.interceptor';
 import { hasBody } from '../http/error-response';
 import { JobQueue } from '../queue/job-queue.service';
+import {
+  validateWebhookUrl,
+  type WebhookSpec,
+  webhookSpecSchema,
+  webhookUrlPolicy,
+} from '../webhooks/webhook-url';
 import { engineLimits } from './engine';
 import { JobInputs } from './job-inputs.service';
 import { JobPaths } from './job-paths';
@@ -102,19 +108,27 @@ export class MediaJobsService {
       let uploads = new Map<string, UploadedFile>();
       if (multipart) {
         await mkdir(this.paths.inputs(id), { recursive: true });
-        const received = await receiveMultipart(req, jobDir, {
-          maxBytes: this.config.MEDIA_UPLOAD_MAX_BYTES,
-          maxSpecBytes: this.config.HTTP_BODY_LIMIT_BYTES,
-          maxFiles: engineLimits.MAX_IMAGES + EXTRA_PARTS,
-          idleMs: this.config.HTTP_BODY_IDLE_TIMEOUT_MS,
-        });
+        const received = await receiveMultipart(
+          req,
+          jobDir,
+          {
+            maxBytes: this.config.MEDIA_UPLOAD_MAX_BYTES,
+            maxSpecBytes: this.config.HTTP_BODY_LIMIT_BYTES,
+            maxFiles: engineLimits.MAX_IMAGES + EXTRA_PARTS,
+            idleMs: this.config.HTTP_BODY_IDLE_TIMEOUT_MS,
+          },
+          (text) => parseSubmission(parseSpecText(text)),
+        );
         body = parseSpecText(received.specText);
         uploads = received.files;
       } else {
         body = await readJsonBody(req, this.config);
         await mkdir(this.paths.inputs(id), { recursive: true });
       }
-      const spec = parseSpec(body);
+      const { spec, webhook } = parseSubmission(body);
+      if (webhook) {
+        await validateWebhookUrl(webhook.url, webhookUrlPolicy(this.config));
+      }
       const local = await this.inputs.localize(principal, spec, uploads, jobDir);
       const stored: Record<string, unknown> = local.sessions
         ? { ...spec, sessions: local.sessions }
@@ -122,8 +136,8 @@ export class MediaJobsService {
       await inTransaction(this.pool, async (client) => {
         await client.query(
           `INSERT INTO media_jobs (id, subject, channel, type, state, spec, plan, max_attempts,
-                                   input_bytes)
-           VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)`,
+                                   input_bytes, webhook_url, webhook_secret)
+           VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10)`,
           [
             id,
             principal.subject,
@@ -133,6 +147,8 @@ export class MediaJobsService {
             JSON.stringify(local.plan),
             this.config.MEDIA_JOB_RETRY_LIMIT + 1,
             local.inputBytes,
+            webhook?.url ?? null,
+            webhook?.secret ?? null,
           ],
         );
         await recordJobEvent(client, {
@@ -347,16 +363,57 @@ function parseSpecText(text: string): unknown {
   }
 }
 
-/** Validates a submitted spec: a `concat` with `transactionId` has its own, smaller schema. */
-function parseSpec(body: unknown): SubmittedSpec {
+/** A submission: the job spec and, optionally, where to report its end. */
+interface Submission {
+  spec: SubmittedSpec;
+  webhook: WebhookSpec | null;
+}
+
+/**
+ * Validates a submission: the spec (a `concat` with `transactionId` has its own, smaller schema)
+ * and its optional `webhook`; every bad field of both is reported at once.
+ */
+function parseSubmission(body: unknown): Submission {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new AppError(ErrorCode.ValidationFailed, 'the job spec must be a JSON object', {
       fields: [{ field: '(root)', problem: 'must be an object' }],
     });
   }
-  const spec = body as Record<string, unknown>;
-  if (spec.type === 'concat' && 'transactionId' in spec) {
-    return parseOrThrow(transactionConcatSchema, spec, 'job spec');
+  const { webhook, ...spec } = body as Record<string, unknown>;
+  const problems: FieldProblem[] = [];
+  const attempt = <T>(parse: () => T, prefix: string): T | null => {
+    try {
+      return parse();
+    } catch (err) {
+      if (err instanceof AppError && err.extra.fields) {
+        problems.push(
+          ...err.extra.fields.map((f) => ({
+            field: prefix + (f.field === '(root)' ? '' : f.field),
+            problem: f.problem,
+          })),
+        );
+        return null;
+      }
+      throw err;
+    }
+  };
+  const parsedSpec = attempt(
+    () =>
+      spec.type === 'concat' && 'transactionId' in spec
+        ? parseOrThrow(transactionConcatSchema, spec, 'job spec')
+        : parseOrThrow(refSpecSchema, spec, 'job spec'),
+    '',
+  );
+  const parsedWebhook =
+    webhook === undefined
+      ? null
+      : attempt(() => parseOrThrow(webhookSpecSchema, webhook, 'webhook'), 'webhook.');
+  if (problems.length > 0 || parsedSpec === null) {
+    throw new AppError(
+      ErrorCode.ValidationFailed,
+      `job spec is invalid: ${problems.map((f) => `${f.field || '(root)'}: ${f.problem}`).join('; ')}`,
+      { fields: problems.map((f) => ({ field: f.field || '(root)', problem: f.problem })) },
+    );
   }
-  return parseOrThrow(refSpecSchema, spec, 'job spec');
+  return { spec: parsedSpec, webhook: parsedWebhook };
 }
