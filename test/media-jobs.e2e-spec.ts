@@ -1,6 +1,14 @@
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { JobRetention } from '../src/jobs/job-retention.service';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
 import { testDir } from './support/dirs';
@@ -549,5 +557,58 @@ describe('media jobs API', () => {
     expect(
       (await call(app.url, 'GET', `/v1/media/jobs/${id}/result`, { token: alice })).status,
     ).toBe(409);
+  });
+
+  it("removes finished jobs' folders after MEDIA_JOB_RETENTION_HOURS and keeps their rows; fails jobs pg-boss dropped; removes orphan folders", async () => {
+    const submitted = await submitForm(
+      { type: 'thumbnails', input: { upload: 'clip' }, atSeconds: [0.5, 1.5] },
+      { clip: readFileSync(join(dir, 'clip.mp4')) },
+    );
+    expect(submitted.status).toBe(202);
+    const id = submitted.body.id as string;
+    const { job } = await settle(id);
+    expect(job.state).toBe('completed');
+    expect(job.outputs.map((o) => o.contentType)).toEqual(['image/jpeg', 'image/jpeg']);
+    const jobDir = join(app.dataDir, 'jobs', id);
+    expect(existsSync(jobDir)).toBe(true);
+
+    // A job that ended 73 h ago (retention: 72 h by default), a queued job pg-boss no longer
+    // has, and a folder no job owns, untouched for 3 h.
+    await app.db.query(
+      `UPDATE media_jobs SET finished_at = now() - interval '73 hours' WHERE id = $1`,
+      [id],
+    );
+    const lost = crypto.randomUUID();
+    await app.db.query(
+      `INSERT INTO media_jobs (id, subject, channel, type, state, spec, plan, max_attempts, created_at)
+       VALUES ($1, 'alice', 'branch-app', 'transcode', 'queued', '{}', '{}', 4,
+               now() - interval '73 hours')`,
+      [lost],
+    );
+    const orphan = join(app.dataDir, 'jobs', crypto.randomUUID());
+    mkdirSync(join(orphan, 'in'), { recursive: true });
+    const threeHoursAgo = new Date(Date.now() - 3 * 3_600_000);
+    utimesSync(orphan, threeHoursAgo, threeHoursAgo);
+
+    const swept = await app.started.app.get(JobRetention).sweepNow();
+    expect(swept).toEqual({ expired: 1, orphans: 1, lost: 1 });
+    expect(existsSync(jobDir)).toBe(false);
+    expect(existsSync(orphan)).toBe(false);
+    const expired = await jobOf(id);
+    expect(expired).toMatchObject({ state: 'completed', outputsExpired: true });
+    expect(expired.outputs).toHaveLength(2);
+    expect(expired.events.at(-1)?.type).toBe('expired');
+    const result = await call(app.url, 'GET', `/v1/media/jobs/${id}/result`, { token: alice });
+    expect(result.status).toBe(409);
+    expect(result.body.message).toMatch(/removed by retention/);
+    const dropped = await jobOf(lost);
+    expect(dropped.state).toBe('failed');
+    expect(dropped.error).toMatch(/dropped from the queue/);
+    // A second sweep finds nothing more.
+    expect(await app.started.app.get(JobRetention).sweepNow()).toEqual({
+      expired: 0,
+      orphans: 0,
+      lost: 0,
+    });
   });
 });
