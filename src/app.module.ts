@@ -23,6 +23,7 @@ import { SessionsModule } from './sessions/sessions.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { NodeMetricsModule } from './metrics/node-metrics.module';
 import { StreamModule } from './stream/stream.module';
+import { WebhooksModule } from './webhooks/webhooks.module';
 
 /** A caller's own X-Request-Id when it is a plain token, else a UUID; echoed on the answer. */
 function requestId(req: IncomingMessage, res: ServerResponse): string {
@@ -71,6 +72,7 @@ export class AppModule {
         StreamModule,
         AdminModule,
         JobsModule,
+        WebhooksModule,
         MetricsModule,
         HealthModule,
         DocsModule,

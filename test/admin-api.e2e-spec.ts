@@ -68,6 +68,7 @@ describe('admin API', () => {
       ['GET', '/v1/admin/channels/branch-app/quota'],
       ['PUT', '/v1/admin/channels/branch-app/quota', { maxConnections: 5 }],
       ['GET', '/v1/admin/stats'],
+      ['GET', '/v1/admin/webhooks'],
     ];
 
     it.each(routes)('%s %s answers 401 without a token', async (...[method, path, body]: Row) => {
@@ -115,6 +116,10 @@ describe('admin API', () => {
       ['PUT', '/v1/admin/channels/branch-app/quota', { maxConnection: 5 }],
       ['PUT', '/v1/admin/channels/branch-app/quota', [1]],
       ['GET', '/v1/admin/stats?node=x'],
+      ['GET', '/v1/admin/webhooks?state=bogus'],
+      ['GET', '/v1/admin/webhooks?secret=1'],
+      ['GET', '/v1/admin/webhooks?cursor=not-a-cursor'],
+      ['GET', '/v1/admin/webhooks?from=yesterday'],
     ];
 
     it.each(bad)('%s %s answers 400 with the error body', async (...[method, path, body]: Row) => {

@@ -53,6 +53,7 @@ describe('metrics', () => {
         'framegate_handshakes_total',
         'framegate_connection_closes_total',
         'framegate_admin_actions_total',
+        'framegate_webhook_attempts_total',
         'framegate_ack_latency_seconds',
         'framegate_spool_sync_seconds',
         'framegate_event_loop_lag_p99_seconds',

@@ -10,6 +10,8 @@ import { RecordingEntity } from '../media/recording.entity';
 import { SessionMessageEntity } from '../sessions/session-message.entity';
 import { SessionEntity } from '../sessions/session.entity';
 import { ChannelQuotaEntity } from '../stream/channel-quota.entity';
+import { WebhookAttemptEntity } from '../webhooks/webhook-attempt.entity';
+import { WebhookDeliveryEntity } from '../webhooks/webhook-delivery.entity';
 
 export const ENTITIES = [
   SessionEntity,
@@ -23,6 +25,8 @@ export const ENTITIES = [
   AdminActionEntity,
   MediaJobEntity,
   MediaJobEventEntity,
+  WebhookDeliveryEntity,
+  WebhookAttemptEntity,
 ];
 
 export interface DatabaseSettings {

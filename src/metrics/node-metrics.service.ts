@@ -11,8 +11,9 @@ const ACK_LATENCY_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1, 2.
 /**
  * The node's event counters for /metrics, filled where the events happen: the audit writer counts
  * handshakes and closes (every one is audited, so the two cannot disagree), sessions observe each
- * merged ack's latency, admin routes count their actions. Event-loop lag comes from Node's own
- * sampler (20 ms resolution), reported over the interval since the previous scrape.
+ * merged ack's latency, admin routes count their actions, webhook deliveries their attempts.
+ * Event-loop lag comes from Node's own sampler (20 ms resolution), reported over the interval
+ * since the previous scrape.
  */
 @Injectable()
 export class NodeMetrics implements OnModuleDestroy {
@@ -30,6 +31,12 @@ export class NodeMetrics implements OnModuleDestroy {
     'framegate_admin_actions_total',
     'Actions taken through the admin API, by action',
     ['action'],
+  );
+  /** Every webhook delivery attempt this node made, by outcome (webhook_attempts.outcome). */
+  readonly webhookAttempts = new LabeledCounter(
+    'framegate_webhook_attempts_total',
+    'Webhook delivery attempts made by this node, by outcome',
+    ['outcome'],
   );
   /**
    * From the arrival of the first frame a merged ack covers to the ack's sending (after the group
@@ -68,6 +75,7 @@ export class NodeMetrics implements OnModuleDestroy {
       this.handshakes.render(),
       this.closes.render(),
       this.adminActions.render(),
+      this.webhookAttempts.render(),
       this.ackLatency.render(),
       this.spoolSync.render(),
       single(
