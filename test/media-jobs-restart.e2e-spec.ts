@@ -8,6 +8,7 @@ import { ServiceProcess, stopServices } from './support/service-process';
 import { createTestDatabase, dropTestDatabase } from './support/test-db';
 import { hsToken, TEST_SECRET } from './support/tokens';
 import { waitFor } from './support/wait';
+import { WebhookReceiver } from './support/webhook-receiver';
 
 // A test that failed before stopping its service must not leave it running.
 afterEach(() => stopServices());
@@ -35,15 +36,18 @@ describe('media job across kill -9', () => {
   let dir: string;
   let databaseUrl: string;
   let db: Pool;
+  let receiver: WebhookReceiver;
   const token = hsToken({ sub: 'alice', scope: 'media:process' });
 
   beforeAll(async () => {
     dir = testDir('jobs-restart');
     databaseUrl = await createTestDatabase();
     db = new Pool({ connectionString: databaseUrl, max: 2 });
+    receiver = await WebhookReceiver.start();
     await makeVideo(dir, 'source.mp4', { seconds: 20, width: 640, height: 480, fps: 25 });
   });
   afterAll(async () => {
+    await receiver.close();
     await db.end();
     await dropTestDatabase(databaseUrl);
     rmSync(dir, { recursive: true, force: true });
@@ -76,7 +80,13 @@ describe('media job across kill -9', () => {
     const body = new FormData();
     body.append(
       'spec',
-      JSON.stringify({ type: 'transcode', input: { upload: 'source' }, width: 1280, height: 960 }),
+      JSON.stringify({
+        type: 'transcode',
+        input: { upload: 'source' },
+        width: 1280,
+        height: 960,
+        webhook: { url: receiver.url(), secret: 'restart-secret-0123456789abcdef0123' },
+      }),
     );
     body.append('source', new Blob([readFileSync(join(dir, 'source.mp4'))]), 'source.mp4');
     const submitted = await fetch(`${url1}/v1/media/jobs`, {
@@ -150,6 +160,15 @@ describe('media job across kill -9', () => {
     });
     expect(Number(streamOf(probed, 'audio')?.duration)).toBeCloseTo(20, 0);
     expect(second.stdout).toContain('media job taken back after a restart');
+
+    // One webhook delivery for the job's one completion, however it got there.
+    await receiver.waitFor(`${id}:completed`, 1);
+    const deliveries = await db.query(
+      `SELECT count(*)::int AS n FROM webhook_deliveries WHERE idempotency_id = $1`,
+      [`${id}:completed`],
+    );
+    expect(deliveries.rows[0].n).toBe(1);
+    expect(receiver.received.map((r) => r.webhookId)).toEqual([`${id}:completed`]);
 
     expect((await second.stop('SIGTERM')).code).toBe(0);
   });

@@ -17,7 +17,9 @@ import { jpegFrames } from './support/media';
 import { rawRequest } from './support/raw-http';
 import { StreamClient } from './support/stream-client';
 import { hsToken } from './support/tokens';
+import { verifyWithDocsCode } from './support/verify-webhook';
 import { waitFor } from './support/wait';
+import { WebhookReceiver } from './support/webhook-receiver';
 
 const MB = 1024 * 1024;
 /** Uploads above this are refused in these tests (the default is 1 GiB). */
@@ -83,6 +85,8 @@ async function ffmpegsIn(dir: string): Promise<number[]> {
 describe('media jobs API', () => {
   let app: TestApp;
   let dir: string;
+  let receiver: WebhookReceiver;
+  const secret = 'whsec-0123456789abcdef0123456789abcdef';
   const alice = hsToken({ sub: 'alice', scope: 'media:process stream:publish' });
   const bob = hsToken({ sub: 'bob', scope: 'media:process stream:publish' });
   const admin = hsToken({ sub: 'root', scope: 'admin media:process' });
@@ -92,11 +96,13 @@ describe('media jobs API', () => {
       env: { MEDIA_UPLOAD_MAX_BYTES: String(UPLOAD_MAX), KEEP_SPOOL: 'true' },
     });
     dir = testDir('media-jobs');
+    receiver = await WebhookReceiver.start();
     await makeVideo(dir, 'clip.mp4', { seconds: 3, width: 320, height: 240, fps: 25 });
     await makeVideo(dir, 'long.mp4', { seconds: 120, width: 640, height: 480, fps: 25 });
   });
   afterAll(async () => {
     await app.close();
+    await receiver.close();
   });
 
   async function jobOf(id: string, token = alice): Promise<JobRecord> {
@@ -350,11 +356,22 @@ describe('media jobs API', () => {
   it('extracts the audio of an uploaded MP4: progress to 100, ffprobe facts, Range and ETag on the result', async () => {
     const clip = readFileSync(join(dir, 'clip.mp4'));
     const submitted = await submitForm(
-      { type: 'extract-audio', input: { upload: 'clip' }, format: 'mp3' },
+      {
+        type: 'extract-audio',
+        input: { upload: 'clip' },
+        format: 'mp3',
+        webhook: { url: receiver.url(), secret },
+      },
       { clip },
     );
     expect(submitted.status).toBe(202);
-    expect(submitted.body).toMatchObject({ type: 'extract-audio', state: 'queued', attempts: 0 });
+    expect(submitted.body).toMatchObject({
+      type: 'extract-audio',
+      state: 'queued',
+      attempts: 0,
+      webhook: { url: receiver.url() },
+    });
+    expect(JSON.stringify(submitted.body)).not.toContain(secret);
     const id = submitted.body.id as string;
 
     const { job, progress } = await settle(id);
@@ -400,6 +417,30 @@ describe('media jobs API', () => {
     });
     expect(cached.status).toBe(304);
 
+    // Its webhook: one signed delivery of the completed record, never the secret.
+    const [hook] = await receiver.waitFor(`${id}:completed`, 1);
+    const delivered = JSON.parse(hook.rawBody.toString()) as {
+      event: string;
+      data: Record<string, any>;
+    };
+    expect(delivered.event).toBe('job.completed');
+    expect(delivered.data).toMatchObject({ id, state: 'completed', progress: 100 });
+    expect(delivered.data.outputs[0].sha256).toBe(output.sha256);
+    expect(hook.rawBody.toString()).not.toContain(secret);
+    expect(
+      await verifyWithDocsCode([
+        { rawBody: hook.rawBody, header: hook.headers['framegate-signature'] as string, secret },
+      ]),
+    ).toEqual([true]);
+    const stored = await app.db.query(
+      `SELECT webhook_secret, webhook_enqueued_at FROM media_jobs WHERE id = $1`,
+      [id],
+    );
+    expect(stored.rows[0]).toMatchObject({
+      webhook_secret: null,
+      webhook_enqueued_at: expect.any(Date),
+    });
+
     // Someone else's job does not exist for them; an admin sees it.
     expect((await call(app.url, 'GET', `/v1/media/jobs/${id}`, { token: bob })).status).toBe(404);
     expect(
@@ -439,7 +480,11 @@ describe('media jobs API', () => {
   it('fails a job once, with the reason, when its input is not media', async () => {
     const truncated = readFileSync(join(dir, 'clip.mp4')).subarray(0, 2000);
     const submitted = await submitForm(
-      { type: 'transcode', input: { upload: 'clip' } },
+      {
+        type: 'transcode',
+        input: { upload: 'clip' },
+        webhook: { url: receiver.url('/failed'), secret },
+      },
       { clip: truncated },
     );
     expect(submitted.status).toBe(202);
@@ -453,6 +498,11 @@ describe('media jobs API', () => {
     expect(boss.rows).toEqual([{ state: 'failed', retry_count: 0 }]);
     const result = await call(app.url, 'GET', `/v1/media/jobs/${job.id}/result`, { token: alice });
     expect(result.status).toBe(409);
+    const [hook] = await receiver.waitFor(`${job.id}:failed`, 1);
+    expect(JSON.parse(hook.rawBody.toString())).toMatchObject({
+      event: 'job.failed',
+      data: { id: job.id, state: 'failed', error: job.error },
+    });
   });
 
   it("makes a video of a session's stored frames, at their capture times", async () => {

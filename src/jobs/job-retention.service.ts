@@ -12,6 +12,7 @@ import type { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { QUEUE_SCHEMA } from '../queue/job-queue.service';
+import { JobNotifier } from './job-notifier.service';
 import { JobPaths } from './job-paths';
 import { inTransaction, MEDIA_JOB_QUEUE, poolOf, recordJobEvent } from './media-job-queue';
 
@@ -52,6 +53,7 @@ export class JobRetention implements OnModuleInit, OnModuleDestroy {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() dataSource: DataSource,
     private readonly paths: JobPaths,
+    private readonly notifier: JobNotifier,
   ) {
     this.pool = poolOf(dataSource);
   }
@@ -90,6 +92,8 @@ export class JobRetention implements OnModuleInit, OnModuleDestroy {
     const expired = await this.expireFinished();
     const lost = await this.failLost();
     const orphans = await this.removeOrphans();
+    // Webhooks of jobs whose hand-over failed (the webhooks service refused or was unreachable).
+    await this.notifier.catchUp();
     if (expired + lost + orphans > 0) {
       this.logger.log({ expired, lost, orphans }, 'media job retention sweep done');
     }
@@ -166,6 +170,7 @@ export class JobRetention implements OnModuleInit, OnModuleDestroy {
           });
         }
       });
+      await this.notifier.notifyFinal(row.id);
     }
     return rows.length;
   }

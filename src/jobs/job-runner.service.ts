@@ -4,6 +4,7 @@ import {
   Logger,
   type OnApplicationBootstrap,
   type OnModuleDestroy,
+  type OnModuleInit,
 } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
@@ -24,6 +25,7 @@ import {
   runJob,
 } from './engine';
 import { JobBudget } from './job-budget';
+import { JobNotifier } from './job-notifier.service';
 import { IN_DIR, JobPaths, OUT_DIR } from './job-paths';
 import { killProcessesIn } from './orphan-processes';
 import { type JobPlan, planSchema } from './jobs-api.schema';
@@ -88,7 +90,7 @@ interface Claimed {
  * therefore be unique per node and stable across its restarts (the default, the host name, is).
  */
 @Injectable()
-export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
+export class JobRunner implements OnModuleInit, OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger('JobRunner');
   private readonly pool: Pool;
   private readonly boss: PgBoss;
@@ -105,6 +107,7 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
     queue: JobQueue,
     private readonly budget: JobBudget,
     private readonly paths: JobPaths,
+    private readonly notifier: JobNotifier,
   ) {
     this.pool = poolOf(dataSource);
     this.boss = queue.boss;
@@ -127,8 +130,12 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
     };
   }
 
-  async onApplicationBootstrap(): Promise<void> {
+  async onModuleInit(): Promise<void> {
     await this.boss.createQueue(MEDIA_JOB_QUEUE, { name: MEDIA_JOB_QUEUE, ...this.sendOptions() });
+  }
+
+  /** Once JobQueue started pg-boss (a global module: its hooks run first). */
+  async onApplicationBootstrap(): Promise<void> {
     await this.recover();
     this.timer = setInterval(() => this.kick(), POLL_MS);
     this.timer.unref();
@@ -352,6 +359,9 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
       // A crash between an earlier rename and its commit leaves an `out/` of no completed job.
       await rm(finalOut, { recursive: true, force: true });
       await rename(join(dir, OUT_DIR), finalOut);
+      // What is left of the attempt (links to the inputs, work files) goes before anyone sees
+      // the job completed.
+      await rm(dir, { recursive: true, force: true });
       await client.query(
         `UPDATE media_jobs SET state = 'completed', progress = 100, outputs = $2, error = NULL,
                 finished_at = now(), updated_at = now()
@@ -381,6 +391,7 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
         { jobId: run.jobId, attempt: run.attempt, outputs: outputs.length },
         'media job completed',
       );
+      await this.notifier.notifyFinal(run.jobId);
     } else {
       this.logger.log({ jobId: run.jobId, attempt: run.attempt }, 'a superseded attempt ended');
     }
@@ -427,6 +438,7 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
         { jobId: run.jobId, attempt: run.attempt, reason: message },
         'media job failed',
       );
+      await this.notifier.notifyFinal(run.jobId);
     }
   }
 
@@ -443,6 +455,7 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
     });
     if (outcome === 'failed') {
       this.logger.warn({ jobId: run.jobId, reason: message }, 'media job failed after its retries');
+      await this.notifier.notifyFinal(run.jobId);
     } else if (outcome === 'retry') {
       this.logger.warn({ jobId: run.jobId, reason: message }, 'media job attempt failed; retrying');
     }
@@ -540,7 +553,12 @@ export class JobRunner implements OnApplicationBootstrap, OnModuleDestroy {
         { jobId: row.id, outcome, killedOrphans: orphans },
         'media job taken back after a restart',
       );
+      if (outcome === 'failed') {
+        await this.notifier.notifyFinal(row.id);
+      }
     }
+    // Jobs that ended while their webhook was being handed over (a crash in between).
+    await this.notifier.catchUp();
   }
 
   /** An error as kept on the job: its message, without this node's paths. */

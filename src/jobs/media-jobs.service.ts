@@ -17,15 +17,12 @@ import type { StoredFile } from '../http/file-response';
 import { readJsonBody } from '../http/json-body.interceptor';
 import { hasBody } from '../http/error-response';
 import { JobQueue } from '../queue/job-queue.service';
-import {
-  validateWebhookUrl,
-  type WebhookSpec,
-  webhookSpecSchema,
-  webhookUrlPolicy,
-} from '../webhooks/webhook-url';
+import { type WebhookSpec, webhookSpecSchema } from '../webhooks/webhook-url';
+import { WebhookService } from '../webhooks/webhook.service';
 import { engineLimits } from './engine';
 import { JobInputs } from './job-inputs.service';
 import { JobPaths } from './job-paths';
+import { jobSummaryOf } from './job-view';
 import { JobRunner } from './job-runner.service';
 import { receiveMultipart, type UploadedFile } from './job-upload';
 import {
@@ -79,6 +76,7 @@ export class MediaJobsService {
     private readonly inputs: JobInputs,
     private readonly runner: JobRunner,
     private readonly paths: JobPaths,
+    private readonly webhooks: WebhookService,
   ) {
     this.pool = poolOf(dataSource);
   }
@@ -127,7 +125,7 @@ export class MediaJobsService {
       }
       const { spec, webhook } = parseSubmission(body);
       if (webhook) {
-        await validateWebhookUrl(webhook.url, webhookUrlPolicy(this.config));
+        await this.webhooks.validateUrl(webhook.url);
       }
       const local = await this.inputs.localize(principal, spec, uploads, jobDir);
       const stored: Record<string, unknown> = local.sessions
@@ -186,7 +184,7 @@ export class MediaJobsService {
       take: VIEW_EVENTS,
     });
     return {
-      ...this.summaryOf(job),
+      ...jobSummaryOf(job, this.config.MEDIA_JOB_RETENTION_HOURS),
       events: events.reverse().map((e) => ({
         at: e.at.toISOString(),
         type: e.type,
@@ -214,7 +212,7 @@ export class MediaJobsService {
     return pageOf(
       rows.filter((r) => byId.has(r.id)),
       filter.limit,
-      (r) => this.summaryOf(byId.get(r.id) as MediaJobEntity),
+      (r) => jobSummaryOf(byId.get(r.id) as MediaJobEntity, this.config.MEDIA_JOB_RETENTION_HOURS),
       (r) => ({ at: r.cursor_at, id: r.id }),
     );
   }
@@ -236,7 +234,9 @@ export class MediaJobsService {
         return state;
       }
       await client.query(
-        `UPDATE media_jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+        // A cancelled job sends no webhook: its secret is not needed again.
+        `UPDATE media_jobs SET state = 'cancelled', finished_at = now(), updated_at = now(),
+                webhook_secret = NULL
           WHERE id = $1`,
         [id],
       );
@@ -308,46 +308,6 @@ export class MediaJobsService {
       throw new AppError(ErrorCode.NotFound, 'media job not found');
     }
     return job;
-  }
-
-  private summaryOf(job: MediaJobEntity): JobSummary {
-    const ms = (from: Date | null, to: Date | null): number | null =>
-      from && to ? to.getTime() - from.getTime() : null;
-    const expireAt = job.finishedAt
-      ? new Date(job.finishedAt.getTime() + this.config.MEDIA_JOB_RETENTION_HOURS * 3_600_000)
-      : null;
-    return {
-      id: job.id,
-      type: job.type as JobSummary['type'],
-      state: job.state,
-      progress: job.progress,
-      attempts: job.attempts,
-      maxAttempts: job.maxAttempts,
-      subject: job.subject,
-      channel: job.channel,
-      spec: job.spec,
-      createdAt: job.createdAt.toISOString(),
-      startedAt: job.startedAt?.toISOString() ?? null,
-      finishedAt: job.finishedAt?.toISOString() ?? null,
-      durations: {
-        queuedMs: ms(job.createdAt, job.startedAt),
-        runningMs: ms(job.startedAt, job.finishedAt),
-        totalMs: ms(job.createdAt, job.finishedAt),
-      },
-      error: job.error,
-      outputs: (job.outputs ?? []).map((o) => ({
-        name: o.name,
-        contentType: o.contentType,
-        primary: o.primary,
-        bytes: o.bytes,
-        sha256: o.sha256,
-        probe: o.probe,
-        url: `/v1/media/jobs/${job.id}/result/${encodeURIComponent(o.name)}`,
-      })),
-      outputsExpireAt: (job.outputsExpiredAt ?? expireAt)?.toISOString() ?? null,
-      outputsExpired: job.outputsExpiredAt !== null,
-      webhook: job.webhookUrl ? { url: job.webhookUrl } : null,
-    };
   }
 }
 
