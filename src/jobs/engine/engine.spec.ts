@@ -256,6 +256,22 @@ describe('media job engine: job types on real media', () => {
       expect(streamOf(probe, 'audio')?.codec_name).toBe('aac');
     });
 
+    it('turns a JPEG upright by its EXIF orientation before enlarging it', async () => {
+      const dir = folder('upscale-exif');
+      // Stored 160×120, to be shown turned a quarter clockwise (orientation 6): upright 120×160.
+      await sharp({ create: { width: 160, height: 120, channels: 3, background: '#336699' } })
+        .jpeg()
+        .withMetadata({ orientation: 6 })
+        .toFile(join(dir, 'in/phone.jpg'));
+      const outputs = await runJob(
+        job({ type: 'upscale', input: { file: 'in/phone.jpg' }, scale: 2 }),
+        context(dir),
+      );
+      expect(primary(outputs)).toMatchObject({ name: 'image.jpg', contentType: 'image/jpeg' });
+      const meta = await sharp(join(dir, 'out/image.jpg')).metadata();
+      expect(meta).toMatchObject({ format: 'jpeg', width: 240, height: 320 });
+    });
+
     it('refuses to shrink', async () => {
       const dir = folder('upscale-shrink');
       await makeImage(dir, 'in/big.jpg', 640, 480);

@@ -1,9 +1,10 @@
-import { open, realpath } from 'node:fs/promises';
+import { type FileHandle, open, realpath } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { imageHeader } from '../../media/image-header';
 import type { EngineContext } from './engine-context';
 import { BadInputError, isTransientErrno, isTransientStderr, JobCancelledError } from './errors';
 import type { EngineJob, LocalImages, LocalSingle } from './job-spec';
+import { isPlainJpeg } from './jpeg-traits';
 import { MAX_DURATION_S, MAX_IMAGE_DURATION_MS, MAX_INPUT_PIXELS, MAX_STREAMS } from './limits';
 import { runSharp, type SharpMetadata } from './sharp-worker';
 import {
@@ -42,8 +43,10 @@ const AUDIO_CODECS = new Set([
 const IGNORED_STREAM_TYPES = new Set(['data', 'subtitle']);
 const MAX_AUDIO_CHANNELS = 8;
 const MAX_SAMPLE_RATE = 192_000;
-/** Bytes read to find an image's size in its header (JPEG EXIF and ICC segments come first). */
-const IMAGE_HEADER_BYTES = 1024 * 1024;
+/** Bytes read first to find an image's size in its header: enough for a camera's JPEG. */
+const IMAGE_HEADER_BYTES = 64 * 1024;
+/** When that was not enough (EXIF and ICC segments come before a JPEG's size), read this much. */
+const IMAGE_HEADER_MAX_BYTES = 1024 * 1024;
 /** ffprobe's JSON for one file is a few kB; more is not a file we accept. */
 const PROBE_OUTPUT_LIMIT = 1024 * 1024;
 /** Image files inspected at once (open, read the header, close). */
@@ -59,6 +62,8 @@ export interface MediaFacts {
   /** The picture, its size as displayed (rotation applied); null when there is none. */
   video: { index: number; codec: string; width: number; height: number; fps: number } | null;
   audio: { index: number; codec: string; channels: number; sampleRate: number } | null;
+  /** An image's EXIF orientation (1 = as stored; ffmpeg ignores it, so jobs apply it). */
+  orientation?: number;
 }
 
 /** One image of an `images` input. */
@@ -77,7 +82,7 @@ export interface JobFacts {
   images: ImageFacts[];
 }
 
-type Need = 'video' | 'audio' | 'video-or-image' | 'any';
+type Need = 'video' | 'audio' | 'video-or-image';
 
 /**
  * Probes every input of a job before any work starts, and throws BadInputError naming the input
@@ -143,8 +148,6 @@ function requireStreams(facts: MediaFacts, need: Need, what: string): void {
         throw new BadInputError(`${label} has no picture (neither a video stream nor an image)`);
       }
       return;
-    case 'any':
-      return;
   }
 }
 
@@ -189,16 +192,27 @@ function fileError(name: string, err: unknown): Error {
   );
 }
 
-/** Reads the first `bytes` of a file of the folder (already checked by `checkFile`). */
-async function readHead(name: string, ctx: EngineContext, bytes: number): Promise<Buffer> {
+/**
+ * Reads the start of a file of the folder (already checked by `checkFile`): IMAGE_HEADER_BYTES,
+ * or up to IMAGE_HEADER_MAX_BYTES when the file is longer and no image size was found in that.
+ */
+async function readHead(name: string, ctx: EngineContext): Promise<Buffer> {
   const fh = await open(join(ctx.dir, name), 'r');
   try {
-    const buf = Buffer.alloc(bytes);
-    const { bytesRead } = await fh.read(buf, 0, bytes, 0);
-    return buf.subarray(0, bytesRead);
+    return await readStart(fh);
   } finally {
     await fh.close();
   }
+}
+
+async function readStart(fh: FileHandle): Promise<Buffer> {
+  let buf = Buffer.allocUnsafe(IMAGE_HEADER_BYTES);
+  let { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+  if (bytesRead === buf.length && !imageHeader(buf)) {
+    buf = Buffer.allocUnsafe(IMAGE_HEADER_MAX_BYTES);
+    ({ bytesRead } = await fh.read(buf, 0, buf.length, 0));
+  }
+  return buf.subarray(0, bytesRead);
 }
 
 /** An image's declared size, from its header, within the pixel limit: before any decoder sees it. */
@@ -218,7 +232,7 @@ function checkImageHeader(name: string, head: Buffer): { width: number; height: 
 async function inspectMedia(name: string, ctx: EngineContext): Promise<MediaFacts> {
   throwIfAborted(ctx.signal);
   const size = await checkFile(name, ctx);
-  const head = await readHead(name, ctx, IMAGE_HEADER_BYTES);
+  const head = await readHead(name, ctx);
   const demuxer = sniffDemuxer(head.subarray(0, SNIFF_BYTES));
   if (!demuxer) {
     throw new BadInputError(
@@ -242,6 +256,13 @@ async function inspectMedia(name: string, ctx: EngineContext): Promise<MediaFact
       { cwd: ctx.dir, signal: ctx.signal, cpuClass: cpuClassOf(ctx) },
     );
     checkSharpImage(name, meta);
+    if (meta && !('error' in meta) && facts.video) {
+      facts.orientation = meta.orientation;
+      if (meta.orientation >= 5) {
+        // EXIF orientations 5–8 turn the picture a quarter: its upright size is the other way.
+        facts.video = { ...facts.video, width: facts.video.height, height: facts.video.width };
+      }
+    }
   }
   return facts;
 }
@@ -438,9 +459,11 @@ function checkSharpImage(name: string, meta: SharpMetadata | undefined): void {
 
 /**
  * The images of an `images` input: each a regular file of the folder, a JPEG, PNG or WebP whose
- * header declares at most MAX_INPUT_PIXELS, then opened by sharp with that limit (one child
- * process for them all). Images are not given to ffprobe one by one (a session's 18 000 frames
- * would take minutes of process starts): they reach ffmpeg through its stdin, decoded as JPEG.
+ * header declares at most MAX_INPUT_PIXELS. A plain JPEG (`isPlainJpeg`) goes to ffmpeg as it is:
+ * its decoder allocates what the header, checked here, declares. Every other image is opened by
+ * sharp with `limitInputPixels` (one child process for them all) and converted before encoding.
+ * Images are not given to ffprobe one by one (a session's 18 000 frames would take minutes of
+ * process starts): they reach ffmpeg through its stdin, decoded as JPEG.
  */
 async function inspectImages(images: LocalImages, ctx: EngineContext): Promise<ImageFacts[]> {
   const total = (images.durationsMs ?? []).reduce((a, b) => a + b, 0);
@@ -454,45 +477,72 @@ async function inspectImages(images: LocalImages, ctx: EngineContext): Promise<I
       throw new BadInputError(`an image may be shown for at most ${MAX_IMAGE_DURATION_MS} ms`);
     }
   }
+  const root = await realpath(ctx.dir);
   const files = images.files;
+  const facts: ImageFacts[] = new Array<ImageFacts>(files.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < files.length) {
-      const name = files[next++];
+      const i = next++;
+      const name = files[i];
       throwIfAborted(ctx.signal);
-      await checkFile(name, ctx);
-      const head = await readHead(name, ctx, IMAGE_HEADER_BYTES);
+      const head = await readImageStart(name, root, ctx);
       const demuxer = sniffDemuxer(head.subarray(0, SNIFF_BYTES));
       if (!demuxer || !IMAGE_DEMUXERS.has(demuxer)) {
         throw new BadInputError(`image "${name}" is not a JPEG, PNG or WebP image`);
       }
-      checkImageHeader(name, head);
+      const size = checkImageHeader(name, head);
+      facts[i] = { name, width: size.width, height: size.height, passThrough: isPlainJpeg(head) };
     }
   };
   await Promise.all(Array.from({ length: HEADER_READS_IN_FLIGHT }, worker));
-  const metas = await runSharp<SharpMetadata[]>(
-    { op: 'metadata', files: files.map((f) => `./${f}`), maxPixels: MAX_INPUT_PIXELS },
-    { cwd: ctx.dir, signal: ctx.signal, cpuClass: cpuClassOf(ctx) },
-  );
-  return files.map((name, i) => {
-    const meta = metas[i];
-    checkSharpImage(name, meta);
-    if ('error' in meta) {
-      throw new BadInputError(`image "${name}" is not a decodable image`);
-    }
-    const turned = meta.orientation >= 5;
-    return {
-      name,
-      width: turned ? meta.height : meta.width,
-      height: turned ? meta.width : meta.height,
-      passThrough:
-        meta.format === 'jpeg' &&
-        meta.orientation === 1 &&
-        !meta.exif &&
-        !meta.hasAlpha &&
-        (meta.space === 'srgb' || meta.space === 'b-w'),
-    };
+  const others = facts.filter((image) => !image.passThrough);
+  if (others.length > 0) {
+    const metas = await runSharp<SharpMetadata[]>(
+      { op: 'metadata', files: others.map((f) => `./${f.name}`), maxPixels: MAX_INPUT_PIXELS },
+      { cwd: ctx.dir, signal: ctx.signal, cpuClass: cpuClassOf(ctx) },
+    );
+    others.forEach((image, i) => {
+      const meta = metas[i];
+      checkSharpImage(image.name, meta);
+      if (!('error' in meta) && meta.orientation >= 5) {
+        // EXIF orientations 5–8 turn the picture a quarter: sharp's conversion makes it upright.
+        image.width = meta.height;
+        image.height = meta.width;
+      }
+    });
+  }
+  return facts;
+}
+
+/**
+ * One image file of the folder in one open: inside the folder (symlinks resolved), regular, not
+ * empty; returns its first bytes (see `readHead`).
+ */
+async function readImageStart(name: string, root: string, ctx: EngineContext): Promise<Buffer> {
+  let real: string;
+  try {
+    real = await realpath(join(ctx.dir, name));
+  } catch (err) {
+    throw fileError(name, err);
+  }
+  if (!real.startsWith(root + sep)) {
+    throw new BadInputError(`input "${name}" points outside the job's folder`);
+  }
+  const fh = await open(real, 'r').catch((err: unknown) => {
+    throw fileError(name, err);
   });
+  try {
+    const stat = await fh.stat();
+    if (!stat.isFile() || stat.size === 0) {
+      throw new BadInputError(
+        `image "${name}" is ${stat.isFile() ? 'empty' : 'not a regular file'}`,
+      );
+    }
+    return await readStart(fh);
+  } finally {
+    await fh.close();
+  }
 }
 
 export function cpuClassOf(ctx: EngineContext): NonNullable<EngineContext['cpuClass']> {

@@ -84,7 +84,10 @@ export const runImagesToVideo: JobRunner<JobSpecOf<'images-to-video'>> = async (
     '0:v:0',
     ...(audio?.audio ? ['-map', `1:${audio.audio.index}`, ...AAC_ARGS] : []),
     '-vf',
-    `${fitFilter(size.width, size.height)},format=yuv420p`,
+    // Fitting costs a scaler pass per frame: only when some image is not already the output size.
+    facts.images.every((image) => image.width === size.width && image.height === size.height)
+      ? 'format=yuv420p'
+      : `${fitFilter(size.width, size.height)},format=yuv420p`,
     ...x264Args(DEFAULT_CRF),
     // The output ends with the pictures: longer sound is cut, shorter sound stays shorter.
     '-t',

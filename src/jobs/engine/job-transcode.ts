@@ -1,4 +1,3 @@
-import { BadInputError } from './errors';
 import { requireEncoder, runFfmpeg } from './ffmpeg-run';
 import type { JobSpecOf } from './job-spec';
 import { inputArgs } from './inspect';
@@ -60,9 +59,6 @@ export const runTranscode: JobRunner<JobSpecOf<'transcode'>> = async ({
           `${job.bitrateKbps * 2}k`,
         ]
       : ['-crf', String(job.crf ?? DEFAULT_CRF)];
-  if (job.bitrateKbps !== undefined && job.crf !== undefined) {
-    throw new BadInputError('give crf or bitrateKbps, not both');
-  }
   meter.stage(0, WORK_PERCENT, input.durationS);
   await runFfmpeg(ctx, {
     args: [

@@ -1,10 +1,8 @@
 import { BadInputError } from './errors';
-import { runFfmpeg } from './ffmpeg-run';
+import { requireEncoder, runFfmpeg } from './ffmpeg-run';
 import type { JobSpecOf } from './job-spec';
-import { cpuClassOf, inputArgs } from './inspect';
-import { MAX_INPUT_PIXELS } from './limits';
+import { inputArgs } from './inspect';
 import { outputFile, OUT_DIR } from './outputs';
-import { runSharp } from './sharp-worker';
 import {
   AAC_ARGS,
   checkCap,
@@ -20,17 +18,36 @@ import {
 const ASPECT_TOLERANCE = 0.01;
 /** Quality of an upscaled JPEG or WebP. */
 const IMAGE_QUALITY = 92;
+/** Each image format is written back as itself. */
 const IMAGE_OUTPUTS = {
-  jpeg_pipe: { format: 'jpeg', name: 'image.jpg' },
-  png_pipe: { format: 'png', name: 'image.png' },
-  webp_pipe: { format: 'webp', name: 'image.webp' },
+  jpeg_pipe: { name: 'image.jpg', args: ['-c:v', 'mjpeg', '-q:v', '2'], encoder: 'mjpeg' },
+  png_pipe: { name: 'image.png', args: ['-c:v', 'png'], encoder: 'png' },
+  webp_pipe: {
+    name: 'image.webp',
+    args: ['-c:v', 'libwebp', '-quality', String(IMAGE_QUALITY)],
+    encoder: 'libwebp',
+  },
 } as const;
+/**
+ * EXIF orientation (2–8) as ffmpeg filters: ffmpeg's image decoders ignore it, so the picture
+ * is turned upright before it is scaled (its upright size is what the target was computed on).
+ */
+const ORIENTATION_FILTERS: Record<number, string> = {
+  2: 'hflip,',
+  3: 'hflip,vflip,',
+  4: 'vflip,',
+  5: 'transpose=0,',
+  6: 'transpose=1,',
+  7: 'transpose=3,',
+  8: 'transpose=2,',
+};
 
 /**
- * A picture made larger with a Lanczos filter: an image by sharp (lanczos3; measured against
- * ffmpeg's `scale=flags=lanczos` in docs/media-jobs.md: equal SSIM, faster), in its own format;
- * a video by ffmpeg's lanczos scaler into H.264 (crf 18), its sound kept as AAC. The target
- * keeps the source's aspect ratio and is never smaller than the source.
+ * A picture made larger by ffmpeg's Lanczos scaler: an image in its own format (upright), a video
+ * into H.264 (crf 18) with its sound as AAC. For images ffmpeg was measured against sharp's
+ * lanczos3 (bench:jobs, docs/media-jobs.md): sharp was a little faster but scored a lower SSIM
+ * against the original, so quality was not equal and ffmpeg's is used. The target keeps the
+ * source's aspect ratio and is never smaller than the source.
  */
 export const runUpscale: JobRunner<JobSpecOf<'upscale'>> = async ({ job, facts, ctx, meter }) => {
   const input = facts.media.get(job.input.file);
@@ -47,20 +64,25 @@ export const runUpscale: JobRunner<JobSpecOf<'upscale'>> = async ({ job, facts, 
   checkCap(target, 'the upscaled picture');
   if (input.image) {
     const out = IMAGE_OUTPUTS[input.demuxer as keyof typeof IMAGE_OUTPUTS];
-    meter.stage(0, WORK_PERCENT, 1);
-    await runSharp(
-      {
-        op: 'resize',
-        from: `./${input.name}`,
-        to: `./${OUT_DIR}/${out.name}`,
-        width: target.width,
-        height: target.height,
-        format: out.format,
-        quality: IMAGE_QUALITY,
-        maxPixels: MAX_INPUT_PIXELS,
-      },
-      { cwd: ctx.dir, signal: ctx.signal, cpuClass: cpuClassOf(ctx) },
-    );
+    if (out.encoder === 'libwebp') {
+      await requireEncoder(ctx, out.encoder, 'WebP output');
+    }
+    meter.stage(0, WORK_PERCENT, 0);
+    await runFfmpeg(ctx, {
+      args: [
+        ...inputArgs(input.name, input.demuxer),
+        '-vf',
+        `${ORIENTATION_FILTERS[input.orientation ?? 1] ?? ''}scale=${target.width}:${target.height}:flags=lanczos`,
+        ...out.args,
+        '-frames:v',
+        '1',
+        '-f',
+        'image2',
+        `./${OUT_DIR}/${out.name}`,
+      ],
+      label: 'upscale',
+      meter,
+    });
     return [outputFile(out.name, true)];
   }
   meter.stage(0, WORK_PERCENT, input.durationS);

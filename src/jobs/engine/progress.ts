@@ -47,15 +47,15 @@ export class ProgressMeter {
     }
   }
 
-  /** Moves to `percent` of the job (ignored if below what was reached). */
+  /** Moves to `percent` of the job (never below what was reached). */
   set(percent: number): void {
-    const clamped = Math.min(100, Math.max(0, percent));
-    if (clamped <= this.percent && this.reported >= 0) {
-      return;
-    }
-    this.percent = Math.max(this.percent, clamped);
+    this.percent = Math.max(this.percent, Math.min(100, Math.max(0, percent)));
     const now = this.now();
-    if (this.percent >= 100 || now - this.lastReportAt >= PROGRESS_INTERVAL_MS) {
+    if (
+      this.reported < 0 ||
+      this.percent >= 100 ||
+      now - this.lastReportAt >= PROGRESS_INTERVAL_MS
+    ) {
       this.flush(now);
     }
   }
@@ -68,7 +68,7 @@ export class ProgressMeter {
 
   private flush(now: number): void {
     const rounded = Math.floor(this.percent * 10) / 10;
-    if (rounded > this.reported || (this.reported < 0 && rounded === 0)) {
+    if (rounded > this.reported) {
       this.reported = rounded;
       this.lastReportAt = now;
       this.onProgress(rounded);

@@ -70,7 +70,10 @@ export type SharpRequest =
   | { op: 'metadata'; files: string[]; maxPixels: number }
   /** Each `from` as an upright, opaque sRGB JPEG `to`. */
   | { op: 'jpeg'; items: Array<{ from: string; to: string }>; quality: number; maxPixels: number }
-  /** `from` to exactly width×height (lanczos3), written as `format`. */
+  /**
+   * `from` to exactly width×height (lanczos3), written as `format`: the sharp side of bench:jobs'
+   * upscale comparison (the engine upscales with ffmpeg, which scored higher there).
+   */
   | {
       op: 'resize';
       from: string;
