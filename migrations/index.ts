@@ -4,6 +4,7 @@ import { AuditRefusalAggregation1765000000000 } from './1765000000000-AuditRefus
 import { AdminApi1765100000000 } from './1765100000000-AdminApi';
 import { MessageRecordingTime1765200000000 } from './1765200000000-MessageRecordingTime';
 import { PgBoss1765300000000 } from './1765300000000-PgBoss';
+import { MediaJobs1765400000000 } from './1765400000000-MediaJobs';
 import { Webhooks1765500000000 } from './1765500000000-Webhooks';
 
 /** Every migration, in order; listed explicitly so the same list works from ts and from dist. */
@@ -14,5 +15,6 @@ export const MIGRATIONS = [
   AdminApi1765100000000,
   MessageRecordingTime1765200000000,
   PgBoss1765300000000,
+  MediaJobs1765400000000,
   Webhooks1765500000000,
 ];

@@ -18,6 +18,7 @@ import type { Runtime } from './config/runtime';
 import { dataSourceOptions } from './database/data-source-options';
 import { DemoModule } from './demo/demo.module';
 import { HealthModule } from './health/health.module';
+import { JobsModule } from './jobs/jobs.module';
 import { SessionsModule } from './sessions/sessions.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { NodeMetricsModule } from './metrics/node-metrics.module';
@@ -70,6 +71,7 @@ export class AppModule {
         SessionsModule,
         StreamModule,
         AdminModule,
+        JobsModule,
         WebhooksModule,
         MetricsModule,
         HealthModule,

@@ -201,6 +201,13 @@ export const envSchema = z
     IMAGE_SESSION_BUDGET_MS_PER_S: int(1, 60_000).default(300),
     KEEP_SPOOL: bool.default(false),
 
+    MEDIA_UPLOAD_MAX_BYTES: int(1024, 1_000_000_000_000).default(1024 * 1024 * 1024),
+    MEDIA_JOB_CONCURRENCY: int(1, 256).optional(),
+    MEDIA_JOB_RETRY_LIMIT: int(0, 20).default(3),
+    MEDIA_JOB_RETRY_DELAY_S: int(1, 3_600).default(10),
+    // pg-boss expires an active job after at most 24 h; the timeout stays below that.
+    MEDIA_JOB_TIMEOUT_MINUTES: int(1, 23 * 60).default(240),
+    MEDIA_JOB_RETENTION_HOURS: int(1, 87_600).default(72),
     /** Unset: allowed outside production (see webhookUrlPolicy). */
     WEBHOOK_ALLOW_HTTP: bool.optional(),
     WEBHOOK_ALLOW_PRIVATE: bool.optional(),

@@ -5,6 +5,7 @@ import { ConnectionAuditEntity } from '../audit/connection-audit.entity';
 import { NodeEventEntity } from '../audit/node-event.entity';
 import { SessionEventEntity } from '../audit/session-event.entity';
 import { TicketEntity } from '../auth/ticket.entity';
+import { MediaJobEntity, MediaJobEventEntity } from '../jobs/media-job.entity';
 import { RecordingEntity } from '../media/recording.entity';
 import { SessionMessageEntity } from '../sessions/session-message.entity';
 import { SessionEntity } from '../sessions/session.entity';
@@ -22,6 +23,8 @@ export const ENTITIES = [
   TicketEntity,
   ChannelQuotaEntity,
   AdminActionEntity,
+  MediaJobEntity,
+  MediaJobEventEntity,
   WebhookDeliveryEntity,
   WebhookAttemptEntity,
 ];

@@ -26,32 +26,37 @@ export class JsonBodyInterceptor implements NestInterceptor {
 
   async intercept(context: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
     const req = context.switchToHttp().getRequest<Request>();
-    req.body = await this.read(req);
+    req.body = await readJsonBody(req, this.config);
     return next.handle();
   }
+}
 
-  private async read(req: Request): Promise<unknown> {
-    if (!hasBody(req)) {
-      return undefined;
-    }
-    if (!req.is('application/json')) {
-      throw new AppError(ErrorCode.UnsupportedMediaType, 'send application/json');
-    }
-    const text = await new BodyReader(req, {
-      maxBytes: this.config.HTTP_BODY_LIMIT_BYTES,
-      idleMs: this.config.HTTP_BODY_IDLE_TIMEOUT_MS,
-    }).readAll();
-    if (exceedsJsonDepth(text, MAX_JSON_DEPTH)) {
-      throw new AppError(
-        ErrorCode.BadRequest,
-        `request body nests deeper than ${MAX_JSON_DEPTH} levels`,
-      );
-    }
-    try {
-      return JSON.parse(text.toString('utf8')) as unknown;
-    } catch {
-      throw new AppError(ErrorCode.BadRequest, 'request body is malformed JSON');
-    }
+/**
+ * A request's JSON body, read chunk by chunk within HTTP_BODY_LIMIT_BYTES and its idle timeout,
+ * depth-checked before JSON.parse; undefined when there is none. For the interceptor and for
+ * routes that take JSON or another body type (they call it after the guards too).
+ */
+export async function readJsonBody(req: Request, config: AppConfig): Promise<unknown> {
+  if (!hasBody(req)) {
+    return undefined;
+  }
+  if (!req.is('application/json')) {
+    throw new AppError(ErrorCode.UnsupportedMediaType, 'send application/json');
+  }
+  const text = await new BodyReader(req, {
+    maxBytes: config.HTTP_BODY_LIMIT_BYTES,
+    idleMs: config.HTTP_BODY_IDLE_TIMEOUT_MS,
+  }).readAll();
+  if (exceedsJsonDepth(text, MAX_JSON_DEPTH)) {
+    throw new AppError(
+      ErrorCode.BadRequest,
+      `request body nests deeper than ${MAX_JSON_DEPTH} levels`,
+    );
+  }
+  try {
+    return JSON.parse(text.toString('utf8')) as unknown;
+  } catch {
+    throw new AppError(ErrorCode.BadRequest, 'request body is malformed JSON');
   }
 }
 
