@@ -11,8 +11,9 @@
  * - upscaleImage: an image made twice as large by sharp (lanczos3, as the engine runs it: in a
  *   child process) and by ffmpeg (`scale=flags=lanczos`): wall time of each, and SSIM (ffmpeg's
  *   `ssim` filter) of each against the original the input was made from by halving it.
- * - recording capacity while jobs run: not measured yet; the lead adds it as a section here
- *   (bench:recording's real-time sessions with jobs running beside them).
+ * - recordingWithJobs (bench/jobs-recording.ts): bench:recording's real-time sessions kept up
+ *   while a batch of media jobs runs through the service, against the figure without jobs in the
+ *   same run. Aim: ≥ 0.9.
  *
  * Both sides of every comparison run at the service's priority: the engine's default background
  * class is a scheduling choice, and other work on the machine should weigh on both alike.
@@ -33,6 +34,7 @@ import { runSharp } from '../src/jobs/engine/sharp-worker';
 import { X264_PRESET, DEFAULT_CRF } from '../src/jobs/engine/video-args';
 import { locateTool } from '../src/media/ffmpeg-locator';
 import { testDir } from '../test/support/dirs';
+import { recordingWithJobs } from './jobs-recording';
 import { waitForQuiet } from './support/recording-cpu';
 import { ffmpegVersion } from './support/recording-ffmpeg';
 import { recordingFrames } from './support/recording-frames';
@@ -88,6 +90,7 @@ type Section = (env: Env) => Promise<Record<string, unknown>>;
 const SECTIONS: Record<string, Section> = {
   imagesToVideo,
   upscaleImage,
+  recordingWithJobs,
 };
 
 /** BENCH_JOB_SECTIONS=a,b runs only those (default: all). */

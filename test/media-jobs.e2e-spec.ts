@@ -8,6 +8,7 @@ import {
 } from 'node:fs';
 import { readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { JobNotifier } from '../src/jobs/job-notifier.service';
 import { JobRetention } from '../src/jobs/job-retention.service';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
@@ -380,7 +381,11 @@ describe('media jobs API', () => {
     expect(progress).toEqual([...progress].sort((a, b) => a - b));
     expect(progress[progress.length - 1]).toBe(100);
     expect(job.durations.totalMs).toBeGreaterThanOrEqual(job.durations.runningMs ?? -1);
-    expect(job.events.map((e) => e.type)).toEqual(['submitted', 'started', 'completed']);
+    expect(job.events.map((e) => e.type).filter((t) => !t.startsWith('webhook'))).toEqual([
+      'submitted',
+      'started',
+      'completed',
+    ]);
     expect(job.outputs).toHaveLength(1);
     const [output] = job.outputs;
     expect(output).toMatchObject({
@@ -436,6 +441,9 @@ describe('media jobs API', () => {
       `SELECT webhook_secret, webhook_enqueued_at FROM media_jobs WHERE id = $1`,
       [id],
     );
+    expect((await jobOf(id)).events.filter((e) => e.type === 'webhook_enqueued')).toEqual([
+      expect.objectContaining({ detail: { idempotencyId: `${id}:completed` } }),
+    ]);
     expect(stored.rows[0]).toMatchObject({
       webhook_secret: null,
       webhook_enqueued_at: expect.any(Date),
@@ -660,5 +668,41 @@ describe('media jobs API', () => {
       orphans: 0,
       lost: 0,
     });
+  });
+
+  it('hands over the webhooks a crash left behind, once, and records a refused one without retrying it', async () => {
+    // Finished jobs whose hand-over never happened, as a crash right after their end leaves them.
+    const missed = crypto.randomUUID();
+    const refused = crypto.randomUUID();
+    for (const [id, url] of [
+      [missed, receiver.url('/missed')],
+      [refused, 'ftp://hooks.example.com/hook'],
+    ]) {
+      await app.db.query(
+        `INSERT INTO media_jobs (id, subject, channel, type, state, spec, plan, max_attempts,
+                                 attempts, progress, outputs, webhook_url, webhook_secret,
+                                 started_at, finished_at)
+         VALUES ($1, 'alice', 'branch-app', 'transcode', 'completed', '{}', '{}', 4, 1, 100, '[]',
+                 $2, $3, now(), now())`,
+        [id, url, secret],
+      );
+    }
+    const notifier = app.started.app.get(JobNotifier);
+    expect(await notifier.catchUp()).toBe(2);
+    const [hook] = await receiver.waitFor(`${missed}:completed`, 1);
+    expect(JSON.parse(hook.rawBody.toString())).toMatchObject({
+      event: 'job.completed',
+      data: { id: missed },
+    });
+    const refusal = (await jobOf(refused)).events.find((e) => e.type === 'webhook_refused');
+    expect(refusal?.detail.reason).toMatch(/https/);
+    // Nothing is left to hand over, and nothing is sent twice.
+    expect(await notifier.catchUp()).toBe(0);
+    const secrets = await app.db.query(
+      `SELECT count(*)::int AS n FROM media_jobs WHERE id = ANY($1) AND webhook_secret IS NOT NULL`,
+      [[missed, refused]],
+    );
+    expect(secrets.rows[0].n).toBe(0);
+    expect(receiver.forId(`${missed}:completed`)).toHaveLength(1);
   });
 });

@@ -34,12 +34,19 @@ describe('roomForJob (live recording comes first)', () => {
     );
   });
 
-  it("starts a job only while the sessions' demand leaves a core's share of the budget", () => {
-    // A core's share of 300 fps on 2 cores is 150: demand up to 90 leaves room in 240 for one.
-    expect(roomForJob(load({ demandFps: 90 }), 0, 2, 2)).toBe(true);
-    expect(roomForJob(load({ demandFps: 91 }), 0, 2, 2)).toBe(false);
-    // Two jobs need 300 beside the demand: more than the budget even with no session.
-    expect(roomForJob(load({ demandFps: 0 }), 1, 2, 2)).toBe(false);
+  it("starts a job only while the sessions' demand leaves a core's share of the capacity", () => {
+    // A core's share of 300 fps on 2 cores is 150: demand up to 150 leaves room for one job.
+    expect(roomForJob(load({ demandFps: 150 }), 0, 2, 2)).toBe(true);
+    expect(roomForJob(load({ demandFps: 151 }), 0, 2, 2)).toBe(false);
+    // Two jobs take the whole capacity: only with no session at all.
+    expect(roomForJob(load({ demandFps: 0 }), 1, 2, 2)).toBe(true);
+    expect(roomForJob(load({ demandFps: 1 }), 1, 2, 2)).toBe(false);
+  });
+
+  it('starts none while the sessions declare more than their budget', () => {
+    expect(roomForJob(load({ demandFps: 241, capacityFps: 1000, budgetFps: 240 }), 0, 2, 2)).toBe(
+      false,
+    );
   });
 
   it('defaults to one job per two cores, at least one', () => {

@@ -29,9 +29,10 @@ export interface LiveLoad {
  * - the live encoders and the jobs together stay within the node's encoder slots. Jobs count
  *   against the slots here, but live sessions never count jobs: they take slots from
  *   EncoderSlots alone, so a live session never waits for a job's slot;
- * - the sessions' declared demand plus a core's share of the capacity per job fits the
- *   capacity budget (capacity less RECORDING_CAPACITY_HEADROOM), and the encoders are not
- *   saturated.
+ * - the sessions' declared demand fits their budget (the capacity less
+ *   RECORDING_CAPACITY_HEADROOM), and with a core's share of the capacity for each job it fits
+ *   the capacity (jobs may use the headroom: they yield it at once, see below); and the encoders
+ *   are not saturated.
  * Once started, a job runs in the background CPU class (SCHED_IDLE, nice 19): when sessions
  * arrive later it yields the cores to them rather than competing (docs/media-jobs.md, Priority).
  */
@@ -51,7 +52,9 @@ export function roomForJob(
     return false;
   }
   const perJob = load.capacityFps / cores;
-  return load.demandFps + (running + 1) * perJob <= load.budgetFps;
+  return (
+    load.demandFps <= load.budgetFps && load.demandFps + (running + 1) * perJob <= load.capacityFps
+  );
 }
 
 /** The default MEDIA_JOB_CONCURRENCY: one job per two cores, at least one. */
