@@ -5,6 +5,7 @@ import { besideCanary as besideCanaryOf } from './support/canary';
 import { rawRequest } from './support/raw-http';
 import { hsToken } from './support/tokens';
 import { waitFor } from './support/wait';
+import { JPEG_MEDIA } from './support/media';
 
 const MB = 1024 * 1024;
 const RATE_PER_MIN = 300;
@@ -268,7 +269,7 @@ describe('HTTP bodies, rate limits and headers under attack', () => {
         timeoutMs: 60_000,
       });
       expect(res.status).toBe(200);
-      expect(JSON.parse(res.body)).toEqual({ ack: 600 });
+      expect(JSON.parse(res.body)).toEqual({ ack: 600, media: JPEG_MEDIA });
       // A body held whole would retain its 60 MB; streamed, what stays is bounded whatever the
       // body's size: the spool's unwritten tail (written early past 4 MiB), the recorder's queue
       // of frames to decode (64 frames or 4 MiB), the frame being decoded, and the socket buffers

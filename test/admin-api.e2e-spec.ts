@@ -447,6 +447,9 @@ describe('admin API', () => {
         handshakesPerMin: 600,
         maxFps: 30,
         maxKbps: 16000,
+        videoCodecs: ['jpeg', 'avc', 'vp8', 'vp9'],
+        maxWidth: 1920,
+        maxHeight: 1080,
       });
       expect(res.body.channels).toEqual(
         expect.arrayContaining([

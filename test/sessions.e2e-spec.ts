@@ -1,5 +1,6 @@
 import { call, startTestApp, type TestApp } from './support/app';
 import { hsToken } from './support/tokens';
+import { JPEG_MEDIA } from './support/media';
 
 describe('sessions over REST', () => {
   let app: TestApp;
@@ -25,6 +26,8 @@ describe('sessions over REST', () => {
       lastSeq: 0,
       ack: { intervalMs: 200, maxFrames: 50 },
       limits: { maxFrameBytes: 2 * 1024 * 1024, maxFps: 30 },
+      // The session declared PCM audio.
+      media: { ...JPEG_MEDIA, audio: { codec: 'pcm' } },
     });
     expect(res.body.sessionId).toMatch(/^[0-9a-f-]{36}$/);
     expect(String(res.body.resumeToken).length).toBeGreaterThanOrEqual(40);

@@ -4,6 +4,7 @@ import { spooledFrames } from './support/spool-reader';
 import { payloadFor, StreamClient } from './support/stream-client';
 import { hsToken } from './support/tokens';
 import { waitFor } from './support/wait';
+import { JPEG_MEDIA } from './support/media';
 
 const range = (from: number, to: number) =>
   Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -34,7 +35,7 @@ describe('HTTP fallback', () => {
     // Resent from the refused seq with plausible times, it is stored.
     expect(
       (await postFrames(app.url, s.sessionId, token, s.resumeToken, framesBody(2, 3))).body,
-    ).toEqual({ ack: 3 });
+    ).toEqual({ ack: 3, media: JPEG_MEDIA });
     const frames = await spooledFrames(app.dataDir, s.sessionId);
     expect(frames.map((f) => [f.seq, f.pts])).toEqual([
       [1, 0],
@@ -48,20 +49,20 @@ describe('HTTP fallback', () => {
     expect(await postFrames(app.url, s.sessionId, token, s.resumeToken, framesBody(1, 40))).toEqual(
       {
         status: 200,
-        body: { ack: 40 },
+        body: { ack: 40, media: JPEG_MEDIA },
       },
     );
     // A resend overlapping what is stored (the response was lost): the duplicates are dropped.
     expect(
       (await postFrames(app.url, s.sessionId, token, s.resumeToken, framesBody(31, 60))).body,
-    ).toEqual({ ack: 60 });
+    ).toEqual({ ack: 60, media: JPEG_MEDIA });
     const gap = await postFrames(app.url, s.sessionId, token, s.resumeToken, framesBody(62, 70));
     expect(gap.status).toBe(409);
     expect(gap.body.error).toBe('conflict');
     // An empty batch tells where to resend from.
     expect(
       (await postFrames(app.url, s.sessionId, token, s.resumeToken, Buffer.alloc(0))).body,
-    ).toEqual({ ack: 60 });
+    ).toEqual({ ack: 60, media: JPEG_MEDIA });
 
     const frames = await spooledFrames(app.dataDir, s.sessionId);
     expect(frames.map((f) => f.seq)).toEqual(range(1, 60));
@@ -132,7 +133,7 @@ describe('HTTP fallback', () => {
     // The client never saw this response and resends the same batch plus more.
     await postFrames(app.url, s.sessionId, token, s.resumeToken, framesBody(26, 50));
     const res = await postFrames(app.url, s.sessionId, token, s.resumeToken, framesBody(26, 80));
-    expect(res.body).toEqual({ ack: 80 });
+    expect(res.body).toEqual({ ack: 80, media: JPEG_MEDIA });
     expect((await spooledFrames(app.dataDir, s.sessionId)).map((f) => f.seq)).toEqual(range(1, 80));
   });
 
@@ -153,7 +154,7 @@ describe('HTTP fallback', () => {
       opened.resumeToken,
       framesBody(acked + 1, 160),
     );
-    expect(http).toEqual({ status: 200, body: { ack: 160 } });
+    expect(http).toEqual({ status: 200, body: { ack: 160, media: JPEG_MEDIA } });
 
     const ws2 = await StreamClient.connect(app.url, { token });
     ws2.send({ type: 'resume', sessionId: opened.sessionId, resumeToken: opened.resumeToken });

@@ -7,7 +7,7 @@ import {
   Track,
   writeMediaHeader,
 } from '../../src/protocol/media-header.js';
-import type { Closed, ServerMessage } from '../../src/protocol/messages.js';
+import type { Closed, FramesAck, ServerMessage } from '../../src/protocol/messages.js';
 import type { openSessionSchema, Opened } from '../../src/protocol/open-session.schema.js';
 import { SUBPROTOCOL } from '../../src/protocol/subprotocol.js';
 import { Emitter } from './emitter.js';
@@ -109,6 +109,11 @@ export interface ClientEvents {
   reconnecting: (info: { attempt: number; delayMs: number; cause: string }) => void;
   /** A recoverable `error` from the server (e.g. `bad_image`); the session goes on. */
   serverError: (error: { code: string; message: string; seq?: number }) => void;
+  /**
+   * The server asks for a key frame (compressed video): the capture helpers encode the next frame
+   * as one.
+   */
+  keyframe: (reason: 'resume' | 'refused' | 'interval') => void;
   /** A `msg` pushed by the business or admin API. */
   message: (message: { id: string; body: unknown }) => void;
   /** The server stored the app's message `id` (`msg.ack`). */
@@ -666,6 +671,9 @@ export class FramegateClient extends Emitter<ClientEvents> {
         return;
       case 'msg.ack':
         return this.onMessageAck(message.id);
+      case 'keyframe':
+        this.emit('keyframe', message.reason);
+        return;
     }
   }
 
@@ -679,7 +687,8 @@ export class FramegateClient extends Emitter<ClientEvents> {
 
   private onServerError(error: { code: string; message: string; seq?: number }): void {
     this.emit('serverError', { code: error.code, message: error.message, seq: error.seq });
-    if (error.seq !== undefined && error.code !== 'bad_image') {
+    // bad_image and bad_frame settle their frame (the ack covers it); the session goes on.
+    if (error.seq !== undefined && error.code !== 'bad_image' && error.code !== 'bad_frame') {
       // A frame refused by the pts rule is not stored, and every frame after it is dropped until
       // it is resent with another pts: only the app, which chose the pts, can do that.
       this.fail(new ClientError(error.code, error.message));
@@ -896,7 +905,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
       let opened: Opened;
       if (this.session) {
         // An empty body answers the current ack: where to resend from.
-        const { ack } = await this.postFrames([]);
+        const { ack, media } = await this.postFrames([]);
         opened = {
           sessionId: this.session.sessionId,
           resumeToken: this.session.resumeToken,
@@ -904,6 +913,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
           ack: { intervalMs: 0, maxFrames: 0 },
           // HTTP has no `opened` on resume: the rate allowed so far stands.
           limits: { maxFrameBytes: 0, maxFps: this.maxFps },
+          media,
         };
       } else {
         opened = await this.request<Opened>(
@@ -997,8 +1007,8 @@ export class FramegateClient extends Emitter<ClientEvents> {
     this.httpWake?.();
   }
 
-  private postFrames(messages: Uint8Array[]): Promise<{ ack: number }> {
-    return this.request<{ ack: number }>(
+  private postFrames(messages: Uint8Array[]): Promise<FramesAck> {
+    return this.request<FramesAck>(
       `/v1/sessions/${this.session?.sessionId}/frames`,
       FRAMES_CONTENT_TYPE,
       encodeFramesBody(messages),

@@ -30,6 +30,13 @@ export enum ErrorCode {
   InvalidState = 'invalid_state',
   /** One image could not be decoded; the frame is acked as rejected. */
   BadImage = 'bad_image',
+  /**
+   * A compressed video or Opus chunk failed the bitstream checks: not recorded; its seq is settled
+   * (covered by the next ack) and the server asks for a key frame.
+   */
+  BadFrame = 'bad_frame',
+  /** `open` declared a codec, size or audio codec the channel does not accept. */
+  CodecNotAllowed = 'codec_not_allowed',
   /** A `Range` request selects no byte of the file (HTTP 416). */
   RangeNotSatisfiable = 'range_not_satisfiable',
   /** A request body stopped arriving for HTTP_BODY_IDLE_TIMEOUT_MS (HTTP 408). */
@@ -57,6 +64,8 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.InvalidState:
       return 409;
     case ErrorCode.BadImage:
+    case ErrorCode.BadFrame:
+    case ErrorCode.CodecNotAllowed:
       return 422;
     case ErrorCode.PayloadTooLarge:
       return 413;
@@ -117,6 +126,8 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
     case ErrorCode.NodeFull:
     case ErrorCode.InvalidState:
     case ErrorCode.BadImage:
+    case ErrorCode.BadFrame:
+    case ErrorCode.CodecNotAllowed:
     case ErrorCode.RangeNotSatisfiable:
     case ErrorCode.RequestTimeout:
     case ErrorCode.RateLimited:

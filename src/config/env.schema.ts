@@ -164,6 +164,15 @@ export const envSchema = z
     MAX_FRAME_BYTES: int(1024, 64 * 1024 * 1024).default(2 * 1024 * 1024),
     STREAM_MAX_FPS: int(1, 10_000).default(30),
     STREAM_MAX_KBPS: int(64, 1_000_000).default(16_000),
+    /** Video codec families a channel accepts unless its channel_quotas row says otherwise. */
+    VIDEO_CODECS: csv
+      .pipe(z.array(z.enum(['jpeg', 'avc', 'vp8', 'vp9'])).min(1))
+      .default(['jpeg', 'avc', 'vp8', 'vp9']),
+    /** Largest coded size of compressed video (and of declared capture sizes), per channel too. */
+    VIDEO_MAX_WIDTH: int(16, 8192).default(1920),
+    VIDEO_MAX_HEIGHT: int(16, 8192).default(1080),
+    /** Longest run of compressed video without a key frame before the server asks for one. */
+    VIDEO_KEYFRAME_INTERVAL_MS: int(500, 600_000).default(5_000),
     STREAM_FLOW_GRACE_MS: int(0, 600_000).default(5_000),
     RESUME_WINDOW_MS: int(1000, 86_400_000).default(60_000),
     HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(15_000),

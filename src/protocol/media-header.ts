@@ -5,8 +5,13 @@ export const MEDIA_VERSION = 1;
 /** The header's fields, big-endian, for documents that describe it (AsyncAPI, docs). */
 export const MEDIA_HEADER_LAYOUT = [
   { name: 'version', offset: 0, bytes: 1, meaning: `always ${MEDIA_VERSION}` },
-  { name: 'track', offset: 1, bytes: 1, meaning: '1 video (a JPEG), 2 audio (PCM s16le)' },
-  { name: 'flags', offset: 2, bytes: 2, meaning: 'always 0' },
+  {
+    name: 'track',
+    offset: 1,
+    bytes: 1,
+    meaning: "1 video (a JPEG, or one chunk of the session's codec), 2 audio (PCM s16le or Opus)",
+  },
+  { name: 'flags', offset: 2, bytes: 2, meaning: 'bit 0: key frame (compressed video); others 0' },
   { name: 'seq', offset: 4, bytes: 4, meaning: 'unsigned, from 1, +1 per message, both tracks' },
   { name: 'pts', offset: 8, bytes: 4, meaning: 'unsigned, capture time in ms from session start' },
 ] as const;
@@ -16,11 +21,27 @@ export enum Track {
   Audio = 2,
 }
 
+/** Header flag bit 0: the chunk is a key frame (a decoder can start from it). */
+export const FLAG_KEY = 0x0001;
+/**
+ * Header flag bit 15, never on the wire: a spool record that holds only the header of a chunk the
+ * server refused (`bad_frame`). Its seq stays taken, so the spool's sequence has no hole, and the
+ * recorders skip it.
+ */
+export const FLAG_REFUSED = 0x8000;
+
 /** A parsed media header; `payload` starts at MEDIA_HEADER_BYTES of the message. */
 export interface MediaHeader {
   track: Track;
   seq: number;
   pts: number;
+  /** Flag bit 0: a key frame. Always false on audio and on JPEG sessions' images. */
+  key: boolean;
+}
+
+/** A spool record's header: a media header, or the tombstone of a refused chunk. */
+export interface StoredHeader extends MediaHeader {
+  refused: boolean;
 }
 
 /** Why a binary message was refused before it reached the session. */
@@ -42,14 +63,51 @@ export function readMediaHeader(message: Buffer): MediaHeader | MediaHeaderProbl
   if (track !== 1 && track !== 2) {
     return 'bad_track';
   }
-  if (message.readUInt16BE(2) !== 0) {
+  const flags = message.readUInt16BE(2);
+  if (flags > FLAG_KEY || (flags === FLAG_KEY && track !== 1)) {
     return 'bad_flags';
   }
   const seq = message.readUInt32BE(4);
   if (seq === 0) {
     return 'bad_seq';
   }
-  return { track: track === 1 ? Track.Video : Track.Audio, seq, pts: message.readUInt32BE(8) };
+  return {
+    track: track === 1 ? Track.Video : Track.Audio,
+    seq,
+    pts: message.readUInt32BE(8),
+    key: flags === FLAG_KEY,
+  };
+}
+
+/**
+ * Reads a spool record's header: what `readMediaHeader` accepts, and the tombstones of refused
+ * chunks (FLAG_REFUSED, no payload).
+ */
+export function readStoredHeader(message: Buffer): StoredHeader | MediaHeaderProblem {
+  if (message.length === MEDIA_HEADER_BYTES && (message.readUInt16BE(2) & FLAG_REFUSED) !== 0) {
+    const seq = message.readUInt32BE(4);
+    const track = message[1];
+    if (message[0] !== MEDIA_VERSION || (track !== 1 && track !== 2) || seq === 0) {
+      return 'bad_version';
+    }
+    return {
+      track: track === 1 ? Track.Video : Track.Audio,
+      seq,
+      pts: message.readUInt32BE(8),
+      key: false,
+      refused: true,
+    };
+  }
+  const header = readMediaHeader(message);
+  return typeof header === 'string' ? header : { ...header, refused: false };
+}
+
+/** The spool record of a refused chunk: its header alone, flagged FLAG_REFUSED. */
+export function refusedRecord(message: Buffer): Buffer {
+  const record = Buffer.allocUnsafe(MEDIA_HEADER_BYTES);
+  message.copy(record, 0, 0, MEDIA_HEADER_BYTES);
+  record.writeUInt16BE(FLAG_REFUSED, 2);
+  return record;
 }
 
 /**
@@ -85,11 +143,17 @@ export function ptsRefusal(seq: number, pts: number): string {
  * Writes the 12-byte big-endian header at the start of `target`. Byte by byte on a plain
  * Uint8Array, so that browsers (which have no Buffer) and Node share one codec.
  */
-export function writeMediaHeader(target: Uint8Array, track: Track, seq: number, pts: number): void {
+export function writeMediaHeader(
+  target: Uint8Array,
+  track: Track,
+  seq: number,
+  pts: number,
+  flags = 0,
+): void {
   target[0] = MEDIA_VERSION;
   target[1] = track;
-  target[2] = 0;
-  target[3] = 0;
+  target[2] = flags >>> 8;
+  target[3] = flags;
   target[4] = seq >>> 24;
   target[5] = seq >>> 16;
   target[6] = seq >>> 8;
@@ -111,9 +175,10 @@ export function encodeMediaMessage(
   seq: number,
   pts: number,
   payload: Buffer,
+  flags = 0,
 ): Buffer {
   const message = Buffer.allocUnsafe(MEDIA_HEADER_BYTES + payload.length);
-  writeMediaHeader(message, track, seq, pts);
+  writeMediaHeader(message, track, seq, pts, flags);
   payload.copy(message, MEDIA_HEADER_BYTES);
   return message;
 }

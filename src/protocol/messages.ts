@@ -60,6 +60,25 @@ export const closedSchema = z.strictObject({
 
 export type Closed = z.output<typeof closedSchema>;
 
+/** Why the server asks for a key frame (`keyframe` on WebSocket, `keyframe` of a frames answer). */
+export const keyframeReasonSchema = z.enum(['resume', 'refused', 'interval']);
+
+/** The answer of `POST /v1/sessions/{id}/frames` (the HTTP fallback's ack). */
+export const framesAckSchema = z.strictObject({
+  /** Every media message up to this seq is settled: stored, or refused below. */
+  ack: z.number().int().min(0),
+  /** The session's `opened.media`: HTTP has no `opened` on resume. */
+  media: openedSchema.shape.media,
+  /** Chunks of this body refused as `bad_frame` (not recorded; their seqs are settled). */
+  refused: z
+    .array(z.strictObject({ seq: z.number().int().min(1), code: z.string(), message: z.string() }))
+    .optional(),
+  /** The server asks for a key frame next. */
+  keyframe: keyframeReasonSchema.optional(),
+});
+
+export type FramesAck = z.output<typeof framesAckSchema>;
+
 /** Server to client text messages (spec section 3). */
 export const serverMessageSchema = z.discriminatedUnion('type', [
   openedSchema.extend({ type: z.literal('opened') }),
@@ -67,6 +86,11 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('ack'), seq: z.number().int().min(1) }),
   /** The frame rate the client may send from now on; 0 pauses until the next `flow`. */
   z.strictObject({ type: z.literal('flow'), maxFps: z.number().min(0), reason: z.string() }),
+  /**
+   * Send a key frame next (compressed video): after a resume, after a refused chunk, or when the
+   * stream went `keyframeIntervalMs` without one.
+   */
+  z.strictObject({ type: z.literal('keyframe'), reason: keyframeReasonSchema }),
   z.strictObject({ type: z.literal('msg.ack'), id: msgId }),
   z.strictObject({ type: z.literal('msg'), id: msgId, body: z.unknown() }),
   z.strictObject({ type: z.literal('pong'), t: z.union([z.number(), z.string()]).optional() }),

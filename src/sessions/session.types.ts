@@ -13,11 +13,19 @@ export interface VideoSettings {
   width: number;
   height: number;
   fps?: number;
+  /** `jpeg` when absent; else a codec string (src/protocol/codecs.ts). */
+  codec?: string;
+  /** Base64 decoder configuration (avcC for H.264). */
+  description?: string;
 }
 
 export interface AudioSettings {
   sampleRate: number;
   channels: 1 | 2;
+  /** `pcm` when absent. */
+  codec?: 'pcm' | 'opus';
+  /** Base64 OpusHead, when the client sent one. */
+  description?: string;
 }
 
 export interface RecordingSettings {

@@ -74,6 +74,7 @@ export class SessionsService {
   async create(
     owner: Principal,
     body: OpenSession,
+    media: Opened['media'],
   ): Promise<{ opened: Opened; resumeTokenHash: string }> {
     const id = randomUUID();
     const resumeToken = randomBytes(32).toString('base64url');
@@ -105,7 +106,7 @@ export class SessionsService {
       detail: { subject: owner.subject, channel: owner.channel },
     });
     return {
-      opened: buildOpened(this.config, id, resumeToken, 0),
+      opened: buildOpened(this.config, id, resumeToken, 0, media),
       resumeTokenHash: row.resumeTokenHash as string,
     };
   }
@@ -165,6 +166,7 @@ export function buildOpened(
   sessionId: string,
   resumeToken: string,
   lastSeq: number,
+  media: Opened['media'],
 ): Opened {
   return {
     sessionId,
@@ -172,6 +174,7 @@ export function buildOpened(
     lastSeq,
     ack: { intervalMs: config.ACK_INTERVAL_MS, maxFrames: config.ACK_MAX_FRAMES },
     limits: { maxFrameBytes: config.MAX_FRAME_BYTES, maxFps: config.STREAM_MAX_FPS },
+    media,
   };
 }
 

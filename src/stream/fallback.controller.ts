@@ -11,7 +11,12 @@ import { JsonBody } from '../http/json-body.interceptor';
 import { FRAMES_CONTENT_TYPE } from '../protocol/fallback-framing';
 import { type FramesProblem, FramesSplitter } from '../protocol/frames-splitter';
 import { ptsRefusal, readMediaHeader } from '../protocol/media-header';
-import { type Closed, closedSchema, messageBodySchema } from '../protocol/messages';
+import {
+  type Closed,
+  closedSchema,
+  framesAckSchema,
+  messageBodySchema,
+} from '../protocol/messages';
 import {
   openedSchema,
   openSessionSchema,
@@ -69,11 +74,6 @@ const RESUME_TOKEN_HEADER = {
   description: "The session's resume token (from `opened`)",
   required: true,
 };
-/** The answer of `POST /v1/sessions/{id}/frames`. */
-const framesAckSchema = z.strictObject({
-  /** Every media message up to this seq is stored durably. */
-  ack: z.number().int().min(0),
-});
 /** The answer of `POST /v1/sessions/{id}/messages`. */
 const messageStoredSchema = z.strictObject({
   id: z.string(),
@@ -151,7 +151,7 @@ export class FallbackController {
     if (problem) {
       throw problem;
     }
-    return { ack };
+    return { ack, media: runtime.media };
   }
 
   /**

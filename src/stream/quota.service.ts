@@ -12,6 +12,8 @@ import type { Repository } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ChannelQuotaEntity } from './channel-quota.entity';
 import { z } from 'zod';
+import { VIDEO_CODEC_FAMILIES, type VideoCodecFamily } from '../protocol/codecs';
+import type { MediaPolicy } from './media-policy';
 
 /** The effective quotas of one channel: its channel_quotas override, else the env default. */
 export const channelLimitsSchema = z.strictObject({
@@ -19,6 +21,11 @@ export const channelLimitsSchema = z.strictObject({
   handshakesPerMin: z.number().int().min(0),
   maxFps: z.number().min(0),
   maxKbps: z.number().min(0),
+  /** Video codec families accepted in `open`. */
+  videoCodecs: z.array(z.enum(VIDEO_CODEC_FAMILIES as [VideoCodecFamily, ...VideoCodecFamily[]])),
+  /** Largest coded size of compressed video. */
+  maxWidth: z.number().int().min(16),
+  maxHeight: z.number().int().min(16),
 });
 
 export type ChannelLimits = Readonly<z.output<typeof channelLimitsSchema>>;
@@ -136,6 +143,9 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
       handshakesPerMin: config.QUOTA_HANDSHAKES_PER_MIN,
       maxFps: config.STREAM_MAX_FPS,
       maxKbps: config.STREAM_MAX_KBPS,
+      videoCodecs: Object.freeze([...config.VIDEO_CODECS]) as VideoCodecFamily[],
+      maxWidth: config.VIDEO_MAX_WIDTH,
+      maxHeight: config.VIDEO_MAX_HEIGHT,
     });
   }
 
@@ -186,6 +196,18 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
   /** The effective limits of a channel (a shared frozen object: do not mutate). */
   limitsFor(channel: string): ChannelLimits {
     return this.overrides.get(channel) ?? this.defaults;
+  }
+
+  /** What the channel accepts of a session's media, for `open` and `opened`. */
+  mediaPolicyFor(channel: string): MediaPolicy {
+    const limits = this.limitsFor(channel);
+    return {
+      videoCodecs: limits.videoCodecs,
+      maxWidth: limits.maxWidth,
+      maxHeight: limits.maxHeight,
+      maxKbps: limits.maxKbps,
+      keyframeIntervalMs: this.config.VIDEO_KEYFRAME_INTERVAL_MS,
+    };
   }
 
   /**
@@ -327,6 +349,9 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
           handshakesPerMin: row.handshakesPerMin ?? this.defaults.handshakesPerMin,
           maxFps: row.maxFps ?? this.defaults.maxFps,
           maxKbps: row.maxKbps ?? this.defaults.maxKbps,
+          videoCodecs: this.defaults.videoCodecs,
+          maxWidth: this.defaults.maxWidth,
+          maxHeight: this.defaults.maxHeight,
         }),
       );
     }

@@ -32,6 +32,8 @@ import { FreeSpace } from '../spool/free-space';
 import type { Demand } from './capacity';
 import type { CapacityClaim } from './capacity.service';
 import { CapacityService } from './capacity.service';
+import { describeMedia, negotiateMedia } from './media-policy';
+import { QuotaService } from './quota.service';
 import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
 
 /** Retry-After while free disk space is below HEALTH_MIN_FREE_DISK_MB. */
@@ -78,6 +80,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     private readonly freeSpace: FreeSpace,
     private readonly capacity: CapacityService,
     metrics: NodeMetrics,
+    private readonly quotas: QuotaService,
   ) {
     this.totals = {
       frames: 0,
@@ -194,7 +197,12 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     owner: Principal,
     body: OpenSession,
   ): Promise<{ runtime: SessionRuntime; opened: Opened }> {
-    const created = await this.sessions.create(owner, body);
+    const media = negotiateMedia(
+      body.video,
+      body.audio ?? null,
+      this.quotas.mediaPolicyFor(owner.channel),
+    );
+    const created = await this.sessions.create(owner, body, media);
     const spool = await SpoolWriter.open(this.spoolPath(created.opened.sessionId));
     const runtime = new SessionRuntime(
       this.deps,
@@ -209,6 +217,9 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         highestPts: 0,
         interruptedAt: null,
         mediaOrigin: null,
+        media,
+        video: body.video,
+        audio: body.audio ?? null,
       },
       spool,
     );
@@ -257,7 +268,12 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
       this.claimFor(runtime);
       const lastSeq = await runtime.attach(sink, `resumed_${sink.transport}`);
-      return buildOpened(this.config, sessionId, resumeToken, lastSeq);
+      runtime.media = describeMedia(
+        runtime.video,
+        runtime.audio,
+        this.quotas.mediaPolicyFor(runtime.channel),
+      );
+      return buildOpened(this.config, sessionId, resumeToken, lastSeq, runtime.media);
     });
   }
 
@@ -414,6 +430,9 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         highestPts: spool.recovered.highestPts,
         interruptedAt,
         mediaOrigin: row.mediaOriginAt,
+        media: describeMedia(row.video, row.audio, this.quotas.mediaPolicyFor(row.channel)),
+        video: row.video,
+        audio: row.audio,
       },
       spool,
     );

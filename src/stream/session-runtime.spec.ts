@@ -19,6 +19,16 @@ import { SpoolWriter } from '../spool/spool';
 import { type RuntimeDeps, SessionRuntime } from './session-runtime';
 import { Histogram } from '../metrics/prometheus';
 
+/** A JPEG session's media settings, as `open` without a codec gives. */
+const JPEG_MEDIA = {
+  video: { width: 640, height: 480 },
+  audio: null,
+  media: {
+    video: { codec: 'jpeg', maxWidth: 1920, maxHeight: 1080, maxKbps: 16_000, keyframeIntervalMs: 5_000 },
+    audio: null,
+  },
+};
+
 /** A spool whose syncs are held until the test lets them finish (or fail). */
 class HeldSpool {
   readonly appended: Buffer[] = [];
@@ -101,6 +111,10 @@ describe('SessionRuntime counters', () => {
           highestPts: 0,
           interruptedAt: null,
           mediaOrigin: null,
+      ...JPEG_MEDIA,
+        ...JPEG_MEDIA,
+          ...JPEG_MEDIA,
+          ...JPEG_MEDIA,
         },
         spool as unknown as SpoolWriter,
       ),
@@ -212,6 +226,11 @@ describe('SessionRuntime counters', () => {
             highestPts: 0,
             interruptedAt: null,
             mediaOrigin: null,
+      ...JPEG_MEDIA,
+        ...JPEG_MEDIA,
+            ...JPEG_MEDIA,
+          ...JPEG_MEDIA,
+            ...JPEG_MEDIA,
           },
           writer,
         ),
@@ -278,6 +297,9 @@ describe('SessionRuntime when the database refuses a transition', () => {
         highestPts: 0,
         interruptedAt: status === 'interrupted' ? new Date() : null,
         mediaOrigin: null,
+      ...JPEG_MEDIA,
+        ...JPEG_MEDIA,
+        ...JPEG_MEDIA,
       },
       spool,
     );
@@ -366,6 +388,8 @@ describe('SessionRuntime.ingest and the pts rule', () => {
       highestPts: 0,
       interruptedAt: null,
       mediaOrigin: null,
+      ...JPEG_MEDIA,
+      ...JPEG_MEDIA,
     },
     spool,
   );
@@ -463,6 +487,7 @@ describe('SessionRuntime message timing', () => {
         highestPts,
         interruptedAt: null,
         mediaOrigin,
+        ...JPEG_MEDIA,
       },
       spool,
     );

@@ -9,9 +9,10 @@ import type { RecordingHandle } from '../media/recording.service';
 import type { Histogram } from '../metrics/prometheus';
 import type { RecorderEvents } from '../media/session-recorder';
 import type { Closed, ClosedRecording, ServerMessage } from '../protocol/messages';
+import type { Opened } from '../protocol/open-session.schema';
 import type { SessionCounts, SessionStats, SessionStore } from '../sessions/session-store.service';
 import type { MessageDirection } from '../sessions/session-message.entity';
-import type { SessionStatus } from '../sessions/session.types';
+import type { AudioSettings, SessionStatus, VideoSettings } from '../sessions/session.types';
 import { isDiskFull } from '../spool/free-space';
 import { SpoolWriter } from '../spool/spool';
 
@@ -129,6 +130,11 @@ export interface RuntimeInit {
   interruptedAt: Date | null;
   /** The session's `media_origin_at` (null before its first frame was stored, or if it was lost). */
   mediaOrigin: Date | null;
+  /** What the session declared and the channel accepted: `opened.media`. */
+  media: Opened['media'];
+  /** The video and audio the session declared in `open`. */
+  video: VideoSettings;
+  audio: AudioSettings | null;
 }
 
 /**
@@ -141,6 +147,10 @@ export class SessionRuntime {
   readonly subject: string;
   readonly channel: string;
   readonly resumeTokenHash: string;
+  /** `opened.media`: the session's codecs and the channel's limits when it opened or resumed. */
+  media: Opened['media'];
+  readonly video: VideoSettings;
+  readonly audio: AudioSettings | null;
   status: SessionStatus;
 
   /** Highest seq accepted and queued to the spool. */
@@ -216,6 +226,9 @@ export class SessionRuntime {
     this.subject = init.subject;
     this.channel = init.channel;
     this.resumeTokenHash = init.resumeTokenHash;
+    this.media = init.media;
+    this.video = init.video;
+    this.audio = init.audio;
     this.status = init.status;
     this.receivedSeq = init.lastSeq;
     this.durableSeq = init.lastSeq;

@@ -43,3 +43,15 @@ export function pcmSine(seconds: number, rate: number, channels = 1): Buffer {
 export function probe(path: string) {
   return probeRecording(path, locateTool('ffprobe', undefined).path);
 }
+
+/** `opened.media` of a JPEG session without audio under the test configuration's defaults. */
+export const JPEG_MEDIA = {
+  video: {
+    codec: 'jpeg',
+    maxWidth: 1920,
+    maxHeight: 1080,
+    maxKbps: 16_000,
+    keyframeIntervalMs: 5_000,
+  },
+  audio: null,
+};
