@@ -79,6 +79,11 @@ export interface RecorderBacklog {
 export interface RecorderEvents {
   /** A video frame was refused by the frame pipeline; it is not in the recording. */
   onBadImage(seq: number, reason: string): void;
+  /**
+   * A refused chunk's tombstone was read (its `bad_frame` went to the client when it arrived): it
+   * counts as a rejected frame, like a bad image, once durable.
+   */
+  onRefused(seq: number): void;
   /** The encoder fell behind (frames come from the spool now) or caught up again. */
   onBacklog(behind: boolean): void;
   /**

@@ -518,7 +518,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       const handle = await this.recordings.begin(
         row,
         path,
-        { onBadImage: () => rejected++, onBacklog: () => undefined },
+        { onBadImage: () => rejected++, onRefused: () => rejected++, onBacklog: () => undefined },
         true,
       );
       let counts: SessionCounts | null = null;

@@ -256,14 +256,10 @@ export class SessionRuntime {
   /** The recorder's events: bad frames are reported with their seq, backlog becomes `flow`. */
   readonly recorderEvents: RecorderEvents = {
     onBadImage: (seq, reason) => {
-      if (seq <= this.durableSeq) {
-        this.rejectedFrames++;
-      } else {
-        this.rejectedAhead.push(seq);
-      }
-      this.dirty = true;
+      this.countRejected(seq);
       this.sink?.send({ type: 'error', code: ErrorCode.BadImage, message: reason, seq });
     },
+    onRefused: (seq) => this.countRejected(seq),
     onBacklog: (behind) => {
       // Half of what it may send now (under any other cap), until the encoder has caught up.
       const fps = this.ceiling?.maxFps ?? this.deps.config.STREAM_MAX_FPS;
@@ -274,6 +270,16 @@ export class SessionRuntime {
       this.limitFps(IMAGE_BUDGET, maxFps);
     },
   };
+
+  /** A stored frame is not in the recording: counted now if durable, else once it is. */
+  private countRejected(seq: number): void {
+    if (seq <= this.durableSeq) {
+      this.rejectedFrames++;
+    } else {
+      this.rejectedAhead.push(seq);
+    }
+    this.dirty = true;
+  }
 
   get attached(): SessionSink | null {
     return this.sink;
