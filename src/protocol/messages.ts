@@ -62,6 +62,7 @@ export type Closed = z.output<typeof closedSchema>;
 
 /** Why the server asks for a key frame (`keyframe` on WebSocket, `keyframe` of a frames answer). */
 export const keyframeReasonSchema = z.enum(['resume', 'refused', 'interval']);
+export type KeyframeReason = z.output<typeof keyframeReasonSchema>;
 
 /** The answer of `POST /v1/sessions/{id}/frames` (the HTTP fallback's ack). */
 export const framesAckSchema = z.strictObject({

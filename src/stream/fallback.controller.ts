@@ -14,6 +14,7 @@ import { ptsRefusal, readMediaHeader } from '../protocol/media-header';
 import {
   type Closed,
   closedSchema,
+  type FramesAck,
   framesAckSchema,
   messageBodySchema,
 } from '../protocol/messages';
@@ -49,6 +50,8 @@ export const HTTP_SINK: SessionSink = {
 
 /** Body bytes ingested between two syncs of the spool during one fallback upload. */
 const SYNC_EVERY_BYTES = 1024 * 1024;
+/** Refused chunks listed in one frames answer; the rest are counted in the session's rejects. */
+const MAX_REFUSED_LISTED = 100;
 
 /** The frames splitter's problems in the words the fallback has always used. */
 function framingError(problem: FramesProblem): AppError {
@@ -146,23 +149,34 @@ export class FallbackController {
       idleMs: this.config.HTTP_BODY_IDLE_TIMEOUT_MS,
     });
     const runtime = await this.registry.forHttp(principal, id, resumeToken ?? '', HTTP_SINK);
-    const problem = await this.ingestBody(body, runtime);
+    const refused: NonNullable<FramesAck['refused']> = [];
+    const problem = await this.ingestBody(body, runtime, refused);
     const ack = await runtime.syncNow();
     if (problem) {
       throw problem;
     }
-    return { ack, media: runtime.media };
+    const keyframe = runtime.keyframeWanted;
+    return {
+      ack,
+      media: runtime.media,
+      ...(refused.length > 0 ? { refused } : {}),
+      ...(keyframe !== null ? { keyframe } : {}),
+    };
   }
 
   /**
    * Streams the body into the session as it arrives, message by message; what was ingested
    * before a problem is kept (the caller syncs it), and the problem is returned to answer after.
    */
-  private async ingestBody(body: BodyReader, runtime: SessionRuntime): Promise<AppError | null> {
+  private async ingestBody(
+    body: BodyReader,
+    runtime: SessionRuntime,
+    refused: NonNullable<FramesAck['refused']>,
+  ): Promise<AppError | null> {
     const splitter = new FramesSplitter(runtime.maxFrameBytes);
     let problem: AppError | null = null;
     const onMessage = (message: Buffer): boolean => {
-      problem = this.ingestMessage(runtime, message);
+      problem = this.ingestMessage(runtime, message, refused);
       return problem === null;
     };
     let unsynced = 0;
@@ -204,13 +218,29 @@ export class FallbackController {
   }
 
   /** One message of a fallback body through the session's sequence rule; a problem or null. */
-  private ingestMessage(runtime: SessionRuntime, message: Buffer): AppError | null {
+  private ingestMessage(
+    runtime: SessionRuntime,
+    message: Buffer,
+    refused: NonNullable<FramesAck['refused']>,
+  ): AppError | null {
     const header = readMediaHeader(message);
     if (typeof header === 'string') {
       return new AppError(ErrorCode.ProtocolError, `bad media header: ${header}`);
     }
+    if (header.key && !runtime.compressed) {
+      return new AppError(
+        ErrorCode.ProtocolError,
+        'bad media header: bad_flags (the key-frame flag is for compressed video only)',
+      );
+    }
     const result = runtime.ingest(message, header);
     switch (result) {
+      case 'refused':
+        // Settled like a stored frame; the answer lists the first ones so the client can tell.
+        if (refused.length < MAX_REFUSED_LISTED) {
+          refused.push({ seq: header.seq, code: ErrorCode.BadFrame, message: runtime.refusal });
+        }
+        return null;
       case 'gap':
         return new AppError(
           ErrorCode.Conflict,

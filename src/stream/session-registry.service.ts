@@ -220,6 +220,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         media,
         video: body.video,
         audio: body.audio ?? null,
+        gate: null,
       },
       spool,
     );
@@ -289,6 +290,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       if (runtime.attached !== sink) {
         this.claimFor(runtime);
         await runtime.attach(sink, 'resumed_http');
+        runtime.resumedOn(sink);
       }
       runtime.lastActivityAt = Date.now();
       return runtime;
@@ -433,6 +435,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         media: describeMedia(row.video, row.audio, this.quotas.mediaPolicyFor(row.channel)),
         video: row.video,
         audio: row.audio,
+        gate: null,
       },
       spool,
     );

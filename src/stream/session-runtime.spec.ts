@@ -23,6 +23,7 @@ import { Histogram } from '../metrics/prometheus';
 const JPEG_MEDIA = {
   video: { width: 640, height: 480 },
   audio: null,
+  gate: null,
   media: {
     video: { codec: 'jpeg', maxWidth: 1920, maxHeight: 1080, maxKbps: 16_000, keyframeIntervalMs: 5_000 },
     audio: null,

@@ -2,19 +2,31 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '@nestjs/common';
 import type { AuditWriter } from '../audit/audit-writer.service';
 import type { AppConfig } from '../config/config';
-import { type MediaHeader, ptsPlausible, Track } from '../protocol/media-header';
+import {
+  type MediaHeader,
+  ptsPlausible,
+  refusedRecord,
+  type StoredHeader,
+  Track,
+} from '../protocol/media-header';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import type { RecordingHandle } from '../media/recording.service';
 import type { Histogram } from '../metrics/prometheus';
 import type { RecorderEvents } from '../media/session-recorder';
-import type { Closed, ClosedRecording, ServerMessage } from '../protocol/messages';
+import type {
+  Closed,
+  ClosedRecording,
+  KeyframeReason,
+  ServerMessage,
+} from '../protocol/messages';
 import type { Opened } from '../protocol/open-session.schema';
 import type { SessionCounts, SessionStats, SessionStore } from '../sessions/session-store.service';
 import type { MessageDirection } from '../sessions/session-message.entity';
 import type { AudioSettings, SessionStatus, VideoSettings } from '../sessions/session.types';
 import { isDiskFull } from '../spool/free-space';
 import { SpoolWriter } from '../spool/spool';
+import type { ChunkGate } from './chunk-gate';
 
 /** The transport a session is attached to: a WebSocket connection or the HTTP fallback. */
 export interface SessionSink {
@@ -48,9 +60,11 @@ export interface FpsCeiling {
  * `implausible_pts`: refused by the pts rule, not stored; the seq is still expected (the client
  * resends from it with a plausible pts), and frames after it are dropped until it comes.
  * `stopping`: the spool just failed and the session is being stopped; the frame is not stored.
+ * `refused`: a compressed chunk failed its bitstream checks (`bad_frame`, reason in
+ * `refusal`): its seq is settled by a tombstone in the spool, it is not recorded.
  */
 export type IngestResult =
-  'stored' | 'duplicate' | 'gap' | 'implausible_pts' | 'failed' | 'stopping';
+  'stored' | 'refused' | 'duplicate' | 'gap' | 'implausible_pts' | 'failed' | 'stopping';
 
 /** Retry-After for a session stopped because the disk is full. */
 const DISK_FULL_RETRY_S = 30;
@@ -135,6 +149,8 @@ export interface RuntimeInit {
   /** The video and audio the session declared in `open`. */
   video: VideoSettings;
   audio: AudioSettings | null;
+  /** The bitstream rules of a compressed session (null for JPEG and PCM). */
+  gate: ChunkGate | null;
 }
 
 /**
@@ -152,6 +168,7 @@ export class SessionRuntime {
   readonly video: VideoSettings;
   readonly audio: AudioSettings | null;
   status: SessionStatus;
+  private readonly gate: ChunkGate | null;
 
   /** Highest seq accepted and queued to the spool. */
   private receivedSeq: number;
@@ -229,6 +246,7 @@ export class SessionRuntime {
     this.media = init.media;
     this.video = init.video;
     this.audio = init.audio;
+    this.gate = init.gate;
     this.status = init.status;
     this.receivedSeq = init.lastSeq;
     this.durableSeq = init.lastSeq;
@@ -385,14 +403,22 @@ export class SessionRuntime {
     if (header.pts > this.highestPts) {
       this.highestPts = header.pts;
     }
+    let record = message;
+    let stored: MediaHeader | StoredHeader = header;
+    let result: IngestResult = 'stored';
+    if (this.gate !== null && this.gate.admit(message, header, this.askKeyframe) === 'refused') {
+      record = refusedRecord(message);
+      stored = { ...header, refused: true };
+      result = 'refused';
+    }
     try {
-      this.spool.append(message);
+      this.spool.append(record);
     } catch (err) {
       // The writer failed and its rejection has not reached `fail` yet: same outcome, now.
       this.fail(err);
       return this.stopping ? 'stopping' : 'failed';
     }
-    this.recording?.offer(message, header);
+    this.recording?.offer(record, stored);
     if (this.mediaOrigin === null) {
       this.mediaOrigin = Date.now() - header.pts;
     }
@@ -402,7 +428,7 @@ export class SessionRuntime {
     } else {
       this.accepted.audio++;
     }
-    this.accepted.bytes += message.length;
+    this.accepted.bytes += record.length;
     this.deps.totals.frames++;
     this.deps.totals.bytes += message.length;
     this.dirty = true;
@@ -419,8 +445,36 @@ export class SessionRuntime {
     if (this.spool.pendingBytes > EARLY_WRITE_BYTES) {
       this.spool.write().catch((err: unknown) => this.fail(err));
     }
-    return 'stored';
+    return result;
   }
+
+  /** Whether the session's video is compressed: its chunks may carry the key-frame flag. */
+  get compressed(): boolean {
+    return this.gate !== null;
+  }
+
+  /** Why the last `refused` chunk was refused (the `bad_frame` message). */
+  get refusal(): string {
+    return this.gate?.refusal ?? '';
+  }
+
+  /** The key frame the server wants next (for the HTTP frames answer), or null. */
+  get keyframeWanted(): KeyframeReason | null {
+    return this.gate?.keyframeWanted ?? null;
+  }
+
+  /**
+   * The session was resumed on `sink` (after `opened` went out): a compressed session asks for a
+   * key frame, since the client's encoder may have restarted and the recording resumes cleanly
+   * from one.
+   */
+  resumedOn(sink: SessionSink): void {
+    this.gate?.resumed((reason) => sink.send({ type: 'keyframe', reason }));
+  }
+
+  private readonly askKeyframe = (reason: KeyframeReason): void => {
+    this.sink?.send({ type: 'keyframe', reason });
+  };
 
   /**
    * Makes everything accepted durable now; resolves with the durable seq. A full disk rejects

@@ -126,6 +126,10 @@ export class StreamConnection implements SessionSink {
       this.end(CloseCode.Protocol, 'protocol_error', `bad media header: ${header}`);
       return;
     }
+    if (header.key && !runtime.compressed) {
+      this.end(CloseCode.Protocol, 'protocol_error', 'bad media header: bad_flags');
+      return;
+    }
     const quota = this.limiter.onFrame(data.length, now);
     if (quota !== 'ok') {
       if (quota === 'exceeded') {
@@ -135,7 +139,14 @@ export class StreamConnection implements SessionSink {
       this.send({ type: 'flow', maxFps: this.limiter.maxFps, reason: 'quota' });
     }
     const result = runtime.ingest(data, header);
-    if (result === 'gap') {
+    if (result === 'refused') {
+      this.send({
+        type: 'error',
+        code: ErrorCode.BadFrame,
+        message: runtime.refusal,
+        seq: header.seq,
+      });
+    } else if (result === 'gap') {
       this.end(CloseCode.Protocol, 'protocol_error', `seq gap at ${header.seq}`);
     } else if (result === 'implausible_pts') {
       this.send({
@@ -176,8 +187,14 @@ export class StreamConnection implements SessionSink {
     return this.bind(() => this.deps.registry.open(this.principal, body, this));
   }
 
-  resume(sessionId: string, resumeToken: string): Promise<ServerMessage> {
-    return this.bind(() => this.deps.registry.resume(this.principal, sessionId, resumeToken, this));
+  /** `opened`, then (compressed video) a `keyframe` request: sent here, in that order. */
+  async resume(sessionId: string, resumeToken: string): Promise<null> {
+    const opened = await this.bind(() =>
+      this.deps.registry.resume(this.principal, sessionId, resumeToken, this),
+    );
+    this.send(opened);
+    this.runtime?.resumedOn(this);
+    return null;
   }
 
   async message(id: string, body: unknown): Promise<ServerMessage> {

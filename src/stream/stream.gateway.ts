@@ -59,7 +59,7 @@ export class StreamGateway {
   }
 
   @SubscribeMessage('resume')
-  resume(@ConnectedSocket() ws: WebSocket, @MessageBody() m: Of<'resume'>): Promise<ServerMessage> {
+  resume(@ConnectedSocket() ws: WebSocket, @MessageBody() m: Of<'resume'>): Promise<null> {
     return connection(ws).resume(m.sessionId, m.resumeToken);
   }
 
