@@ -6,6 +6,7 @@ import { MessageRecordingTime1765200000000 } from './1765200000000-MessageRecord
 import { PgBoss1765300000000 } from './1765300000000-PgBoss';
 import { MediaJobs1765400000000 } from './1765400000000-MediaJobs';
 import { Webhooks1765500000000 } from './1765500000000-Webhooks';
+import { ChannelVideoPolicy1765600000000 } from './1765600000000-ChannelVideoPolicy';
 
 /** Every migration, in order; listed explicitly so the same list works from ts and from dist. */
 export const MIGRATIONS = [
@@ -17,4 +18,5 @@ export const MIGRATIONS = [
   PgBoss1765300000000,
   MediaJobs1765400000000,
   Webhooks1765500000000,
+  ChannelVideoPolicy1765600000000,
 ];

@@ -170,6 +170,9 @@ export const quotaOverrideSchema = z.strictObject({
   handshakesPerMin: count.nullable(),
   maxFps: z.number().nullable(),
   maxKbps: z.number().nullable(),
+  videoCodecs: channelLimitsSchema.shape.videoCodecs.nullable(),
+  maxWidth: z.number().nullable(),
+  maxHeight: z.number().nullable(),
 });
 export type QuotaOverride = z.output<typeof quotaOverrideSchema>;
 

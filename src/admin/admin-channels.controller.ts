@@ -12,6 +12,7 @@ import {
 } from './admin-channels.service';
 import type { ChannelLimits } from '../stream/quota.service';
 import { noQuery } from './admin-query';
+import { VIDEO_CODEC_FAMILIES, type VideoCodecFamily } from '../protocol/codecs';
 import { ApiDoc } from '../docs/api-doc';
 import { channelListSchema, channelQuotaViewSchema } from './admin-api.schema';
 
@@ -32,6 +33,15 @@ const quotaBody = z.strictObject({
   handshakesPerMin: z.number().int().min(0).max(100_000).nullable().default(null),
   maxFps: z.number().int().min(1).max(1_000).nullable().default(null),
   maxKbps: z.number().int().min(1).max(10_000_000).nullable().default(null),
+  /** Video codec families accepted in `open`; at least one, no repeats. */
+  videoCodecs: z
+    .array(z.enum(VIDEO_CODEC_FAMILIES as [VideoCodecFamily, ...VideoCodecFamily[]]))
+    .min(1)
+    .refine((c) => new Set(c).size === c.length, 'must not repeat a codec')
+    .nullable()
+    .default(null),
+  maxWidth: z.number().int().min(16).max(8192).nullable().default(null),
+  maxHeight: z.number().int().min(16).max(8192).nullable().default(null),
 });
 
 @Controller('v1/admin/channels')

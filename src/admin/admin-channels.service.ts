@@ -89,6 +89,9 @@ function overrideOf(row: ChannelQuotaEntity): QuotaOverride & { updatedAt: strin
     handshakesPerMin: row.handshakesPerMin,
     maxFps: row.maxFps,
     maxKbps: row.maxKbps,
+    videoCodecs: row.videoCodecs,
+    maxWidth: row.maxWidth,
+    maxHeight: row.maxHeight,
     updatedAt: row.updatedAt.toISOString(),
   };
 }

@@ -2,7 +2,7 @@ import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { videoCodecFamily, type VideoCodecFamily } from '../protocol/codecs';
 import type { Opened } from '../protocol/open-session.schema';
-import type { AudioSettings, VideoSettings } from '../sessions/session.types';
+import type { AudioSettings, RecordingSettings, VideoSettings } from '../sessions/session.types';
 
 /** What a channel accepts of a session's media (env defaults, or its channel_quotas row). */
 export interface MediaPolicy {
@@ -22,9 +22,17 @@ export interface MediaPolicy {
 export function negotiateMedia(
   video: VideoSettings,
   audio: AudioSettings | null,
+  recording: RecordingSettings | null,
   policy: MediaPolicy,
 ): Opened['media'] {
   checkMedia(video, audio, policy);
+  if (recording !== null && (video.codec ?? 'jpeg') !== 'jpeg') {
+    // Nothing is decoded or scaled: the recording is the client's chunks, at their coded size.
+    throw new AppError(
+      ErrorCode.ValidationFailed,
+      'recording: compressed video is recorded as sent, at its coded size; leave recording out',
+    );
+  }
   return describeMedia(video, audio, policy);
 }
 

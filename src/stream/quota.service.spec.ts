@@ -30,6 +30,9 @@ function override(channel: string, values: Partial<Row>): Row {
     handshakesPerMin: null,
     maxFps: null,
     maxKbps: null,
+    videoCodecs: null,
+    maxWidth: null,
+    maxHeight: null,
     ...values,
   };
 }
@@ -96,12 +99,17 @@ afterEach(() => {
 
 describe('QuotaService limits', () => {
   it('answers the env defaults for a channel without an override, the override otherwise', async () => {
-    const { quotas } = await setup({}, [override('kiosk', { maxConnections: 3, maxFps: 10 })]);
+    const { quotas } = await setup({}, [
+      override('kiosk', { maxConnections: 3, maxFps: 10 }),
+      override('h264-only', { videoCodecs: ['avc'], maxWidth: 1280, maxHeight: 720 }),
+    ]);
+    const media = { videoCodecs: ['jpeg', 'avc', 'vp8', 'vp9'], maxWidth: 1920, maxHeight: 1080 };
     expect(quotas.limitsFor('web')).toEqual({
       maxConnections: 50,
       handshakesPerMin: 1000,
       maxFps: 30,
       maxKbps: 16000,
+      ...media,
     });
     // Null columns keep the default.
     expect(quotas.limitsFor('kiosk')).toEqual({
@@ -109,6 +117,14 @@ describe('QuotaService limits', () => {
       handshakesPerMin: 1000,
       maxFps: 10,
       maxKbps: 16000,
+      ...media,
+    });
+    expect(quotas.mediaPolicyFor('h264-only')).toEqual({
+      videoCodecs: ['avc'],
+      maxWidth: 1280,
+      maxHeight: 720,
+      maxKbps: 16000,
+      keyframeIntervalMs: 5000,
     });
   });
 

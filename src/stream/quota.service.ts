@@ -349,9 +349,9 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
           handshakesPerMin: row.handshakesPerMin ?? this.defaults.handshakesPerMin,
           maxFps: row.maxFps ?? this.defaults.maxFps,
           maxKbps: row.maxKbps ?? this.defaults.maxKbps,
-          videoCodecs: this.defaults.videoCodecs,
-          maxWidth: this.defaults.maxWidth,
-          maxHeight: this.defaults.maxHeight,
+          videoCodecs: row.videoCodecs ?? this.defaults.videoCodecs,
+          maxWidth: row.maxWidth ?? this.defaults.maxWidth,
+          maxHeight: row.maxHeight ?? this.defaults.maxHeight,
         }),
       );
     }

@@ -200,6 +200,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     const media = negotiateMedia(
       body.video,
       body.audio ?? null,
+      body.recording ?? null,
       this.quotas.mediaPolicyFor(owner.channel),
     );
     const created = await this.sessions.create(owner, body, media);

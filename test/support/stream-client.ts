@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
-import { encodeMediaMessage, Track } from '../../src/protocol/media-header';
+import { encodeMediaMessage, FLAG_KEY, Track } from '../../src/protocol/media-header';
 import type { ServerMessage } from '../../src/protocol/messages';
 
 export interface ConnectOptions {
@@ -110,6 +110,11 @@ export class StreamClient {
 
   sendFrame(seq: number, pts: number, payload: Buffer, track: Track = Track.Video): void {
     this.ws.send(encodeMediaMessage(track, seq, pts, payload));
+  }
+
+  /** A compressed video chunk: flag bit 0 marks a key frame. */
+  sendChunk(seq: number, pts: number, chunk: Buffer, key: boolean): void {
+    this.ws.send(encodeMediaMessage(Track.Video, seq, pts, chunk, key ? FLAG_KEY : 0));
   }
 
   /** The next message of a type not yet taken (messages are consumed in order). */
