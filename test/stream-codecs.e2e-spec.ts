@@ -121,4 +121,19 @@ describe('compressed video: negotiation and the channel policy', () => {
     expect(closed.code).toBe(CloseCode.Protocol);
     expect(closed.reason).toMatch(/bad_flags/);
   });
+
+  it("refuses images-to-video from a compressed session's stored chunks, pointing to its recording", async () => {
+    const token = hsToken({ sub: 'carol', scope: 'stream:publish media:process' });
+    const client = await StreamClient.connect(app.url, { token });
+    const opened = await client.open({ video: { width: 320, height: 240, codec: 'vp8' } });
+    client.close();
+    await client.closed;
+    const res = await call(app.url, 'POST', '/v1/media/jobs', {
+      token,
+      body: { type: 'images-to-video', images: { sessionFrames: opened.sessionId }, fps: 10 },
+    });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ error: ErrorCode.ValidationFailed });
+    expect(res.body.message).toMatch(/sent vp8 video, not images; use its recording/);
+  });
 });

@@ -191,6 +191,14 @@ export class JobInputs {
     jobDir: string,
   ): Promise<{ images: PlanImages; bytes: number }> {
     const session = await this.visibleSession(principal, sessionId, field);
+    const codec = session.video.codec ?? 'jpeg';
+    if (codec !== 'jpeg') {
+      throw new AppError(
+        ErrorCode.ValidationFailed,
+        `${field}: session ${session.id} sent ${codec} video, not images; use its recording ` +
+          '(transcode, thumbnails, extract-audio)',
+      );
+    }
     const recording = await this.recordings.findOneBy({ sessionId: session.id });
     if (!recording || recording.status !== 'ready') {
       throw notReady(field, session.id, recording);

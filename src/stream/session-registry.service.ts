@@ -19,6 +19,7 @@ import { RecordingService } from '../media/recording.service';
 import { NodeMetrics } from '../metrics/node-metrics.service';
 import type { OpenSession, Opened } from '../protocol/open-session.schema';
 import { type SessionCounts, SessionStore } from '../sessions/session-store.service';
+import type { VideoSettings } from '../sessions/session.types';
 import { SessionEntity } from '../sessions/session.entity';
 import { buildOpened, SessionsService } from '../sessions/sessions.service';
 import {
@@ -32,6 +33,7 @@ import { FreeSpace } from '../spool/free-space';
 import type { Demand } from './capacity';
 import type { CapacityClaim } from './capacity.service';
 import { CapacityService } from './capacity.service';
+import { PASSTHROUGH_FRAME_WEIGHT } from './capacity';
 import { describeMedia, negotiateMedia } from './media-policy';
 import { QuotaService } from './quota.service';
 import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
@@ -174,7 +176,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   /** Creates a session (row + spool) attached to `sink`, and returns `opened`. */
   async open(owner: Principal, body: OpenSession, sink: SessionSink): Promise<Opened> {
     await this.assertDiskSpace();
-    const demand = this.demandOf(body.video.fps, body.recording ?? null);
+    const demand = this.demandOf(body.video, body.recording ?? null);
     const claim = this.capacity.admit(demand);
     let created: { runtime: SessionRuntime; opened: Opened };
     try {
@@ -246,12 +248,16 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
    * rate its recording assumes, when it declared none) at its recording's size.
    */
   private demandOf(
-    fps: number | undefined,
+    video: VideoSettings,
     recordingSettings: SessionEntity['recordingSettings'],
   ): Demand {
+    const compressed = (video.codec ?? 'jpeg') !== 'jpeg';
     return {
-      fps: fps ?? this.config.RECORDING_FPS,
-      weight: this.capacity.weightOf(this.recordings.outputSize({ recordingSettings })),
+      fps: video.fps ?? this.config.RECORDING_FPS,
+      // Compressed video is muxed as sent: no decode, no x264, whatever its size.
+      weight: compressed
+        ? PASSTHROUGH_FRAME_WEIGHT
+        : this.capacity.weightOf(this.recordings.outputSize({ recordingSettings })),
     };
   }
 
@@ -444,7 +450,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     runtime.setRecording(await this.recordings.begin(row, path, runtime.recorderEvents, true));
     this.live.set(sessionId, runtime);
     // Admitted by the process that opened it: it claims its share when it attaches.
-    this.demands.set(sessionId, this.demandOf(row.video.fps, row.recordingSettings));
+    this.demands.set(sessionId, this.demandOf(row.video, row.recordingSettings));
     return runtime;
   }
 
