@@ -7,17 +7,20 @@ import { loadConfig } from '../config/config';
 import type { AppConfig } from '../config/config';
 import {
   encodeMediaMessage,
+  FLAG_KEY,
   type MediaHeader,
   PTS_MAX_BACKWARD_MS,
   PTS_MAX_FORWARD_MS,
   ptsPlausible,
   readMediaHeader,
+  readStoredHeader,
   Track,
 } from '../protocol/media-header';
 import type { SessionStats, SessionStore } from '../sessions/session-store.service';
 import { SpoolWriter } from '../spool/spool';
 import { type RuntimeDeps, SessionRuntime } from './session-runtime';
 import { Histogram } from '../metrics/prometheus';
+import { ChunkGate } from './chunk-gate';
 
 /** A JPEG session's media settings, as `open` without a codec gives. */
 const JPEG_MEDIA = {
@@ -25,7 +28,13 @@ const JPEG_MEDIA = {
   audio: null,
   gate: null,
   media: {
-    video: { codec: 'jpeg', maxWidth: 1920, maxHeight: 1080, maxKbps: 16_000, keyframeIntervalMs: 5_000 },
+    video: {
+      codec: 'jpeg',
+      maxWidth: 1920,
+      maxHeight: 1080,
+      maxKbps: 16_000,
+      keyframeIntervalMs: 5_000,
+    },
     audio: null,
   },
 };
@@ -112,9 +121,6 @@ describe('SessionRuntime counters', () => {
           highestPts: 0,
           interruptedAt: null,
           mediaOrigin: null,
-      ...JPEG_MEDIA,
-        ...JPEG_MEDIA,
-          ...JPEG_MEDIA,
           ...JPEG_MEDIA,
         },
         spool as unknown as SpoolWriter,
@@ -189,6 +195,85 @@ describe('SessionRuntime counters', () => {
     expect(r.counts).toMatchObject({ videoFrames: 0, rejectedFrames: 2 });
   });
 
+  it('settles a refused chunk with a tombstone: acknowledged, offered as refused, counted as rejected once durable', async () => {
+    const spool = new HeldSpool();
+    const sent: unknown[] = [];
+    const gate = new ChunkGate(
+      { check: (chunk) => (chunk[0] === 0xff ? 'garbage' : null) },
+      null,
+      5_000,
+      0,
+      0,
+    );
+    const r = track(
+      new SessionRuntime(
+        deps(),
+        {
+          id: '00000000-0000-4000-8000-000000000002',
+          subject: 'alice',
+          channel: 'app',
+          resumeTokenHash: '',
+          status: 'open',
+          lastSeq: 0,
+          stored: { video: 0, audio: 0, bytes: 0 },
+          highestPts: 0,
+          interruptedAt: null,
+          mediaOrigin: null,
+          ...JPEG_MEDIA,
+          gate,
+        },
+        spool as unknown as SpoolWriter,
+      ),
+    );
+    const offered: Array<{ seq: number; refused: boolean; bytes: number }> = [];
+    r.setRecording({
+      offer: (message: Buffer, h: MediaHeader & { refused?: boolean }) =>
+        offered.push({ seq: h.seq, refused: h.refused === true, bytes: message.length }),
+      durable: () => undefined,
+      abort: () => undefined,
+    } as never);
+    const sink = {
+      transport: 'ws' as const,
+      connectionId: 'c1',
+      ack: (seq: number) => sent.push({ ack: seq }),
+      send: (m: unknown) => sent.push(m),
+      replaced: () => undefined,
+      failed: () => undefined,
+      throttle: () => undefined,
+    };
+    const attached = r.attach(sink, 'opened');
+    spool.release();
+    await attached;
+    const key = encodeMediaMessage(Track.Video, 1, 0, Buffer.from([1, 2, 3]), FLAG_KEY);
+    const bad = encodeMediaMessage(Track.Video, 2, 100, Buffer.from([0xff, 2, 3]));
+    expect(r.ingest(key, header(key))).toBe('stored');
+    expect(r.ingest(bad, header(bad))).toBe('refused');
+    expect(r.refusal).toBe('garbage');
+    expect(r.keyframeWanted).toBe('refused');
+    expect(sent).toContainEqual({ type: 'keyframe', reason: 'refused' });
+    // The spool holds the refused chunk's header alone, flagged refused.
+    const tombstone = readStoredHeader(spool.appended[1]);
+    expect(tombstone).toMatchObject({ seq: 2, refused: true });
+    expect(spool.appended[1].length).toBe(12);
+    expect(offered).toEqual([
+      { seq: 1, refused: false, bytes: 15 },
+      { seq: 2, refused: true, bytes: 12 },
+    ]);
+    // The recorder reports the tombstone when it reads it; it counts once durable.
+    r.recorderEvents.onRefused(2);
+    expect(r.counts.rejectedFrames).toBe(0);
+    const synced = r.syncNow();
+    spool.release();
+    await synced;
+    expect(r.counts).toEqual({
+      lastSeq: 2,
+      videoFrames: 1,
+      audioFrames: 0,
+      rejectedFrames: 1,
+      bytesIn: 15 + 12,
+    });
+  });
+
   it('starts from what the spool holds and writes it with the next flush', async () => {
     const r = runtime(new HeldSpool(), { video: 7, audio: 3, bytes: 999 }, 10);
     expect(r.takeStats()).toMatchObject({
@@ -227,10 +312,6 @@ describe('SessionRuntime counters', () => {
             highestPts: 0,
             interruptedAt: null,
             mediaOrigin: null,
-      ...JPEG_MEDIA,
-        ...JPEG_MEDIA,
-            ...JPEG_MEDIA,
-          ...JPEG_MEDIA,
             ...JPEG_MEDIA,
           },
           writer,
@@ -298,8 +379,6 @@ describe('SessionRuntime when the database refuses a transition', () => {
         highestPts: 0,
         interruptedAt: status === 'interrupted' ? new Date() : null,
         mediaOrigin: null,
-      ...JPEG_MEDIA,
-        ...JPEG_MEDIA,
         ...JPEG_MEDIA,
       },
       spool,
@@ -389,7 +468,6 @@ describe('SessionRuntime.ingest and the pts rule', () => {
       highestPts: 0,
       interruptedAt: null,
       mediaOrigin: null,
-      ...JPEG_MEDIA,
       ...JPEG_MEDIA,
     },
     spool,
