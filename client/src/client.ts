@@ -2,12 +2,18 @@ import type { z } from 'zod';
 import { CloseCode } from '../../src/protocol/close-codes.js';
 import { encodeFramesBody, FRAMES_CONTENT_TYPE } from '../../src/protocol/fallback-framing.js';
 import {
+  FLAG_KEY,
   MEDIA_HEADER_BYTES,
   readMediaSeq,
   Track,
   writeMediaHeader,
 } from '../../src/protocol/media-header.js';
-import type { Closed, FramesAck, ServerMessage } from '../../src/protocol/messages.js';
+import type {
+  Closed,
+  FramesAck,
+  KeyframeReason,
+  ServerMessage,
+} from '../../src/protocol/messages.js';
 import type { openSessionSchema, Opened } from '../../src/protocol/open-session.schema.js';
 import { SUBPROTOCOL } from '../../src/protocol/subprotocol.js';
 import { Emitter } from './emitter.js';
@@ -95,6 +101,10 @@ export interface ClientStats {
   outboxDepth: number;
   unackedBytes: number;
   reconnects: number;
+  /** The video codec in force (`opened.media.video.codec`); null before the first `opened`. */
+  codec: string | null;
+  /** Chunks the server refused with `bad_frame` (settled: not recorded, not resent). */
+  refusedFrames: number;
 }
 
 export interface ClientEvents {
@@ -110,10 +120,16 @@ export interface ClientEvents {
   /** A recoverable `error` from the server (e.g. `bad_image`); the session goes on. */
   serverError: (error: { code: string; message: string; seq?: number }) => void;
   /**
+   * The server refused the chunk `seq` (`bad_frame`, over WebSocket or in an HTTP answer): it is
+   * settled (the next ack covers it), not recorded and not resent. Deltas after it are refused too
+   * until a key frame: the server asks for one (`keyframe`).
+   */
+  badFrame: (refusal: { seq: number; message: string }) => void;
+  /**
    * The server asks for a key frame (compressed video): the capture helpers encode the next frame
    * as one.
    */
-  keyframe: (reason: 'resume' | 'refused' | 'interval') => void;
+  keyframe: (reason: KeyframeReason) => void;
   /** A `msg` pushed by the business or admin API. */
   message: (message: { id: string; body: unknown }) => void;
   /** The server stored the app's message `id` (`msg.ack`). */
@@ -125,6 +141,18 @@ export interface ClientEvents {
 
 /** Why `trySend` did not take a frame. */
 export type Refusal = 'rate' | 'full';
+
+/**
+ * Every `keyframe` reason, checked by the compiler against the protocol's: a reason added there
+ * fails to compile here until the client knows it.
+ */
+const KEYFRAME_REASONS: Record<KeyframeReason, true> = {
+  resume: true,
+  refused: true,
+  interval: true,
+};
+const isKeyframeReason = (v: unknown): v is KeyframeReason =>
+  typeof v === 'string' && Object.hasOwn(KEYFRAME_REASONS, v);
 
 const DEFAULTS = {
   maxUnackedBytes: 64 * 1024 * 1024,
@@ -212,6 +240,10 @@ export class FramegateClient extends Emitter<ClientEvents> {
   private httpWake: (() => void) | null = null;
   private rttMs: number | null = null;
   private bytesSent = 0;
+  private codec: string | null = null;
+  private refusedFrames = 0;
+  /** Highest seq counted in `refusedFrames`: a chunk resent after a lost ack is refused again. */
+  private refusedSeq = 0;
   private fps = 0;
   private fpsWindowStart = 0;
   private fpsWindowFrames = 0;
@@ -277,11 +309,18 @@ export class FramegateClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * Takes a frame (a JPEG, or PCM s16le on the audio track) if the allowed rate and the
+   * Takes a frame (a JPEG, one encoded video chunk, or an audio chunk) if the allowed rate and the
    * unacknowledged-bytes cap let it, and returns its seq; otherwise says why not. `pts` defaults
-   * to the milliseconds since the session's first frame.
+   * to the milliseconds since the session's first frame. `key` marks a compressed video chunk
+   * that is a key frame (`EncodedVideoChunk.type === 'key'`): header flag bit 0, kept with the
+   * message in the outbox, so a resent chunk carries it too.
    */
-  trySend(payload: Uint8Array, track: Track = Track.Video, pts?: number): number | Refusal {
+  trySend(
+    payload: Uint8Array,
+    track: Track = Track.Video,
+    pts?: number,
+    key = false,
+  ): number | Refusal {
     if (
       this.state === 'idle' ||
       this.state === 'closed' ||
@@ -289,6 +328,10 @@ export class FramegateClient extends Emitter<ClientEvents> {
       this.closing
     ) {
       throw new ClientError('not_streaming', `cannot send a frame in state ${this.state}`);
+    }
+    if (key && track !== Track.Video) {
+      // The server closes the connection (4000) on a key flag outside compressed video.
+      throw new ClientError('invalid_frame', 'only a video chunk may be flagged as a key frame');
     }
     // Sub-millisecond: at high allowed rates a slot is shorter than Date.now()'s resolution.
     const tick = performance.now();
@@ -307,7 +350,7 @@ export class FramegateClient extends Emitter<ClientEvents> {
     this.startedAt ??= now;
     const seq = this.outbox.nextSeq;
     const message = new Uint8Array(MEDIA_HEADER_BYTES + payload.length);
-    writeMediaHeader(message, track, seq, pts ?? now - this.startedAt);
+    writeMediaHeader(message, track, seq, pts ?? now - this.startedAt, key ? FLAG_KEY : 0);
     message.set(payload, MEDIA_HEADER_BYTES);
     this.outbox.push(message);
     if (this.options.outbox) {
@@ -316,14 +359,21 @@ export class FramegateClient extends Emitter<ClientEvents> {
     } else {
       this.persistedSeq = seq;
       this.transmit();
+      // An idle HTTP loop would otherwise sleep until its next keep-alive.
+      this.wakeHttp();
     }
     return seq;
   }
 
   /** Sends a frame once the rate and the cap allow; resolves with its seq. */
-  async send(payload: Uint8Array, track: Track = Track.Video, pts?: number): Promise<number> {
+  async send(
+    payload: Uint8Array,
+    track: Track = Track.Video,
+    pts?: number,
+    key = false,
+  ): Promise<number> {
     for (;;) {
-      const result = this.trySend(payload, track, pts);
+      const result = this.trySend(payload, track, pts, key);
       if (typeof result === 'number') {
         return result;
       }
@@ -424,6 +474,15 @@ export class FramegateClient extends Emitter<ClientEvents> {
     return this.startedAt;
   }
 
+  /**
+   * The `open` of the session in force: the one given to `open()`, or, when the persistent outbox
+   * held a session, the one that session began with (a capture encodes to match it). Null when
+   * unknown (a session continued by `resume()`, or an outbox written before codecs).
+   */
+  sessionSettings(): OpenSettings | null {
+    return this.session ? (this.session.settings ?? null) : this.settings;
+  }
+
   stats(): ClientStats {
     return {
       state: this.state,
@@ -439,6 +498,8 @@ export class FramegateClient extends Emitter<ClientEvents> {
       outboxDepth: this.outbox.depth,
       unackedBytes: this.outbox.bytes,
       reconnects: this.reconnects,
+      codec: this.codec,
+      refusedFrames: this.refusedFrames,
     };
   }
 
@@ -687,12 +748,56 @@ export class FramegateClient extends Emitter<ClientEvents> {
 
   private onServerError(error: { code: string; message: string; seq?: number }): void {
     this.emit('serverError', { code: error.code, message: error.message, seq: error.seq });
-    // bad_image and bad_frame settle their frame (the ack covers it); the session goes on.
-    if (error.seq !== undefined && error.code !== 'bad_image' && error.code !== 'bad_frame') {
+    if (error.code === 'codec_not_allowed' && this.session === null) {
+      return this.refuseOpen(new ClientError(error.code, error.message));
+    }
+    if (error.code === 'bad_frame' && error.seq !== undefined) {
+      return this.onBadFrame(error.seq, error.message);
+    }
+    // bad_image settles its frame (the ack covers it); the session goes on.
+    if (error.seq !== undefined && error.code !== 'bad_image') {
       // A frame refused by the pts rule is not stored, and every frame after it is dropped until
       // it is resent with another pts: only the app, which chose the pts, can do that.
       this.fail(new ClientError(error.code, error.message));
     }
+  }
+
+  /** The chunk `seq` is settled as refused: the server's next ack covers it, nothing is resent. */
+  private onBadFrame(seq: number, message: string): void {
+    if (seq > this.refusedSeq) {
+      this.refusedSeq = seq;
+      this.refusedFrames++;
+    }
+    this.emit('badFrame', { seq, message });
+  }
+
+  /**
+   * The server refused the `open` (`codec_not_allowed`): no session began. The client is idle
+   * again, so that `open()` may try other settings (the capture falls back to JPEG). Frames taken
+   * meanwhile belonged to no session: they are dropped, or they would start the next one.
+   */
+  private refuseOpen(err: ClientError): void {
+    if (this.closing) {
+      return this.fail(err);
+    }
+    this.abandonConnection();
+    this.clearTimers();
+    this.settings = null;
+    this.startedAt = null;
+    this.attempt = 0;
+    if (this.outbox.nextSeq > 1 || this.pending.length > 0) {
+      this.outbox.reset(1, []);
+      this.pending = [];
+      this.persistedSeq = 0;
+      this.sentSeq = 0;
+      this.ackedSeq = 0;
+      this.persist((store) => store.clear());
+    }
+    const opened = this.opened;
+    this.opened = deferred();
+    this.setState('idle');
+    opened.reject(err);
+    this.wakeReady();
   }
 
   /**
@@ -702,12 +807,16 @@ export class FramegateClient extends Emitter<ClientEvents> {
    */
   private async onOpened(opened: Opened): Promise<void> {
     const resumed = this.session !== null;
-    const session = {
+    // A resumed session keeps the settings it began with, whatever this client was given.
+    const settings = this.session ? this.session.settings : (this.settings ?? undefined);
+    const session: PersistedSession = {
       sessionId: opened.sessionId,
       resumeToken: opened.resumeToken,
       startedAt: (this.startedAt ??= Date.now()),
+      ...(settings ? { settings } : {}),
     };
     this.session = session;
+    this.codec = (opened as Partial<Opened>).media?.video.codec ?? 'jpeg';
     this.attempt = 0;
     this.tokenRefreshed = false;
     this.applyMaxFps(opened.limits.maxFps);
@@ -1007,13 +1116,28 @@ export class FramegateClient extends Emitter<ClientEvents> {
     this.httpWake?.();
   }
 
-  private postFrames(messages: Uint8Array[]): Promise<FramesAck> {
-    return this.request<FramesAck>(
+  /**
+   * Posts a frames body; its answer's refusals (`bad_frame`) and key-frame request are reported
+   * as their WebSocket messages are.
+   */
+  private async postFrames(messages: Uint8Array[]): Promise<FramesAck> {
+    const answer = await this.request<FramesAck>(
       `/v1/sessions/${this.session?.sessionId}/frames`,
       FRAMES_CONTENT_TYPE,
       encodeFramesBody(messages),
-      (body) => malformed({ type: 'ack', seq: body.ack }),
+      framesAnswerProblem,
     );
+    this.codec = (answer as Partial<FramesAck>).media?.video.codec ?? this.codec;
+    for (const refused of answer.refused ?? []) {
+      this.emit('serverError', { code: refused.code, message: refused.message, seq: refused.seq });
+      if (refused.code === 'bad_frame') {
+        this.onBadFrame(refused.seq, refused.message);
+      }
+    }
+    if (answer.keyframe) {
+      this.emit('keyframe', answer.keyframe);
+    }
+    return answer;
   }
 
   /** POSTs to the service; the answer is checked by `problem` (null when it is well formed). */
@@ -1073,6 +1197,10 @@ export class FramegateClient extends Emitter<ClientEvents> {
       return this.scheduleReconnect(`network: ${String(err)}`);
     }
     const cause = `${err.status} ${err.code}: ${err.message}`;
+    if (err.code === 'codec_not_allowed' && this.session === null) {
+      this.emit('serverError', { code: err.code, message: err.message });
+      return this.refuseOpen(new ClientError(err.code, err.message, undefined, err.status));
+    }
     if (err.status === 401) {
       return this.refreshToken(undefined, `the server refused the credentials (${cause})`);
     }
@@ -1207,7 +1335,32 @@ function malformed(m: Record<string, unknown> | ServerMessage): string | null {
     case 'msg':
     case 'msg.ack':
       return isText(f.id) ? null : bad('id');
+    case 'keyframe':
+      return isKeyframeReason(f.reason) ? null : bad('reason');
     default:
       return typeof f.type === 'string' ? null : 'a message without a type';
   }
+}
+
+/** What is wrong with the answer of `POST /v1/sessions/{id}/frames`; null when nothing is. */
+function framesAnswerProblem(body: Record<string, unknown>): string | null {
+  const bad = (what: string) => `a malformed frames answer (${what})`;
+  if (!isSeq(body.ack)) {
+    return bad('ack');
+  }
+  const refused = body.refused;
+  if (
+    refused !== undefined &&
+    !(
+      Array.isArray(refused) &&
+      refused.every((r: Record<string, unknown> | null) => {
+        return (
+          r !== null && isSeq(r.seq) && (r.seq as number) > 0 && isText(r.code) && isText(r.message)
+        );
+      })
+    )
+  ) {
+    return bad('refused');
+  }
+  return body.keyframe === undefined || isKeyframeReason(body.keyframe) ? null : bad('keyframe');
 }

@@ -135,7 +135,9 @@ export class DirectoryOutboxStore implements OutboxStore {
     if (
       typeof parsed.sessionId !== 'string' ||
       typeof parsed.resumeToken !== 'string' ||
-      typeof parsed.startedAt !== 'number'
+      typeof parsed.startedAt !== 'number' ||
+      (parsed.settings !== undefined &&
+        (typeof parsed.settings !== 'object' || typeof parsed.settings?.video !== 'object'))
     ) {
       throw new Error(`${join(this.dir, SESSION_FILE)} is not an outbox session`);
     }
@@ -143,6 +145,7 @@ export class DirectoryOutboxStore implements OutboxStore {
       sessionId: parsed.sessionId,
       resumeToken: parsed.resumeToken,
       startedAt: parsed.startedAt,
+      ...(parsed.settings ? { settings: parsed.settings } : {}),
     };
   }
 

@@ -21,5 +21,5 @@ export {
 export type { SocketConnection, SocketFactory, SocketHandlers } from './socket.js';
 export { CloseCode } from '../../src/protocol/close-codes.js';
 export { Track } from '../../src/protocol/media-header.js';
-export type { Closed, ClosedRecording } from '../../src/protocol/messages.js';
+export type { Closed, ClosedRecording, KeyframeReason } from '../../src/protocol/messages.js';
 export type { Opened } from '../../src/protocol/open-session.schema.js';

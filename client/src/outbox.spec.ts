@@ -1,7 +1,13 @@
 import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readMediaSeq, Track, writeMediaHeader } from '../../src/protocol/media-header';
+import {
+  FLAG_KEY,
+  readMediaHeader,
+  readMediaSeq,
+  Track,
+  writeMediaHeader,
+} from '../../src/protocol/media-header';
 import { DirectoryOutboxStore } from './directory-outbox.store';
 import { Outbox } from './outbox';
 
@@ -83,6 +89,24 @@ describe('DirectoryOutboxStore', () => {
     const [segment] = readdirSync(dir).filter((n) => n.startsWith('seg-'));
     truncateSync(join(dir, segment), statSync(join(dir, segment)).size - 5);
     expect((await new DirectoryOutboxStore(dir).load()).messages.map(readMediaSeq)).toEqual([1]);
+  });
+
+  it('keeps the session settings and the key flags of compressed chunks across a restart', async () => {
+    const settings = {
+      video: { width: 640, height: 480, codec: 'avc1.42001f', description: 'AUIAH/8=' },
+    };
+    const key = message(1);
+    writeMediaHeader(key, Track.Video, 1, 0, FLAG_KEY);
+    const first = new DirectoryOutboxStore(dir);
+    await first.saveSession({ sessionId: 's', resumeToken: 'r', startedAt: 7, settings });
+    await first.append([key, message(2)]);
+    await first.release();
+
+    const second = await new DirectoryOutboxStore(dir).load();
+    expect(second.session).toEqual({ sessionId: 's', resumeToken: 'r', startedAt: 7, settings });
+    const header = readMediaHeader(Buffer.from(second.messages[0]));
+    expect(header).toMatchObject({ seq: 1, key: true });
+    expect(readMediaHeader(Buffer.from(second.messages[1]))).toMatchObject({ seq: 2, key: false });
   });
 
   it('forgets everything on clear', async () => {

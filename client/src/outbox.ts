@@ -1,9 +1,17 @@
+import type { OpenSettings } from './client.js';
+
 /** What a persistent outbox keeps of a session besides its frames. */
 export interface PersistedSession {
   sessionId: string;
   resumeToken: string;
   /** Epoch ms of the session's `pts` 0, so that a restarted client continues its clock. */
   startedAt: number;
+  /**
+   * The `open` the session began with (absent in outboxes written before codecs, and after
+   * `resume()` by id): a reloaded page's capture must encode with the same codec, size and
+   * decoder configuration, or the server refuses its chunks.
+   */
+  settings?: OpenSettings;
 }
 
 /** What a persistent outbox held when the client started. */
