@@ -17,15 +17,24 @@ export {
   CameraCapture,
   type CameraCaptureOptions,
   type CapturedFrame,
+  type CapturedVideoFrame,
 } from './capture/camera-capture.js';
 export {
   captureSettings,
   CaptureSession,
   sendText,
+  type CaptureOpenOptions,
   type CaptureSessionEvents,
   type CaptureSessionOptions,
   type TakenMedia,
 } from './capture/capture-session.js';
+export {
+  VideoChunkEncoder,
+  type EncodedVideoChunkData,
+  type VideoChunkEncoderEvents,
+  type VideoChunkEncoderSettings,
+} from './capture/video-chunk-encoder.js';
+export { VIDEO_CODEC_CHOICES, type VideoCodecChoice } from './capture/video-codec.js';
 export {
   MicrophoneCapture,
   type CapturedAudio,

@@ -5,6 +5,15 @@ export interface CapturedFrame {
   capturedAt: number;
 }
 
+/**
+ * A picture of the camera for a `VideoEncoder`, and the time it was captured. Its `timestamp` is
+ * `capturedAt` in microseconds, so that the encoder's chunks carry it. The receiver closes it.
+ */
+export interface CapturedVideoFrame {
+  frame: VideoFrame;
+  capturedAt: number;
+}
+
 export interface CameraCaptureOptions {
   /** Capture from this stream instead of asking `getUserMedia` (which is then not called). */
   stream?: MediaStream;
@@ -52,6 +61,12 @@ export class CameraCapture {
   /** Size of the JPEGs: the camera's, scaled down to `maxWidth`, even. */
   readonly width: number;
   readonly height: number;
+  /**
+   * Size of the VideoFrames (`startFrames`, `grabFrame`): `width`×`height` unless an encoder
+   * that codes a smaller picture (VP8/VP9 under `flow`) sets it.
+   */
+  frameWidth: number;
+  frameHeight: number;
   fps: number;
   quality: number;
   private readonly canvas: OffscreenCanvas | HTMLCanvasElement;
@@ -78,6 +93,8 @@ export class CameraCapture {
     const scale = Math.min(1, (options.maxWidth ?? 1280) / video.videoWidth);
     this.width = even(video.videoWidth * scale);
     this.height = even(video.videoHeight * scale);
+    this.frameWidth = this.width;
+    this.frameHeight = this.height;
     if (typeof OffscreenCanvas !== 'undefined') {
       this.canvas = new OffscreenCanvas(this.width, this.height);
     } else {
@@ -125,6 +142,29 @@ export class CameraCapture {
 
   /** Starts taking frames; each JPEG goes to `onFrame`. */
   start(onFrame: (frame: CapturedFrame) => void): void {
+    this.run((at) => this.takeJpeg(at, onFrame));
+  }
+
+  /**
+   * Starts taking frames as VideoFrames of `frameWidth`×`frameHeight` (for a `VideoEncoder`);
+   * `onFrame` closes each. Nothing waits here: a receiver that is behind drops the frame.
+   */
+  startFrames(onFrame: (frame: CapturedVideoFrame) => void): void {
+    this.run((at) => onFrame(this.grabFrame(at)));
+  }
+
+  /** The picture on screen now as a VideoFrame (e.g. to prime an encoder); the caller closes it. */
+  grabFrame(capturedAt = performance.timeOrigin + performance.now()): CapturedVideoFrame {
+    this.fit(this.frameWidth, this.frameHeight);
+    this.context.drawImage(this.video, 0, 0, this.frameWidth, this.frameHeight);
+    const frame = new VideoFrame(this.canvas, {
+      timestamp: Math.round(capturedAt * 1000),
+      alpha: 'discard',
+    });
+    return { frame, capturedAt };
+  }
+
+  private run(take: (capturedAt: number) => void): void {
     if (this.running) {
       return;
     }
@@ -142,7 +182,10 @@ export class CameraCapture {
       this.nextAt = Math.max(this.nextAt + interval, now);
       this.timer = setTimeout(tick, this.nextAt - now);
       if (this.fps > 0 && !this.encoding) {
-        this.take(onFrame);
+        const at = this.nextFrameTime();
+        if (at !== null) {
+          take(at);
+        }
       }
     };
     tick();
@@ -186,14 +229,27 @@ export class CameraCapture {
     this.frameCallback = video.requestVideoFrameCallback(onFrame);
   }
 
-  private take(onFrame: (frame: CapturedFrame) => void): void {
+  /** The capture time of the camera's current frame; null when it was taken already. */
+  private nextFrameTime(): number | null {
     const now = performance.now();
     const fresh = now - this.frameSeenAt < FRAME_CALLBACK_FRESH_MS;
     if (fresh && this.frameNumber === this.takenFrameNumber) {
-      return;
+      return null;
     }
     this.takenFrameNumber = this.frameNumber;
-    const at = performance.timeOrigin + (fresh && this.frameTime !== null ? this.frameTime : now);
+    return performance.timeOrigin + (fresh && this.frameTime !== null ? this.frameTime : now);
+  }
+
+  /** Sizes the canvas (resizing clears it, so only on a change). */
+  private fit(width: number, height: number): void {
+    if (this.canvas.width !== width || this.canvas.height !== height) {
+      this.canvas.width = width;
+      this.canvas.height = height;
+    }
+  }
+
+  private takeJpeg(at: number, onFrame: (frame: CapturedFrame) => void): void {
+    this.fit(this.width, this.height);
     this.context.drawImage(this.video, 0, 0, this.width, this.height);
     this.encoding = true;
     encodeJpeg(this.canvas, this.quality)
