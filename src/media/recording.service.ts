@@ -93,6 +93,7 @@ export class RecordingService implements OnModuleDestroy {
    * measures the node's recording capacity with.
    */
   encodedFrames = 0;
+  private readonly readyListeners: Array<() => void> = [];
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -125,6 +126,11 @@ export class RecordingService implements OnModuleDestroy {
         return { sessionId, backlogFrames: frames, encodingFrames: encoding, fromSpool };
       }),
     };
+  }
+
+  /** Called after each recording became ready (the decode check's wake-up). */
+  onReady(listener: () => void): void {
+    this.readyListeners.push(listener);
   }
 
   /** The decoder processes end with the service. */
@@ -235,6 +241,8 @@ export class RecordingService implements OnModuleDestroy {
         rows: this.recordings,
         logger: this.logger,
         loadCues: () => this.messageCues(session.id),
+        decodeCheck: this.config.RECORDING_DECODE_CHECK,
+        onReady: () => this.readyListeners.forEach((listener) => listener()),
         makeRecorder: (mode, background, onFailed) =>
           new SessionRecorder(
             {
