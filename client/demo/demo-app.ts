@@ -1,21 +1,24 @@
 /**
  * The /demo page: a token (pasted, or minted in development), camera and microphone into a
- * session, live stats and acks, a text message, and the recording played back. Loaded as an ES
+ * session (video as H.264/VP9/VP8 chunks from the browser's VideoEncoder, or JPEG images), live
+ * stats and acks, a text message, and the recording played back. Loaded as an ES
  * module from the SDK's build (client/dist), no bundler. A reload mid-session resumes it: the
  * token and "a session is running" live in sessionStorage (this tab only), the frames and the
  * resume token in the SDK's IndexedDB outbox.
  */
 import {
   CameraCapture,
-  captureSettings,
   CaptureSession,
   ClientError,
   createBrowserClient,
   MicrophoneCapture,
   sendText,
+  VIDEO_CODEC_CHOICES,
   type Closed,
   type FramegateClient,
+  type KeyframeReason,
   type TakenMedia,
+  type VideoCodecChoice,
 } from '../src/browser.js';
 
 const STORAGE_KEY = 'framegate-demo';
@@ -25,6 +28,7 @@ const RECORDING_WAIT_MS = 120_000;
 interface Stored {
   token: string;
   active: boolean;
+  codec?: VideoCodecChoice;
 }
 
 /** What the page exposes as `window.framegateDemo`, for the console and for tests. */
@@ -32,6 +36,8 @@ export interface DemoHandle {
   client: FramegateClient | null;
   session: CaptureSession | null;
   resumed: boolean | null;
+  /** The server's key-frame requests, with the seq the next frame was to get then. */
+  keyframes: { reason: KeyframeReason; nextSeq: number }[];
   closed: Closed | null;
   /** Set when the recording plays in the page. */
   playing: boolean;
@@ -42,6 +48,7 @@ const demo: DemoHandle = {
   client: null,
   session: null,
   resumed: null,
+  keyframes: [],
   closed: null,
   playing: false,
   error: null,
@@ -62,6 +69,7 @@ const ui = {
   mint: $<HTMLButtonElement>('mint'),
   transaction: $<HTMLInputElement>('transaction'),
   preview: $<HTMLVideoElement>('preview'),
+  codec: $<HTMLSelectElement>('codec'),
   start: $<HTMLButtonElement>('start'),
   stop: $<HTMLButtonElement>('stop'),
   audioHint: $('audio-hint'),
@@ -145,7 +153,22 @@ function showStats(): void {
   const taken = demo.session?.stats();
   if (taken) {
     setStat('taken', `${taken.video} / ${taken.audio}`);
-    setStat('camera', `${taken.fps} fps, quality ${taken.quality}`);
+    setStat(
+      'codec',
+      taken.bitrate > 0
+        ? `${taken.codec}, ${Math.round(taken.bitrate / 1000)} kbit/s`
+        : taken.codec,
+    );
+    setStat(
+      'bytesPerFrame',
+      taken.video > 0 ? `${Math.round(taken.videoBytes / taken.video).toLocaleString()} B` : '–',
+    );
+    setStat(
+      'camera',
+      taken.bitrate > 0
+        ? `${taken.fps} fps, ${Math.round(taken.quality * 100)} % of the bitrate`
+        : `${taken.fps} fps, quality ${taken.quality}`,
+    );
   }
   ui.audioHint.hidden = !microphone?.suspended;
 }
@@ -175,9 +198,11 @@ async function start(): Promise<void> {
   if (!token) {
     throw new Error('paste a token first (or mint one in development)');
   }
+  const codec = VIDEO_CODEC_CHOICES.find((c) => c === ui.codec.value) ?? 'auto';
   ui.start.disabled = true;
   ui.mint.disabled = true;
-  store({ token, active: true });
+  ui.codec.disabled = true;
+  store({ token, active: true, codec });
   setStatus('opening the camera and the microphone…');
   await openDevices();
   const client = createBrowserClient({
@@ -192,6 +217,10 @@ async function start(): Promise<void> {
   client.on('reconnecting', (r) => log(`reconnecting in ${r.delayMs} ms: ${r.cause}`));
   client.on('flow', (f) => log(`flow ${f.maxFps} fps (${f.reason})`));
   client.on('serverError', (e) => log(`server error ${e.code}: ${e.message}`));
+  client.on('keyframe', (reason) => {
+    demo.keyframes.push({ reason, nextSeq: client.stats().nextSeq });
+    log(`the server asks for a key frame (${reason})`);
+  });
   client.on('messageAck', (id) => {
     ui.messageList.querySelector(`[data-id="${CSS.escape(id)}"]`)?.classList.add('acked');
     log(`message ${id} stored`);
@@ -202,17 +231,28 @@ async function start(): Promise<void> {
     void teardown();
   });
   setStatus('connecting…');
-  const opened = await client.open(
-    captureSettings(camera ?? undefined, microphone ?? undefined, {
-      transactionId: ui.transaction.value.trim() || 'TX-demo',
-    }),
-  );
+  let session: CaptureSession;
+  try {
+    session = await CaptureSession.open(client, {
+      camera: camera ?? undefined,
+      microphone: microphone ?? undefined,
+      params: { transactionId: ui.transaction.value.trim() || 'TX-demo' },
+      codec,
+    });
+  } catch (err) {
+    if (err instanceof ClientError && err.code === 'codec_unavailable') {
+      // A session this browser cannot continue: end it with what it has.
+      log(`${err.message}: closing that session`);
+      await client.close();
+    }
+    throw err;
+  }
+  const opened = session.opened!;
   demo.resumed = opened.resumed;
-  log(`${opened.resumed ? 'resumed' : 'opened'} session ${opened.sessionId}`);
-  const session = new CaptureSession(client, {
-    camera: camera ?? undefined,
-    microphone: microphone ?? undefined,
-  });
+  log(
+    `${opened.resumed ? 'resumed' : 'opened'} session ${opened.sessionId}, video ${session.codec}` +
+      `${session.codec !== 'jpeg' || codec === 'jpeg' ? '' : ` (${codec} unavailable here)`}`,
+  );
   demo.session = session;
   session.on('taken', (media: TakenMedia) => {
     // For scripts and tests watching the page: each media message the SDK took, by seq.
@@ -220,6 +260,9 @@ async function start(): Promise<void> {
   });
   session.on('adapt', (d) => log(`camera ${d.fps} fps, quality ${d.quality} (${d.reason})`));
   session.on('stopped', (why) => log(`capture stopped: ${why}`));
+  session.on('encoderError', (e) =>
+    log(`video encoder ${e.fatal ? 'failed' : 'restarted'}: ${e.message}`),
+  );
   session.start();
   statsTimer = setInterval(showStats, 250);
   ui.stop.disabled = false;
@@ -235,7 +278,7 @@ async function stop(): Promise<void> {
   ui.stop.disabled = true;
   ui.send.disabled = true;
   setStatus('delivering what is left and closing…');
-  await demo.session?.stop();
+  await demo.session?.close();
   camera?.close();
   camera = null;
   await microphone?.close();
@@ -255,13 +298,14 @@ async function stop(): Promise<void> {
   setStatus(`closed: ${closed.frames} media messages stored`);
   ui.start.disabled = false;
   ui.mint.disabled = false;
+  ui.codec.disabled = false;
   demo.client = null;
   await play(closed);
 }
 
 /** After a final error: stops the capture and the devices, and forgets the running session. */
 async function teardown(): Promise<void> {
-  await demo.session?.stop(true);
+  await demo.session?.close(true);
   demo.session = null;
   camera?.close();
   camera = null;
@@ -279,6 +323,7 @@ async function teardown(): Promise<void> {
   }
   ui.start.disabled = false;
   ui.mint.disabled = false;
+  ui.codec.disabled = false;
   ui.stop.disabled = true;
   ui.send.disabled = true;
 }
@@ -358,6 +403,7 @@ function action(fn: () => Promise<void> | void): () => void {
         fail(err);
         ui.start.disabled = demo.client !== null;
         ui.mint.disabled = demo.client !== null;
+        ui.codec.disabled = demo.client !== null;
       });
   };
 }
@@ -387,6 +433,7 @@ document.addEventListener('pointerdown', () => {
 const stored = readStored();
 if (stored) {
   ui.token.value = stored.token;
+  ui.codec.value = stored.codec ?? ui.codec.value;
 }
 if (stored?.active) {
   setStatus('a session was running in this tab: resuming it…');

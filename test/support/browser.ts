@@ -54,6 +54,8 @@ export interface Taken {
   track: number;
   bytes: number;
   pts: number;
+  /** A compressed key frame. */
+  key: boolean;
 }
 
 /**
@@ -94,6 +96,13 @@ export interface DemoState {
   /** The camera's settings now (the adaptive capture moves them). */
   cameraFps: number;
   quality: number;
+  /** The video codec sent (`jpeg` or the encoder's codec string), and its bytes so far. */
+  codec: string | null;
+  videoBytes: number;
+  /** The server's key-frame requests, with the seq the next frame was to get then. */
+  keyframes: { reason: string; nextSeq: number }[];
+  /** Chunks the server refused (`bad_frame`). */
+  refusedFrames: number;
   state: string | null;
   transport: string | null;
   ackedSeq: number;
@@ -116,14 +125,23 @@ interface DemoWindow {
         nextSeq: number;
         outboxDepth: number;
         reconnects: number;
+        refusedFrames: number;
       };
       flushed(): Promise<void>;
     } | null;
     session: {
-      stats(): { video: number; audio: number; fps: number; quality: number };
+      stats(): {
+        video: number;
+        audio: number;
+        fps: number;
+        quality: number;
+        codec: string;
+        videoBytes: number;
+      };
       stop(): Promise<void>;
     } | null;
     resumed: boolean | null;
+    keyframes: { reason: string; nextSeq: number }[];
     closed: Closed | null;
     playing: boolean;
     error: string | null;
@@ -140,6 +158,10 @@ export function demoState(page: Page): Promise<DemoState> {
       audio: taken?.audio ?? 0,
       cameraFps: taken?.fps ?? 0,
       quality: taken?.quality ?? 0,
+      codec: taken?.codec ?? null,
+      videoBytes: taken?.videoBytes ?? 0,
+      keyframes: demo.keyframes,
+      refusedFrames: client?.refusedFrames ?? 0,
       state: client?.state ?? null,
       transport: client?.transport ?? null,
       ackedSeq: client?.ackedSeq ?? 0,
@@ -176,10 +198,19 @@ export async function waitForDemo(
   return last as unknown as DemoState;
 }
 
-/** Opens /demo at `base`, pastes `token` and starts the camera and the microphone. */
-export async function startDemo(page: Page, base: string, token: string): Promise<void> {
+/**
+ * Opens /demo at `base`, pastes `token`, chooses the video codec (`auto`, `h264`, `vp9`, `vp8`,
+ * `jpeg`: JPEG images unless told) and starts the camera and the microphone.
+ */
+export async function startDemo(
+  page: Page,
+  base: string,
+  token: string,
+  codec = 'jpeg',
+): Promise<void> {
   await page.goto(`${localhost(base)}/demo`);
   await page.fill('#token', token);
+  await page.selectOption('#codec', codec);
   await page.click('#start');
 }
 

@@ -287,9 +287,9 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
     }
   }
 
-  /** Stops (handing over what waits) and releases the encoder. */
-  async close(): Promise<void> {
-    await this.stop();
+  /** Stops (handing over what waits unless `discard`) and releases the encoder. */
+  async close(discard = false): Promise<void> {
+    await this.stop(discard);
     this.encoder?.close();
   }
 
