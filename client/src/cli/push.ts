@@ -1,16 +1,23 @@
 #!/usr/bin/env node
+import { createReadStream } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Track } from '../../../src/protocol/media-header.js';
-import { ClientError, type FramegateClient } from '../client.js';
+import { ClientError, type FramegateClient, type OpenSettings } from '../client.js';
 import { jpegSize, MjpegSplitter } from '../mjpeg-splitter.js';
 import { createNodeClient } from '../node.js';
+import { H264ChunkReader, H264StreamError } from './h264-chunks.js';
 
 const USAGE =
-  'usage: framegate-push --url <base> (--token <jwt> | --ticket <t>) [--fps N] [--outbox <dir>] ' +
-  '<dir-of-jpegs | ->\n' +
-  '  a directory is sent in name order (*.jpg, *.jpeg); - reads an MJPEG stream on stdin\n' +
+  'usage: framegate-push --url <base> (--token <jwt> | --ticket <t>) [--codec jpeg|h264] ' +
+  '[--fps N] [--live] [--outbox <dir>] <input | ->\n' +
+  '  jpeg (the default): a directory of JPEGs sent in name order (*.jpg, *.jpeg), or - for an\n' +
+  '    MJPEG stream on stdin\n' +
+  '  h264: an H.264 Annex B elementary stream, a file or - for stdin, sent as recorded (e.g.\n' +
+  '    ffmpeg -re -i cam.mp4 -c:v libx264 -bsf:v h264_mp4toannexb -f h264 - | framegate-push …)\n' +
+  '  --fps: frame n is at n × 1000/fps ms (default 10 for JPEG, 25 for H.264)\n' +
+  '  --live: frames are timed by the wall clock as they arrive (a live pipe), not by --fps\n' +
   '  FRAMEGATE_TOKEN stands for --token (keeps the token out of the process list)';
 
 /** EX_USAGE of sysexits.h: the command line was wrong. */
@@ -19,13 +26,29 @@ const EXIT_FAILED = 1;
 
 class UsageError extends Error {}
 
+type Codec = 'jpeg' | 'h264';
+
 interface Args {
   url: string;
   token?: string;
   ticket?: string;
+  codec: Codec;
   fps: number;
+  live: boolean;
   outbox?: string;
   input: string;
+}
+
+/** A frame read from the input: a JPEG, or an H.264 access unit in AVCC form. */
+interface Frame {
+  payload: Uint8Array;
+  key: boolean;
+}
+
+/** The input: what `open` declares of its video, and its frames (the first one included). */
+interface Source {
+  video: Omit<OpenSettings['video'], 'fps'>;
+  frames: AsyncGenerator<Frame>;
 }
 
 function parse(argv: string[]): Args {
@@ -35,7 +58,9 @@ function parse(argv: string[]): Args {
       url: { type: 'string' },
       token: { type: 'string' },
       ticket: { type: 'string' },
+      codec: { type: 'string' },
       fps: { type: 'string' },
+      live: { type: 'boolean' },
       outbox: { type: 'string' },
     },
     allowPositionals: true,
@@ -48,18 +73,28 @@ function parse(argv: string[]): Args {
   if (!token === !values.ticket) {
     throw new UsageError('give exactly one of --token (or FRAMEGATE_TOKEN) and --ticket');
   }
-  const fps = values.fps === undefined ? 10 : Number(values.fps);
+  const codec = values.codec ?? 'jpeg';
+  if (codec !== 'jpeg' && codec !== 'h264') {
+    throw new UsageError('--codec must be jpeg or h264');
+  }
+  const fps = values.fps === undefined ? (codec === 'h264' ? 25 : 10) : Number(values.fps);
   if (!Number.isFinite(fps) || fps < 0.1 || fps > 120) {
     throw new UsageError('--fps must be a number from 0.1 to 120');
   }
   if (positionals.length !== 1) {
-    throw new UsageError('give one input: a directory of JPEGs, or - for MJPEG on stdin');
+    throw new UsageError(
+      codec === 'h264'
+        ? 'give one input: an H.264 Annex B file, or - for stdin'
+        : 'give one input: a directory of JPEGs, or - for MJPEG on stdin',
+    );
   }
   return {
     url,
     token: values.ticket ? undefined : token,
     ticket: values.ticket,
+    codec,
     fps,
+    live: values.live ?? false,
     outbox: values.outbox,
     input: positionals[0],
   };
@@ -86,23 +121,77 @@ async function* stdinFrames(): AsyncGenerator<Buffer> {
   }
 }
 
-async function push(args: Args): Promise<number> {
-  const frames = args.input === '-' ? stdinFrames() : directoryFrames(args.input);
-  const first = await frames.next();
+async function* prepend(first: Frame, rest: AsyncIterable<Frame>): AsyncGenerator<Frame> {
+  yield first;
+  yield* rest;
+}
+
+async function* asJpegFrames(images: AsyncIterable<Buffer>): AsyncGenerator<Frame> {
+  for await (const payload of images) {
+    yield { payload, key: false };
+  }
+}
+
+async function jpegSource(input: string): Promise<Source> {
+  const images = input === '-' ? stdinFrames() : directoryFrames(input);
+  const first = await images.next();
   if (first.done) {
-    throw new UsageError(`no JPEG in ${args.input === '-' ? 'the input' : args.input}`);
+    throw new UsageError(`no JPEG in ${input === '-' ? 'the input' : input}`);
   }
   const size = jpegSize(first.value);
   if (!size) {
     throw new UsageError('the first image is not a JPEG with a size (no SOF segment)');
   }
+  return {
+    video: size,
+    frames: prepend({ payload: first.value, key: false }, asJpegFrames(images)),
+  };
+}
+
+/**
+ * An H.264 Annex B stream as the chunks of one `avc1.*` session: its `open` is known once the
+ * first IDR access unit with its SPS and PPS was read.
+ */
+async function h264Source(input: string, log: (line: string) => void): Promise<Source> {
+  const reader = new H264ChunkReader();
+  const pieces: AsyncIterable<Buffer> = input === '-' ? process.stdin : createReadStream(input);
+  async function* chunks(): AsyncGenerator<Frame> {
+    for await (const piece of pieces) {
+      for (const chunk of reader.push(piece)) {
+        yield { payload: chunk.data, key: chunk.key };
+      }
+    }
+    for (const chunk of reader.end()) {
+      yield { payload: chunk.data, key: chunk.key };
+    }
+  }
+  const frames = chunks();
+  const first = await frames.next();
+  if (first.done || !reader.info) {
+    throw new UsageError(
+      `no IDR access unit with its SPS and PPS in ${input === '-' ? 'the input' : input}`,
+    );
+  }
+  if (reader.skipped > 0) {
+    log(`skipped ${reader.skipped} access units before the first IDR (they cannot be decoded)`);
+  }
+  const { codec, description, width, height } = reader.info;
+  return {
+    video: { codec, description: Buffer.from(description).toString('base64'), width, height },
+    frames: prepend(first.value, frames),
+  };
+}
+
+async function push(args: Args): Promise<number> {
+  const log = (line: string) => process.stderr.write(`framegate-push: ${line}\n`);
+  const source =
+    args.codec === 'h264' ? await h264Source(args.input, log) : await jpegSource(args.input);
   const client: FramegateClient = createNodeClient({
     url: args.url,
     token: args.token,
     ticket: args.ticket,
     outboxDir: args.outbox,
   });
-  const log = (line: string) => process.stderr.write(`framegate-push: ${line}\n`);
   client.on('reconnecting', (r) =>
     log(`reconnecting (attempt ${r.attempt}, in ${r.delayMs} ms): ${r.cause}`),
   );
@@ -111,6 +200,8 @@ async function push(args: Args): Promise<number> {
   client.on('serverError', (e) =>
     log(`server error ${e.code}${e.seq ? ` for seq ${e.seq}` : ''}: ${e.message}`),
   );
+  // A file or a pipe cannot make a key frame on request: its next IDR answers.
+  client.on('keyframe', (reason) => log(`the server asks for a key frame (${reason})`));
   const progress = setInterval(() => {
     const s = client.stats();
     log(
@@ -127,23 +218,37 @@ async function push(args: Args): Promise<number> {
   try {
     const opened = await client.open({
       params: { source: 'framegate-push' },
-      video: { ...size, fps: args.fps },
+      video: { ...source.video, fps: args.fps },
     });
-    // A run resuming an outbox continues the same input after the frames the last run took.
-    const taken = client.stats().nextSeq - 1;
+    // A run resuming an outbox continues the same input after the frames the last run took; a
+    // live pipe has moved on meanwhile, so all it sends now is new.
+    const taken = args.live ? 0 : client.stats().nextSeq - 1;
     if (opened.resumed) {
-      log(`resumed session ${opened.sessionId}: ${taken} frames taken before`);
+      log(`resumed session ${opened.sessionId}: ${client.stats().nextSeq - 1} frames taken before`);
     }
+    const origin = client.clockOrigin() ?? Date.now();
     let count = 0;
-    const send = async (frame: Buffer) => {
-      count++;
-      if (count > taken) {
-        await client.send(frame, Track.Video, Math.round(((count - 1) * 1000) / args.fps));
+    let lastPts = -1;
+    let streamError: H264StreamError | null = null;
+    try {
+      for await (const frame of source.frames) {
+        count++;
+        if (count <= taken) {
+          continue;
+        }
+        // Live: the time the frame arrived (rising, two frames of one millisecond apart).
+        const pts = args.live
+          ? Math.max(lastPts + 1, Date.now() - origin)
+          : Math.round(((count - 1) * 1000) / args.fps);
+        lastPts = pts;
+        await client.send(frame.payload, Track.Video, pts, frame.key);
       }
-    };
-    await send(first.value);
-    for await (const frame of frames) {
-      await send(frame);
+    } catch (err) {
+      if (!(err instanceof H264StreamError)) {
+        throw err;
+      }
+      // What was sent is one valid recording: close it, then say why the rest was not sent.
+      streamError = err;
     }
     const closed = await client.close();
     const stats = client.stats();
@@ -158,8 +263,17 @@ async function push(args: Args): Promise<number> {
         },
       })}\n`,
     );
-    if (stats.ackedSeq !== count || closed.frames !== count) {
-      log(`error incomplete: ${count} frames read, ${stats.ackedSeq} acknowledged`);
+    if (streamError) {
+      log(`error stream_changed: ${streamError.message}`);
+      return EXIT_FAILED;
+    }
+    const sent = args.live ? stats.nextSeq - 1 : count;
+    if (stats.ackedSeq !== sent || closed.frames !== sent) {
+      log(`error incomplete: ${sent} frames read, ${stats.ackedSeq} acknowledged`);
+      return EXIT_FAILED;
+    }
+    if (stats.refusedFrames > 0) {
+      log(`error refused: the server refused ${stats.refusedFrames} chunks (bad_frame)`);
       return EXIT_FAILED;
     }
     if (closed.recording.status !== 'ready') {
