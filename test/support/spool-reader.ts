@@ -6,6 +6,8 @@ export interface SpooledFrame {
   seq: number;
   pts: number;
   track: number;
+  /** Header flag bit 0: a compressed key frame. */
+  key: boolean;
   payload: Buffer;
 }
 

@@ -1,0 +1,228 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { locateTool } from '../src/media/ffmpeg-locator';
+import { Track } from '../src/protocol/media-header';
+import { call, startTestApp, type TestApp } from './support/app';
+import {
+  demoState,
+  expectStoredAsTaken,
+  launchChromium,
+  pageErrors,
+  startDemo,
+  stopDemo,
+  waitForDemo,
+  watchTaken,
+  type Taken,
+} from './support/browser';
+import { ensureClientBuilt } from './support/client-build';
+import { probe } from './support/media';
+import { TcpProxy } from './support/tcp-proxy';
+import { hsToken } from './support/tokens';
+
+/** The browser globals the page functions below use (the tests' tsconfig has no DOM library). */
+declare const document: {
+  getElementById(id: string): {
+    currentTime: number;
+    videoWidth: number;
+    readyState: number;
+    src: string;
+  };
+};
+declare const VideoEncoder: {
+  isConfigSupported(config: Record<string, unknown>): Promise<{ supported?: boolean }>;
+};
+
+const run = promisify(execFile);
+const FFMPEG = locateTool('ffmpeg', undefined).path;
+const FFPROBE = locateTool('ffprobe', undefined).path;
+/** The demo's camera rate: one frame interval is the duration's tolerance. */
+const FRAME_INTERVAL_MS = 100;
+
+/**
+ * The demo in Debian's Chromium with a fake camera, sending compressed video from WebCodecs'
+ * VideoEncoder: H.264 where this Chromium encodes it, VP9 otherwise (the demo's `auto`). The
+ * recordings are the chunks as sent, read back with ffprobe and ffmpeg.
+ */
+describe('the /demo page with VideoEncoder (Chromium)', () => {
+  let app: TestApp;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let errors: string[];
+  let taken: Taken[];
+  const token = hsToken({
+    sub: 'alice',
+    channel: 'branch-app',
+    scope: 'stream:publish recording:read',
+  });
+
+  beforeAll(async () => {
+    // Chromium first: a machine without it fails here, with nothing started to clean up.
+    browser = await launchChromium();
+    await ensureClientBuilt();
+    app = await startTestApp({ env: { KEEP_SPOOL: 'true' } });
+  });
+  beforeEach(async () => {
+    context = await browser.newContext();
+    page = await context.newPage();
+    errors = pageErrors(page);
+    taken = await watchTaken(page);
+  });
+  afterEach(async () => {
+    await context?.close();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await app?.close();
+  });
+
+  const videoTaken = () => taken.filter((t) => t.track === (Track.Video as number));
+  /** Milliseconds between the first and the last video frame taken. */
+  const span = () => {
+    const pts = videoTaken().map((t) => t.pts);
+    return pts.length > 1 ? Math.max(...pts) - Math.min(...pts) : 0;
+  };
+
+  /** The codec `auto` must pick in this Chromium: H.264 if it encodes it, else VP9. */
+  async function expectedCodec(): Promise<'h264' | 'vp9'> {
+    const h264 = await page.evaluate(
+      async () =>
+        (
+          await VideoEncoder.isConfigSupported({
+            codec: 'avc1.42001e',
+            width: 640,
+            height: 480,
+            bitrate: 300_000,
+            framerate: 10,
+          })
+        ).supported === true,
+    );
+    return h264 ? 'h264' : 'vp9';
+  }
+
+  async function recordingPath(sessionId: string): Promise<string> {
+    const row = await app.db.query<{ path: string; status: string }>(
+      'SELECT path, status FROM recordings WHERE session_id = $1',
+      [sessionId],
+    );
+    expect(row.rows[0].status).toBe('ready');
+    return row.rows[0].path;
+  }
+
+  /** Presentation times of the recording's video packets, in ms, as ffprobe lists them. */
+  async function packetTimes(path: string): Promise<number[]> {
+    const { stdout } = await run(FFPROBE, [
+      '-v',
+      'error',
+      '-select_streams',
+      'v:0',
+      '-show_entries',
+      'packet=pts_time',
+      '-of',
+      'csv=p=0',
+      path,
+    ]);
+    return stdout
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => Math.round(Number.parseFloat(line) * 1000));
+  }
+
+  it('records 10 s: the MP4 holds every acknowledged frame over the capture span, in the chosen codec, and plays in a <video>', async () => {
+    await startDemo(page, app.url, token, 'auto');
+    // Asked in the page: WebCodecs needs its secure context (http://localhost).
+    const codec = await expectedCodec();
+    await waitForDemo(page, () => span() >= 10_000, '10 s of video taken', 90_000);
+    const during = await demoState(page);
+    expect(during.codec).toMatch(codec === 'h264' ? /^avc1\./ : /^vp09\./);
+    const closed = await stopDemo(page);
+    expect(errors).toEqual([]);
+
+    const video = videoTaken();
+    expect(closed.frames).toBe(taken.length);
+    expect(video[0].key).toBe(true);
+    await expectStoredAsTaken(app.dataDir, closed.sessionId, taken);
+    const path = await recordingPath(closed.sessionId);
+    const probed = await probe(path);
+    expect(probed.videoCodec).toBe(codec);
+    expect(probed.videoFrames).toBe(video.length);
+    expect([probed.width, probed.height]).toEqual([640, 480]);
+    // The recording lasts from the first frame's capture to the last's, give or take the last
+    // frame's own duration.
+    const videoDurationMs = probed.durationMs - probed.videoStartMs;
+    expect(Math.abs(videoDurationMs - span())).toBeLessThanOrEqual(FRAME_INTERVAL_MS);
+    // Far fewer bytes than JPEG's ~25 KB a frame at 640×480.
+    expect((await demoState(page)).videoBytes / video.length).toBeLessThan(10_000);
+
+    // The page plays it: a picture, and a clock that advances.
+    const playback = await page.evaluate(() => {
+      const v = document.getElementById('playback');
+      return { width: v.videoWidth, readyState: v.readyState, currentTime: v.currentTime };
+    });
+    expect(playback.width).toBe(640);
+    expect(playback.readyState).toBeGreaterThanOrEqual(2);
+    await page.waitForFunction(
+      (t) => document.getElementById('playback').currentTime > t + 0.2,
+      playback.currentTime,
+      { timeout: 20_000 },
+    );
+  });
+
+  it('resumes after the connection is cut mid-session, answers the key-frame request, and the recording decodes end to end', async () => {
+    const proxy = await TcpProxy.start(app.url);
+    try {
+      await startDemo(page, proxy.url, token, 'auto');
+      const before = await waitForDemo(page, (s) => s.ackedSeq >= 30, 'ack 30');
+      expect(proxy.cut()).toBeGreaterThanOrEqual(1);
+      const resumed = await waitForDemo(
+        page,
+        (s) =>
+          s.reconnects >= 1 &&
+          s.state === 'open' &&
+          s.keyframes.some((k) => k.reason === 'resume') &&
+          s.ackedSeq >= before.nextSeq + 30,
+        'a resumed session asked for a key frame and acknowledging 30 more frames',
+      );
+      const request = resumed.keyframes.find((k) => k.reason === 'resume')!;
+      // The answer: a key frame taken after the request.
+      expect(videoTaken().some((t) => t.key && t.seq >= request.nextSeq)).toBe(true);
+      const closed = await stopDemo(page);
+      expect(closed.frames).toBe(taken.length);
+      expect((await demoState(page)).refusedFrames).toBe(0);
+      await expectStoredAsTaken(app.dataDir, closed.sessionId, taken);
+
+      const path = await recordingPath(closed.sessionId);
+      const decoded = await run(FFMPEG, ['-v', 'error', '-i', path, '-f', 'null', '-']);
+      expect(decoded.stderr).toBe('');
+      expect((await probe(path)).videoFrames).toBe(videoTaken().length);
+      const times = await packetTimes(path);
+      expect(times).toHaveLength(videoTaken().length);
+      expect(new Set(times).size).toBe(times.length);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('falls back to JPEG when the channel takes no compressed video', async () => {
+    const set = await call(app.url, 'PUT', '/v1/admin/channels/jpeg-only/quota', {
+      token: hsToken({ sub: 'ops', scope: 'admin' }),
+      body: { videoCodecs: ['jpeg'] },
+    });
+    expect(set.status).toBe(200);
+    const jpegOnly = hsToken({
+      sub: 'bob',
+      channel: 'jpeg-only',
+      scope: 'stream:publish recording:read',
+    });
+    await startDemo(page, app.url, jpegOnly, 'h264');
+    const state = await waitForDemo(page, (s) => s.ackedSeq >= 20, 'ack 20');
+    expect(state.codec).toBe('jpeg');
+    expect(videoTaken().every((t) => !t.key)).toBe(true);
+    const closed = await stopDemo(page);
+    expect((await probe(await recordingPath(closed.sessionId))).videoFrames).toBe(
+      videoTaken().length,
+    );
+    expect(errors).toEqual([]);
+  });
+});
