@@ -28,7 +28,9 @@ export interface H264StreamInfo {
 }
 
 /** The stream cannot be one session: its parameter sets changed (e.g. a new size). */
-export class H264StreamError extends Error {}
+export class H264StreamError extends Error {
+  override name = 'H264StreamError';
+}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
@@ -39,14 +41,17 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  * chunks of one `avc1.*` session: access units in AVCC form, IDR ones flagged key. The first IDR
  * access unit's SPS and PPS make the avcC (`info`); access units before it cannot be decoded and
  * are skipped. Parameter sets seen later must be byte-identical to those: a changed SPS (a new
- * size, profile, …) would make chunks the avcC does not describe, so it ends the stream with
- * `H264StreamError` (one recording holds one configuration; push the rest as a new session).
+ * size, profile, …) would make chunks the avcC does not describe, so it ends the stream: the
+ * chunks before it are handed out, then `error` is set and nothing more is read (one recording
+ * holds one configuration; push the rest as a new session).
  */
 export class H264ChunkReader {
   /** Known once the first IDR access unit with its parameter sets was read. */
   info: H264StreamInfo | null = null;
   /** Access units before the first IDR with its parameter sets: skipped. */
   skipped = 0;
+  /** Set when the parameter sets changed: the stream ends before that access unit. */
+  error: H264StreamError | null = null;
   private readonly splitter = new AnnexBAccessUnitSplitter();
   private parameterSets: Uint8Array[] = [];
   private read = 0;
@@ -63,7 +68,7 @@ export class H264ChunkReader {
 
   private take(accessUnits: Uint8Array[][]): H264Chunk[] {
     const chunks: H264Chunk[] = [];
-    for (const au of accessUnits) {
+    for (const au of this.error ? [] : accessUnits) {
       this.read++;
       const sps = au.filter((nal) => nalUnitType(nal) === NalType.Sps);
       const pps = au.filter((nal) => nalUnitType(nal) === NalType.Pps);
@@ -83,10 +88,11 @@ export class H264ChunkReader {
         for (const nal of [...sps, ...pps]) {
           if (!this.parameterSets.some((known) => sameBytes(known, nal))) {
             const what = nalUnitType(nal) === NalType.Sps ? 'SPS' : 'PPS';
-            throw new H264StreamError(
+            this.error = new H264StreamError(
               `access unit ${this.read} carries a new ${what}: one session holds one ` +
                 'configuration (push the rest as a new session)',
             );
+            return chunks;
           }
         }
       }

@@ -160,9 +160,15 @@ async function h264Source(input: string, log: (line: string) => void): Promise<S
       for (const chunk of reader.push(piece)) {
         yield { payload: chunk.data, key: chunk.key };
       }
+      if (reader.error) {
+        throw reader.error;
+      }
     }
     for (const chunk of reader.end()) {
       yield { payload: chunk.data, key: chunk.key };
+    }
+    if (reader.error) {
+      throw reader.error;
     }
   }
   const frames = chunks();
