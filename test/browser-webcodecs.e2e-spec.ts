@@ -8,6 +8,7 @@ import {
   demoState,
   expectStoredAsTaken,
   launchChromium,
+  localhost,
   pageErrors,
   startDemo,
   stopDemo,
@@ -34,6 +35,17 @@ declare const VideoEncoder: {
 };
 
 const run = promisify(execFile);
+
+/** What the page measured of one VideoChunkEncoder. */
+interface EncoderRun {
+  codec: string;
+  /** Each chunk's key flag, and whether it came after the `adapt`. */
+  chunks: { key: boolean; after: boolean }[];
+  events: string[];
+  bitrate: number;
+  size: [number, number];
+  description: number[] | null;
+}
 const FFMPEG = locateTool('ffmpeg', undefined).path;
 const FFPROBE = locateTool('ffprobe', undefined).path;
 /** The demo's camera rate: one frame interval is the duration's tolerance. */
@@ -202,6 +214,80 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  it("adapts the encoder's bitrate without changing H.264's avcC, and VP9's size from a key frame", async () => {
+    await page.goto(`${localhost(app.url)}/demo`);
+    // The SDK's encoder on WebCodecs in the page: frames of a canvas, 10 a second of media time.
+    const measured = await page.evaluate<{
+      h264: EncoderRun | null;
+      againDescription: number[] | null;
+      vp9: EncoderRun | null;
+    }>(`(async () => {
+      const { VideoChunkEncoder } = await import('/demo/sdk/client/src/capture/video-chunk-encoder.js');
+      const canvas = new OffscreenCanvas(640, 480);
+      const context = canvas.getContext('2d');
+      let n = 0;
+      const grab = () => {
+        n++;
+        context.fillStyle = 'hsl(' + ((n * 17) % 360) + ', 70%, 50%)';
+        context.fillRect(0, 0, 640, 480);
+        context.fillStyle = '#fff';
+        context.fillRect((n * 13) % 600, 200, 40, 40);
+        const capturedAt = 1_700_000_000_000 + n * 100;
+        return { frame: new VideoFrame(canvas, { timestamp: capturedAt * 1000 }), capturedAt };
+      };
+      const settings = { width: 640, height: 480, fps: 10, bitrate: 400_000 };
+      const run = async (codec, rate) => {
+        const encoder = await VideoChunkEncoder.create(codec, settings, grab);
+        if (!encoder) {
+          return null;
+        }
+        const chunks = [];
+        const events = [];
+        encoder.on('chunk', (c) => chunks.push({ key: c.key, after: chunks.length >= 10 }));
+        encoder.on('recovered', (why) => events.push('recovered: ' + why));
+        encoder.on('dropped', () => events.push('dropped'));
+        encoder.requestKeyFrame();
+        for (let i = 0; i < 20; i++) {
+          if (i === 10) {
+            await encoder.flush();
+            encoder.adapt(rate, 5);
+          }
+          encoder.encode(grab());
+          await encoder.flush();
+        }
+        const description = encoder.description ? Array.from(encoder.description) : null;
+        const result = { codec: encoder.codec, chunks, events, bitrate: encoder.bitrate,
+          size: [encoder.codedWidth, encoder.codedHeight], description };
+        encoder.close();
+        return result;
+      };
+      const h264 = await run('h264', { bitrate: 150_000, width: 640, height: 480 });
+      const again = h264 && (await VideoChunkEncoder.create('h264', settings, grab));
+      const vp9 = await run('vp9', { bitrate: 150_000, width: 320, height: 240 });
+      return { h264, againDescription: again ? Array.from(again.description) : null, vp9 };
+    })()`);
+    if (measured.h264) {
+      // A new bitrate and frame rate: every chunk delivered, none with another avcC.
+      expect(measured.h264.events).toEqual([]);
+      expect(measured.h264.chunks).toHaveLength(20);
+      expect(measured.h264.chunks[0].key).toBe(true);
+      expect(measured.h264.bitrate).toBe(150_000);
+      expect(measured.h264.size).toEqual([640, 480]);
+      // A new encoder with the same configuration makes the same avcC (a reloaded page relies
+      // on it to continue an H.264 session).
+      expect(measured.againDescription).toEqual(measured.h264.description);
+    } else {
+      expect(measured.vp9).not.toBeNull();
+    }
+    // VP9 at a quarter of the pixels: the first chunk after the change is a key frame.
+    const vp9 = measured.vp9!;
+    expect(vp9.events).toEqual([]);
+    expect(vp9.size).toEqual([320, 240]);
+    expect(vp9.chunks).toHaveLength(20);
+    expect(vp9.chunks.find((c) => c.after)?.key).toBe(true);
+    expect(errors).toEqual([]);
   });
 
   it('falls back to JPEG when the channel takes no compressed video', async () => {
