@@ -55,7 +55,8 @@ type FrameCallbackVideo = HTMLVideoElement & {
  * `captureTime`, else its display time) when the browser reports it, the time it was drawn
  * otherwise. A frame is skipped, never queued, while the previous one is still being encoded (a
  * slow phone takes fewer frames rather than falling behind), and so is a video frame already
- * taken (a camera slower than the target fps).
+ * taken (a camera slower than the target fps). For a `VideoEncoder`, `startFrames` hands out the
+ * canvas as VideoFrames instead, with the same timing.
  */
 export class CameraCapture {
   /** Size of the JPEGs: the camera's, scaled down to `maxWidth`, even. */
