@@ -228,6 +228,58 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
     }
   });
 
+  it('lowers the bitrate while acks stop coming and restores it once they flow again; the recording decodes', async () => {
+    const proxy = await TcpProxy.start(app.url);
+    try {
+      await startDemo(page, proxy.url, token, 'auto');
+      const before = await waitForDemo(page, (s) => s.ackedSeq >= 20, 'ack 20');
+      expect(before.quality).toBe(1);
+      // A dead link: more than 2 s of messages pile up unacknowledged, one step down a second.
+      proxy.freeze({ webSocketsOnly: true });
+      await waitForDemo(page, (s) => s.quality <= 0.8, 'the bitrate lowered twice');
+      proxy.thaw();
+      await waitForDemo(
+        page,
+        (s) => s.reconnects >= 1 && s.quality === 1,
+        'the bitrate restored',
+        60_000,
+      );
+      const closed = await stopDemo(page);
+      expect(closed.frames).toBe(taken.length);
+      await expectStoredAsTaken(app.dataDir, closed.sessionId, taken);
+      const path = await recordingPath(closed.sessionId);
+      expect(await decodeErrors(path)).toBe('');
+      expect((await probe(path)).videoFrames).toBe(videoTaken().length);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('streams compressed video over HTTP when a proxy refuses WebSocket upgrades', async () => {
+    const proxy = await TcpProxy.start(app.url);
+    try {
+      proxy.refuseUpgrades = true;
+      await startDemo(page, proxy.url, token, 'auto');
+      const streaming = await waitForDemo(
+        page,
+        (s) => s.ackedSeq >= 50 && s.video >= 30,
+        '50 messages acknowledged over HTTP',
+      );
+      expect(streaming.transport).toBe('http');
+      expect(streaming.codec).toMatch(/^(avc1|vp09)\./);
+      const closed = await stopDemo(page);
+      expect(closed.frames).toBe(taken.length);
+      await expectStoredAsTaken(app.dataDir, closed.sessionId, taken);
+      const path = await recordingPath(closed.sessionId);
+      expect(await decodeErrors(path)).toBe('');
+      expect((await probe(path)).videoFrames).toBe(videoTaken().length);
+      // Chromium reports the refused upgrade on the console; nothing else went wrong.
+      expect(errors.filter((e) => !/WebSocket connection to .* failed/.test(e))).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('continues an H.264/VP9 session after a page reload: same codec and avcC, every chunk once, one decodable recording', async () => {
     await startDemo(page, app.url, token, 'auto');
     const codec = (await waitForDemo(page, (s) => s.ackedSeq >= 20, 'ack 20')).codec;
