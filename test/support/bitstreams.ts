@@ -36,12 +36,19 @@ export function runTool(tool: string, args: string[], input?: Uint8Array): Promi
   });
 }
 
-/** ffmpeg encoding the lavfi `testsrc2` pattern with `codecArgs`, its output as bytes. */
-export function encodeTestVideo(
-  options: { width: number; height: number; frames: number; rate?: number },
-  codecArgs: string[],
-): Promise<Buffer> {
-  const source = `testsrc2=size=${options.width}x${options.height}:rate=${options.rate ?? 10}`;
+/** What to encode: a lavfi pattern (`testsrc2`, or `testsrc`, which also takes odd sizes). */
+export interface TestVideo {
+  width: number;
+  height: number;
+  frames: number;
+  rate?: number;
+  pattern?: 'testsrc2' | 'testsrc';
+}
+
+/** ffmpeg encoding a lavfi test pattern with `codecArgs`, its output as bytes. */
+export function encodeTestVideo(options: TestVideo, codecArgs: string[]): Promise<Buffer> {
+  const size = `size=${options.width}x${options.height}:rate=${options.rate ?? 10}`;
+  const source = `${options.pattern ?? 'testsrc2'}=${size}`;
   return runTool(BUNDLED.ffmpeg, [
     ...['-hide_banner', '-loglevel', 'error', '-nostdin'],
     ...['-f', 'lavfi', '-i', source, '-frames:v', String(options.frames)],
@@ -52,7 +59,7 @@ export function encodeTestVideo(
 
 /** H.264 in Annex B from libx264: a key frame every `gop` frames and no others. */
 export function encodeH264(
-  options: { width: number; height: number; frames: number; gop: number },
+  options: TestVideo & { gop: number },
   extra: string[] = [],
 ): Promise<Buffer> {
   return encodeTestVideo(options, [
