@@ -321,6 +321,28 @@ function refusedNalName(type: number): string {
   }
 }
 
+/** Why a chunk is refused; the numbers its reason names are in the checker's problem fields. */
+type H264Problem =
+  | 'empty'
+  | 'length-cut'
+  | 'length-zero'
+  | 'length-overrun'
+  | 'forbidden-bit'
+  | 'idr-ref-zero'
+  | 'slice-cut'
+  | 'slice-type'
+  | 'idr-slice-type'
+  | 'unknown-pps'
+  | 'first-mb'
+  | 'sps-changed'
+  | 'pps-changed'
+  | 'ref-idc'
+  | 'nal-type'
+  | 'no-slice'
+  | 'mixed'
+  | 'key-without-idr'
+  | 'idr-not-key';
+
 /**
  * ISO/IEC 14496-10 §7.3/§7.4 rules on one access unit in AVCC form (ISO/IEC 14496-15 §5.3.2):
  * length-prefixed NAL units that fill the chunk exactly; forbidden_zero_bit 0; only slices (1, 5),
@@ -329,6 +351,11 @@ function refusedNalName(type: number): string {
  * inside the picture, a valid slice_type (I or SI only in an IDR picture, §7.4.3) and a PPS of the
  * avcC; at least one slice, IDR and non-IDR not mixed, and the key flag set exactly when the
  * picture is IDR.
+ *
+ * `scan` finds the problem and `reason` words it. No sentence is written in `scan`: V8 computes
+ * a number's string where a template literal needs it, and when two templates name the same
+ * number it does so once, before the branches, on every chunk (measured: a string allocated per
+ * chunk or two, for a sentence never sent).
  */
 class H264ChunkChecker implements VideoChunkCheck {
   private readonly lengthSize: number;
@@ -337,13 +364,17 @@ class H264ChunkChecker implements VideoChunkCheck {
   /** Macroblocks of the frame coded by the SPS each PPS refers to, by pic_parameter_set_id; 0: no such PPS. */
   private readonly frameMbs = new Float64Array(MAX_PPS_ID + 1);
   private readonly reader = new BitReader();
+  /** The byte offset, the value read and its bound, of the last problem found. */
+  private problemAt = 0;
+  private problemValue = 0;
+  private problemBound = 0;
 
   constructor(avc: AvcDecoderConfig, spsList: SpsInfo[]) {
     this.lengthSize = avc.lengthSize;
     this.sps = avc.sps;
     this.pps = avc.pps;
     for (const [i, nal] of avc.pps.entries()) {
-      const r = this.reader.reset(nal, 1, nal.length, true);
+      const r = new BitReader().reset(nal, 1, nal.length, true);
       const ppsId = r.ue();
       const spsId = r.ue();
       const sps = spsList.find((s) => s.spsId === spsId);
@@ -358,28 +389,33 @@ class H264ChunkChecker implements VideoChunkCheck {
   }
 
   check(chunk: Buffer, key: boolean): string | null {
+    const problem = this.scan(chunk, key);
+    return problem === null ? null : this.reason(problem, chunk.length);
+  }
+
+  private scan(chunk: Buffer, key: boolean): H264Problem | null {
     const n = chunk.length;
     if (n === 0) {
-      return 'empty chunk';
+      return 'empty';
     }
     let idr = false;
     let nonIdr = false;
     let at = 0;
     while (at < n) {
       if (at + this.lengthSize > n) {
-        return `the NAL unit length at byte ${at} is cut off (the chunk has ${n} bytes)`;
+        return this.found('length-cut', at, 0);
       }
       const length = this.readLength(chunk, at);
       const start = at + this.lengthSize;
       if (length === 0) {
-        return `NAL unit length 0 at byte ${at}`;
+        return this.found('length-zero', at, 0);
       }
-      if (length > n - start) {
-        return `NAL unit length ${length} overruns the chunk (${n} bytes)`;
+      if (length < 0 || length > n - start) {
+        return this.found('length-overrun', at, length >>> 0);
       }
       const header = chunk[start];
       if ((header & 0x80) !== 0) {
-        return `the NAL unit at byte ${start} has forbidden_zero_bit set`;
+        return this.found('forbidden-bit', start, 0);
       }
       const type = header & 0x1f;
       const refIdc = (header >> 5) & 3;
@@ -387,9 +423,9 @@ class H264ChunkChecker implements VideoChunkCheck {
         case NalType.Slice:
         case NalType.Idr: {
           if (type === NalType.Idr && refIdc === 0) {
-            return 'an IDR slice with nal_ref_idc 0';
+            return 'idr-ref-zero';
           }
-          const problem = this.checkSliceHeader(chunk, start, start + length, type === NalType.Idr);
+          const problem = this.scanSliceHeader(chunk, start, start + length, type === NalType.Idr);
           if (problem !== null) {
             return problem;
           }
@@ -399,12 +435,12 @@ class H264ChunkChecker implements VideoChunkCheck {
         }
         case NalType.Sps:
           if (!holdsEqual(this.sps, chunk, start, length)) {
-            return 'SPS changes mid-stream: an in-band SPS differs from the description (avcC)';
+            return 'sps-changed';
           }
           break;
         case NalType.Pps:
           if (!holdsEqual(this.pps, chunk, start, length)) {
-            return 'PPS changes mid-stream: an in-band PPS differs from the description (avcC)';
+            return 'pps-changed';
           }
           break;
         case NalType.Sei:
@@ -413,62 +449,121 @@ class H264ChunkChecker implements VideoChunkCheck {
         case 11: // end of stream
         case 12: // filler data
           if (refIdc !== 0) {
-            return `NAL unit type ${type} with nal_ref_idc ${refIdc} (it must be 0)`;
+            return this.found('ref-idc', start, type, refIdc);
           }
           break;
         default:
-          return `NAL unit type ${type} (${refusedNalName(type)}) is not allowed`;
+          return this.found('nal-type', start, type);
       }
       at = start + length;
     }
     if (!idr && !nonIdr) {
-      return 'the chunk holds no slice (no picture)';
+      return 'no-slice';
     }
     if (idr && nonIdr) {
-      return 'the chunk mixes IDR and non-IDR slices';
+      return 'mixed';
     }
     if (key !== idr) {
-      return key
-        ? 'flagged key, but the chunk holds no IDR picture'
-        : 'the chunk holds an IDR picture but is not flagged key';
+      return key ? 'key-without-idr' : 'idr-not-key';
     }
     return null;
   }
 
+  /**
+   * The big-endian length at `at`, as a signed 32-bit integer: a 4-byte length of 2^31 or more is
+   * negative (and overruns any chunk). Kept in int32 so that V8 never boxes it into a heap number.
+   */
   private readLength(chunk: Buffer, at: number): number {
     switch (this.lengthSize) {
       case 1:
         return chunk[at];
       case 2:
-        return chunk.readUInt16BE(at);
+        return (chunk[at] << 8) | chunk[at + 1];
       default:
-        return chunk.readUInt32BE(at);
+        return (chunk[at] << 24) | (chunk[at + 1] << 16) | (chunk[at + 2] << 8) | chunk[at + 3];
     }
   }
 
   /** first_mb_in_slice, slice_type and pic_parameter_set_id (§7.3.3), read in place. */
-  private checkSliceHeader(chunk: Buffer, start: number, end: number, idr: boolean): string | null {
+  private scanSliceHeader(
+    chunk: Buffer,
+    start: number,
+    end: number,
+    idr: boolean,
+  ): H264Problem | null {
     const r = this.reader.reset(chunk, start + 1, end, true);
     const firstMb = r.ue();
     const sliceType = r.ue();
     const ppsId = r.ue();
     if (r.overrun) {
-      return `the slice header at byte ${start} is cut short`;
+      return this.found('slice-cut', start, 0);
     }
     if (sliceType > 9) {
-      return `slice_type ${sliceType} is out of range`;
+      return this.found('slice-type', start, sliceType);
     }
     if (idr && sliceType % 5 !== 2 && sliceType % 5 !== 4) {
-      return `an IDR picture holds a slice of slice_type ${sliceType} (only I and SI are allowed)`;
+      return this.found('idr-slice-type', start, sliceType);
     }
     const frameMbs = ppsId <= MAX_PPS_ID ? this.frameMbs[ppsId] : 0;
     if (frameMbs === 0) {
-      return `a slice refers to PPS ${ppsId}, which the description (avcC) does not hold`;
+      return this.found('unknown-pps', start, ppsId);
     }
     if (firstMb >= frameMbs) {
-      return `a slice starts at macroblock ${firstMb}, beyond the picture's ${frameMbs}`;
+      return this.found('first-mb', start, firstMb, frameMbs);
     }
     return null;
+  }
+
+  private found(problem: H264Problem, at: number, value: number, bound = 0): H264Problem {
+    this.problemAt = at;
+    this.problemValue = value;
+    this.problemBound = bound;
+    return problem;
+  }
+
+  private reason(problem: H264Problem, n: number): string {
+    const at = this.problemAt;
+    const value = this.problemValue;
+    switch (problem) {
+      case 'empty':
+        return 'empty chunk';
+      case 'length-cut':
+        return `the NAL unit length at byte ${at} is cut off (the chunk has ${n} bytes)`;
+      case 'length-zero':
+        return `NAL unit length 0 at byte ${at}`;
+      case 'length-overrun':
+        return `NAL unit length ${value} overruns the chunk (${n} bytes)`;
+      case 'forbidden-bit':
+        return `the NAL unit at byte ${at} has forbidden_zero_bit set`;
+      case 'idr-ref-zero':
+        return 'an IDR slice with nal_ref_idc 0';
+      case 'slice-cut':
+        return `the slice header at byte ${at} is cut short`;
+      case 'slice-type':
+        return `slice_type ${value} is out of range`;
+      case 'idr-slice-type':
+        return `an IDR picture holds a slice of slice_type ${value} (only I and SI are allowed)`;
+      case 'unknown-pps':
+        return `a slice refers to PPS ${value}, which the description (avcC) does not hold`;
+      case 'first-mb':
+        return `a slice starts at macroblock ${value}, beyond the picture's ${this.problemBound}`;
+      case 'sps-changed':
+        return 'SPS changes mid-stream: an in-band SPS differs from the description (avcC)';
+      case 'pps-changed':
+        return 'PPS changes mid-stream: an in-band PPS differs from the description (avcC)';
+      case 'ref-idc':
+        return `NAL unit type ${value} with nal_ref_idc ${this.problemBound} (it must be 0)`;
+      case 'nal-type':
+        return `NAL unit type ${value} (${refusedNalName(value)}) is not allowed`;
+      case 'no-slice':
+        return 'the chunk holds no slice (no picture)';
+      case 'mixed':
+        return 'the chunk mixes IDR and non-IDR slices';
+      case 'key-without-idr':
+        return 'flagged key, but the chunk holds no IDR picture';
+      case 'idr-not-key':
+        return 'the chunk holds an IDR picture but is not flagged key';
+    }
   }
 }
 

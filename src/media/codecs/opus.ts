@@ -123,44 +123,66 @@ function frameSamples(config: number): number {
   return config < 16 ? HYBRID_SAMPLES[config & 1] : CELT_SAMPLES[config & 3];
 }
 
-function frameOver(bytes: number): string | null {
-  return bytes > MAX_FRAME_BYTES
-    ? `an Opus frame of ${bytes} bytes (at most ${MAX_FRAME_BYTES})`
-    : null;
-}
+/** Why a packet is refused; the numbers its reason names are in the checker's problem fields. */
+type OpusProblem =
+  | 'empty'
+  | 'too-long'
+  | 'frame-over'
+  | 'code1-odd'
+  | 'code2-length-cut'
+  | 'code2-overrun'
+  | 'code3-count-cut'
+  | 'code3-count'
+  | 'code3-padding-cut'
+  | 'code3-padding-overrun'
+  | 'cbr-split'
+  | 'vbr-length-cut'
+  | 'vbr-overrun';
 
 /**
  * RFC 6716 §3.1-3.2 on one packet: the TOC byte's frame count code, and requirements R1-R7: at
  * least one byte; frames of at most 1275 bytes; code 1's two frames of equal size; code 2's first
  * length within the packet; code 3's frame count 1-48 lasting at most 120 ms, its padding and
- * VBR lengths within the packet, and CBR frames dividing what is left.
+ * VBR lengths within the packet, and CBR frames dividing what is left. As in the H.264 checker,
+ * the scan finds the problem and `reason` alone writes sentences.
  */
 class OpusPacketChecker implements AudioPacketCheck {
   /** Bytes taken by the frame length `frameLength` read last. */
   private lengthBytes = 0;
+  private problemA = 0;
+  private problemB = 0;
 
   check(packet: Buffer): string | null {
+    const problem = this.scan(packet);
+    return problem === null ? null : this.reason(problem, packet.length);
+  }
+
+  private scan(packet: Buffer): OpusProblem | null {
     const n = packet.length;
     if (n === 0) {
-      return 'empty Opus packet';
+      return 'empty';
     }
     if (n > MAX_PACKET_BYTES) {
-      return `an Opus packet of ${n} bytes (at most ${MAX_PACKET_BYTES})`;
+      return 'too-long';
     }
     const toc = packet[0];
     switch (toc & 3) {
       case 0:
-        return frameOver(n - 1);
+        return this.frameOver(n - 1);
       case 1:
         if ((n - 1) % 2 !== 0) {
-          return `an Opus code 1 packet holds two frames of equal size, not ${n - 1} bytes`;
+          return 'code1-odd';
         }
-        return frameOver((n - 1) / 2);
+        return this.frameOver((n - 1) / 2);
       case 2:
-        return this.checkCode2(packet, n);
+        return this.scanCode2(packet, n);
       default:
-        return this.checkCode3(packet, n, frameSamples(toc >> 3));
+        return this.scanCode3(packet, n, frameSamples(toc >> 3));
     }
+  }
+
+  private frameOver(bytes: number): OpusProblem | null {
+    return bytes > MAX_FRAME_BYTES ? this.found('frame-over', bytes, 0) : null;
   }
 
   /**
@@ -183,34 +205,34 @@ class OpusPacketChecker implements AudioPacketCheck {
     return first + 4 * packet[at + 1];
   }
 
-  private checkCode2(packet: Buffer, n: number): string | null {
+  private scanCode2(packet: Buffer, n: number): OpusProblem | null {
     const first = this.frameLength(packet, 1, n);
     if (first < 0) {
-      return 'an Opus code 2 packet ends inside its first frame length';
+      return 'code2-length-cut';
     }
     const second = n - 1 - this.lengthBytes - first;
     if (second < 0) {
-      return `an Opus code 2 packet's first frame of ${first} bytes overruns it (${n} bytes)`;
+      return this.found('code2-overrun', first, 0);
     }
-    return frameOver(first) ?? frameOver(second);
+    return this.frameOver(first) ?? this.frameOver(second);
   }
 
-  private checkCode3(packet: Buffer, n: number, samples: number): string | null {
+  private scanCode3(packet: Buffer, n: number, samples: number): OpusProblem | null {
     if (n < 2) {
-      return 'an Opus code 3 packet ends before its frame count';
+      return 'code3-count-cut';
     }
     const count = packet[1] & 0x3f;
     const vbr = (packet[1] & 0x80) !== 0;
     const padded = (packet[1] & 0x40) !== 0;
     if (count === 0 || count * samples > MAX_PACKET_SAMPLES) {
-      return `an Opus code 3 packet of ${count} frames of ${samples / 48} ms (1 frame to 120 ms)`;
+      return this.found('code3-count', count, samples);
     }
     let at = 2;
     let padding = 0;
     if (padded) {
       for (;;) {
         if (at >= n) {
-          return 'an Opus code 3 packet ends inside its padding length';
+          return 'code3-padding-cut';
         }
         const byte = packet[at++];
         // 255 means 254 bytes of padding and another length byte (RFC 6716 §3.2.5).
@@ -222,31 +244,67 @@ class OpusPacketChecker implements AudioPacketCheck {
     }
     const end = n - padding;
     if (end < at) {
-      return `an Opus code 3 packet's padding of ${padding} bytes overruns it (${n} bytes)`;
+      return this.found('code3-padding-overrun', padding, 0);
     }
     if (!vbr) {
       const rest = end - at;
       if (rest % count !== 0) {
-        return `an Opus CBR code 3 packet: ${rest} bytes do not make ${count} frames of equal size`;
+        return this.found('cbr-split', rest, count);
       }
-      return frameOver(rest / count);
+      return this.frameOver(rest / count);
     }
     let sum = 0;
     for (let i = 0; i < count - 1; i++) {
       const length = this.frameLength(packet, at, end);
       if (length < 0) {
-        return `an Opus VBR code 3 packet ends inside frame length ${i + 1} of ${count - 1}`;
-      }
-      if (length > MAX_FRAME_BYTES) {
-        return frameOver(length);
+        return this.found('vbr-length-cut', i + 1, count - 1);
       }
       at += this.lengthBytes;
       sum += length;
     }
     const last = end - at - sum;
     if (last < 0) {
-      return `an Opus VBR code 3 packet's frame lengths (${sum} bytes) overrun it (${n} bytes)`;
+      return this.found('vbr-overrun', sum, 0);
     }
-    return frameOver(last);
+    return this.frameOver(last);
+  }
+
+  private found(problem: OpusProblem, a: number, b: number): OpusProblem {
+    this.problemA = a;
+    this.problemB = b;
+    return problem;
+  }
+
+  private reason(problem: OpusProblem, n: number): string {
+    const a = this.problemA;
+    const b = this.problemB;
+    switch (problem) {
+      case 'empty':
+        return 'empty Opus packet';
+      case 'too-long':
+        return `an Opus packet of ${n} bytes (at most ${MAX_PACKET_BYTES})`;
+      case 'frame-over':
+        return `an Opus frame of ${a} bytes (at most ${MAX_FRAME_BYTES})`;
+      case 'code1-odd':
+        return `an Opus code 1 packet holds two frames of equal size, not ${n - 1} bytes`;
+      case 'code2-length-cut':
+        return 'an Opus code 2 packet ends inside its first frame length';
+      case 'code2-overrun':
+        return `an Opus code 2 packet's first frame of ${a} bytes overruns it (${n} bytes)`;
+      case 'code3-count-cut':
+        return 'an Opus code 3 packet ends before its frame count';
+      case 'code3-count':
+        return `an Opus code 3 packet of ${a} frames of ${b / 48} ms (1 frame to 120 ms)`;
+      case 'code3-padding-cut':
+        return 'an Opus code 3 packet ends inside its padding length';
+      case 'code3-padding-overrun':
+        return `an Opus code 3 packet's padding of ${a} bytes overruns it (${n} bytes)`;
+      case 'cbr-split':
+        return `an Opus CBR code 3 packet: ${a} bytes do not make ${b} frames of equal size`;
+      case 'vbr-length-cut':
+        return `an Opus VBR code 3 packet ends inside frame length ${a} of ${b}`;
+      case 'vbr-overrun':
+        return `an Opus VBR code 3 packet's frame lengths (${a} bytes) overrun it (${n} bytes)`;
+    }
   }
 }

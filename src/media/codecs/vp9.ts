@@ -52,6 +52,26 @@ export function createVp9Checker(options: Vp9CheckerOptions): VideoChunkCheck {
   return new Vp9ChunkChecker(profile, bitDepth, options.maxWidth, options.maxHeight);
 }
 
+/** Why a chunk is refused; the numbers its reason names are in the checker's problem fields. */
+type Vp9Problem =
+  | 'empty'
+  | 'zero-size'
+  | 'index-sum'
+  | 'frame-marker'
+  | 'profile-reserved'
+  | 'profile'
+  | 'cut'
+  | 'sync-code'
+  | 'bit-depth'
+  | 'colour-reserved'
+  | 'subsampling'
+  | 'rgb'
+  | 'over-limit'
+  | 'shows-none'
+  | 'shows-many'
+  | 'flagged-without-key'
+  | 'unflagged-key';
+
 /**
  * One chunk: a frame, or a superframe (VP9 bitstream spec Annex B: frames back to back, then an
  * index whose marker byte 110xxxxx ends it and repeats at its start, sizes little-endian; the
@@ -60,13 +80,19 @@ export function createVp9Checker(options: Vp9CheckerOptions): VideoChunkCheck {
  * code 49 83 42 on key and intra-only frames, colour config allowed for the profile, and any
  * frame size it states within the limit. Exactly one frame of a chunk is shown (libvpx packs a
  * hidden alt-ref frame with the frame that shows it), and the key flag is set exactly when a
- * frame is a key frame (intra-only frames are not: they do not reset the references).
+ * frame is a key frame (intra-only frames are not: they do not reset the references). As in the
+ * H.264 checker, the scan finds the problem and `reason` alone writes sentences.
  */
 class Vp9ChunkChecker implements VideoChunkCheck {
   private readonly reader = new BitReader();
   /** Per chunk: shown frames, and whether one was a key frame. */
   private shown = 0;
   private sawKey = false;
+  /** The superframe's frame being read (1-based; 0 for a chunk of one frame) and its count. */
+  private frame = 0;
+  private frames = 0;
+  private problemA = 0;
+  private problemB = 0;
 
   constructor(
     private readonly profile: number,
@@ -76,64 +102,66 @@ class Vp9ChunkChecker implements VideoChunkCheck {
   ) {}
 
   check(chunk: Buffer, key: boolean): string | null {
+    const problem = this.scan(chunk, key);
+    return problem === null ? null : this.reason(problem);
+  }
+
+  private scan(chunk: Buffer, key: boolean): Vp9Problem | null {
     const n = chunk.length;
     if (n === 0) {
-      return 'empty chunk';
+      return 'empty';
     }
     this.shown = 0;
     this.sawKey = false;
+    this.frame = 0;
     const marker = chunk[n - 1];
     const frames = (marker & 7) + 1;
     const sizeBytes = ((marker >> 3) & 3) + 1;
     const indexBytes = 2 + sizeBytes * frames;
-    if ((marker & 0xe0) === 0xc0 && n >= indexBytes && chunk[n - indexBytes] === marker) {
-      const problem = this.checkSuperframe(chunk, n - indexBytes, frames, sizeBytes);
-      if (problem !== null) {
-        return problem;
-      }
-    } else {
-      // A frame may end in a byte that looks like a marker: it is an index only if repeated.
-      const problem = this.checkFrame(chunk, 0, n);
-      if (problem !== null) {
-        return problem;
-      }
+    // A frame may end in a byte that looks like a marker: it is an index only if repeated.
+    const problem =
+      (marker & 0xe0) === 0xc0 && n >= indexBytes && chunk[n - indexBytes] === marker
+        ? this.scanSuperframe(chunk, n - indexBytes, frames, sizeBytes)
+        : this.scanFrame(chunk, 0, n);
+    if (problem !== null) {
+      return problem;
     }
+    this.frame = 0;
     if (this.shown !== 1) {
-      return this.shown === 0
-        ? 'the chunk shows no frame: a hidden VP9 frame comes in a superframe with the one shown'
-        : `the chunk shows ${this.shown} VP9 frames: a chunk is one displayed frame`;
+      return this.shown === 0 ? 'shows-none' : this.found('shows-many', this.shown, 0);
     }
     if (key !== this.sawKey) {
-      return key
-        ? 'flagged key, but the chunk holds no VP9 key frame'
-        : 'the chunk holds a VP9 key frame but is not flagged key';
+      return key ? 'flagged-without-key' : 'unflagged-key';
     }
     return null;
   }
 
-  private checkSuperframe(
+  private scanSuperframe(
     chunk: Buffer,
     indexAt: number,
     frames: number,
     sizeBytes: number,
-  ): string | null {
+  ): Vp9Problem | null {
+    this.frames = frames;
     let total = 0;
     for (let i = 0; i < frames; i++) {
       const size = this.frameSize(chunk, indexAt + 1 + i * sizeBytes, sizeBytes);
       if (size === 0) {
-        return `VP9 superframe frame ${i + 1} of ${frames} has size 0`;
+        this.frame = i + 1;
+        return 'zero-size';
       }
       total += size;
     }
     if (total !== indexAt) {
-      return `VP9 superframe index sizes sum to ${total} bytes, but its frames take ${indexAt}`;
+      return this.found('index-sum', total, indexAt);
     }
     let at = 0;
     for (let i = 0; i < frames; i++) {
       const size = this.frameSize(chunk, indexAt + 1 + i * sizeBytes, sizeBytes);
-      const problem = this.checkFrame(chunk, at, at + size);
+      this.frame = i + 1;
+      const problem = this.scanFrame(chunk, at, at + size);
       if (problem !== null) {
-        return `VP9 superframe frame ${i + 1} of ${frames}: ${problem}`;
+        return problem;
       }
       at += size;
     }
@@ -149,29 +177,29 @@ class Vp9ChunkChecker implements VideoChunkCheck {
   }
 
   /** uncompressed_header() of §6.2, up to the frame size. */
-  private checkFrame(chunk: Buffer, start: number, end: number): string | null {
+  private scanFrame(chunk: Buffer, start: number, end: number): Vp9Problem | null {
     const r = this.reader.reset(chunk, start, end);
     const frameMarker = r.bits(2);
     if (frameMarker !== 2) {
-      return `VP9 frame_marker ${frameMarker}, not 2`;
+      return this.found('frame-marker', frameMarker, 0);
     }
     const profile = r.bit() | (r.bit() << 1);
     if (profile === 3 && r.bit() !== 0) {
-      return 'VP9 profile 3 with its reserved bit set';
+      return 'profile-reserved';
     }
     if (profile !== this.profile) {
-      return `a VP9 frame of profile ${profile}, but the codec string says ${this.profile}`;
+      return this.found('profile', profile, 0);
     }
     if (r.bit() === 1) {
       // show_existing_frame: frame_to_show_map_idx, and nothing else.
       r.skip(3);
       this.shown++;
-      return r.overrun ? 'the VP9 frame header is cut short' : null;
+      return r.overrun ? 'cut' : null;
     }
     const isKey = r.bit() === 0;
     const shown = r.bit();
     const errorResilient = r.bit();
-    let problem: string | null = null;
+    let problem: Vp9Problem | null = null;
     if (isKey) {
       problem = this.syncCode(r) ?? this.colorConfig(r) ?? this.frameSizeWithin(r);
       this.sawKey = true;
@@ -200,23 +228,21 @@ class Vp9ChunkChecker implements VideoChunkCheck {
       }
     }
     if (r.overrun) {
-      return 'the VP9 frame header is cut short';
+      return 'cut';
     }
     this.shown += shown;
     return problem;
   }
 
-  private syncCode(r: BitReader): string | null {
-    return r.bits(24) === SYNC_CODE || r.overrun
-      ? null
-      : 'the VP9 frame lacks its sync code 49 83 42';
+  private syncCode(r: BitReader): Vp9Problem | null {
+    return r.bits(24) === SYNC_CODE || r.overrun ? null : 'sync-code';
   }
 
   /** color_config() of §6.2.2, against the codec string's bit depth and profile. */
-  private colorConfig(r: BitReader): string | null {
+  private colorConfig(r: BitReader): Vp9Problem | null {
     const bitDepth = this.profile >= 2 ? (r.bit() === 1 ? 12 : 10) : 8;
     if (bitDepth !== this.bitDepth && !r.overrun) {
-      return `a VP9 frame of bit depth ${bitDepth}, but the codec string says ${this.bitDepth}`;
+      return this.found('bit-depth', bitDepth, 0);
     }
     const nonZeroSubsampling = this.profile === 1 || this.profile === 3;
     if (r.bits(3) !== CS_RGB) {
@@ -224,27 +250,82 @@ class Vp9ChunkChecker implements VideoChunkCheck {
       if (nonZeroSubsampling) {
         const subsampling = r.bits(2);
         if (r.bit() !== 0) {
-          return 'a VP9 colour config with its reserved bit set';
+          return 'colour-reserved';
         }
         if (subsampling === 3) {
-          return `4:2:0 is not coded in VP9 profile ${this.profile} (profiles 1 and 3 are not 4:2:0)`;
+          return 'subsampling';
         }
       }
     } else if (!nonZeroSubsampling) {
-      return `RGB is not coded in VP9 profile ${this.profile} (profiles 0 and 2 are 4:2:0)`;
+      return 'rgb';
     } else if (r.bit() !== 0) {
-      return 'a VP9 colour config with its reserved bit set';
+      return 'colour-reserved';
     }
     return null;
   }
 
   /** frame_size() of §6.2.5, against the channel's limit. */
-  private frameSizeWithin(r: BitReader): string | null {
+  private frameSizeWithin(r: BitReader): Vp9Problem | null {
     const width = r.bits(16) + 1;
     const height = r.bits(16) + 1;
     if (r.overrun || (width <= this.maxWidth && height <= this.maxHeight)) {
       return null;
     }
-    return `a VP9 frame of ${width}x${height} is over the limit of ${this.maxWidth}x${this.maxHeight}`;
+    return this.found('over-limit', width, height);
+  }
+
+  private found(problem: Vp9Problem, a: number, b: number): Vp9Problem {
+    this.problemA = a;
+    this.problemB = b;
+    return problem;
+  }
+
+  /** The sentence, naming the superframe's frame when the problem is in one. */
+  private reason(problem: Vp9Problem): string {
+    const sentence = this.sentence(problem);
+    return this.frame === 0 || problem === 'zero-size'
+      ? sentence
+      : `VP9 superframe frame ${this.frame} of ${this.frames}: ${sentence}`;
+  }
+
+  private sentence(problem: Vp9Problem): string {
+    const a = this.problemA;
+    const b = this.problemB;
+    switch (problem) {
+      case 'empty':
+        return 'empty chunk';
+      case 'zero-size':
+        return `VP9 superframe frame ${this.frame} of ${this.frames} has size 0`;
+      case 'index-sum':
+        return `VP9 superframe index sizes sum to ${a} bytes, but its frames take ${b}`;
+      case 'frame-marker':
+        return `VP9 frame_marker ${a}, not 2`;
+      case 'profile-reserved':
+        return 'VP9 profile 3 with its reserved bit set';
+      case 'profile':
+        return `a VP9 frame of profile ${a}, but the codec string says ${this.profile}`;
+      case 'cut':
+        return 'the VP9 frame header is cut short';
+      case 'sync-code':
+        return 'the VP9 frame lacks its sync code 49 83 42';
+      case 'bit-depth':
+        return `a VP9 frame of bit depth ${a}, but the codec string says ${this.bitDepth}`;
+      case 'colour-reserved':
+        return 'a VP9 colour config with its reserved bit set';
+      case 'subsampling':
+        return `4:2:0 is not coded in VP9 profile ${this.profile} (profiles 1 and 3 are not 4:2:0)`;
+      case 'rgb':
+        return `RGB is not coded in VP9 profile ${this.profile} (profiles 0 and 2 are 4:2:0)`;
+      case 'over-limit':
+        return `a VP9 frame of ${a}x${b} is over the limit of ${this.maxWidth}x${this.maxHeight}`;
+      case 'shows-none':
+        return 'the chunk shows no frame: a hidden VP9 frame comes in a superframe with the one shown';
+      case 'shows-many':
+        return `the chunk shows ${a} VP9 frames: a chunk is one displayed frame`;
+      case 'flagged-without-key':
+        return 'flagged key, but the chunk holds no VP9 key frame';
+      case 'unflagged-key':
+        return 'the chunk holds a VP9 key frame but is not flagged key';
+    }
   }
 }
