@@ -88,7 +88,7 @@ describe('the checkers on an accepted chunk', () => {
       ),
       runTool(BUNDLED.ffmpeg, [
         ...['-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', 'sine=duration=4'],
-        ...['-c:a', 'libopus', '-frame_duration', '20', '-f', 'ogg', 'pipe:1'],
+        ...['-c:a', 'libopus', '-frame_duration', '60', '-f', 'ogg', 'pipe:1'],
       ]),
     ]);
     const units = splitAnnexBNalUnits(annexB);
