@@ -1,9 +1,11 @@
+import {
+  avcCodecString as spsCodecString,
+  isIdrAccessUnit,
+  NalType,
+  nalUnitType,
+  splitAnnexBNalUnits,
+} from '../protocol/annexb';
 import { appendGrowing } from './grow-buffer';
-
-/** H.264 Annex B NAL unit types this module looks for. */
-const NAL_IDR = 5;
-const NAL_SPS = 7;
-const NAL_AUD = 9;
 
 const START_CODE = Buffer.from([0, 0, 1]);
 /** First capacity of the splitter's work buffer; it doubles when an access unit outgrows it. */
@@ -40,7 +42,7 @@ export class AccessUnitSplitter {
         break;
       }
       this.scanFrom = at + 3;
-      if ((view[at + 3] & 0x1f) !== NAL_AUD) {
+      if ((view[at + 3] & 0x1f) !== NalType.Aud) {
         continue;
       }
       // A 4-byte start code's leading zero belongs to the access unit it opens.
@@ -71,38 +73,13 @@ export class AccessUnitSplitter {
   }
 }
 
-/** Byte offsets of the NAL header bytes in an Annex B buffer. */
-function* nalHeaders(au: Buffer): Generator<number> {
-  let at = au.indexOf(START_CODE);
-  while (at >= 0 && at + 3 < au.length) {
-    yield at + 3;
-    at = au.indexOf(START_CODE, at + 3);
-  }
-}
-
 /** Whether the access unit holds an IDR slice (a point a decoder can start from). */
 export function isKeyframe(au: Buffer): boolean {
-  for (const header of nalHeaders(au)) {
-    if ((au[header] & 0x1f) === NAL_IDR) {
-      return true;
-    }
-  }
-  return false;
+  return isIdrAccessUnit(au);
 }
 
-/**
- * The RFC 6381 codec string (`avc1.PPCCLL`) from the access unit's SPS, or null without one.
- * profile_idc is never 0, so no emulation-prevention byte can fall within these three bytes.
- */
+/** The RFC 6381 codec string (`avc1.PPCCLL`) from the access unit's SPS, or null without one. */
 export function avcCodecString(au: Buffer): string | null {
-  for (const header of nalHeaders(au)) {
-    if ((au[header] & 0x1f) === NAL_SPS && header + 3 < au.length) {
-      return `avc1.${hex2(au[header + 1])}${hex2(au[header + 2])}${hex2(au[header + 3])}`;
-    }
-  }
-  return null;
-}
-
-function hex2(byte: number): string {
-  return byte.toString(16).padStart(2, '0');
+  const sps = splitAnnexBNalUnits(au).find((nal) => nalUnitType(nal) === NalType.Sps);
+  return sps && sps.length >= 4 ? spsCodecString(sps) : null;
 }
