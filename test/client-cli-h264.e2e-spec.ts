@@ -88,7 +88,8 @@ describe('framegate-push --codec h264', () => {
       [
         ...['-hide_banner', '-loglevel', 'error', '-nostdin'],
         ...['-f', 'lavfi', '-i', 'testsrc2=size=640x480:rate=25', '-t', '5'],
-        ...['-c:v', 'libx264', '-g', '25', '-sc_threshold', '0'],
+        // No B-frames: chunks are recorded in capture order (x264's default would send B slices).
+        ...['-c:v', 'libx264', '-g', '25', '-sc_threshold', '0', '-bf', '0'],
         ...['-bsf:v', 'h264_mp4toannexb', '-f', 'h264', '-'],
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
@@ -133,6 +134,17 @@ describe('framegate-push --codec h264', () => {
     expect(out).toMatchObject({ frames: 20, recording: { status: 'ready' } });
     const probed = await probe(await recordingPath(out.sessionId));
     expect([probed.videoFrames, probed.width, probed.height]).toEqual([20, 320, 240]);
+  });
+
+  it('stops at the first B slice with how to encode without, closing what it sent', async () => {
+    const stream = await encodeH264({ width: 320, height: 240, frames: 20, gop: 10 }, ['-bf', '2']);
+    const { code, stdout, stderr } = await pushStdin([], stream).done;
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/error b_frames: access unit \d+ holds a B slice: .* -bf 0/);
+    expect(stderr).not.toMatch(/bad_frame/);
+    const out = pushResult(stdout);
+    expect(out.recording.status).toBe('ready');
+    expect((await probe(await recordingPath(out.sessionId))).videoFrames).toBe(out.frames);
   });
 
   it('times a live pipe by arrival: pts rising, every access unit once', async () => {

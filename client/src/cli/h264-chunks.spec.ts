@@ -62,8 +62,19 @@ describe('H264ChunkReader', () => {
     // In one piece: the chunks before the change are handed out all the same.
     const taken = readAll(reader, Buffer.concat([first, second]), 1 << 20);
     expect(reader.error).toBeInstanceOf(H264StreamError);
+    expect(reader.error?.code).toBe('stream_changed');
     expect(reader.error?.message).toMatch(/^access unit 11 carries a new SPS/);
     expect(reader.push(second)).toEqual([]);
     expect(taken).toHaveLength(10);
+  });
+
+  it('refuses B slices (the server records chunks in capture order), handing out the chunks before', async () => {
+    const stream = await encodeH264({ width: 320, height: 240, frames: 20, gop: 10 }, ['-bf', '2']);
+    const reader = new H264ChunkReader();
+    const taken = readAll(reader, stream, 4096);
+    expect(reader.error).toMatchObject({ code: 'b_frames' });
+    const [, at] = /^access unit (\d+) holds a B slice/.exec(reader.error!.message)!;
+    expect(taken).toHaveLength(Number(at) - 1);
+    expect(Number(at)).toBeGreaterThan(1);
   });
 });

@@ -7,7 +7,7 @@ import {
   NalType,
   nalUnitType,
 } from '../../../src/protocol/annexb.js';
-import { spsSize } from './h264-sps.js';
+import { RbspReader, spsSize } from './h264-sps.js';
 
 /** One access unit as a chunk of an `avc1.*` session. */
 export interface H264Chunk {
@@ -27,9 +27,41 @@ export interface H264StreamInfo {
   height: number;
 }
 
-/** The stream cannot be one session: its parameter sets changed (e.g. a new size). */
+/** The stream cannot be (the rest of) one session. */
 export class H264StreamError extends Error {
   override name = 'H264StreamError';
+
+  constructor(
+    /** `stream_changed`: its parameter sets changed (e.g. a new size); `b_frames`: B slices. */
+    readonly code: 'stream_changed' | 'b_frames',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Bytes of a slice NAL unit that hold first_mb_in_slice and slice_type, with room to spare. */
+const SLICE_TYPE_BYTES = 16;
+
+/**
+ * Whether a slice NAL unit is a B slice (slice_type 1 or 6, ISO/IEC 14496-10 Table 7-6): it
+ * predicts from a later picture, so its access unit comes before its capture-order place.
+ */
+function isBSlice(nal: Uint8Array): boolean {
+  const r = new RbspReader(nal.subarray(0, SLICE_TYPE_BYTES), 1);
+  try {
+    r.ue(); // first_mb_in_slice
+    return r.ue() % 5 === 1;
+  } catch {
+    // Cut short: the server's checker refuses it with a reason.
+    return false;
+  }
+}
+
+/** Slice NAL units whose header starts with first_mb_in_slice and slice_type. */
+function isSlice(nal: Uint8Array): boolean {
+  const type = nalUnitType(nal);
+  return type === NalType.Slice || type === NalType.Idr || type === NalType.PartitionA;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -43,14 +75,16 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  * are skipped. Parameter sets seen later must be byte-identical to those: a changed SPS (a new
  * size, profile, …) would make chunks the avcC does not describe, so it ends the stream: the
  * chunks before it are handed out, then `error` is set and nothing more is read (one recording
- * holds one configuration; push the rest as a new session).
+ * holds one configuration; push the rest as a new session). So does an access unit with a B slice:
+ * the server records chunks in arrival order at their capture times and refuses B slices, so
+ * a stream needs encoding without B-frames (x264: `-bf 0`, or `-tune zerolatency`).
  */
 export class H264ChunkReader {
   /** Known once the first IDR access unit with its parameter sets was read. */
   info: H264StreamInfo | null = null;
   /** Access units before the first IDR with its parameter sets: skipped. */
   skipped = 0;
-  /** Set when the parameter sets changed: the stream ends before that access unit. */
+  /** Set when the parameter sets changed or a B slice came: the stream ends before it. */
   error: H264StreamError | null = null;
   private readonly splitter = new AnnexBAccessUnitSplitter();
   private parameterSets: Uint8Array[] = [];
@@ -89,12 +123,21 @@ export class H264ChunkReader {
           if (!this.parameterSets.some((known) => sameBytes(known, nal))) {
             const what = nalUnitType(nal) === NalType.Sps ? 'SPS' : 'PPS';
             this.error = new H264StreamError(
+              'stream_changed',
               `access unit ${this.read} carries a new ${what}: one session holds one ` +
                 'configuration (push the rest as a new session)',
             );
             return chunks;
           }
         }
+      }
+      if (au.some((nal) => isSlice(nal) && isBSlice(nal))) {
+        this.error = new H264StreamError(
+          'b_frames',
+          `access unit ${this.read} holds a B slice: chunks are recorded in capture order, ` +
+            'encode without B-frames (x264: -bf 0, or -tune zerolatency)',
+        );
+        return chunks;
       }
       chunks.push({ data: annexBToAvcc(au), key });
     }

@@ -37,6 +37,6 @@ describe('spsSize', () => {
     const sps = units.find((nal) => nalUnitType(nal) === NalType.Sps)!;
     const pps = units.find((nal) => nalUnitType(nal) === NalType.Pps)!;
     expect(() => spsSize(pps)).toThrow('not an SPS');
-    expect(() => spsSize(sps.subarray(0, 6))).toThrow('ends before its picture size');
+    expect(() => spsSize(sps.subarray(0, 6))).toThrow('ends before the fields read');
   });
 });

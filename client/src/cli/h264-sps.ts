@@ -1,8 +1,9 @@
 /**
  * The picture size an H.264 SPS declares, for the `open` of a pushed H.264 stream (`video.width`
- * and `height` must say what the SPS says). The server's full SPS parser (src/media/codecs) is
- * CommonJS-style server code the SDK's ESM build cannot import, as src/protocol/annexb reads its
- * own few SPS fields for the same reason; this reads the ones a size needs.
+ * and `height` must say what the SPS says), and the RBSP reader it uses (also for slice types).
+ * The server's full SPS parser (src/media/codecs) is CommonJS-style server code the SDK's ESM
+ * build cannot import, as src/protocol/annexb reads its own few SPS fields for the same reason;
+ * this reads the ones a size needs.
  */
 
 /** profile_idc values whose SPS holds chroma_format_idc, bit depths and scaling matrices. */
@@ -11,7 +12,7 @@ const FORMAT_PROFILES: readonly number[] = [
 ];
 
 /** MSB-first bits of an RBSP, with Exp-Golomb codes (ISO/IEC 14496-10 §9.1). */
-class RbspReader {
+export class RbspReader {
   private bit = 0;
   private readonly bytes: number[] = [];
 
@@ -29,7 +30,7 @@ class RbspReader {
 
   u1(): number {
     if (this.bit >= this.bytes.length * 8) {
-      throw new Error('the SPS ends before its picture size');
+      throw new Error('the NAL unit ends before the fields read');
     }
     const value = (this.bytes[this.bit >> 3] >> (7 - (this.bit & 7))) & 1;
     this.bit++;
@@ -40,7 +41,7 @@ class RbspReader {
     let zeros = 0;
     while (this.u1() === 0) {
       if (++zeros > 31) {
-        throw new Error('the SPS holds an Exp-Golomb code over 32 bits');
+        throw new Error('an Exp-Golomb code over 32 bits');
       }
     }
     let value = 0;

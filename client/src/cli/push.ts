@@ -15,7 +15,8 @@ const USAGE =
   '  jpeg (the default): a directory of JPEGs sent in name order (*.jpg, *.jpeg), or - for an\n' +
   '    MJPEG stream on stdin\n' +
   '  h264: an H.264 Annex B elementary stream, a file or - for stdin, sent as recorded (e.g.\n' +
-  '    ffmpeg -re -i cam.mp4 -c:v libx264 -bsf:v h264_mp4toannexb -f h264 - | framegate-push …)\n' +
+  '    ffmpeg -re -i cam.mp4 -c:v libx264 -bf 0 -bsf:v h264_mp4toannexb -f h264 - | …), without\n' +
+  '    B-frames (the server records chunks in capture order)\n' +
   '  --fps: frame n is at n × 1000/fps ms (default 10 for JPEG, 25 for H.264)\n' +
   '  --live: frames are timed by the wall clock as they arrive (a live pipe), not by --fps\n' +
   '  FRAMEGATE_TOKEN stands for --token (keeps the token out of the process list)';
@@ -270,7 +271,7 @@ async function push(args: Args): Promise<number> {
       })}\n`,
     );
     if (streamError) {
-      log(`error stream_changed: ${streamError.message}`);
+      log(`error ${streamError.code}: ${streamError.message}`);
       return EXIT_FAILED;
     }
     const sent = args.live ? stats.nextSeq - 1 : count;
