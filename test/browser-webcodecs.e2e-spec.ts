@@ -385,6 +385,50 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
     expect(errors).toEqual([]);
   });
 
+  it('configures a new encoder after an encode fails, and goes on from a key frame', async () => {
+    await page.goto(`${localhost(app.url)}/demo`);
+    const outcome = await page.evaluate<{
+      handed: boolean[];
+      events: string[];
+      keys: boolean[];
+    }>(`(async () => {
+      const { VideoChunkEncoder } = await import('/demo/sdk/client/src/capture/video-chunk-encoder.js');
+      const canvas = new OffscreenCanvas(320, 240);
+      const context = canvas.getContext('2d');
+      let n = 0;
+      const grab = () => {
+        n++;
+        context.fillStyle = 'hsl(' + ((n * 23) % 360) + ', 70%, 50%)';
+        context.fillRect(0, 0, 320, 240);
+        const capturedAt = 1_700_000_000_000 + n * 100;
+        return { frame: new VideoFrame(canvas, { timestamp: capturedAt * 1000 }), capturedAt };
+      };
+      const encoder = await VideoChunkEncoder.create(
+        'auto', { width: 320, height: 240, fps: 10, bitrate: 200_000 }, grab);
+      const events = [];
+      const keys = [];
+      encoder.on('chunk', (c) => keys.push(c.key));
+      encoder.on('recovered', () => events.push('recovered'));
+      encoder.on('failed', () => events.push('failed'));
+      const handed = [];
+      for (let i = 0; i < 6; i++) {
+        const captured = grab();
+        if (i === 3) {
+          // A frame closed before it is encoded: VideoEncoder.encode throws.
+          captured.frame.close();
+        }
+        handed.push(encoder.encode(captured));
+        await encoder.flush();
+      }
+      encoder.close();
+      return { handed, events, keys };
+    })()`);
+    expect(outcome.handed).toEqual([true, true, true, false, true, true]);
+    expect(outcome.events).toEqual(['recovered']);
+    // The first chunk, then the first of the new encoder, are key frames.
+    expect(outcome.keys).toEqual([true, false, false, true, false]);
+  });
+
   it('falls back to JPEG when the channel takes no compressed video', async () => {
     const set = await call(app.url, 'PUT', '/v1/admin/channels/jpeg-only/quota', {
       token: hsToken({ sub: 'ops', scope: 'admin' }),
