@@ -1,9 +1,12 @@
+// `.js` specifiers: the SDK's ESM build (client/) compiles this file too.
+import { parseSps } from './h264-sps.js';
+
 /**
  * H.264 Annex B byte streams (ISO/IEC 14496-10 Annex B: NAL units behind 00 00 01 start codes),
  * as ffmpeg and x264 write them, turned into what an `avc1.*` session sends: one access unit per
  * chunk in AVCC form, and the avcC record as `description`. Shared by the server, the SDK's CLI and
- * the benches; plain Uint8Array (browsers have no Buffer) and no imports, so the SDK's ESM build
- * compiles it as is. Not on the per-frame path of the server.
+ * the benches; plain Uint8Array (browsers have no Buffer) and imports from src/protocol only, so
+ * the SDK's ESM build compiles it as is. Not on the per-frame path of the server.
  */
 
 /** nal_unit_type values (ISO/IEC 14496-10 Table 7-1) that these helpers act on. */
@@ -286,65 +289,14 @@ function hex2(byte: number): string {
  * so too).
  */
 const AVCC_SHORT_PROFILES: readonly number[] = [66, 77, 88];
-/** profile_idc values whose SPS holds chroma_format_idc and bit depths (ISO/IEC 14496-10 §7.3.2.1.1). */
-const SPS_FORMAT_PROFILES: readonly number[] = [
-  100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135,
-];
-
-/**
- * chroma_format_idc and the bit depths of an SPS, for the avcC extension. src/media/codecs has
- * the full SPS parser; this module may import nothing outside src/protocol, so it reads the three
- * Exp-Golomb fields it needs here.
- */
+/** chroma_format_idc and the bit depths of an SPS, for the avcC extension. */
 function spsFormat(sps: Uint8Array): { chroma: number; lumaMinus8: number; chromaMinus8: number } {
-  if (!SPS_FORMAT_PROFILES.includes(sps[1])) {
-    return { chroma: 1, lumaMinus8: 0, chromaMinus8: 0 };
-  }
-  // RBSP from byte 4 (after header, profile, constraints, level): drop emulation-prevention 03s.
-  const rbsp: number[] = [];
-  for (let i = 4, zeros = 0; i < sps.length; i++) {
-    if (zeros >= 2 && sps[i] === 3) {
-      zeros = 0;
-      continue;
-    }
-    rbsp.push(sps[i]);
-    zeros = sps[i] === 0 ? zeros + 1 : 0;
-  }
-  let bit = 0;
-  const readBit = (): number => {
-    if (bit >= rbsp.length * 8) {
-      throw new Error('SPS ends inside its chroma format fields');
-    }
-    const value = (rbsp[bit >> 3] >> (7 - (bit & 7))) & 1;
-    bit++;
-    return value;
+  const info = parseSps(sps);
+  return {
+    chroma: info.chromaFormatIdc,
+    lumaMinus8: info.bitDepthLuma - 8,
+    chromaMinus8: info.bitDepthChroma - 8,
   };
-  const ue = (): number => {
-    let zeros = 0;
-    while (readBit() === 0) {
-      if (++zeros > 31) {
-        throw new Error('SPS holds an Exp-Golomb code over 32 bits');
-      }
-    }
-    let value = 0;
-    for (let i = 0; i < zeros; i++) {
-      value = value * 2 + readBit();
-    }
-    return 2 ** zeros - 1 + value;
-  };
-  ue(); // seq_parameter_set_id
-  const chroma = ue();
-  if (chroma === 3) {
-    readBit(); // separate_colour_plane_flag
-  }
-  const lumaMinus8 = ue();
-  const chromaMinus8 = ue();
-  if (chroma > 3 || lumaMinus8 > 6 || chromaMinus8 > 6) {
-    throw new Error(
-      `SPS with chroma_format_idc ${chroma} and bit depths ${lumaMinus8 + 8}/${chromaMinus8 + 8}`,
-    );
-  }
-  return { chroma, lumaMinus8, chromaMinus8 };
 }
 
 /**

@@ -7,7 +7,8 @@ import {
   NalType,
   nalUnitType,
 } from '../../../src/protocol/annexb.js';
-import { RbspReader, spsSize } from './h264-sps.js';
+import { BitReader } from '../../../src/protocol/bit-reader.js';
+import { parseSps } from '../../../src/protocol/h264-sps.js';
 
 /** One access unit as a chunk of an `avc1.*` session. */
 export interface H264Chunk {
@@ -48,14 +49,11 @@ const SLICE_TYPE_BYTES = 16;
  * predicts from a later picture, so its access unit comes before its capture-order place.
  */
 function isBSlice(nal: Uint8Array): boolean {
-  const r = new RbspReader(nal.subarray(0, SLICE_TYPE_BYTES), 1);
-  try {
-    r.ue(); // first_mb_in_slice
-    return r.ue() % 5 === 1;
-  } catch {
-    // Cut short: the server's checker refuses it with a reason.
-    return false;
-  }
+  const r = new BitReader().reset(nal, 1, Math.min(nal.length, SLICE_TYPE_BYTES), true);
+  r.ue(); // first_mb_in_slice
+  const sliceType = r.ue();
+  // Cut short: the server's checker refuses it with a reason.
+  return !r.overrun && sliceType % 5 === 1;
 }
 
 /** Slice NAL units whose header starts with first_mb_in_slice and slice_type. */
@@ -116,7 +114,7 @@ export class H264ChunkReader {
         this.info = {
           codec: avcCodecString(sps[0]),
           description: avcCFromParameterSets(sps, pps),
-          ...spsSize(sps[0]),
+          ...sizeOf(sps[0]),
         };
       } else {
         for (const nal of [...sps, ...pps]) {
@@ -143,4 +141,10 @@ export class H264ChunkReader {
     }
     return chunks;
   }
+}
+
+/** The picture size an SPS codes, after cropping. */
+function sizeOf(sps: Uint8Array): { width: number; height: number } {
+  const { width, height } = parseSps(sps);
+  return { width, height };
 }

@@ -11,7 +11,8 @@ import {
 } from '../../protocol/annexb';
 import type { VideoChunkCheck } from '../../stream/chunk-gate';
 import { BUNDLED, encodeH264, runTool, type TestVideo } from '../../../test/support/bitstreams';
-import { createH264Checker, parseAvcC, parseSps, type H264CheckerOptions } from './h264';
+import { parseSps } from '../../protocol/h264-sps';
+import { createH264Checker, parseAvcC, type H264CheckerOptions } from './h264';
 
 /** An `avc1.*` session's view of a libx264 stream: its description, codec and chunks. */
 interface AvcStream {
@@ -483,9 +484,9 @@ describe('createH264Checker', () => {
     });
 
     it('for an avcC whose SPS is cut short or whose PPS names another SPS', () => {
-      expect(
-        build({ description: avcCFromParameterSets(main.sps.subarray(0, 6), main.pps) }),
-      ).toThrow('avcC SPS 1: the SPS is cut short');
+      expect(build({ description: bareAvcC(main.sps.subarray(0, 6), main.pps) })).toThrow(
+        'avcC SPS 1: the SPS is cut short',
+      );
       // pic_parameter_set_id 1, seq_parameter_set_id 1: 010 010 and the stop bit.
       const foreign = Uint8Array.from([0x68, 0b01001010]);
       expect(build({ description: avcCFromParameterSets(main.sps, [main.pps, foreign]) })).toThrow(
@@ -524,3 +525,22 @@ describe('createH264Checker', () => {
     });
   });
 });
+
+/** An avcC of one SPS and one PPS as given, with no extension (the builder would parse the SPS). */
+function bareAvcC(sps: Uint8Array, pps: Uint8Array): Uint8Array {
+  return Uint8Array.from([
+    1,
+    sps[1],
+    sps[2],
+    sps[3],
+    0xff,
+    0xe1,
+    sps.length >> 8,
+    sps.length & 0xff,
+    ...sps,
+    1,
+    pps.length >> 8,
+    pps.length & 0xff,
+    ...pps,
+  ]);
+}

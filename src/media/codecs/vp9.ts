@@ -1,5 +1,5 @@
 import type { VideoChunkCheck } from '../../stream/chunk-gate';
-import { BitReader } from './bit-reader';
+import { BitReader } from '../../protocol/bit-reader';
 
 /** What `open` declared, and the channel's limits, for a `vp09.*` session. */
 export interface Vp9CheckerOptions {
