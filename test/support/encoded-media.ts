@@ -26,7 +26,18 @@ export interface EncodedAudio {
 }
 
 const ENCODERS = {
-  h264: ['-c:v', 'libx264', '-sc_threshold', '0', '-profile:v', 'baseline', '-pix_fmt', 'yuv420p', '-f', 'mp4'],
+  h264: [
+    '-c:v',
+    'libx264',
+    '-sc_threshold',
+    '0',
+    '-profile:v',
+    'baseline',
+    '-pix_fmt',
+    'yuv420p',
+    '-f',
+    'mp4',
+  ],
   vp8: ['-c:v', 'libvpx', '-b:v', '300k', '-f', 'webm'],
   vp9: ['-c:v', 'libvpx-vp9', '-b:v', '300k', '-pix_fmt', 'yuv420p', '-f', 'webm'],
 } as const;
@@ -66,21 +77,10 @@ export async function encodedVideo(
     ...ENCODERS[codec],
     out,
   ]);
-  const input = new Input({ source: new BufferSource(readFileSync(out)), formats: ALL_FORMATS });
-  const track = await input.getPrimaryVideoTrack();
-  const config = await track?.getDecoderConfig();
-  if (!track || !config) {
-    throw new Error(`${out} has no video track`);
-  }
-  const chunks: EncodedChunk[] = [];
-  for await (const packet of new EncodedPacketSink(track).packets()) {
-    chunks.push({ data: Buffer.from(packet.data), key: packet.type === 'key' });
-  }
+  const { chunks, description, codec: demuxed } = await demux(out, 'video');
   return {
-    codec: codec === 'vp8' ? 'vp8' : codec === 'vp9' ? 'vp09.00.10.08' : config.codec,
-    description: config.description
-      ? Buffer.from(config.description as ArrayBuffer).toString('base64')
-      : null,
+    codec: codec === 'vp8' ? 'vp8' : codec === 'vp9' ? 'vp09.00.10.08' : demuxed,
+    description,
     chunks,
   };
 }
@@ -110,37 +110,39 @@ export async function encodedOpus(
     'webm',
     out,
   ]);
-  const input = new Input({ source: new BufferSource(readFileSync(out)), formats: ALL_FORMATS });
-  const track = await input.getPrimaryAudioTrack();
-  const config = await track?.getDecoderConfig();
-  if (!track || !config) {
-    throw new Error(`${out} has no audio track`);
-  }
-  const packets: Buffer[] = [];
-  for await (const packet of new EncodedPacketSink(track).packets()) {
-    packets.push(Buffer.from(packet.data));
-  }
+  const { chunks, description } = await demux(out, 'audio');
   return {
     codec: 'opus',
-    description: config.description
-      ? Buffer.from(config.description as ArrayBuffer).toString('base64')
-      : null,
-    packets,
+    description,
+    packets: chunks.map((c) => c.data),
   };
 }
 
 /** The video packets of a recording, in order: to prove chunks were muxed as sent. */
 export async function recordedVideoPackets(path: string): Promise<EncodedChunk[]> {
+  return (await demux(path, 'video')).chunks;
+}
+
+/** A file's first track of a kind: its packets, codec string and base64 description. */
+async function demux(
+  path: string,
+  kind: 'video' | 'audio',
+): Promise<{ chunks: EncodedChunk[]; codec: string; description: string | null }> {
   const input = new Input({ source: new BufferSource(readFileSync(path)), formats: ALL_FORMATS });
-  const track = await input.getPrimaryVideoTrack();
-  if (!track) {
-    throw new Error(`${path} has no video track`);
+  const track =
+    kind === 'video' ? await input.getPrimaryVideoTrack() : await input.getPrimaryAudioTrack();
+  const config = await track?.getDecoderConfig();
+  if (!track || !config) {
+    throw new Error(`${path} has no ${kind} track`);
   }
-  const packets: EncodedChunk[] = [];
+  const chunks: EncodedChunk[] = [];
   for await (const packet of new EncodedPacketSink(track).packets()) {
-    packets.push({ data: Buffer.from(packet.data), key: packet.type === 'key' });
+    chunks.push({ data: Buffer.from(packet.data), key: packet.type === 'key' });
   }
-  return packets;
+  const description = config.description
+    ? Buffer.from(config.description as ArrayBuffer).toString('base64')
+    : null;
+  return { chunks, codec: config.codec, description };
 }
 
 /** The SPS and PPS NAL units of a base64 avcC (ISO/IEC 14496-15 §5.3.3.1). */
