@@ -8,7 +8,8 @@ import {
   type AdaptiveCaptureOptions,
 } from './adaptive-capture.js';
 import type { CameraCapture, CapturedVideoFrame } from './camera-capture.js';
-import type { MicrophoneCapture } from './microphone-capture.js';
+import type { CapturedAudio, MicrophoneCapture } from './microphone-capture.js';
+import { OpusChunkEncoder } from './opus-chunk-encoder.js';
 import { VideoChunkEncoder, type EncodedVideoChunkData } from './video-chunk-encoder.js';
 import {
   defaultBitrate,
@@ -28,6 +29,12 @@ export interface CaptureSessionOptions {
    */
   encoder?: VideoChunkEncoder;
   /**
+   * Encode the microphone as Opus with this encoder instead of sending PCM (only beside an
+   * `encoder`: the server takes Opus beside compressed video alone); `CaptureSession.open`
+   * chooses.
+   */
+  audioEncoder?: OpusChunkEncoder;
+  /**
    * Lower fps and JPEG quality (with an encoder: bitrate, and VP8/VP9's size) under `flow` or a
    * growing window (default on); `false` for off.
    */
@@ -36,7 +43,10 @@ export interface CaptureSessionOptions {
   adaptEveryMs?: number;
 }
 
-export interface CaptureOpenOptions extends Omit<CaptureSessionOptions, 'encoder'> {
+export interface CaptureOpenOptions extends Omit<
+  CaptureSessionOptions,
+  'encoder' | 'audioEncoder'
+> {
   /** The session's business parameters (`open.params`). */
   params?: Record<string, unknown>;
   /**
@@ -70,9 +80,11 @@ export interface CaptureSessionEvents {
   adapt: (decision: AdaptDecision) => void;
   /**
    * The video encoder failed and was configured anew (`fatal` false: the next chunk is a key
-   * frame), or failed for good (`fatal` true: `stopped` follows).
+   * frame), or failed for good (`fatal` true: `stopped` follows). Likewise the Opus encoder
+   * (`track` audio): configured anew, the audio goes on after a gap; failed for good, the
+   * microphone stops and the video goes on.
    */
-  encoderError: (error: { message: string; fatal: boolean }) => void;
+  encoderError: (error: { message: string; fatal: boolean; track: Track }) => void;
   /** The client stopped taking media (closed, failed), or the encoder failed: the capture stopped. */
   stopped: (reason: string) => void;
 }
@@ -101,13 +113,14 @@ const MAX_WAITING_AUDIO = 50;
 
 /**
  * The `open` settings for a camera and a microphone: `video` at the camera's size and fps,
- * `audio` at the microphone's rate and channels.
+ * `audio` at the microphone's rate and channels (Opus with an `audioEncoder`, else PCM).
  */
 export function captureSettings(
   camera: CameraCapture | undefined,
   microphone: MicrophoneCapture | undefined,
   params: Record<string, unknown> = {},
   encoder?: VideoChunkEncoder | null,
+  audioEncoder?: OpusChunkEncoder | null,
 ): OpenSettings {
   return {
     params,
@@ -117,7 +130,12 @@ export function captureSettings(
         : { width: camera.width, height: camera.height, fps: camera.fps }
       : { width: 16, height: 16 },
     ...(microphone
-      ? { audio: { sampleRate: microphone.sampleRate, channels: microphone.channels } }
+      ? {
+          audio:
+            encoder && audioEncoder
+              ? audioEncoder.openSettings()
+              : { sampleRate: microphone.sampleRate, channels: microphone.channels },
+        }
       : {}),
   };
 }
@@ -130,7 +148,9 @@ export function captureSettings(
  * dropped before it instead, while chunks wait, since a delta without the chunks before it does
  * not decode. With `adaptive`, the camera's fps and JPEG quality, or the encoder's bitrate (and
  * VP8/VP9's size), follow `flow` and the unacknowledged window (`AdaptiveCapture`). An encoder
- * makes a key frame when the server asks (`keyframe`) and after a `bad_frame`.
+ * makes a key frame when the server asks (`keyframe`) and after a `bad_frame`. With an
+ * `audioEncoder`, the microphone's chunks go through it and each Opus packet is one message, its
+ * `pts` on the video's clock.
  */
 export class CaptureSession extends Emitter<CaptureSessionEvents> {
   /**
@@ -141,6 +161,7 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
   private readonly queue: Pending[] = [];
   private readonly adaptive: AdaptiveCapture | null;
   private readonly encoder: VideoChunkEncoder | null;
+  private readonly audioEncoder: OpusChunkEncoder | null;
   /** What the encoder's level 1 means, bit/s, and the frame rate it is meant for. */
   private readonly targetBitrate: number;
   private readonly targetFps: number;
@@ -162,6 +183,7 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
     super();
     const camera = options.camera;
     this.encoder = camera ? (options.encoder ?? null) : null;
+    this.audioEncoder = this.encoder && options.microphone ? (options.audioEncoder ?? null) : null;
     this.targetFps = camera?.fps ?? 0;
     this.targetBitrate = this.encoder?.bitrate ?? 0;
     // With an encoder, "quality" is the share of its target bitrate.
@@ -171,7 +193,8 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
       options.adaptive === false || !camera
         ? null
         : new AdaptiveCapture({
-            reservedFps: options.microphone?.chunksPerSecond ?? 0,
+            reservedFps:
+              this.audioEncoder?.packetsPerSecond ?? options.microphone?.chunksPerSecond ?? 0,
             ...options.adaptive,
             target: { fps: camera.fps, quality, ...options.adaptive?.target },
           });
@@ -179,11 +202,27 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
     if (encoder) {
       encoder.on('chunk', (chunk) => this.onChunk(chunk));
       encoder.on('dropped', () => this.onDropped());
-      encoder.on('recovered', (message) => this.emit('encoderError', { message, fatal: false }));
+      encoder.on('recovered', (message) =>
+        this.emit('encoderError', { message, fatal: false, track: Track.Video }),
+      );
       encoder.on('failed', (message) => {
-        this.emit('encoderError', { message, fatal: true });
+        this.emit('encoderError', { message, fatal: true, track: Track.Video });
         this.halt();
         this.emit('stopped', `the video encoder failed: ${message}`);
+      });
+    }
+    const audioEncoder = this.audioEncoder;
+    if (audioEncoder) {
+      audioEncoder.on('chunk', ({ data, capturedAt }) =>
+        this.enqueue({ track: Track.Audio, payload: data, capturedAt, key: false }),
+      );
+      audioEncoder.on('dropped', () => this.onAudioDropped());
+      audioEncoder.on('recovered', (message) =>
+        this.emit('encoderError', { message, fatal: false, track: Track.Audio }),
+      );
+      audioEncoder.on('failed', (message) => {
+        this.emit('encoderError', { message, fatal: true, track: Track.Audio });
+        options.microphone?.stop();
       });
     }
   }
@@ -192,10 +231,11 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
    * Opens `client` for a camera and a microphone and returns the capture, not started. With a
    * camera, the codec is chosen (`codec`, default `auto`) and the encoder primed with a first
    * frame before `open` (H.264's `open` carries its avcC); a channel refusing the codec
-   * (`codec_not_allowed`) gets JPEG. When the client resumes a session from its persistent outbox
-   * (a reloaded page), the capture encodes as that session began: same codec, size and avcC;
-   * `ClientError` `codec_unavailable` when this browser cannot (the session stays open: close it
-   * or stop the client).
+   * (`codec_not_allowed`) gets JPEG. Beside compressed video the microphone is sent as Opus where
+   * the browser encodes it (`AudioEncoder`), else as PCM. When the client resumes a session from
+   * its persistent outbox (a reloaded page), the capture encodes as that session began: same
+   * codec, size and avcC, the same audio codec; `ClientError` `codec_unavailable` when this
+   * browser cannot (the session stays open: close it or stop the client).
    */
   static async open(
     client: FramegateClient,
@@ -210,21 +250,42 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
         () => camera.grabFrame(),
       );
     }
+    let audioEncoder =
+      encoder && microphone
+        ? await OpusChunkEncoder.create(microphone.sampleRate, microphone.channels)
+        : null;
     let opened: Opened & { resumed: boolean };
     try {
-      opened = await client.open(captureSettings(camera, microphone, params, encoder));
+      opened = await client.open(
+        captureSettings(camera, microphone, params, encoder, audioEncoder),
+      );
     } catch (err) {
       encoder?.close();
+      audioEncoder?.close();
       if (!encoder || !(err instanceof ClientError) || err.code !== 'codec_not_allowed') {
         throw err;
       }
       encoder = null;
+      audioEncoder = null;
       opened = await client.open(captureSettings(camera, microphone, params));
     }
-    if (camera) {
-      encoder = await encoderForSession(client, opened, camera, encoder, options.bitrate);
+    try {
+      if (camera) {
+        encoder = await encoderForSession(client, opened, camera, encoder, options.bitrate);
+      }
+      if (microphone) {
+        audioEncoder = await audioEncoderForSession(opened, microphone, audioEncoder);
+      }
+    } catch (err) {
+      encoder?.close();
+      audioEncoder?.close();
+      throw err;
     }
-    const session = new CaptureSession(client, { ...options, encoder: encoder ?? undefined });
+    const session = new CaptureSession(client, {
+      ...options,
+      encoder: encoder ?? undefined,
+      audioEncoder: audioEncoder ?? undefined,
+    });
     session.opened = opened;
     return session;
   }
@@ -232,6 +293,11 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
   /** The video codec sent: the encoder's codec string, or `jpeg`. */
   get codec(): string {
     return this.encoder?.codec ?? 'jpeg';
+  }
+
+  /** The audio codec sent: `opus`, `pcm`, or null without a microphone. */
+  get audioCodec(): 'opus' | 'pcm' | null {
+    return this.audioEncoder ? 'opus' : this.options.microphone ? 'pcm' : null;
   }
 
   /** Starts capturing; the client must be open (its clock known). */
@@ -259,8 +325,12 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
         this.enqueue({ track: Track.Video, payload: jpeg, capturedAt, key: false }),
       );
     }
-    this.options.microphone?.start(({ pcm, capturedAt }) =>
-      this.enqueue({ track: Track.Audio, payload: pcm, capturedAt, key: false }),
+    const audioEncoder = this.audioEncoder;
+    this.options.microphone?.start(
+      audioEncoder
+        ? (audio) => this.onAudioChunk(audioEncoder, audio)
+        : ({ pcm, capturedAt }) =>
+            this.enqueue({ track: Track.Audio, payload: pcm, capturedAt, key: false }),
     );
     if (this.adaptive) {
       const adapt = () => this.adapt();
@@ -275,8 +345,9 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
    */
   async stop(discard = false): Promise<void> {
     this.options.camera?.stop();
-    if (this.encoder && !discard && this.running) {
-      await this.encoder.flush();
+    this.options.microphone?.stop();
+    if (!discard && this.running) {
+      await Promise.all([this.encoder?.flush(), this.audioEncoder?.flush()]);
     }
     this.halt();
     if (discard) {
@@ -287,16 +358,17 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
     }
   }
 
-  /** Stops (handing over what waits unless `discard`) and releases the encoder. */
+  /** Stops (handing over what waits unless `discard`) and releases the encoders. */
   async close(discard = false): Promise<void> {
     await this.stop(discard);
     this.encoder?.close();
+    this.audioEncoder?.close();
   }
 
   /**
    * Frames and chunks taken so far, frames dropped, video bytes taken, and the settings now: the
    * camera's fps, the JPEG quality (with an encoder: the share of its target bitrate), the codec
-   * and the encoder's bitrate (0 for JPEG).
+   * and the encoder's bitrate (0 for JPEG), the audio codec.
    */
   stats(): {
     video: number;
@@ -307,6 +379,7 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
     quality: number;
     codec: string;
     bitrate: number;
+    audioCodec: 'opus' | 'pcm' | null;
   } {
     return {
       ...this.counts,
@@ -314,6 +387,7 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
       quality: this.encoder ? this.quality : (this.options.camera?.quality ?? 0),
       codec: this.codec,
       bitrate: this.encoder?.bitrate ?? 0,
+      audioCodec: this.audioCodec,
     };
   }
 
@@ -358,7 +432,11 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
       maxWidth: this.media.maxWidth,
       maxHeight: this.media.maxHeight,
       maxKbps: this.media.maxKbps,
-      reservedBitrate: microphone ? microphone.sampleRate * microphone.channels * 16 : 0,
+      reservedBitrate: this.audioEncoder
+        ? this.audioEncoder.bitrate
+        : microphone
+          ? microphone.sampleRate * microphone.channels * 16
+          : 0,
     });
     encoder.adapt(rate, fps);
     camera.frameWidth = encoder.codedWidth;
@@ -429,6 +507,17 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
     if (!this.waiting) {
       this.drain();
     }
+  }
+
+  private onAudioChunk(encoder: OpusChunkEncoder, audio: CapturedAudio): void {
+    if (this.running) {
+      encoder.encode(audio);
+    }
+  }
+
+  private onAudioDropped(): void {
+    this.counts.dropped++;
+    this.emit('dropped', Track.Audio);
   }
 
   private onDropped(): void {
@@ -583,6 +672,30 @@ async function encoderForSession(
       'codec_unavailable',
       `the session in force sends ${codec} at ${width}x${height}` +
         `${description ? ' with its avcC' : ''}, which this browser cannot encode alike`,
+    );
+  }
+  return encoder;
+}
+
+/**
+ * The Opus encoder for the session in force: none when it sends PCM (a JPEG session, a browser
+ * without Opus, or a resumed session that began so); `prepared` when it sends Opus, or a new one.
+ */
+async function audioEncoderForSession(
+  opened: Opened,
+  microphone: MicrophoneCapture,
+  prepared: OpusChunkEncoder | null,
+): Promise<OpusChunkEncoder | null> {
+  if (opened.media.audio?.codec !== 'opus') {
+    prepared?.close();
+    return null;
+  }
+  const encoder =
+    prepared ?? (await OpusChunkEncoder.create(microphone.sampleRate, microphone.channels));
+  if (!encoder) {
+    throw new ClientError(
+      'codec_unavailable',
+      'the session in force sends Opus audio, which this browser cannot encode',
     );
   }
   return encoder;

@@ -2,7 +2,7 @@ import { PCM_PROCESSOR, type PcmChunkMessage, type PcmProcessorOptions } from '.
 
 /** A chunk of PCM s16le (channels interleaved) and the capture time of its first sample. */
 export interface CapturedAudio {
-  pcm: Uint8Array;
+  pcm: Uint8Array<ArrayBuffer>;
   /** Epoch ms (`performance.timeOrigin` based). */
   capturedAt: number;
 }
