@@ -31,6 +31,9 @@ declare const document: {
     src: string;
   };
 };
+declare const window: {
+  framegateDemo: { session: { stats(): { audioCodec: string | null } } };
+};
 declare const VideoEncoder: {
   isConfigSupported(config: Record<string, unknown>): Promise<{ supported?: boolean }>;
 };
@@ -91,6 +94,7 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
   });
 
   const videoTaken = () => taken.filter((t) => t.track === (Track.Video as number));
+  const audioTaken = () => taken.filter((t) => t.track === (Track.Audio as number));
   /** Milliseconds between the first and the last video frame taken. */
   const span = () => {
     const pts = videoTaken().map((t) => t.pts);
@@ -192,6 +196,33 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
       playback.currentTime,
       { timeout: 20_000 },
     );
+  });
+
+  it('sends the fake microphone as Opus beside H.264/VP9: the MP4 has an Opus track as long as the video, every acknowledged frame, and decodes without an error', async () => {
+    await startDemo(page, app.url, token, 'auto');
+    const codec = await expectedCodec();
+    await waitForDemo(
+      page,
+      () => span() >= 4_000 && audioTaken().length >= 20,
+      '4 s of video and 20 Opus packets taken',
+    );
+    const audioCodec = await page.evaluate(() => window.framegateDemo.session.stats().audioCodec);
+    expect(audioCodec).toBe('opus');
+    const closed = await stopDemo(page);
+    expect(errors).toEqual([]);
+
+    expect(closed.frames).toBe(taken.length);
+    await expectStoredAsTaken(app.dataDir, closed.sessionId, taken);
+    // Opus packets of 60 ms at 32 kbit/s, where 100 ms of PCM took 9600 bytes.
+    expect(Math.max(...audioTaken().map((t) => t.bytes))).toBeLessThan(1_000);
+    const path = await recordingPath(closed.sessionId);
+    const probed = await probe(path);
+    expect(probed.videoCodec).toBe(codec);
+    expect(probed.audioCodec).toBe('opus');
+    expect(probed.videoFrames).toBe(videoTaken().length);
+    const videoDurationMs = probed.durationMs - probed.videoStartMs;
+    expect(Math.abs(probed.audioDurationMs! - videoDurationMs)).toBeLessThanOrEqual(200);
+    expect(await decodeErrors(path)).toBe('');
   });
 
   it('resumes after the connection is cut mid-session, answers the key-frame request, and the recording decodes end to end', async () => {
