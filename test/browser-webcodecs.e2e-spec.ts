@@ -101,6 +101,9 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
     return pts.length > 1 ? Math.max(...pts) - Math.min(...pts) : 0;
   };
 
+  /** The audio codec the demo's capture sends. */
+  const audioCodec = () => page.evaluate(() => window.framegateDemo.session.stats().audioCodec);
+
   /** The codec `auto` must pick in this Chromium: H.264 if it encodes it, else VP9. */
   async function expectedCodec(): Promise<'h264' | 'vp9'> {
     const h264 = await page.evaluate(
@@ -206,8 +209,7 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
       () => span() >= 4_000 && audioTaken().length >= 20,
       '4 s of video and 20 Opus packets taken',
     );
-    const audioCodec = await page.evaluate(() => window.framegateDemo.session.stats().audioCodec);
-    expect(audioCodec).toBe('opus');
+    expect(await audioCodec()).toBe('opus');
     const closed = await stopDemo(page);
     expect(errors).toEqual([]);
 
@@ -331,6 +333,7 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
       'the reloaded page resumed and captured 20 frames',
     );
     expect(after.codec).toBe(codec);
+    expect(await audioCodec()).toBe('opus');
     expect(taken[takenBefore].seq).toBe(beforeReload.nextSeq);
     expect(taken[takenBefore].key).toBe(true);
     const closed = await stopDemo(page);
@@ -474,6 +477,8 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
     await startDemo(page, app.url, jpegOnly, 'h264');
     const state = await waitForDemo(page, (s) => s.ackedSeq >= 20, 'ack 20');
     expect(state.codec).toBe('jpeg');
+    // The server takes Opus beside compressed video only.
+    expect(await audioCodec()).toBe('pcm');
     expect(videoTaken().every((t) => !t.key)).toBe(true);
     const closed = await stopDemo(page);
     expect((await probe(await recordingPath(closed.sessionId))).videoFrames).toBe(
