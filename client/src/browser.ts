@@ -36,6 +36,12 @@ export {
 } from './capture/video-chunk-encoder.js';
 export { VIDEO_CODEC_CHOICES, type VideoCodecChoice } from './capture/video-codec.js';
 export {
+  OPUS_BITRATE,
+  OpusChunkEncoder,
+  type EncodedAudioChunkData,
+  type OpusChunkEncoderEvents,
+} from './capture/opus-chunk-encoder.js';
+export {
   MicrophoneCapture,
   type CapturedAudio,
   type MicrophoneCaptureOptions,
