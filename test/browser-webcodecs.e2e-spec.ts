@@ -463,6 +463,50 @@ describe('the /demo page with VideoEncoder (Chromium)', () => {
     expect(outcome.keys).toEqual([true, false, false, true, false]);
   });
 
+  it("stamps Opus packets with their samples' capture time after a gap and while the page's clock drifts from the sound card's", async () => {
+    await page.goto(`${localhost(app.url)}/demo`);
+    // 100 ms PCM chunks as the microphone gives them, dated in ms from 0: five in a row, five
+    // after a 600 ms gap, then 25 on a page clock 2 % faster than the samples.
+    const chunks = [
+      ...Array.from({ length: 5 }, (_, i) => i * 100),
+      ...Array.from({ length: 5 }, (_, i) => 1_000 + i * 100),
+      ...Array.from({ length: 25 }, (_, i) => 2_000 + i * 102),
+    ];
+    const packets = await page.evaluate<{ at: number; bytes: number }[]>(
+      `(async (chunks) => {
+        const { OpusChunkEncoder } = await import('/demo/sdk/client/src/capture/opus-chunk-encoder.js');
+        const encoder = await OpusChunkEncoder.create(48000, 1);
+        const packets = [];
+        encoder.on('chunk', (c) => packets.push({ at: c.capturedAt - 1_700_000_000_000, bytes: c.data.length }));
+        let n = 0;
+        for (const at of chunks) {
+          const pcm = new Int16Array(4800);
+          for (let i = 0; i < pcm.length; i++, n++) {
+            pcm[i] = Math.round(8000 * Math.sin(n / 10));
+          }
+          // Handed over as the microphone would, without a flush (which would re-stamp each).
+          while (encoder.busy) {
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+          encoder.encode({ pcm: new Uint8Array(pcm.buffer), capturedAt: 1_700_000_000_000 + at });
+        }
+        await encoder.flush();
+        encoder.close();
+        return packets;
+      })(${JSON.stringify(chunks)})`,
+    );
+    const times = packets.map((p) => Math.round(p.at));
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+    expect(new Set(times).size).toBe(times.length);
+    // After the gap, packets start at the chunk's time. Under the drift the skew grows 2 ms a
+    // chunk and passes 20 ms at the 12th (3122 ms) and 23rd (4244 ms): packets start there again,
+    // where counting samples alone would have them 22 ms early.
+    expect(times).toEqual(expect.arrayContaining([0, 1_000, 2_000, 3_122, 4_244]));
+    expect(times.filter((t) => (t > 500 && t < 1_000) || (t > 1_500 && t < 2_000))).toEqual([]);
+    expect(packets.every((p) => p.bytes > 0 && p.bytes < 1_000)).toBe(true);
+    expect(errors).toEqual([]);
+  });
+
   it('falls back to JPEG when the channel takes no compressed video', async () => {
     const set = await call(app.url, 'PUT', '/v1/admin/channels/jpeg-only/quota', {
       token: hsToken({ sub: 'ops', scope: 'admin' }),

@@ -31,25 +31,29 @@ const MAX_ENCODE_QUEUE = 3;
 /** Errors in a row (no packet in between) after which the encoder is given up. */
 const MAX_CONSECUTIVE_ERRORS = 3;
 /**
- * A chunk starting this much later than the previous one ended is after a gap (a dropped chunk,
- * a paused capture): the encoder is flushed first, which makes it take the new chunk's timestamp.
+ * A chunk captured this much before or after the time the encoder's own clock gives it follows a
+ * gap (a dropped chunk, a paused capture) or the sound card's clock drifted from the page's: the
+ * encoder is flushed first, which makes it take the new chunk's timestamp.
  */
-const GAP_MS = 20;
+const MAX_SKEW_MS = 20;
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /**
  * A WebCodecs `AudioEncoder` turning the microphone's PCM s16 chunks into Opus packets for a
- * session. Chromium stamps its packets from the first input's timestamp on by counting samples,
- * ignoring later timestamps: after a gap in the input it is flushed so that the packets after it
- * keep their capture time.
+ * session. Chromium 150 stamps its packets from the first input's timestamp on by counting
+ * samples, ignoring later timestamps (measured): after a gap in the input, or once the count
+ * drifts from the capture times, it is flushed so that the packets after keep their capture time.
  */
 export class OpusChunkEncoder extends Emitter<OpusChunkEncoderEvents> {
   readonly bitrate = OPUS_BITRATE;
   /** Packets (messages) a second: what the audio takes of the server's `maxFps`. */
   readonly packetsPerSecond = 1_000_000 / OPUS_FRAME_US;
   private encoder: AudioEncoder;
-  /** Epoch ms at which the last chunk handed over ended; null before the first. */
+  /**
+   * Epoch ms the encoder stamps the next chunk with: the timestamp it last took plus the samples
+   * since; null before its first chunk.
+   */
   private nextAt: number | null = null;
   private errors = 0;
   private closed = false;
@@ -104,22 +108,26 @@ export class OpusChunkEncoder extends Emitter<OpusChunkEncoderEvents> {
     };
   }
 
+  /** Chunks waiting in the encoder: the next one would be dropped. */
+  get busy(): boolean {
+    return this.closed || this.encoder.encodeQueueSize >= MAX_ENCODE_QUEUE;
+  }
+
   /** Encodes a PCM s16 chunk; drops it when the encoder is behind. True when handed over. */
   encode({ pcm, capturedAt }: CapturedAudio): boolean {
-    if (
-      this.closed ||
-      this.encoder.state !== 'configured' ||
-      this.encoder.encodeQueueSize >= MAX_ENCODE_QUEUE
-    ) {
+    if (this.busy || this.encoder.state !== 'configured') {
       this.emit('dropped');
       return false;
     }
     const channels = this.config.numberOfChannels;
     const frames = pcm.byteLength / (2 * channels);
-    if (this.nextAt !== null && capturedAt - this.nextAt > GAP_MS) {
-      this.encoder.flush().catch(() => undefined);
+    if (this.nextAt === null || Math.abs(capturedAt - this.nextAt) > MAX_SKEW_MS) {
+      if (this.nextAt !== null) {
+        this.encoder.flush().catch(() => undefined);
+      }
+      this.nextAt = capturedAt;
     }
-    this.nextAt = capturedAt + (frames / this.config.sampleRate) * 1000;
+    this.nextAt += (frames / this.config.sampleRate) * 1000;
     let data: AudioData;
     try {
       data = new AudioData({
