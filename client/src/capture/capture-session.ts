@@ -162,6 +162,8 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
   private readonly adaptive: AdaptiveCapture | null;
   private readonly encoder: VideoChunkEncoder | null;
   private readonly audioEncoder: OpusChunkEncoder | null;
+  /** The Opus encoder failed for good: the microphone stays off, a restart included. */
+  private audioFailed = false;
   /** What the encoder's level 1 means, bit/s, and the frame rate it is meant for. */
   private readonly targetBitrate: number;
   private readonly targetFps: number;
@@ -222,6 +224,7 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
       );
       audioEncoder.on('failed', (message) => {
         this.emit('encoderError', { message, fatal: true, track: Track.Audio });
+        this.audioFailed = true;
         options.microphone?.stop();
       });
     }
@@ -326,7 +329,8 @@ export class CaptureSession extends Emitter<CaptureSessionEvents> {
       );
     }
     const audioEncoder = this.audioEncoder;
-    this.options.microphone?.start(
+    const microphone = this.audioFailed ? undefined : this.options.microphone;
+    microphone?.start(
       audioEncoder
         ? (audio) => this.onAudioChunk(audioEncoder, audio)
         : ({ pcm, capturedAt }) =>
