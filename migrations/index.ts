@@ -7,6 +7,7 @@ import { PgBoss1765300000000 } from './1765300000000-PgBoss';
 import { MediaJobs1765400000000 } from './1765400000000-MediaJobs';
 import { Webhooks1765500000000 } from './1765500000000-Webhooks';
 import { ChannelVideoPolicy1765600000000 } from './1765600000000-ChannelVideoPolicy';
+import { RecordingDecodeCheck1765700000000 } from './1765700000000-RecordingDecodeCheck';
 
 /** Every migration, in order; listed explicitly so the same list works from ts and from dist. */
 export const MIGRATIONS = [
@@ -19,4 +20,5 @@ export const MIGRATIONS = [
   MediaJobs1765400000000,
   Webhooks1765500000000,
   ChannelVideoPolicy1765600000000,
+  RecordingDecodeCheck1765700000000,
 ];

@@ -1,3 +1,4 @@
+import { DECODE_CHECKS } from '../media/recording.entity';
 import { z } from 'zod';
 import { AUDIT_OUTCOMES } from '../audit/audit.types';
 import { SESSION_STATUSES } from '../sessions/session.types';
@@ -84,6 +85,17 @@ export const recordingDetailSchema = z.strictObject({
   sha256: z.string().nullable(),
   createdAt: when,
   readyAt: when.nullable(),
+  /** ffprobe's decode pass over the ready file (RECORDING_DECODE_CHECK); null: not checked. */
+  decodeCheck: z
+    .strictObject({
+      status: z.enum(DECODE_CHECKS),
+      /** Video frames the decoder counted. */
+      frames: z.number().int().nullable(),
+      /** What the decoder reported when the check failed. */
+      errors: z.string().nullable(),
+      checkedAt: when.nullable(),
+    })
+    .nullable(),
 });
 export type RecordingDetail = z.output<typeof recordingDetailSchema>;
 

@@ -1,3 +1,4 @@
+import type { DecodeCheck } from '../media/recording.entity';
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
@@ -91,7 +92,8 @@ export class AdminSessionsService {
       ),
       this.db.query<RecordingRow[]>(
         `SELECT id, status, failure_reason, bytes, duration_ms, frame_count, width, height,
-                video_codec, audio_codec, sha256, created_at, ready_at
+                video_codec, audio_codec, sha256, created_at, ready_at,
+                decode_check, decode_frames, decode_errors, decode_checked_at
            FROM recordings WHERE session_id = $1`,
         [id],
       ),
@@ -189,6 +191,10 @@ interface RecordingRow {
   sha256: string | null;
   created_at: Date;
   ready_at: Date | null;
+  decode_check: DecodeCheck | null;
+  decode_frames: number | null;
+  decode_errors: string | null;
+  decode_checked_at: Date | null;
 }
 
 function summaryOf(r: SessionRow): SessionSummary {
@@ -225,5 +231,14 @@ function recordingOf(r: RecordingRow): RecordingDetail {
     sha256: r.sha256,
     createdAt: r.created_at.toISOString(),
     readyAt: r.ready_at?.toISOString() ?? null,
+    decodeCheck:
+      r.decode_check === null
+        ? null
+        : {
+            status: r.decode_check,
+            frames: r.decode_frames,
+            errors: r.decode_errors,
+            checkedAt: r.decode_checked_at?.toISOString() ?? null,
+          },
   };
 }

@@ -199,6 +199,7 @@ export const envSchema = z
       .refine((n) => n % 2 === 0, 'must be even')
       .default(480),
     RECORDING_WATERMARK: bool.default(false),
+    RECORDING_DECODE_CHECK: bool.default(true),
     RECORDING_MAX_ENCODERS: int(1, 1_000).optional(),
     RECORDING_MAX_INPUT_PIXELS: int(1, 1_000_000_000).default(40_000_000),
     RECORDING_CAPACITY_FPS: int(1, 1_000_000).optional(),

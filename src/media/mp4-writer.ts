@@ -22,9 +22,20 @@ import { cueBlock, type TextCue, WEBVTT_HEADER } from './webvtt';
  */
 const MIN_FRAGMENT_S = 1;
 
+/** Video as the client encoded it, muxed as sent (pass-through recording). */
+export interface PassthroughVideo {
+  family: 'avc' | 'vp8' | 'vp9';
+  /** The session's codec string (`avc1.42001f`, `vp8`, `vp09.00.10.08`). */
+  codec: string;
+  /** H.264: the avcC the chunks (AVCC, length-prefixed NAL units) decode with. */
+  description: Uint8Array | null;
+}
+
 export interface LiveMp4Options {
-  video: { width: number; height: number };
-  audio?: { sampleRate: number; channels: number };
+  /** `passthrough` absent: H.264 access units in Annex B from the service's own encoder. */
+  video: { width: number; height: number; passthrough?: PassthroughVideo };
+  /** `opus`: the client's Opus packets as sent; else raw AAC frames from the service's encoder. */
+  audio?: { sampleRate: number; channels: number; opus?: { description: Uint8Array | null } };
 }
 
 /**
@@ -82,8 +93,9 @@ export class HashedFileSink {
 }
 
 /**
- * Muxes H.264 access units (Annex B), raw AAC frames and WebVTT cues into a fragmented MP4
- * in-process, each sample at its own timestamp (variable frame rate). The file grows fragment by
+ * Muxes H.264 access units (Annex B) from the service's encoder, or a client's compressed chunks
+ * as sent (H.264 AVCC, VP8, VP9: pass-through), raw AAC frames or Opus packets, and WebVTT cues into
+ * a fragmented MP4 in-process, each sample at its own timestamp (variable frame rate). The file grows fragment by
  * fragment (ftyp+moov, then moof+mdat pairs), so a copy taken at any moment after the first
  * fragment is a playable file of everything up to its last complete fragment.
  *
@@ -102,11 +114,11 @@ export class LiveMp4Writer {
     private readonly video: EncodedVideoPacketSource,
     private readonly audio: EncodedAudioPacketSource | null,
     private readonly text: TextSubtitleSource,
-    private readonly videoSize: LiveMp4Options['video'],
+    private readonly videoOptions: LiveMp4Options['video'],
   ) {}
 
   static async create(path: string, options: LiveMp4Options): Promise<LiveMp4Writer> {
-    const audioConfig = options.audio ? aacDecoderConfig(options.audio) : null;
+    const audioConfig = options.audio ? audioDecoderConfig(options.audio) : null;
     const sink = new HashedFileSink(await open(path, 'w'));
     const output = new Output({
       format: new Mp4OutputFormat({
@@ -120,11 +132,11 @@ export class LiveMp4Writer {
         }),
       ),
     });
-    const video = new EncodedVideoPacketSource('avc');
+    const video = new EncodedVideoPacketSource(options.video.passthrough?.family ?? 'avc');
     output.addVideoTrack(video);
     let audio: EncodedAudioPacketSource | null = null;
     if (audioConfig) {
-      audio = new EncodedAudioPacketSource('aac');
+      audio = new EncodedAudioPacketSource(options.audio?.opus ? 'opus' : 'aac');
       // Configured up front, so no packet needs to carry it, and a session that never sends
       // audio still gets a valid (empty) track.
       output.addAudioTrack(audio, { decoderConfig: audioConfig });
@@ -149,11 +161,33 @@ export class LiveMp4Writer {
     return new LiveMp4Writer(output, sink, video, audio, text, options.video);
   }
 
-  /** Resolves when the muxer can take more: await it, that is the writer's backpressure. */
+  /**
+   * One video sample: an Annex B access unit of the service's encoder, or a client's chunk as sent
+   * (pass-through). Resolves when the muxer can take more: await it, that is the writer's
+   * backpressure.
+   */
   async addVideo(au: Buffer, key: boolean, timestampS: number, durationS: number): Promise<void> {
     const packet = new EncodedPacket(au, key ? 'key' : 'delta', timestampS, durationS);
     if (this.videoConfigured) {
       await this.video.add(packet);
+      return;
+    }
+    const passthrough = this.videoOptions.passthrough;
+    if (passthrough) {
+      if (!key) {
+        throw new Error('the first video chunk must be a key frame');
+      }
+      this.videoConfigured = true;
+      // The sample entry's size is the session's declared coded size; VP8/VP9 chunks that change
+      // it carry their own size, which decoders follow.
+      await this.video.add(packet, {
+        decoderConfig: {
+          codec: passthrough.codec,
+          codedWidth: this.videoOptions.width,
+          codedHeight: this.videoOptions.height,
+          ...(passthrough.description ? { description: passthrough.description } : {}),
+        },
+      });
       return;
     }
     const codec = avcCodecString(au);
@@ -165,13 +199,13 @@ export class LiveMp4Writer {
     await this.video.add(packet, {
       decoderConfig: {
         codec,
-        codedWidth: this.videoSize.width,
-        codedHeight: this.videoSize.height,
+        codedWidth: this.videoOptions.width,
+        codedHeight: this.videoOptions.height,
       },
     });
   }
 
-  /** A raw AAC frame (no ADTS header). */
+  /** A raw AAC frame (no ADTS header), or an Opus packet. */
   async addAudio(frame: Uint8Array, timestampS: number, durationS: number): Promise<void> {
     if (!this.audio) {
       throw new Error('this recording has no audio track');
@@ -240,7 +274,17 @@ function sparseTextTrack(output: Output, track: OutputSubtitleTrack): void {
   trackData.closed = true;
 }
 
-function aacDecoderConfig(audio: { sampleRate: number; channels: number }) {
+function audioDecoderConfig(audio: NonNullable<LiveMp4Options['audio']>) {
+  if (audio.opus) {
+    // Opus always decodes at 48 kHz (RFC 7845 §4); the OpusHead, when the client sent one, gives
+    // the muxer its pre-skip, else it writes the default of 80 ms.
+    return {
+      codec: 'opus',
+      sampleRate: 48_000,
+      numberOfChannels: audio.channels,
+      ...(audio.opus.description ? { description: audio.opus.description } : {}),
+    };
+  }
   const rateIndex = AAC_SAMPLE_RATES.indexOf(audio.sampleRate as (typeof AAC_SAMPLE_RATES)[number]);
   if (rateIndex < 0) {
     throw new Error(`AAC has no sampling frequency index for ${audio.sampleRate} Hz`);

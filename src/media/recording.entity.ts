@@ -11,9 +11,20 @@ export const RECORDING_STATUSES = [
 ] as const;
 export type RecordingStatus = (typeof RECORDING_STATUSES)[number];
 
+/** The decode check of a ready recording (`DecodeCheckService`); null: not checked. */
+export const DECODE_CHECKS = ['pending', 'checking', 'passed', 'failed'] as const;
+export type DecodeCheck = (typeof DECODE_CHECKS)[number];
+
 @Entity('recordings')
 @Index('ix_recordings_status_updated', ['status', 'updatedAt'])
 @Index('ux_recordings_session', ['sessionId'], { unique: true })
+@Index('ix_recordings_decode_check', ['readyAt'], {
+  where: `decode_check IN ('pending', 'checking')`,
+})
+@Check(
+  'ck_recordings_decode_check',
+  `decode_check IS NULL OR decode_check IN ('pending', 'checking', 'passed', 'failed')`,
+)
 @Check(
   'ck_recordings_status',
   `status IN ('pending', 'recording', 'finalizing', 'ready', 'failed')`,
@@ -67,4 +78,18 @@ export class RecordingEntity {
 
   @Column('timestamptz', { name: 'ready_at', nullable: true })
   readyAt!: Date | null;
+
+  @Column('text', { name: 'decode_check', nullable: true })
+  decodeCheck!: DecodeCheck | null;
+
+  /** Video frames ffprobe decoded. */
+  @Column('integer', { name: 'decode_frames', nullable: true })
+  decodeFrames!: number | null;
+
+  /** What the decoder reported, when the check failed. */
+  @Column('text', { name: 'decode_errors', nullable: true })
+  decodeErrors!: string | null;
+
+  @Column('timestamptz', { name: 'decode_checked_at', nullable: true })
+  decodeCheckedAt!: Date | null;
 }

@@ -9,6 +9,8 @@ import { z } from 'zod';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { SessionMessageEntity } from '../sessions/session-message.entity';
 import type { SessionEntity } from '../sessions/session.entity';
+import type { VideoSettings } from '../sessions/session.types';
+import { videoCodecFamily } from '../protocol/codecs';
 import { EncoderSlots } from './encoder-slots';
 import { locateTool } from './ffmpeg-locator';
 import { FinishLanes } from './finish-lanes';
@@ -20,10 +22,12 @@ import {
   type RecorderBacklog,
   type RecorderEvents,
   type RecorderSession,
+  PASSTHROUGH_FRAME_WEIGHT,
   SessionRecorder,
 } from './session-recorder';
 import { type RecordingHandle, SessionRecording } from './session-recording';
 import { messageCues, type TextCue } from './webvtt';
+import type { PassthroughVideo } from './mp4-writer';
 
 /**
  * Live encoders per core when RECORDING_MAX_ENCODERS is unset: bench:recording kept 38 sessions of
@@ -67,6 +71,8 @@ export class RecordingService implements OnModuleDestroy {
   private readonly logger = new Logger(RecordingService.name);
   readonly maxEncoders: number;
   private readonly slots: EncoderSlots;
+  /** Pass-through recorders, which encode nothing: counted, never limited. */
+  private readonly passthroughSlots = new EncoderSlots(Number.POSITIVE_INFINITY);
   /** Behind encoders that a `close` waits for: a few run at the service's priority. */
   private readonly finishLanes: FinishLanes;
   /** Client images: one bounded queue with per-session budgets, decoded in child processes. */
@@ -87,6 +93,7 @@ export class RecordingService implements OnModuleDestroy {
    * measures the node's recording capacity with.
    */
   encodedFrames = 0;
+  private readonly readyListeners: Array<() => void> = [];
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -119,6 +126,11 @@ export class RecordingService implements OnModuleDestroy {
         return { sessionId, backlogFrames: frames, encodingFrames: encoding, fromSpool };
       }),
     };
+  }
+
+  /** Called after each recording became ready (the decode check's wake-up). */
+  onReady(listener: () => void): void {
+    this.readyListeners.push(listener);
   }
 
   /** The decoder processes end with the service. */
@@ -176,8 +188,10 @@ export class RecordingService implements OnModuleDestroy {
     const existing = await this.recordings.findOneBy({ sessionId: session.id });
     const id = existing?.id ?? randomUUID();
     const outputPath = join(this.dir, `${session.id}.mp4`);
-    const size = this.outputSize(session);
-    const weight = this.weightOf(size);
+    const passthrough = passthroughOf(session.video);
+    // Compressed video is recorded as sent, at its coded size.
+    const size = passthrough ? session.video : this.outputSize(session);
+    const weight = passthrough ? PASSTHROUGH_FRAME_WEIGHT : this.weightOf(size);
     const recorderSession: RecorderSession = {
       id: session.id,
       fps: session.video.fps ?? this.config.RECORDING_FPS,
@@ -185,9 +199,12 @@ export class RecordingService implements OnModuleDestroy {
       width: size.width,
       height: size.height,
       declared: { width: session.video.width, height: session.video.height },
+      passthrough,
     };
+    // A pass-through recorder runs no encoder: it never waits for one of the node's slots.
+    const slots = passthrough ? this.passthroughSlots : this.slots;
     // A spool with frames in it is recorded now; a new session waits for its first frame.
-    const eagerSlot = fromSpool ? this.slots.tryAcquire() : null;
+    const eagerSlot = fromSpool ? slots.tryAcquire() : null;
     const status = eagerSlot === false ? 'pending' : 'recording';
     try {
       if (existing) {
@@ -208,7 +225,7 @@ export class RecordingService implements OnModuleDestroy {
     } catch (err) {
       // The slot taken above has no recording to own it yet.
       if (eagerSlot) {
-        this.slots.release();
+        slots.release();
       }
       throw err;
     }
@@ -220,10 +237,12 @@ export class RecordingService implements OnModuleDestroy {
         spoolPath,
         fromSpool,
         keepSpool: this.config.KEEP_SPOOL,
-        slots: this.slots,
+        slots,
         rows: this.recordings,
         logger: this.logger,
         loadCues: () => this.messageCues(session.id),
+        decodeCheck: this.config.RECORDING_DECODE_CHECK,
+        onReady: () => this.readyListeners.forEach((listener) => listener()),
         makeRecorder: (mode, background, onFailed) =>
           new SessionRecorder(
             {
@@ -258,6 +277,20 @@ export class RecordingService implements OnModuleDestroy {
       eagerSlot,
     );
   }
+}
+
+/** The pass-through settings of a compressed session's video; null for JPEG images. */
+function passthroughOf(video: VideoSettings): PassthroughVideo | null {
+  const codec = video.codec ?? 'jpeg';
+  const family = videoCodecFamily(codec);
+  if (family === null || family === 'jpeg') {
+    return null;
+  }
+  return {
+    family,
+    codec,
+    description: video.description ? Buffer.from(video.description, 'base64') : null,
+  };
 }
 
 function fileSize(path: string): number {

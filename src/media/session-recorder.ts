@@ -3,7 +3,8 @@ import type { AppConfig } from '../config/config';
 import {
   MEDIA_HEADER_BYTES,
   type MediaHeader,
-  readMediaHeader,
+  readStoredHeader,
+  type StoredHeader,
   Track,
 } from '../protocol/media-header';
 import type { AudioSettings } from '../sessions/session.types';
@@ -14,6 +15,7 @@ import { BadImageError, FramePipeline } from './frame-pipeline';
 import { isKeyframe } from './h264-stream';
 import type { ImageDecoder } from './image-decoder';
 import type { ImageWork, SessionImageWork } from './image-work';
+import type { PassthroughVideo } from './mp4-writer';
 import type { AudioEncoder, Mp4Sink, RecorderMedia, VideoEncoder } from './recorder-media';
 import type { TextCue } from './webvtt';
 
@@ -23,6 +25,22 @@ const MAX_ENCODER_RESTARTS = 20;
 const AUDIO_LAG_S = 1;
 /** A jump in audio pts beyond this is a gap to fill, not jitter. */
 const AUDIO_GAP_S = 0.05;
+
+/**
+ * What one frame of compressed video recorded as sent (parsed, spooled, muxed: no decode, no x264)
+ * costs in reference frames, for admission and the capacity estimate. bench:codecs measures the
+ * pass-through path's CPU per frame against x264's (docs/performance.md, "Compressed video"); this
+ * rounds its ratio up, so admission stays on the safe side.
+ */
+export const PASSTHROUGH_FRAME_WEIGHT = 0.05;
+
+/**
+ * 20 ms of silence in Opus (RFC 6716: TOC config 31, CELT fullband 20 ms, one frame, and a
+ * two-byte frame that decodes to silence), mono and stereo: fills a declared Opus track that
+ * trails the video, as PCM silence does for AAC.
+ */
+const OPUS_SILENCE = [Buffer.from([0xf8, 0xff, 0xfe]), Buffer.from([0xfc, 0xff, 0xfe])] as const;
+const OPUS_SILENCE_S = 0.02;
 
 /** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
 const MAX_QUEUED_FRAMES = 64;
@@ -62,6 +80,11 @@ export interface RecorderSession {
   height: number;
   /** The video size the session declared: its images' size limit follows it. */
   declared: { width: number; height: number };
+  /**
+   * Compressed video, recorded as sent: no frame pipeline, no encoder; `width`/`height` are the
+   * declared coded size. Null for JPEG sessions.
+   */
+  passthrough: PassthroughVideo | null;
 }
 
 /** Frames stored but not yet encoded, and whether they come from the spool. */
@@ -102,8 +125,8 @@ export interface RecordingResult {
   durationMs: number;
   width: number;
   height: number;
-  videoCodec: 'h264';
-  audioCodec: 'aac' | null;
+  videoCodec: 'h264' | 'vp8' | 'vp9';
+  audioCodec: 'aac' | 'opus' | null;
 }
 
 export interface RecorderDeps {
@@ -125,7 +148,10 @@ export interface RecorderDeps {
    * at the failure, not when `finish` asks. Not called after `abort()`.
    */
   onFailed(err: Error): void;
-  /** A video frame left the encoder into the MP4: the node's measure of encoding capacity. */
+  /**
+   * A video frame went into the MP4 (out of the encoder, or as sent): the node's measure of
+   * recording capacity.
+   */
   onEncoded(): void;
 }
 
@@ -140,17 +166,23 @@ export class NoVideoFramesError extends Error {
 /**
  * Encodes one session while it streams: video frames through the frame pipeline into an H.264
  * encoder (one ffmpeg per session), audio into AAC, muxed in-process into fragmented MP4 with each
- * frame at its capture pts (variable frame rate). Frames normally come from memory as they are
+ * frame at its capture pts (variable frame rate). Compressed video (and Opus) is muxed as sent,
+ * with no ffmpeg in the path (pass-through): its chunks were checked before they were stored, and
+ * refused ones are tombstones in the spool, skipped here. Frames normally come from memory as they are
  * stored; when the encoder falls behind, or for a session recorded after the fact, they are read
  * from the spool, which is the source of truth. Records are processed strictly in seq order.
  */
 export class SessionRecorder {
-  private readonly pipeline: FramePipeline;
+  private readonly pipeline: FramePipeline | null;
   /** This recorder's slot in the node's image queue; closed when the recorder stops. */
-  private readonly images: SessionImageWork;
+  private readonly images: SessionImageWork | null;
   /** Reads the spool when the recorder is behind (or records after the fact). */
   private readonly spool: SpoolFollower;
-  private readonly queue: Array<{ message: Buffer; header: MediaHeader; offset: number }> = [];
+  private readonly queue: Array<{
+    message: Buffer;
+    header: MediaHeader | StoredHeader;
+    offset: number;
+  }> = [];
   private queuedBytes = 0;
   /** Spool offset of the next record offered (the spool's end as far as we know). */
   private appendOffset: number;
@@ -201,6 +233,10 @@ export class SessionRecorder {
   private audioSamplesOut = 0;
   private pendingAudio: { frame: Uint8Array; ts: number; samples: number } | null = null;
   private audioEndS = 0;
+  /** Opus packets are muxed as sent (no audio encoder). */
+  private readonly opus: boolean;
+  /** End of the last Opus packet (or silence) queued for the MP4; null before the first. */
+  private opusEndS: number | null = null;
 
   constructor(
     private readonly deps: RecorderDeps,
@@ -215,6 +251,12 @@ export class SessionRecorder {
     this.catchingUp = mode === 'spool';
     this.appendOffset = Math.max(spoolBytes, SPOOL_HEADER_BYTES);
     this.spool = new SpoolFollower(deps.spoolPath);
+    this.opus = session.audio?.codec === 'opus';
+    if (session.passthrough) {
+      this.images = null;
+      this.pipeline = null;
+      return;
+    }
     this.images = deps.imageWork.session((maxFps) => deps.events.onImageCost?.(maxFps));
     this.pipeline = new FramePipeline({
       width: session.width,
@@ -280,7 +322,7 @@ export class SessionRecorder {
     const pending = this.inFlight.splice(0);
     this.startVideoEncoder();
     for (const frame of pending) {
-      if (await this.pipeline.decodes(frame.jpeg)) {
+      if (await this.pipeline?.decodes(frame.jpeg)) {
         this.inFlight.push(frame);
         if (!this.video.write(frame.jpeg)) {
           await this.video.drained();
@@ -302,9 +344,20 @@ export class SessionRecorder {
 
   private async openOutput(): Promise<void> {
     this.outputOpen = true;
+    const { audio, passthrough } = this.session;
     const writer = await this.deps.media.createWriter(this.deps.outputPath, {
-      video: { width: this.session.width, height: this.session.height },
-      audio: this.session.audio ?? undefined,
+      video: {
+        width: this.session.width,
+        height: this.session.height,
+        ...(passthrough ? { passthrough } : {}),
+      },
+      audio: audio
+        ? {
+            sampleRate: audio.sampleRate,
+            channels: audio.channels,
+            ...(this.opus ? { opus: { description: base64Bytes(audio.description) } } : {}),
+          }
+        : undefined,
     });
     if (this.aborted) {
       // Given up while the file was being created: release it now.
@@ -312,8 +365,10 @@ export class SessionRecorder {
       throw new Error('recording aborted');
     }
     this.writer = writer;
-    this.startVideoEncoder();
-    if (this.session.audio) {
+    if (!passthrough) {
+      this.startVideoEncoder();
+    }
+    if (this.session.audio && !this.opus) {
       this.audio = this.deps.media.createAudioEncoder(this.deps.ffmpegPath, this.deps.outputPath);
       this.audio.start({
         sampleRate: this.session.audio.sampleRate,
@@ -323,14 +378,17 @@ export class SessionRecorder {
     }
   }
 
-  /** A record the session just stored, in seq order. Hot path: O(1), no await. */
-  offer(message: Buffer, header: MediaHeader): void {
+  /**
+   * A record the session just stored, in seq order (a refused chunk's tombstone too). Hot path:
+   * O(1), no await.
+   */
+  offer(message: Buffer, header: MediaHeader | StoredHeader): void {
     const offset = this.appendOffset;
     this.appendOffset += SPOOL_RECORD_PREFIX_BYTES + message.length;
     this.latestSeq = header.seq;
     if (header.track === Track.Video) {
       // The client's image rate, counted as it sends, however far behind the decoding is.
-      this.images.arrived();
+      this.images?.arrived();
     }
     if (
       !this.yielding &&
@@ -374,7 +432,7 @@ export class SessionRecorder {
       return await this.settle(lastSeq, cues);
     } finally {
       this.leaveLane();
-      this.images.close();
+      this.images?.close();
     }
   }
 
@@ -392,7 +450,7 @@ export class SessionRecorder {
   private async complete(lastSeq: number, cues: readonly TextCue[]): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
-    if (this.yielding) {
+    if (this.yielding && !this.session.passthrough) {
       // From here `close` waits for this encoder: it must make progress however busy the cores are.
       this.video?.setCpuClass('low');
       this.leaveLane = this.deps.finishLanes.enter(() => {
@@ -410,7 +468,7 @@ export class SessionRecorder {
     ) {
       throw new NoVideoFramesError();
     }
-    for (;;) {
+    while (!this.session.passthrough) {
       try {
         await this.video.end();
         break;
@@ -447,8 +505,8 @@ export class SessionRecorder {
       durationMs: Math.round(Math.max(this.videoEndS, this.audioEndS) * 1000),
       width: this.session.width,
       height: this.session.height,
-      videoCodec: 'h264',
-      audioCodec: this.audio ? 'aac' : null,
+      videoCodec: recordedCodec(this.session.passthrough),
+      audioCodec: this.opus ? 'opus' : this.audio ? 'aac' : null,
     };
   }
 
@@ -493,7 +551,7 @@ export class SessionRecorder {
     this.finishing = true;
     this.queue.length = 0;
     this.queuedBytes = 0;
-    this.images.close();
+    this.images?.close();
     this.kick();
     this.video?.kill();
     this.audio?.kill();
@@ -608,7 +666,7 @@ export class SessionRecorder {
         // Not fully written yet (or torn by a crash): wait for more, never record it.
         return progressed;
       }
-      const header = readMediaHeader(message);
+      const header = readStoredHeader(message);
       if (typeof header === 'string' || header.seq !== this.nextSeq) {
         throw new Error(`spool record at ${this.nextOffset} is not seq ${this.nextSeq}`);
       }
@@ -617,7 +675,18 @@ export class SessionRecorder {
     }
   }
 
-  private async process(message: Buffer, header: MediaHeader, offset: number): Promise<void> {
+  private async process(
+    message: Buffer,
+    header: MediaHeader | StoredHeader,
+    offset: number,
+  ): Promise<void> {
+    if ('refused' in header && header.refused) {
+      // Its `bad_frame` went to the client when it arrived; once durable it counts as rejected.
+      this.nextOffset = offset + SPOOL_RECORD_PREFIX_BYTES + message.length;
+      this.nextSeq = header.seq + 1;
+      this.deps.events.onRefused(header.seq);
+      return;
+    }
     if (!this.outputOpen) {
       await this.openOutput();
     }
@@ -626,6 +695,14 @@ export class SessionRecorder {
     this.processedPts = header.pts;
     const payload = message.subarray(MEDIA_HEADER_BYTES);
     const ts = header.pts / 1000;
+    if (this.opus && header.track === Track.Audio) {
+      await this.passAudio(payload, ts);
+      return;
+    }
+    if (this.session.passthrough && header.track === Track.Video) {
+      await this.passVideo(payload, header.key, ts);
+      return;
+    }
     if (header.track === Track.Audio) {
       if (this.audio && this.session.audio) {
         this.firstAudioS ??= ts;
@@ -644,7 +721,8 @@ export class SessionRecorder {
     }
     let jpeg: Buffer;
     try {
-      jpeg = await this.pipeline.prepare(payload, header.pts);
+      // Only a pass-through session has no pipeline, and its video went to passVideo.
+      jpeg = await this.pipeline!.prepare(payload, header.pts);
     } catch (err) {
       if (err instanceof BadImageError) {
         this.deps.events.onBadImage(header.seq, err.message);
@@ -676,6 +754,10 @@ export class SessionRecorder {
    */
   private async fillSilence(videoTs: number): Promise<void> {
     const audio = this.session.audio;
+    if (audio && this.opus) {
+      await this.fillOpusSilence(videoTs - AUDIO_LAG_S, audio.channels);
+      return;
+    }
     if (!audio || !this.audio) {
       return;
     }
@@ -695,6 +777,57 @@ export class SessionRecorder {
     if (!this.audio.write(Buffer.alloc(samples * 2 * audio.channels))) {
       await this.audio.drained();
     }
+  }
+
+  /**
+   * A compressed chunk as sent: muxed at its capture time, lasting until the next one's. Goes
+   * through the write chain (with the AAC frames of a PCM track) and waits for it: the muxer's
+   * backpressure.
+   */
+  private async passVideo(chunk: Buffer, key: boolean, ts: number): Promise<void> {
+    const at = ts > this.lastVideoTs ? ts : this.lastVideoTs + 0.001;
+    this.lastVideoTs = at;
+    await this.fillSilence(at);
+    const previous = this.pendingVideo;
+    this.pendingVideo = { au: chunk, key, ts: at };
+    if (previous) {
+      this.enqueueWrite((writer) => this.writeVideo(writer, previous, at - previous.ts));
+      await this.writes;
+    }
+  }
+
+  /** An Opus packet as sent, at its capture time (never before the previous one's end). */
+  private async passAudio(packet: Buffer, ts: number): Promise<void> {
+    const at = this.opusEndS === null ? ts : Math.max(ts, this.opusEndS);
+    this.opusEndS = at + opusPacketSeconds(packet);
+    this.enqueueWrite((writer) => this.writeOpus(writer, packet, at, opusPacketSeconds(packet)));
+    await this.writes;
+  }
+
+  /** Silence up to `untilS` on an Opus track that trails (or has not started), from the video's start. */
+  private async fillOpusSilence(untilS: number, channels: 1 | 2): Promise<void> {
+    let end = this.opusEndS ?? this.lastVideoTs;
+    this.opusEndS = end;
+    if (end + OPUS_SILENCE_S > untilS) {
+      return;
+    }
+    const silence = OPUS_SILENCE[channels - 1];
+    for (; end + OPUS_SILENCE_S <= untilS; end += OPUS_SILENCE_S) {
+      const at = end;
+      this.enqueueWrite((writer) => this.writeOpus(writer, silence, at, OPUS_SILENCE_S));
+    }
+    this.opusEndS = end;
+    await this.writes;
+  }
+
+  private async writeOpus(
+    writer: Mp4Sink,
+    packet: Buffer,
+    at: number,
+    durationS: number,
+  ): Promise<void> {
+    await writer.addAudio(packet, at, durationS);
+    this.audioEndS = at + durationS;
   }
 
   private onAccessUnit(au: Buffer): void {
@@ -750,4 +883,37 @@ export class SessionRecorder {
     await writer.addAudio(a.frame, a.ts, samples / rate);
     this.audioEndS = a.ts + samples / rate;
   }
+}
+
+function recordedCodec(passthrough: PassthroughVideo | null): RecordingResult['videoCodec'] {
+  switch (passthrough?.family) {
+    case undefined:
+    case 'avc':
+      return 'h264';
+    case 'vp8':
+      return 'vp8';
+    case 'vp9':
+      return 'vp9';
+  }
+}
+
+function base64Bytes(value: string | undefined): Uint8Array | null {
+  return value ? Buffer.from(value, 'base64') : null;
+}
+
+/** Frame durations of the 32 TOC configurations (RFC 6716 §3.1), in 2.5 ms units. */
+const OPUS_FRAME_UNITS = [
+  4, 8, 16, 24, 4, 8, 16, 24, 4, 8, 16, 24, 4, 8, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4,
+  8,
+];
+
+/**
+ * An Opus packet's duration from its TOC byte and frame count (RFC 6716 §3.1–3.2). The packet
+ * passed the session's Opus check before it was stored, so the count byte of code 3 is there.
+ */
+function opusPacketSeconds(packet: Buffer): number {
+  const toc = packet[0];
+  const code = toc & 0x03;
+  const frames = code === 0 ? 1 : code === 3 ? packet[1] & 0x3f : 2;
+  return (OPUS_FRAME_UNITS[toc >> 3] * frames * 2.5) / 1000;
 }

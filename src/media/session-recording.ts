@@ -41,6 +41,10 @@ export interface SessionRecordingDeps {
    * once every message of the session is stored, so a recording rebuilt later has the same.
    */
   loadCues(): Promise<TextCue[]>;
+  /** Whether the ready recording is queued for its decode check (RECORDING_DECODE_CHECK). */
+  decodeCheck: boolean;
+  /** The recording is ready (its row says so). */
+  onReady(): void;
   /** Lists the session among the recorders (`GET /v1/admin/recording`), or drops it. */
   track(backlog: (() => RecorderBacklog) | null): void;
 }
@@ -131,8 +135,13 @@ export class SessionRecording implements RecordingHandle {
           audioCodec: result.audioCodec,
           readyAt: new Date(),
           updatedAt: new Date(),
+          decodeCheck: this.deps.decodeCheck ? 'pending' : null,
+          decodeFrames: null,
+          decodeErrors: null,
+          decodeCheckedAt: null,
         },
       );
+      this.deps.onReady();
       if (!this.deps.keepSpool) {
         rmSync(this.deps.spoolPath, { force: true });
       }

@@ -23,14 +23,6 @@ export interface CapacitySample {
 }
 
 /**
- * What one frame of compressed video recorded as sent (parsed, spooled, muxed: no decode, no x264)
- * costs in reference frames. bench:codecs measures the pass-through path's CPU per frame against
- * x264's (docs/performance.md, "Compressed video"); this rounds its ratio up, so admission stays on
- * the safe side.
- */
-export const PASSTHROUGH_FRAME_WEIGHT = 0.05;
-
-/**
  * Weight of a saturated sample in the running estimate: about the last five seconds count.
  * Lower and the node keeps admitting for too long after the machine got busier; higher and one
  * disturbed second throttles every session.

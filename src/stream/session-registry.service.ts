@@ -33,9 +33,9 @@ import { FreeSpace } from '../spool/free-space';
 import type { Demand } from './capacity';
 import type { CapacityClaim } from './capacity.service';
 import { CapacityService } from './capacity.service';
-import { PASSTHROUGH_FRAME_WEIGHT } from './capacity';
 import { describeMedia, negotiateMedia } from './media-policy';
 import { QuotaService } from './quota.service';
+import { PASSTHROUGH_FRAME_WEIGHT } from '../media/session-recorder';
 import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
 
 /** Retry-After while free disk space is below HEALTH_MIN_FREE_DISK_MB. */
