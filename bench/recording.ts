@@ -47,6 +47,7 @@ import { FRAME_HEIGHT, FRAME_WIDTH, FramePool, recordingFrames } from './support
 import {
   closeLatencySession,
   type CloseLatencyResult,
+  jpegMedia,
   pacedTrial,
   type PacedTrialResult,
   percentiles,
@@ -313,7 +314,7 @@ async function main(): Promise<number> {
         baseUrl,
         sessions: trialN,
         seconds: settings.sessionSeconds,
-        pool,
+        media: jpegMedia(pool),
         tokenFor: (i) => tokenFor(t * 10_000 + i),
         adminToken,
         onStreaming: (edge) => {

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { encodeMediaMessage, FLAG_KEY, Track } from '../../src/protocol/media-header';
 import type { ClosedRecording } from '../../src/protocol/messages';
 import type { RecordingStatus } from '../../src/media/recording.service';
 import { StreamClient } from '../../test/support/stream-client';
@@ -32,6 +33,48 @@ const KEEP_UP_FRAMES_PER_SESSION = 2;
 const KEEP_UP_GROWTH_PER_SESSION = 0.05;
 
 const OPEN_BODY = { video: { width: FRAME_WIDTH, height: FRAME_HEIGHT, fps: CAPTURE_FPS } };
+
+/** What every session of a paced trial opens with and sends. */
+export interface PacedMedia {
+  /** The body of `open`. */
+  open: Record<string, unknown>;
+  /**
+   * The media message of session `session`'s frame `seq` (from 1) with this pts. Shared buffers:
+   * send it before the next call (FramePool says why that is safe).
+   */
+  message(session: number, seq: number, ptsMs: number): Buffer;
+}
+
+/**
+ * JPEG sessions: each starts at a different JPEG of the pool (`seq + session`), so the encoders
+ * do not all work on the same image at once. `open` defaults to the pool's 640×480 at 10 fps.
+ */
+export function jpegMedia(pool: FramePool, open: Record<string, unknown> = OPEN_BODY): PacedMedia {
+  return { open, message: (session, seq, ptsMs) => pool.frame(seq + session, seq, ptsMs) };
+}
+
+/**
+ * Compressed sessions: every session sends the stream's chunks in order from its first (a key
+ * frame), cycling; the stream must be a closed loop whose first chunk a decoder can start from
+ * after its last. Messages are built once, as FramePool's are.
+ */
+export function chunkMedia(stream: {
+  openVideo: Record<string, unknown>;
+  chunks: ReadonlyArray<{ data: Buffer; key: boolean }>;
+}): PacedMedia {
+  const messages = stream.chunks.map((chunk) =>
+    encodeMediaMessage(Track.Video, 1, 0, chunk.data, chunk.key ? FLAG_KEY : 0),
+  );
+  return {
+    open: { video: stream.openVideo },
+    message: (_session, seq, ptsMs) => {
+      const message = messages[(seq - 1) % messages.length];
+      message.writeUInt32BE(seq, 4);
+      message.writeUInt32BE(ptsMs >>> 0, 8);
+      return message;
+    },
+  };
+}
 
 export async function recordingStatus(
   baseUrl: string,
@@ -85,6 +128,8 @@ interface BacklogSample {
   queued: number;
   maxPerSession: number;
   fromSpool: number;
+  /** Frames sent and not yet acknowledged, the worst session. */
+  ackLag: number;
   waiting: number;
   active: number;
   recorders: number;
@@ -94,16 +139,22 @@ export interface PacedTrialOptions {
   baseUrl: string;
   sessions: number;
   seconds: number;
-  pool: FramePool;
+  media: PacedMedia;
   tokenFor: (i: number) => string;
   adminToken: string;
   /** Called when the first session starts sending and when the last one stops. */
   onStreaming?: (edge: 'start' | 'end') => void;
+  /**
+   * Also judge the acks: the trial keeps up only if no session ever had more than this many
+   * frames unacknowledged in the second half. Unset: acks are reported, not judged.
+   */
+  maxAckLagFrames?: number;
 }
 
 export interface PacedTrialResult {
   sessions: number;
   seconds: number;
+  sessionIds: string[];
   keptUp: boolean;
   /** Why it did not keep up (empty when it did). */
   why: string[];
@@ -136,6 +187,11 @@ export interface PacedTrialResult {
     earlyCloses: Record<string, number>;
     /** Frames sent but not yet acknowledged when sending stopped: the worst session. */
     maxAckLag: number;
+    /** The same at each poll in the second half: its maximum, and the limit judged (if any). */
+    maxAckLagSecondHalf: number;
+    ackLagLimit: number | null;
+    /** The worst session's unacknowledged frames at each poll, one a second. */
+    ackLagSeries: number[];
   };
   close: { statuses: Record<string, number>; ms: Percentiles };
 }
@@ -156,7 +212,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
         async (_, k) => {
           const client = await StreamClient.connect(o.baseUrl, { token: o.tokenFor(first + k) });
           clients[first + k] = client;
-          ids[first + k] = (await client.open(OPEN_BODY)).sessionId;
+          ids[first + k] = (await client.open(o.media.open)).sessionId;
         },
       );
       await Promise.all(batch);
@@ -192,7 +248,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
           firstSentAt = now;
         }
         const seq = ++seqs[i];
-        ws.send(o.pool.frame(seq + i, seq, Math.round(now - firstSentAt)));
+        ws.send(o.media.message(i, seq, Math.round(now - firstSentAt)));
         timers[i] = setTimeout(send, start + seq * FRAME_INTERVAL_MS - performance.now());
       };
       timers[i] = setTimeout(send, start - performance.now());
@@ -207,12 +263,17 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
       try {
         const status = await recordingStatus(o.baseUrl, o.adminToken);
         const recorders = status.recorders.filter((r) => mine.has(r.sessionId));
+        let ackLag = 0;
+        clients.forEach((client, i) => {
+          ackLag = Math.max(ackLag, seqs[i] - client.maxAck);
+        });
         samples.push({
           t: (performance.now() - t0) / 1000,
           total: recorders.reduce((sum, r) => sum + r.backlogFrames, 0),
           queued: recorders.reduce((sum, r) => sum + r.backlogFrames - r.encodingFrames, 0),
           maxPerSession: Math.max(0, ...recorders.map((r) => r.backlogFrames)),
           fromSpool: recorders.filter((r) => r.fromSpool).length,
+          ackLag,
           waiting: status.encoders.waiting,
           active: status.encoders.active,
           recorders: recorders.length,
@@ -312,19 +373,35 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
     if ((statuses.ready ?? 0) !== o.sessions) {
       why.push(`recordings at close: ${JSON.stringify(statuses)}`);
     }
+    const maxAckLagSecondHalf = maxOf(half, (s) => s.ackLag);
+    if (o.maxAckLagFrames !== undefined && maxAckLagSecondHalf > o.maxAckLagFrames) {
+      why.push(
+        `a session had ${maxAckLagSecondHalf} frames unacknowledged in the second half ` +
+          `(allowed ${o.maxAckLagFrames})`,
+      );
+    }
     if (Object.keys(earlyCloses).length > 0) {
       why.push(`connections lost while streaming: ${JSON.stringify(earlyCloses)}`);
     }
     return {
       sessions: o.sessions,
       seconds: o.seconds,
+      sessionIds: ids,
       keptUp: why.length === 0,
       why,
       sentFrames,
       sentFps: round(sentFrames / sendSeconds, 1),
       perSessionFps: round(sentFrames / sendSeconds / o.sessions, 2),
       backlog,
-      client: { flows, errors, earlyCloses, maxAckLag },
+      client: {
+        flows,
+        errors,
+        earlyCloses,
+        maxAckLag,
+        maxAckLagSecondHalf,
+        ackLagLimit: o.maxAckLagFrames ?? null,
+        ackLagSeries: samples.map((s) => s.ackLag),
+      },
       close: { statuses, ms: percentiles(closeMs) },
     };
   } finally {

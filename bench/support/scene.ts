@@ -24,6 +24,16 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import {
+  annexBToAvcc,
+  avcCFromParameterSets,
+  avcCodecString,
+  isIdrAccessUnit,
+  NalType,
+  nalUnitType,
+  splitAnnexBAccessUnits,
+} from '../../src/protocol/annexb';
+import { ivfFrames } from '../../test/support/bitstreams';
 
 /** The material's frame rate: framegate's default capture rate. */
 export const SCENE_FPS = 10;
@@ -40,8 +50,8 @@ export const SCENE_SIZES = [
  * different in every frame): visible in flat areas, as from a webcam indoors; chroma grain is
  * weaker, as a camera's denoiser leaves it.
  */
-const GRAIN_LUMA = 7;
-const GRAIN_CHROMA = 3;
+const GRAIN_LUMA = 4;
+const GRAIN_CHROMA = 2;
 /** Fixed seeds: the grain, and so every frame, is the same in every run. */
 const GRAIN_SEEDS = [1709, 2713, 3329];
 /** The optics: edges as soft as a webcam lens makes them (gblur sigma, in pixels at 480 lines). */
@@ -365,20 +375,197 @@ export function rawInput(scene: Scene): string[] {
 
 /** What identifies the ffmpeg build (filters and their random generators differ between builds). */
 function ffmpegIdentity(ffmpegPath: string): string {
-  return `${statSync(ffmpegPath).size}:${createHash('sha256').update(readFileSync(ffmpegPath)).digest('hex').slice(0, 16)}`;
+  const digest = createHash('sha256').update(readFileSync(ffmpegPath)).digest('hex');
+  return `${statSync(ffmpegPath).size}:${digest.slice(0, 16)}`;
 }
 
-/** Runs ffmpeg (overwriting its output); rejects with its last error lines. */
+/** The video codecs a browser's `VideoEncoder` offers that the benchmarks imitate. */
+export type SceneCodec = 'h264' | 'vp9';
+
+/** One encoded chunk as `VideoEncoder` hands it over: H.264 in AVCC form, or a VP9 frame. */
+export interface SceneChunk {
+  data: Buffer;
+  key: boolean;
+}
+
+export interface EncodedScene {
+  codec: SceneCodec;
+  /** The bitrate the encoder was given, kbit/s. */
+  targetKbps: number;
+  /** The `video` of `open`: codec string, base64 avcC (H.264), coded size, fps. */
+  openVideo: { codec: string; description?: string; width: number; height: number; fps: number };
+  /** One per frame of the scene, in order; the first is a key frame. */
+  chunks: SceneChunk[];
+  /** The encoder's own output (Annex B, or IVF for VP9): what a decoder reads to measure it. */
+  stream: { data: Buffer; format: 'h264' | 'ivf' };
+  /** Mean chunk payload, bytes (without the 12-byte media header). */
+  meanBytes: number;
+  /** What the chunks amount to at the scene's frame rate, kbit/s. */
+  kbps: number;
+  args: string[];
+}
+
+/** The keyframe interval: framegate's default VIDEO_KEYFRAME_INTERVAL_MS (5 s) at 10 fps. */
+const CAMERA_GOP = 50;
+
+/**
+ * ffmpeg output arguments that imitate a browser's realtime `VideoEncoder` (latencyMode
+ * 'realtime', bitrateMode 'constant'): one frame out per frame in, no lookahead or B-frames, a
+ * key frame every CAMERA_GOP frames, and a 1 s rate buffer at `kbps`. H.264 is Constrained
+ * Baseline (`avc1.42…`), what Chromium's software encoder (OpenH264) emits and every hardware
+ * encoder accepts: the least efficient profile a browser sends, so the figure is a floor. VP9 is
+ * libvpx in realtime mode at speed 7, about where WebRTC runs it for this size. One thread, so
+ * the bytes do not depend on the machine's cores.
+ */
+export function cameraEncoderArgs(codec: SceneCodec, kbps: number): string[] {
+  const rate = `${Math.round(kbps)}k`;
+  const rateControl = ['-b:v', rate, '-maxrate', rate, '-bufsize', rate];
+  switch (codec) {
+    case 'h264':
+      return [
+        '-c:v',
+        'libx264',
+        '-preset',
+        'veryfast',
+        '-tune',
+        'zerolatency',
+        '-profile:v',
+        'baseline',
+        '-g',
+        String(CAMERA_GOP),
+        ...rateControl,
+        '-threads',
+        '1',
+        '-f',
+        'h264',
+      ];
+    case 'vp9':
+      return [
+        '-c:v',
+        'libvpx-vp9',
+        '-deadline',
+        'realtime',
+        '-cpu-used',
+        '7',
+        '-lag-in-frames',
+        '0',
+        '-g',
+        String(CAMERA_GOP),
+        // minrate = maxrate = bitrate: ffmpeg's libvpx wrapper then runs libvpx in CBR mode.
+        '-minrate',
+        rate,
+        ...rateControl,
+        '-threads',
+        '1',
+        '-f',
+        'ivf',
+      ];
+  }
+}
+
+/** The scene encoded as a browser would send it at `kbps`. */
+export async function encodeScene(
+  scene: Scene,
+  codec: SceneCodec,
+  kbps: number,
+  ffmpegPath: string,
+): Promise<EncodedScene> {
+  const args = [...QUIET, ...rawInput(scene), ...cameraEncoderArgs(codec, kbps), 'pipe:1'];
+  const data = await runFfmpeg(ffmpegPath, args);
+  let chunks: SceneChunk[];
+  let openVideo: EncodedScene['openVideo'];
+  const size = { width: scene.width, height: scene.height, fps: scene.fps };
+  if (codec === 'h264') {
+    const units = splitAnnexBAccessUnits(data);
+    const first = units[0] ?? [];
+    const sps = first.filter((nal) => nalUnitType(nal) === NalType.Sps);
+    const pps = first.filter((nal) => nalUnitType(nal) === NalType.Pps);
+    if (sps.length === 0 || pps.length === 0) {
+      throw new Error('the first H.264 access unit carries no SPS/PPS');
+    }
+    chunks = units.map((au) => ({
+      data: Buffer.from(annexBToAvcc(au)),
+      key: isIdrAccessUnit(au),
+    }));
+    openVideo = {
+      codec: avcCodecString(sps[0]),
+      description: Buffer.from(avcCFromParameterSets(sps, pps)).toString('base64'),
+      ...size,
+    };
+  } else {
+    chunks = ivfFrames(data).frames.map((frame) => ({
+      data: Buffer.from(frame.data),
+      key: vp9IsKeyFrame(frame.data),
+    }));
+    openVideo = { codec: `vp09.00.${vp9Level(scene.width * scene.height)}.08`, ...size };
+  }
+  if (chunks.length !== scene.frames || !chunks[0]?.key) {
+    throw new Error(
+      `${codec} at ${kbps} kbit/s: ${chunks.length} chunks for ${scene.frames} frames, ` +
+        `the first ${chunks[0]?.key ? '' : 'not '}a key frame`,
+    );
+  }
+  const meanBytes = chunks.reduce((sum, c) => sum + c.data.length, 0) / chunks.length;
+  return {
+    codec,
+    targetKbps: kbps,
+    openVideo,
+    chunks,
+    stream: { data, format: codec === 'h264' ? 'h264' : 'ivf' },
+    meanBytes,
+    kbps: (meanBytes * 8 * scene.fps) / 1000,
+    args,
+  };
+}
+
+/**
+ * Whether a VP9 frame is a key frame: the uncompressed header (VP9 bitstream spec §6.2) starts
+ * with frame_marker (2 bits), the profile's two bits (and a reserved bit in profile 3),
+ * show_existing_frame, then frame_type, 0 for a key frame.
+ */
+function vp9IsKeyFrame(frame: Uint8Array): boolean {
+  const b = frame[0] ?? 0;
+  const profile = ((b >> 5) & 1) | (((b >> 4) & 1) << 1);
+  const at = profile === 3 ? 2 : 3;
+  const showExisting = (b >> at) & 1;
+  return b >> 6 === 2 && showExisting === 0 && ((b >> (at - 1)) & 1) === 0;
+}
+
+/** VP9's level (Annex A) by luma picture size alone: at 10 fps the sample rate never decides. */
+function vp9Level(lumaSamples: number): string {
+  const levels: Array<[number, string]> = [
+    [36_864, '10'],
+    [73_728, '11'],
+    [122_880, '20'],
+    [245_760, '21'],
+    [552_960, '30'],
+    [983_040, '31'],
+    [2_228_224, '40'],
+    [8_912_896, '50'],
+  ];
+  return levels.find(([max]) => lumaSamples <= max)?.[1] ?? '60';
+}
+
+/** ffmpeg's options before any input: terse, and overwrite outputs. */
+export const QUIET = ['-hide_banner', '-loglevel', 'error', '-nostdin', '-y'];
+
+/** Runs ffmpeg (the caller's options, output last). */
 export async function ffmpeg(ffmpegPath: string, args: string[]): Promise<void> {
-  await ffmpegOutput(ffmpegPath, args);
+  await runFfmpeg(ffmpegPath, [...QUIET, ...args]);
 }
 
-/** Runs ffmpeg and resolves with its stdout; rejects with its last error lines. */
+/** Runs ffmpeg (the caller's options, output last) and resolves with its stdout. */
 export function ffmpegOutput(ffmpegPath: string, args: string[]): Promise<Buffer> {
+  return runFfmpeg(ffmpegPath, [...QUIET, ...args]);
+}
+
+/**
+ * Runs ffmpeg with exactly `args`, writing `input` (if any) to its stdin; resolves with its stdout
+ * and rejects with its last error lines.
+ */
+export function runFfmpeg(ffmpegPath: string, args: string[], input?: Buffer[]): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const child = spawn(ffmpegPath, ['-hide_banner', '-loglevel', 'error', '-y', ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(ffmpegPath, args, { stdio: 'pipe' });
     const out: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -393,7 +580,27 @@ export function ffmpegOutput(ffmpegPath: string, args: string[]): Promise<Buffer
         reject(new Error(`ffmpeg exited with ${code}: ${stderr.trim()}`));
       }
     });
+    // EPIPE if ffmpeg fails early: its exit code says why.
+    child.stdin.on('error', () => undefined);
+    void writeAll(child.stdin, input ?? []);
   });
+}
+
+async function writeAll(stream: NodeJS.WritableStream, buffers: Buffer[]): Promise<void> {
+  for (const buffer of buffers) {
+    if (!stream.write(buffer)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          stream.off('drain', done);
+          stream.off('close', done);
+          resolve();
+        };
+        stream.once('drain', done);
+        stream.once('close', done);
+      });
+    }
+  }
+  stream.end();
 }
 
 function even(value: number): number {
