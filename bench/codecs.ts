@@ -185,17 +185,27 @@ interface BitratePoint {
   keyFrames: number;
 }
 
+/** A bitrate that meets an SSIM target, and what it saves. */
+interface BitrateChoice extends BitratePoint {
+  /** ssim − the JPEG recording's SSIM. */
+  ssimMargin: number;
+  /** JPEG bytes per frame (the SDK's quality) / this codec's. */
+  ratio: number;
+}
+
 interface CodecMatch {
   codec: SceneCodec;
   codecString: string;
-  encoderArgs: string[];
-  chosen: BitratePoint;
-  /** chosen.ssim − the JPEG recording's SSIM: ≥ 0, and within SSIM_TOLERANCE. */
-  ssimMargin: number;
-  withinTolerance: boolean;
+  /** The lowest bitrate whose SSIM is at least the JPEG recording's: the headline figure. */
+  atLeastJpeg: BitrateChoice & { encoderArgs: string[] };
+  /**
+   * The lowest bitrate whose SSIM is within SSIM_TOLERANCE below the JPEG recording's: the
+   * issue's definition read to the letter, for comparison.
+   */
+  withinTolerance: BitrateChoice;
+  /** Every bitrate encoded, by bitrate. */
   tried: BitratePoint[];
-  /** JPEG bytes per frame (the SDK's quality) / this codec's. */
-  ratio: number;
+  /** The stream at `atLeastJpeg`: what (b) and (c) send. */
   encoded: EncodedScene;
 }
 
@@ -208,44 +218,32 @@ interface MediaTools {
   crf: number;
 }
 
+type Encoding = { point: BitratePoint; encoded: EncodedScene };
+
 /**
  * The lowest bitrate whose stream's SSIM is at least `target`: doubling or halving from `start`
  * until the target is bracketed, then bisecting (geometrically) until the bracket is narrow or a
  * bitrate meets the target closely. SSIM grows with the bitrate; where it does not quite, the
  * lowest bitrate that met the target is what is kept.
  */
-async function matchSsim(
-  scene: Scene,
-  codec: SceneCodec,
+async function lowestBitrate(
   target: number,
   startKbps: number,
-  tools: MediaTools,
-): Promise<Omit<CodecMatch, 'ratio'>> {
-  const tried: BitratePoint[] = [];
+  encodeAt: (kbps: number) => Promise<Encoding>,
+): Promise<Encoding> {
   let below: BitratePoint | null = null;
-  let above: { point: BitratePoint; encoded: EncodedScene } | null = null;
+  let above: Encoding | null = null;
   let kbps = Math.max(16, Math.round(startKbps));
+  const seen = new Set<number>();
   for (let i = 0; i < MAX_ENCODES; i++) {
-    const encoded = await encodeScene(scene, codec, kbps, tools.ffmpegPath);
-    const ssim = await ssimAgainstScene(tools.ffmpegPath, scene, encoded.stream, tools.workDir);
-    const point: BitratePoint = {
-      targetKbps: kbps,
-      kbps: round(encoded.kbps, 1),
-      meanBytes: Math.round(encoded.meanBytes),
-      ssim: round(ssim.all, 5),
-      keyFrames: encoded.chunks.filter((c) => c.key).length,
-    };
-    tried.push(point);
-    progress(
-      `  ${codec} ${scene.width}x${scene.height} at ${kbps} kbit/s: ${point.meanBytes} B/frame, ` +
-        `SSIM ${point.ssim} (target ${round(target, 5)})`,
-    );
-    if (ssim.all >= target) {
+    seen.add(kbps);
+    const encoding = await encodeAt(kbps);
+    if (encoding.point.ssim >= target) {
       if (!above || kbps < above.point.targetKbps) {
-        above = { point, encoded };
+        above = encoding;
       }
     } else if (!below || kbps > below.targetKbps) {
-      below = point;
+      below = encoding.point;
     }
     if (above && above.point.ssim - target <= SSIM_PRECISION) {
       break;
@@ -256,24 +254,70 @@ async function matchSsim(
     const next = Math.round(
       !above ? kbps * 2 : !below ? kbps / 2 : Math.sqrt(above.point.targetKbps * below.targetKbps),
     );
-    if (next < 16 || next > 100_000 || tried.some((p) => p.targetKbps === next)) {
+    if (next < 16 || next > 100_000 || seen.has(next)) {
       break;
     }
     kbps = next;
   }
   if (!above) {
-    throw new Error(`${codec}: no bitrate up to ${kbps} kbit/s reached SSIM ${target}`);
+    throw new Error(`no bitrate up to ${kbps} kbit/s reached SSIM ${target}`);
   }
-  const margin = above.point.ssim - target;
+  return above;
+}
+
+/** One codec at one size: both SSIM targets, sharing the encodes. */
+async function matchSsim(
+  scene: Scene,
+  codec: SceneCodec,
+  reference: { meanBytes: number; recordingSsim: number },
+  tools: MediaTools,
+): Promise<CodecMatch> {
+  const cache = new Map<number, Encoding>();
+  const encodeAt = async (kbps: number): Promise<Encoding> => {
+    const known = cache.get(kbps);
+    if (known) {
+      return known;
+    }
+    const encoded = await encodeScene(scene, codec, kbps, tools.ffmpegPath);
+    const ssim = await ssimAgainstScene(tools.ffmpegPath, scene, encoded.stream, tools.workDir);
+    const point: BitratePoint = {
+      targetKbps: kbps,
+      kbps: round(encoded.kbps, 1),
+      meanBytes: Math.round(encoded.meanBytes),
+      ssim: round(ssim.all, 5),
+      keyFrames: encoded.chunks.filter((c) => c.key).length,
+    };
+    progress(
+      `  ${codec} ${scene.width}x${scene.height} at ${kbps} kbit/s: ${point.meanBytes} B/frame, ` +
+        `SSIM ${point.ssim} (JPEG recording ${reference.recordingSsim})`,
+    );
+    const entry = { point, encoded };
+    cache.set(kbps, entry);
+    return entry;
+  };
+  // A first guess a few times below the JPEGs' rate; the bisection corrects it.
+  const start = (reference.meanBytes * 8 * scene.fps) / 1000 / 6;
+  const strict = await lowestBitrate(reference.recordingSsim, start, encodeAt);
+  const loose = await lowestBitrate(
+    reference.recordingSsim - SSIM_TOLERANCE,
+    strict.point.targetKbps / 2,
+    encodeAt,
+  );
+  const choice = (e: Encoding): BitrateChoice => ({
+    ...e.point,
+    ssimMargin: round(e.point.ssim - reference.recordingSsim, 5),
+    ratio: round(reference.meanBytes / e.point.meanBytes, 2),
+  });
   return {
     codec,
-    codecString: above.encoded.openVideo.codec,
-    encoderArgs: cameraEncoderArgs(codec, above.point.targetKbps),
-    chosen: above.point,
-    ssimMargin: round(margin, 5),
-    withinTolerance: margin >= 0 && margin <= SSIM_TOLERANCE,
-    tried,
-    encoded: above.encoded,
+    codecString: strict.encoded.openVideo.codec,
+    atLeastJpeg: {
+      ...choice(strict),
+      encoderArgs: cameraEncoderArgs(codec, strict.point.targetKbps),
+    },
+    withinTolerance: choice(loose),
+    tried: [...cache.values()].map((e) => e.point).sort((a, b) => a.targetKbps - b.targetKbps),
+    encoded: strict.encoded,
   };
 }
 
@@ -341,10 +385,7 @@ async function bandwidthAt(scene: Scene, codecs: SceneCodec[], tools: MediaTools
   }
   const matches: CodecMatch[] = [];
   for (const codec of codecs) {
-    // A first guess a few times below the JPEGs' rate; the bisection corrects it.
-    const start = (reference.meanBytes * 8 * scene.fps) / 1000 / 6;
-    const match = await matchSsim(scene, codec, reference.recordingSsim, start, tools);
-    matches.push({ ...match, ratio: round(reference.meanBytes / match.chosen.meanBytes, 2) });
+    matches.push(await matchSsim(scene, codec, reference, tools));
   }
   return { jpeg, reference, sdkJpegs, jpegRecordingArgs: encoderArgs, matches };
 }
@@ -778,10 +819,10 @@ async function main(): Promise<number> {
     };
     for (const [size, b] of bandwidth) {
       for (const m of b.matches) {
-        if (!m.withinTolerance) {
+        if (m.atLeastJpeg.ssimMargin > SSIM_TOLERANCE) {
           failures.push(
-            `(a) ${m.codec} ${size}: SSIM ${m.chosen.ssim} is not within ${SSIM_TOLERANCE} of the ` +
-              `JPEG recording's ${b.reference.recordingSsim}`,
+            `(a) ${m.codec} ${size}: SSIM ${m.atLeastJpeg.ssim} is not within ${SSIM_TOLERANCE} ` +
+              `of the JPEG recording's ${b.reference.recordingSsim}`,
           );
         }
       }
@@ -910,7 +951,9 @@ async function main(): Promise<number> {
       jpegSearch.sessions > 0 ? round(passthroughSearch.sessions / jpegSearch.sessions, 1) : null;
 
     const primary = bandwidth.get(key(settings.sizes[0]));
-    const bandwidthRatio = primary?.matches.find((m) => m.codec === 'h264')?.ratio ?? null;
+    const primaryH264 = primary?.matches.find((m) => m.codec === 'h264');
+    const bandwidthRatio = primaryH264?.atLeastJpeg.ratio ?? null;
+    const bandwidthRatioLoose = primaryH264?.withinTolerance.ratio ?? null;
     const cpuRatio = cpu.find((c) => key(c) === key(settings.sizes[0]))?.ratio.live ?? null;
     const measuredWeight =
       cpuAtSearchSize?.jpeg.cpuMsPerFrame.live.all && cpuAtSearchSize.h264.cpuMsPerFrame.live.all
@@ -964,7 +1007,8 @@ async function main(): Promise<number> {
           'payload bytes per frame (the 12-byte media header not counted): JPEGs as the SDK ' +
           'sends them, and H.264/VP9 as a realtime browser encoder sends them at the lowest ' +
           'bitrate whose SSIM against the camera is at least that of the recording framegate makes ' +
-          'from the quality-70 JPEGs; ratio = JPEG q70 bytes / codec bytes',
+          `from the quality-70 JPEGs (atLeastJpeg), and at least that minus ${SSIM_TOLERANCE} ` +
+          '(withinTolerance); ratio = JPEG q70 bytes / codec bytes',
         sizes: [...bandwidth.entries()]
           .filter(([k]) => settings.sizes.some((s) => key(s) === k))
           .map(([k, b]) => ({
@@ -1006,6 +1050,12 @@ async function main(): Promise<number> {
           aim: '>= 4x fewer bytes (H.264, first size)',
           value: bandwidthRatio,
           met: bandwidthRatio === null ? null : bandwidthRatio >= 4,
+          whatValue: 'H.264 at the lowest bitrate with SSIM >= the JPEG recording',
+          withinTolerance: {
+            what: `H.264 at the lowest bitrate with SSIM >= the JPEG recording's - ${SSIM_TOLERANCE}`,
+            value: bandwidthRatioLoose,
+            met: bandwidthRatioLoose === null ? null : bandwidthRatioLoose >= 4,
+          },
         },
         serverCpu: {
           aim: '>= 20x less CPU per recorded frame (live, first CPU size)',
