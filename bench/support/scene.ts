@@ -46,12 +46,12 @@ export const SCENE_SIZES = [
 ] as const;
 
 /**
- * Sensor grain after the camera's own processing, as `noise` strengths (0–100, Gaussian,
- * different in every frame): visible in flat areas, as from a webcam indoors; chroma grain is
- * weaker, as a camera's denoiser leaves it.
+ * Sensor grain after the camera's own processing, as the luma strength of ffmpeg's `noise`
+ * (Gaussian, different in every frame): 4 is σ ≈ 2 of 255 luma levels (the grain alone has a PSNR
+ * of 42 dB), a webcam indoors. Chroma grain is half as strong, as a camera's denoiser leaves it.
+ * Codecs spend their bits on grain and SSIM counts it: the bandwidth figures depend on it.
  */
-const GRAIN_LUMA = 4;
-const GRAIN_CHROMA = 2;
+export const SCENE_GRAIN = 4;
 /** Fixed seeds: the grain, and so every frame, is the same in every run. */
 const GRAIN_SEEDS = [1709, 2713, 3329];
 /** The optics: edges as soft as a webcam lens makes them (gblur sigma, in pixels at 480 lines). */
@@ -79,7 +79,7 @@ export interface Scene {
   yuvPath: string;
   frameBytes: number;
   /** The filter graphs and seeds, for the report: the material is what they make. */
-  recipe: { layers: string[]; composite: string };
+  recipe: { layers: string[]; composite: string; grain: number };
   /** Built in this run (false: taken from the cache). */
   built: boolean;
 }
@@ -232,17 +232,18 @@ function layerGraphs(width: number, height: number): Record<'back' | 'person' | 
 }
 
 /** The person's top-left corner in frame `n` (overlay's expressions: W/H the frame, w/h the sprite). */
-function compositeGraph(height: number, frames: number): string {
+function compositeGraph(height: number, frames: number, grain: number): string {
   const x = `W/2-w/2+${SWEEP * height}*sin(2*PI*n/${frames})`;
   const y = `${0.2 * height}+${BOB * height}*sin(2*PI*n/${STEP_FRAMES})`;
-  const grain = [
-    `c0s=${GRAIN_LUMA}:c0f=t:c0_seed=${GRAIN_SEEDS[0]}`,
-    `c1s=${GRAIN_CHROMA}:c1f=t:c1_seed=${GRAIN_SEEDS[1]}`,
-    `c2s=${GRAIN_CHROMA}:c2f=t:c2_seed=${GRAIN_SEEDS[2]}`,
+  const chroma = Math.round(grain / 2);
+  const noise = [
+    `c0s=${grain}:c0f=t:c0_seed=${GRAIN_SEEDS[0]}`,
+    `c1s=${chroma}:c1f=t:c1_seed=${GRAIN_SEEDS[1]}`,
+    `c2s=${chroma}:c2f=t:c2_seed=${GRAIN_SEEDS[2]}`,
   ].join(':');
   return (
     `[0:v][1:v]overlay=x='${x}':y='${y}':eval=frame:format=rgb[a];` +
-    `[a][2:v]overlay=0:0:format=rgb,format=yuv420p,noise=${grain}[out]`
+    `[a][2:v]overlay=0:0:format=rgb,format=yuv420p,noise=${noise}[out]`
   );
 }
 
@@ -254,12 +255,15 @@ export async function cameraScene(o: {
   width: number;
   height: number;
   frames?: number;
+  /** The grain's luma strength (SCENE_GRAIN unless given; 0: none). */
+  grain?: number;
   ffmpegPath: string;
   dataDir: string;
 }): Promise<Scene> {
   const frames = o.frames ?? SCENE_FRAMES;
+  const grain = o.grain ?? SCENE_GRAIN;
   const layers = layerGraphs(o.width, o.height);
-  const composite = compositeGraph(o.height, frames);
+  const composite = compositeGraph(o.height, frames, grain);
   const key = createHash('sha256')
     .update(JSON.stringify([layers, composite, frames, ffmpegIdentity(o.ffmpegPath)]))
     .digest('hex')
@@ -276,7 +280,7 @@ export async function cameraScene(o: {
     frames,
     yuvPath,
     frameBytes,
-    recipe: { layers: [layers.back, layers.person, layers.front], composite },
+    recipe: { layers: [layers.back, layers.person, layers.front], composite, grain },
     built: false,
   };
   if (existsSync(yuvPath) && statSync(yuvPath).size === frameBytes * frames) {
