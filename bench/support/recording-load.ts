@@ -182,6 +182,8 @@ export interface PacedTrialResult {
   };
   client: {
     flows: Record<string, number>;
+    /** Key-frame requests (compressed sessions), by reason. */
+    keyframes: Record<string, number>;
     errors: Record<string, number>;
     /** Connections that ended before `close`, by close code. */
     earlyCloses: Record<string, number>;
@@ -293,6 +295,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
 
     const flows: Record<string, number> = {};
     const errors: Record<string, number> = {};
+    const keyframes: Record<string, number> = {};
     let maxAckLag = 0;
     clients.forEach((client, i) => {
       let acked = 0;
@@ -303,6 +306,8 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
           flows[m.reason] = (flows[m.reason] ?? 0) + 1;
         } else if (m.type === 'error') {
           errors[m.code] = (errors[m.code] ?? 0) + 1;
+        } else if (m.type === 'keyframe') {
+          keyframes[m.reason] = (keyframes[m.reason] ?? 0) + 1;
         }
       }
       maxAckLag = Math.max(maxAckLag, seqs[i] - acked);
@@ -395,6 +400,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
       backlog,
       client: {
         flows,
+        keyframes,
         errors,
         earlyCloses,
         maxAckLag,
