@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * Real encoder output for the bitstream specs (src/protocol/annexb, src/media/codecs): the static
@@ -36,12 +39,19 @@ export function runTool(tool: string, args: string[], input?: Uint8Array): Promi
   });
 }
 
-/** ffmpeg encoding the lavfi `testsrc2` pattern with `codecArgs`, its output as bytes. */
-export function encodeTestVideo(
-  options: { width: number; height: number; frames: number; rate?: number },
-  codecArgs: string[],
-): Promise<Buffer> {
-  const source = `testsrc2=size=${options.width}x${options.height}:rate=${options.rate ?? 10}`;
+/** What to encode: a lavfi pattern (`testsrc2`, or `testsrc`, which also takes odd sizes). */
+export interface TestVideo {
+  width: number;
+  height: number;
+  frames: number;
+  rate?: number;
+  pattern?: 'testsrc2' | 'testsrc';
+}
+
+/** ffmpeg encoding a lavfi test pattern with `codecArgs`, its output as bytes. */
+export function encodeTestVideo(options: TestVideo, codecArgs: string[]): Promise<Buffer> {
+  const size = `size=${options.width}x${options.height}:rate=${options.rate ?? 10}`;
+  const source = `${options.pattern ?? 'testsrc2'}=${size}`;
   return runTool(BUNDLED.ffmpeg, [
     ...['-hide_banner', '-loglevel', 'error', '-nostdin'],
     ...['-f', 'lavfi', '-i', source, '-frames:v', String(options.frames)],
@@ -52,7 +62,7 @@ export function encodeTestVideo(
 
 /** H.264 in Annex B from libx264: a key frame every `gop` frames and no others. */
 export function encodeH264(
-  options: { width: number; height: number; frames: number; gop: number },
+  options: TestVideo & { gop: number },
   extra: string[] = [],
 ): Promise<Buffer> {
   return encodeTestVideo(options, [
@@ -60,6 +70,30 @@ export function encodeH264(
     ...extra,
     ...['-bsf:v', 'h264_mp4toannexb', '-f', 'h264'],
   ]);
+}
+
+/**
+ * VP8/VP9 frames from libvpx, in IVF. `twoPass` makes libvpx place hidden alt-ref frames (one
+ * pass does not, here): VP9 then packs each with the next shown frame into a superframe, VP8 writes
+ * it as a frame of its own.
+ */
+export async function encodeVpx(
+  video: TestVideo,
+  codecArgs: string[],
+  twoPass = false,
+): Promise<ReturnType<typeof ivfFrames>> {
+  if (!twoPass) {
+    return ivfFrames(await encodeTestVideo(video, [...codecArgs, '-f', 'ivf']));
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'framegate-vpx-'));
+  try {
+    const log = ['-passlogfile', join(dir, 'pass')];
+    await encodeTestVideo(video, [...codecArgs, ...log, '-pass', '1', '-f', 'null']);
+    const args = [...codecArgs, ...log, '-pass', '2', '-auto-alt-ref', '1', '-lag-in-frames', '25'];
+    return ivfFrames(await encodeTestVideo(video, [...args, '-f', 'ivf']));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** One frame of an IVF file (the container libvpx's tools write). */
