@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Pool } from 'pg';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { testDir } from './support/dirs';
+import { encodedVideo } from './support/encoded-media';
 import { jpegFrames, probe } from './support/media';
 import { ServiceProcess, stopServices } from './support/service-process';
 import { StreamClient } from './support/stream-client';
@@ -103,6 +104,66 @@ describe('recording after kill -9', () => {
       expect(p2.videoFrames).toBe(r2.rows[0]?.frame_count);
       const status = await db.query(`SELECT status FROM sessions WHERE id = $1`, [s2.sessionId]);
       expect(status.rows[0].status).toBe('abandoned');
+    } finally {
+      expect((await second.stop('SIGTERM')).code).toBe(0);
+    }
+  }, 300_000);
+
+  it('continues a compressed session after kill -9: resumed from the spool with a key frame asked for, the recording complete and decodable', async () => {
+    const h264 = await encodedVideo(dir, 'h264', { width: 640, height: 480, frames: 50, gop: 10 });
+    const token = hsToken({ sub: 'teller' });
+    const send = (c: StreamClient, from: number, to: number) => {
+      for (let seq = from; seq <= to; seq++) {
+        const chunk = h264.chunks[seq - 1];
+        c.sendChunk(seq, (seq - 1) * 100, chunk.data, chunk.key);
+      }
+    };
+
+    const first = new ServiceProcess(env(), dir);
+    const url1 = await first.listening();
+    const client = await StreamClient.connect(url1, { token });
+    const s = await client.open({
+      video: { width: 640, height: 480, fps: 10, codec: h264.codec, description: h264.description },
+    });
+    send(client, 1, 25);
+    const acked = (await client.acksUntil(20)).at(-1) as number;
+    send(client, 26, 32);
+    expect((await first.stop('SIGKILL')).code).toBe(null);
+
+    const second = new ServiceProcess(env(), dir);
+    const url2 = await second.listening();
+    try {
+      const again = await StreamClient.connect(url2, { token });
+      again.send({ type: 'resume', sessionId: s.sessionId, resumeToken: s.resumeToken });
+      const opened = await again.next('opened');
+      expect(opened.lastSeq).toBeGreaterThanOrEqual(acked);
+      expect(await again.next('keyframe')).toEqual({ type: 'keyframe', reason: 'resume' });
+      // The chain of deltas continues from what the spool holds; the next GOP starts a key frame.
+      send(again, opened.lastSeq + 1, 50);
+      await again.acksUntil(50);
+      expect(again.messages.filter((m) => m.type === 'error')).toEqual([]);
+      again.send({ type: 'close' });
+      const closed = await again.next('closed', 90_000);
+      expect(closed.recording.status).toBe('ready');
+      const row = await db.query<{ path: string; frame_count: number; video_codec: string }>(
+        `SELECT path, frame_count, video_codec FROM recordings WHERE session_id = $1`,
+        [s.sessionId],
+      );
+      expect(row.rows[0]).toMatchObject({ frame_count: 50, video_codec: 'h264' });
+      const p = await probe(row.rows[0].path);
+      expect(p.videoFrames).toBe(50);
+      expect(Math.abs(p.durationMs - 5_000)).toBeLessThanOrEqual(100);
+      await waitFor(
+        async () =>
+          (
+            await db.query<{ decode_check: string }>(
+              `SELECT decode_check FROM recordings WHERE session_id = $1`,
+              [s.sessionId],
+            )
+          ).rows[0].decode_check === 'passed',
+        90_000,
+        'decode check passed',
+      );
     } finally {
       expect((await second.stop('SIGTERM')).code).toBe(0);
     }

@@ -1,6 +1,10 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ErrorCode } from '../src/common/error-code';
 import { CloseCode } from '../src/protocol/close-codes';
 import { call, startTestApp, type TestApp } from './support/app';
+import { type EncodedVideo, encodedVideo } from './support/encoded-media';
 import { jpegFrames } from './support/media';
 import { StreamClient } from './support/stream-client';
 import { hsToken } from './support/tokens';
@@ -10,10 +14,18 @@ const admin = hsToken({ sub: 'ops', scope: 'admin' });
 describe('compressed video: negotiation and the channel policy', () => {
   let app: TestApp;
 
+  let dir: string;
+  let h264: EncodedVideo;
+
   beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'fg-codecs-'));
+    h264 = await encodedVideo(dir, 'h264', { width: 320, height: 240, frames: 1 });
     app = await startTestApp();
   });
-  afterAll(() => app.close());
+  afterAll(async () => {
+    await app.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   async function setPolicy(channel: string, body: Record<string, unknown>) {
     const res = await call(app.url, 'PUT', `/v1/admin/channels/${channel}/quota`, {
@@ -91,6 +103,23 @@ describe('compressed video: negotiation and the channel policy', () => {
     });
     client.send({ type: 'open', video: { width: 320, height: 240, codec: 'hev1.1.6.L93.B0' } });
     expect(await client.next('error')).toMatchObject({ code: ErrorCode.ValidationFailed });
+    // An avcC that does not parse, and a real one whose SPS codes another size than declared.
+    client.send({
+      type: 'open',
+      video: { width: 320, height: 240, codec: 'avc1.42001f', description: 'AAAA' },
+    });
+    expect(await client.next('error')).toMatchObject({
+      code: ErrorCode.ValidationFailed,
+      message: expect.stringMatching(/^video: /),
+    });
+    client.send({
+      type: 'open',
+      video: { width: 640, height: 480, codec: h264.codec, description: h264.description },
+    });
+    expect(await client.next('error')).toMatchObject({
+      code: ErrorCode.ValidationFailed,
+      message: expect.stringMatching(/320x240 but open declared 640x480/),
+    });
     client.close();
     await client.closed;
   });

@@ -1,8 +1,10 @@
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
-import { videoCodecFamily, type VideoCodecFamily } from '../protocol/codecs';
+import { createAudioPacketChecker, createVideoChunkChecker } from '../media/codecs';
+import { isCompressed, videoCodecFamily, type VideoCodecFamily } from '../protocol/codecs';
 import type { Opened } from '../protocol/open-session.schema';
 import type { AudioSettings, RecordingSettings, VideoSettings } from '../sessions/session.types';
+import { type AudioPacketCheck, ChunkGate, type VideoChunkCheck } from './chunk-gate';
 
 /** What a channel accepts of a session's media (env defaults, or its channel_quotas row). */
 export interface MediaPolicy {
@@ -57,11 +59,7 @@ export function describeMedia(
   };
 }
 
-function checkMedia(
-  video: VideoSettings,
-  audio: AudioSettings | null,
-  policy: MediaPolicy,
-): void {
+function checkMedia(video: VideoSettings, audio: AudioSettings | null, policy: MediaPolicy): void {
   const codec = video.codec ?? 'jpeg';
   const family = videoCodecFamily(codec);
   const accepted = policy.videoCodecs.join(', ');
@@ -85,4 +83,51 @@ function checkMedia(
       'opus audio needs compressed video (avc1, vp8 or vp09); with jpeg, send PCM',
     );
   }
+}
+
+/**
+ * The bitstream gate of a compressed session (null for JPEG images): its codec's checker, built
+ * from the declared configuration and the limits in force. A configuration that cannot be used (an
+ * avcC that does not parse or disagrees with the codec string or the size) refuses the `open`.
+ * A resumed session keeps the size it was accepted with, even if the channel's limit fell since.
+ */
+export function chunkGateFor(
+  video: VideoSettings,
+  audio: AudioSettings | null,
+  media: Opened['media'],
+  resumed: { storedVideo: number; highestPts: number } | null,
+): ChunkGate | null {
+  const codec = video.codec ?? 'jpeg';
+  if (!isCompressed(videoCodecFamily(codec) ?? 'jpeg')) {
+    return null;
+  }
+  let videoCheck: VideoChunkCheck;
+  let audioCheck: AudioPacketCheck | null;
+  try {
+    videoCheck = createVideoChunkChecker({
+      codec,
+      description: video.description ? Buffer.from(video.description, 'base64') : null,
+      width: video.width,
+      height: video.height,
+      maxWidth: resumed ? Math.max(media.video.maxWidth, video.width) : media.video.maxWidth,
+      maxHeight: resumed ? Math.max(media.video.maxHeight, video.height) : media.video.maxHeight,
+    });
+  } catch (err) {
+    throw new AppError(ErrorCode.ValidationFailed, `video: ${(err as Error).message}`);
+  }
+  try {
+    audioCheck = createAudioPacketChecker(
+      audio?.codec ?? 'pcm',
+      audio?.description ? Buffer.from(audio.description, 'base64') : null,
+    );
+  } catch (err) {
+    throw new AppError(ErrorCode.ValidationFailed, `audio: ${(err as Error).message}`);
+  }
+  return new ChunkGate(
+    videoCheck,
+    audioCheck,
+    media.video.keyframeIntervalMs,
+    resumed?.storedVideo ?? 0,
+    resumed?.highestPts ?? 0,
+  );
 }

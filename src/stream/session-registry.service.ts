@@ -33,7 +33,7 @@ import { FreeSpace } from '../spool/free-space';
 import type { Demand } from './capacity';
 import type { CapacityClaim } from './capacity.service';
 import { CapacityService } from './capacity.service';
-import { describeMedia, negotiateMedia } from './media-policy';
+import { chunkGateFor, describeMedia, negotiateMedia } from './media-policy';
 import { QuotaService } from './quota.service';
 import { PASSTHROUGH_FRAME_WEIGHT } from '../media/session-recorder';
 import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
@@ -205,6 +205,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       body.recording ?? null,
       this.quotas.mediaPolicyFor(owner.channel),
     );
+    const gate = chunkGateFor(body.video, body.audio ?? null, media, null);
     const created = await this.sessions.create(owner, body, media);
     const spool = await SpoolWriter.open(this.spoolPath(created.opened.sessionId));
     const runtime = new SessionRuntime(
@@ -223,7 +224,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         media,
         video: body.video,
         audio: body.audio ?? null,
-        gate: null,
+        gate,
       },
       spool,
     );
@@ -426,6 +427,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     if (row.status === 'open') {
       await this.store.transition(sessionId, ['open'], 'interrupted', 'spool_failure');
     }
+    const media = describeMedia(row.video, row.audio, this.quotas.mediaPolicyFor(row.channel));
+    const stored = storedIn(spool.recovered);
     const runtime = new SessionRuntime(
       this.deps,
       {
@@ -435,14 +438,17 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         resumeTokenHash: row.resumeTokenHash,
         status: 'interrupted',
         lastSeq: spool.recovered.lastSeq,
-        stored: storedIn(spool.recovered),
+        stored,
         highestPts: spool.recovered.highestPts,
         interruptedAt,
         mediaOrigin: row.mediaOriginAt,
-        media: describeMedia(row.video, row.audio, this.quotas.mediaPolicyFor(row.channel)),
+        media,
         video: row.video,
         audio: row.audio,
-        gate: null,
+        gate: chunkGateFor(row.video, row.audio, media, {
+          storedVideo: stored.video,
+          highestPts: spool.recovered.highestPts,
+        }),
       },
       spool,
     );

@@ -60,13 +60,16 @@ export function encodeTestVideo(options: TestVideo, codecArgs: string[]): Promis
   ]);
 }
 
-/** H.264 in Annex B from libx264: a key frame every `gop` frames and no others. */
+/**
+ * H.264 in Annex B from libx264: a key frame every `gop` frames and no others, and no B-frames
+ * (as a real-time encoder sends; `extra` may ask for them with `-bf`).
+ */
 export function encodeH264(
   options: TestVideo & { gop: number },
   extra: string[] = [],
 ): Promise<Buffer> {
   return encodeTestVideo(options, [
-    ...['-c:v', 'libx264', '-g', String(options.gop), '-sc_threshold', '0'],
+    ...['-c:v', 'libx264', '-g', String(options.gop), '-sc_threshold', '0', '-bf', '0'],
     ...extra,
     ...['-bsf:v', 'h264_mp4toannexb', '-f', 'h264'],
   ]);

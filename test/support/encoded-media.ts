@@ -26,7 +26,7 @@ export interface EncodedAudio {
 }
 
 const ENCODERS = {
-  h264: ['-c:v', 'libx264', '-profile:v', 'baseline', '-pix_fmt', 'yuv420p', '-f', 'mp4'],
+  h264: ['-c:v', 'libx264', '-sc_threshold', '0', '-profile:v', 'baseline', '-pix_fmt', 'yuv420p', '-f', 'mp4'],
   vp8: ['-c:v', 'libvpx', '-b:v', '300k', '-f', 'webm'],
   vp9: ['-c:v', 'libvpx-vp9', '-b:v', '300k', '-pix_fmt', 'yuv420p', '-f', 'webm'],
 } as const;
@@ -56,7 +56,10 @@ export async function encodedVideo(
     `${o.pattern ?? 'testsrc2'}=size=${o.width}x${o.height}:rate=10`,
     '-frames:v',
     String(o.frames),
+    // Key frames exactly every `gop` frames (no scene cuts), as a real-time encoder does.
     '-g',
+    String(o.gop ?? 10),
+    '-keyint_min',
     String(o.gop ?? 10),
     '-bf',
     '0',
@@ -138,4 +141,31 @@ export async function recordedVideoPackets(path: string): Promise<EncodedChunk[]
     packets.push({ data: Buffer.from(packet.data), key: packet.type === 'key' });
   }
   return packets;
+}
+
+/** The SPS and PPS NAL units of a base64 avcC (ISO/IEC 14496-15 §5.3.3.1). */
+export function avcCParameterSets(description: string): { sps: Buffer[]; pps: Buffer[] } {
+  const b = Buffer.from(description, 'base64');
+  let at = 5;
+  const read = (count: number): Buffer[] =>
+    Array.from({ length: count }, () => {
+      const length = b.readUInt16BE(at);
+      const nal = b.subarray(at + 2, at + 2 + length);
+      at += 2 + length;
+      return nal;
+    });
+  const sps = read(b[at++] & 0x1f);
+  const pps = read(b[at++]);
+  return { sps, pps };
+}
+
+/** NAL units in AVCC form: each behind its 4-byte big-endian length. */
+export function avcc(...nals: Buffer[]): Buffer {
+  return Buffer.concat(
+    nals.flatMap((nal) => {
+      const length = Buffer.alloc(4);
+      length.writeUInt32BE(nal.length);
+      return [length, nal];
+    }),
+  );
 }

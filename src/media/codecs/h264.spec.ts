@@ -210,8 +210,18 @@ describe('createH264Checker', () => {
 
   const qvga = { width: 320, height: 240 };
 
+  it('refuses B slices: chunks must come in capture order', async () => {
+    const stream = await avcStream({ ...QVGA, gop: 5 }, ['-bf', '2']);
+    const checker = createH264Checker(options(stream, QVGA));
+    const verdicts = refusals(checker, stream);
+    expect(verdicts).toContain(
+      'B slices are not accepted: send frames in capture order (no B-frames)',
+    );
+    expect(verdicts.filter((v, i) => v === null && stream.keys[i]).length).toBeGreaterThan(0);
+  });
+
   it.each<[string, TestVideo, string[]]>([
-    ['High with B-frames', QVGA, []],
+    ['High', QVGA, []],
     ['Constrained Baseline', QVGA, ['-profile:v', 'baseline']],
     ['4 slices per picture', QVGA, ['-x264-params', 'slices=4']],
     ['interlaced (MBAFF)', QVGA, ['-flags', '+ildct+ilme', '-x264-params', 'interlaced=1']],
@@ -484,12 +494,12 @@ describe('createH264Checker', () => {
     });
 
     it('for a codec string whose profile differs from the SPS or whose level is below it', () => {
-      expect(main.codec).toMatch(/^avc1\.64000c$/);
-      expect(build({ codec: 'avc1.42e00c' })).toThrow(
-        'codec avc1.42e00c says profile_idc 66 but the SPS says 100',
+      expect(main.codec).toMatch(/^avc1\.64000b$/);
+      expect(build({ codec: 'avc1.42e00b' })).toThrow(
+        'codec avc1.42e00b says profile_idc 66 but the SPS says 100',
       );
-      expect(build({ codec: 'avc1.64000b' })).toThrow(
-        'codec avc1.64000b says level 1.1 but the avcC says 1.2',
+      expect(build({ codec: 'avc1.64000a' })).toThrow(
+        'codec avc1.64000a says level 1 but the avcC says 1.1',
       );
       expect(build({ codec: 'vp8' })).toThrow('codec vp8 is not avc1.PPCCLL');
       expect(build({ description: edited(1, 66) })).toThrow(

@@ -332,6 +332,7 @@ type H264Problem =
   | 'slice-cut'
   | 'slice-type'
   | 'idr-slice-type'
+  | 'b-slice'
   | 'unknown-pps'
   | 'first-mb'
   | 'sps-changed'
@@ -504,6 +505,12 @@ class H264ChunkChecker implements VideoChunkCheck {
     if (idr && sliceType % 5 !== 2 && sliceType % 5 !== 4) {
       return this.found('idr-slice-type', start, sliceType);
     }
+    // A B slice predicts from a later picture, so its chunk's decode order differs from capture
+    // order; chunks are recorded in arrival order at their capture times (a real-time encoder
+    // emits none), and the MP4 would hold frames out of order.
+    if (sliceType % 5 === 1) {
+      return this.found('b-slice', start, sliceType);
+    }
     const frameMbs = ppsId <= MAX_PPS_ID ? this.frameMbs[ppsId] : 0;
     if (frameMbs === 0) {
       return this.found('unknown-pps', start, ppsId);
@@ -543,6 +550,8 @@ class H264ChunkChecker implements VideoChunkCheck {
         return `slice_type ${value} is out of range`;
       case 'idr-slice-type':
         return `an IDR picture holds a slice of slice_type ${value} (only I and SI are allowed)`;
+      case 'b-slice':
+        return 'B slices are not accepted: send frames in capture order (no B-frames)';
       case 'unknown-pps':
         return `a slice refers to PPS ${value}, which the description (avcC) does not hold`;
       case 'first-mb':
