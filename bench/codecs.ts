@@ -19,8 +19,8 @@
  *     would otherwise run into the next trial; (b) gives its cost).
  *
  * Env (all optional):
- * - BENCH_SIZES ("640x480,1280x720"): the sizes of (a); BENCH_CPU_SIZES (the same): of (b);
- *   (c) runs at the first size of BENCH_SIZES;
+ * - BENCH_SIZES ("640x480,1280x720"): the sizes of (a); BENCH_CPU_SIZES (the first of them;
+ *   "640x480,1280x720" adds about 3 minutes): of (b); (c) runs at the first size of BENCH_SIZES;
  * - BENCH_VP9 (1): VP9 in (a) too;
  * - BENCH_SESSION_SECONDS (20): the streaming time of every trial;
  * - BENCH_CPU_SESSIONS (16): sessions of each (b) trial at 640×480, fewer in proportion to the
@@ -70,6 +70,7 @@ import {
 } from './support/run-info';
 import {
   benchDataDir,
+  CAMERA_GOP,
   cameraEncoderArgs,
   cameraScene,
   type EncodedScene,
@@ -111,6 +112,12 @@ const DISTURBED_CPU_RETRIES = 1;
 const SEARCH_GROWTH = 1.5;
 /** (c) stops once its bracket is within this share of the sessions kept up (or 1 session). */
 const SEARCH_PRECISION = 0.05;
+/**
+ * Sessions send the scene from this many starting frames, so their key frames are spread over
+ * the key-frame interval: sessions that start together would otherwise all send key frames at
+ * once (and every recorder cut a fragment at once), which independent cameras never do.
+ */
+const STREAM_PHASES = 10;
 /** How long (b) measures the idle service before its trials. */
 const IDLE_SECONDS = 10;
 /** The size (b)'s session count is given for; larger sizes get fewer sessions. */
@@ -170,7 +177,7 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
   const sizeList = sizes('BENCH_SIZES', '640x480,1280x720');
   return {
     sizes: sizeList,
-    cpuSizes: sizes('BENCH_CPU_SIZES', sizeList.map((s) => `${s.width}x${s.height}`).join(',')),
+    cpuSizes: sizes('BENCH_CPU_SIZES', `${sizeList[0].width}x${sizeList[0].height}`),
     vp9: env.BENCH_VP9 !== '0',
     sessionSeconds: num('BENCH_SESSION_SECONDS', 20, 6, 600),
     cpuSessions: int('BENCH_CPU_SESSIONS', 16, 1, 1000),
@@ -858,6 +865,33 @@ async function main(): Promise<number> {
         }
       }
     }
+    // The H.264 stream of (b) and (c) from STREAM_PHASES starting frames, key frames spread
+    // evenly over the interval between two.
+    const phases = new Map<string, EncodedScene[]>();
+    for (const size of settings.cpuSizes.concat(settings.sizes.slice(0, 1))) {
+      if (phases.has(key(size))) {
+        continue;
+      }
+      const first = h264At(size).encoded;
+      const list = [first];
+      for (let k = 1; k < STREAM_PHASES; k++) {
+        list.push(
+          await encodeScene(
+            sceneOf(size),
+            'h264',
+            first.targetKbps,
+            ffmpegPath,
+            Math.round((k * CAMERA_GOP) / STREAM_PHASES),
+          ),
+        );
+      }
+      phases.set(key(size), list);
+      progress(
+        `  ${key(size)}: the H.264 stream from ${STREAM_PHASES} starting frames, ` +
+          `${list.map((e) => Math.round(e.meanBytes)).join(', ')} B/frame`,
+      );
+    }
+    const phasesAt = (size: Size): EncodedScene[] => phases.get(key(size)) ?? [];
     const mediaAt = (size: Size): { jpeg: PathMedia; h264: PathMedia } => {
       const b = bandwidth.get(key(size));
       if (!b) {
@@ -875,7 +909,7 @@ async function main(): Promise<number> {
           path: 'jpeg',
           media: jpegMedia(new FramePool(b.sdkJpegs), { video, ...recording }),
         },
-        h264: { path: 'h264', media: chunkMedia(h264At(size).encoded) },
+        h264: { path: 'h264', media: chunkMedia(phasesAt(size)) },
       };
     };
 

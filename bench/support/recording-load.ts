@@ -36,8 +36,8 @@ const OPEN_BODY = { video: { width: FRAME_WIDTH, height: FRAME_HEIGHT, fps: CAPT
 
 /** What every session of a paced trial opens with and sends. */
 export interface PacedMedia {
-  /** The body of `open`. */
-  open: Record<string, unknown>;
+  /** The body of session `session`'s `open`. */
+  open(session: number): Record<string, unknown>;
   /**
    * The media message of session `session`'s frame `seq` (from 1) with this pts. Shared buffers:
    * send it before the next call (FramePool says why that is safe).
@@ -50,25 +50,35 @@ export interface PacedMedia {
  * do not all work on the same image at once. `open` defaults to the pool's 640×480 at 10 fps.
  */
 export function jpegMedia(pool: FramePool, open: Record<string, unknown> = OPEN_BODY): PacedMedia {
-  return { open, message: (session, seq, ptsMs) => pool.frame(seq + session, seq, ptsMs) };
+  return {
+    open: () => open,
+    message: (session, seq, ptsMs) => pool.frame(seq + session, seq, ptsMs),
+  };
 }
 
 /**
- * Compressed sessions: every session sends the stream's chunks in order from its first (a key
- * frame), cycling; the stream must be a closed loop whose first chunk a decoder can start from
- * after its last. Messages are built once, as FramePool's are.
+ * Compressed sessions: session `i` sends stream `i % streams.length`, its chunks in order from its
+ * first (a key frame), cycling; each stream must be a closed loop whose first chunk a decoder can
+ * start from after its last. Streams whose key frames fall at different times (the same scene
+ * from another starting frame) keep the sessions from all sending key frames at once, as
+ * independent cameras do not. Messages are built once, as FramePool's are.
  */
-export function chunkMedia(stream: {
-  openVideo: Record<string, unknown>;
-  chunks: ReadonlyArray<{ data: Buffer; key: boolean }>;
-}): PacedMedia {
-  const messages = stream.chunks.map((chunk) =>
-    encodeMediaMessage(Track.Video, 1, 0, chunk.data, chunk.key ? FLAG_KEY : 0),
+export function chunkMedia(
+  streams: ReadonlyArray<{
+    openVideo: Record<string, unknown>;
+    chunks: ReadonlyArray<{ data: Buffer; key: boolean }>;
+  }>,
+): PacedMedia {
+  const messages = streams.map((stream) =>
+    stream.chunks.map((chunk) =>
+      encodeMediaMessage(Track.Video, 1, 0, chunk.data, chunk.key ? FLAG_KEY : 0),
+    ),
   );
   return {
-    open: { video: stream.openVideo },
-    message: (_session, seq, ptsMs) => {
-      const message = messages[(seq - 1) % messages.length];
+    open: (session) => ({ video: streams[session % streams.length].openVideo }),
+    message: (session, seq, ptsMs) => {
+      const list = messages[session % messages.length];
+      const message = list[(seq - 1) % list.length];
       message.writeUInt32BE(seq, 4);
       message.writeUInt32BE(ptsMs >>> 0, 8);
       return message;
@@ -214,7 +224,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
         async (_, k) => {
           const client = await StreamClient.connect(o.baseUrl, { token: o.tokenFor(first + k) });
           clients[first + k] = client;
-          ids[first + k] = (await client.open(o.media.open)).sessionId;
+          ids[first + k] = (await client.open(o.media.open(first + k))).sessionId;
         },
       );
       await Promise.all(batch);

@@ -410,7 +410,7 @@ export interface EncodedScene {
 }
 
 /** The keyframe interval: framegate's default VIDEO_KEYFRAME_INTERVAL_MS (5 s) at 10 fps. */
-const CAMERA_GOP = 50;
+export const CAMERA_GOP = 50;
 
 /**
  * ffmpeg output arguments that imitate a browser's realtime `VideoEncoder` (latencyMode
@@ -473,9 +473,22 @@ export async function encodeScene(
   codec: SceneCodec,
   kbps: number,
   ffmpegPath: string,
+  /**
+   * Start from this frame of the loop (and wrap around): the same material with its key frames
+   * elsewhere, as another camera switched on at another moment would send it.
+   */
+  startFrame = 0,
 ): Promise<EncodedScene> {
-  const args = [...QUIET, ...rawInput(scene), ...cameraEncoderArgs(codec, kbps), 'pipe:1'];
-  const data = await runFfmpeg(ffmpegPath, args);
+  let input: Buffer[] | undefined;
+  let inputArgs = rawInput(scene);
+  if (startFrame % scene.frames !== 0) {
+    const raw = readFileSync(scene.yuvPath);
+    const cut = (startFrame % scene.frames) * scene.frameBytes;
+    input = [raw.subarray(cut), raw.subarray(0, cut)];
+    inputArgs = [...inputArgs.slice(0, -1), 'pipe:0'];
+  }
+  const args = [...QUIET, ...inputArgs, ...cameraEncoderArgs(codec, kbps), 'pipe:1'];
+  const data = await runFfmpeg(ffmpegPath, args, input);
   let chunks: SceneChunk[];
   let openVideo: EncodedScene['openVideo'];
   const size = { width: scene.width, height: scene.height, fps: scene.fps };
