@@ -27,7 +27,13 @@ import { ServiceProcess } from '../test/support/service-process';
 import { hsToken } from '../test/support/tokens';
 import { waitForQuiet } from './support/recording-cpu';
 import { FramePool, recordingFrames } from './support/recording-frames';
-import { pacedTrial, type PacedTrialResult, settle, sleep } from './support/recording-load';
+import {
+  jpegMedia,
+  pacedTrial,
+  type PacedTrialResult,
+  settle,
+  sleep,
+} from './support/recording-load';
 import { describe, progressFor } from './support/run-info';
 
 const progress = progressFor('jobs');
@@ -170,7 +176,7 @@ export async function recordingWithJobs(env: { root: string }): Promise<Record<s
         baseUrl,
         sessions,
         seconds: settings.sessionSeconds,
-        pool,
+        media: jpegMedia(pool),
         tokenFor,
         adminToken,
         onStreaming: (edge) => {

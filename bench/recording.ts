@@ -47,11 +47,13 @@ import { FRAME_HEIGHT, FRAME_WIDTH, FramePool, recordingFrames } from './support
 import {
   closeLatencySession,
   type CloseLatencyResult,
+  jpegMedia,
   pacedTrial,
   type PacedTrialResult,
   percentiles,
   round,
 } from './support/recording-load';
+import { logProblems, stopService } from './support/service-run';
 import {
   Cleanup,
   cpuModel,
@@ -77,8 +79,6 @@ const MACHINE_RUNS = 2;
 const MACHINE_RUNS_MAX = 4;
 /** (b) trials that failed while others used the machine are run again, this many in all. */
 const DISTURBED_RETRIES = 2;
-/** A child that ignores SIGTERM this long is killed. */
-const STOP_TIMEOUT_MS = 30_000;
 /** The service's default encoders per core (src/media/recording.service.ts), for the report. */
 const SERVICE_DEFAULT_ENCODERS_PER_CORE = 20;
 
@@ -313,7 +313,7 @@ async function main(): Promise<number> {
         baseUrl,
         sessions: trialN,
         seconds: settings.sessionSeconds,
-        pool,
+        media: jpegMedia(pool),
         tokenFor: (i) => tokenFor(t * 10_000 + i),
         adminToken,
         onStreaming: (edge) => {
@@ -651,21 +651,6 @@ async function main(): Promise<number> {
   }
 }
 
-/** SIGTERM, then SIGKILL after STOP_TIMEOUT_MS. */
-async function stopService(
-  service: ServiceProcess,
-): Promise<{ ms: number; code: number | null; killed: boolean }> {
-  const started = performance.now();
-  let killed = false;
-  const timer = setTimeout(() => {
-    killed = true;
-    service.child.kill('SIGKILL');
-  }, STOP_TIMEOUT_MS);
-  const exit = await service.stop();
-  clearTimeout(timer);
-  return { ms: Math.round(performance.now() - started), code: exit.code, killed };
-}
-
 /** `ms` of every `recording ready` line the service logged, by session. */
 function recordingFinishTimes(stdout: string): Map<string, number> {
   const times = new Map<string, number>();
@@ -683,38 +668,6 @@ function recordingFinishTimes(stdout: string): Map<string, number> {
     }
   }
   return times;
-}
-
-/** Warnings and errors the service logged (pino levels 40+), counted by message. */
-function logProblems(output: string): {
-  warn: number;
-  error: number;
-  byMessage: Record<string, number>;
-  first: string[];
-} {
-  const problems = {
-    warn: 0,
-    error: 0,
-    byMessage: {} as Record<string, number>,
-    first: [] as string[],
-  };
-  for (const line of output.split('\n')) {
-    const level = /^\{"level":(\d+)/.exec(line);
-    if (!level || Number(level[1]) < 40) {
-      continue;
-    }
-    if (Number(level[1]) >= 50) {
-      problems.error++;
-    } else {
-      problems.warn++;
-    }
-    const msg = /"msg":"([^"]*)"/.exec(line)?.[1] ?? 'unknown';
-    problems.byMessage[msg] = (problems.byMessage[msg] ?? 0) + 1;
-    if (problems.first.length < 5) {
-      problems.first.push(line.slice(0, 600));
-    }
-  }
-  return problems;
 }
 
 function clamp(value: number, min: number, max: number): number {

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { encodeMediaMessage, FLAG_KEY, Track } from '../../src/protocol/media-header';
 import type { ClosedRecording } from '../../src/protocol/messages';
 import type { RecordingStatus } from '../../src/media/recording.service';
 import { StreamClient } from '../../test/support/stream-client';
@@ -32,6 +33,58 @@ const KEEP_UP_FRAMES_PER_SESSION = 2;
 const KEEP_UP_GROWTH_PER_SESSION = 0.05;
 
 const OPEN_BODY = { video: { width: FRAME_WIDTH, height: FRAME_HEIGHT, fps: CAPTURE_FPS } };
+
+/** What every session of a paced trial opens with and sends. */
+export interface PacedMedia {
+  /** The body of session `session`'s `open`. */
+  open(session: number): Record<string, unknown>;
+  /**
+   * The media message of session `session`'s frame `seq` (from 1) with this pts. Shared buffers:
+   * send it before the next call (FramePool says why that is safe).
+   */
+  message(session: number, seq: number, ptsMs: number): Buffer;
+}
+
+/**
+ * JPEG sessions: each starts at a different JPEG of the pool (`seq + session`), so the encoders
+ * do not all work on the same image at once. `open` defaults to the pool's 640×480 at 10 fps.
+ */
+export function jpegMedia(pool: FramePool, open: Record<string, unknown> = OPEN_BODY): PacedMedia {
+  return {
+    open: () => open,
+    message: (session, seq, ptsMs) => pool.frame(seq + session, seq, ptsMs),
+  };
+}
+
+/**
+ * Compressed sessions: session `i` sends stream `i % streams.length`, its chunks in order from its
+ * first (a key frame), cycling; each stream must be a closed loop whose first chunk a decoder can
+ * start from after its last. Streams whose key frames fall at different times (the same scene
+ * from another starting frame) keep the sessions from all sending key frames at once, as
+ * independent cameras do not. Messages are built once, as FramePool's are.
+ */
+export function chunkMedia(
+  streams: ReadonlyArray<{
+    openVideo: Record<string, unknown>;
+    chunks: ReadonlyArray<{ data: Buffer; key: boolean }>;
+  }>,
+): PacedMedia {
+  const messages = streams.map((stream) =>
+    stream.chunks.map((chunk) =>
+      encodeMediaMessage(Track.Video, 1, 0, chunk.data, chunk.key ? FLAG_KEY : 0),
+    ),
+  );
+  return {
+    open: (session) => ({ video: streams[session % streams.length].openVideo }),
+    message: (session, seq, ptsMs) => {
+      const list = messages[session % messages.length];
+      const message = list[(seq - 1) % list.length];
+      message.writeUInt32BE(seq, 4);
+      message.writeUInt32BE(ptsMs >>> 0, 8);
+      return message;
+    },
+  };
+}
 
 export async function recordingStatus(
   baseUrl: string,
@@ -85,6 +138,8 @@ interface BacklogSample {
   queued: number;
   maxPerSession: number;
   fromSpool: number;
+  /** Frames sent and not yet acknowledged, the worst session. */
+  ackLag: number;
   waiting: number;
   active: number;
   recorders: number;
@@ -94,16 +149,22 @@ export interface PacedTrialOptions {
   baseUrl: string;
   sessions: number;
   seconds: number;
-  pool: FramePool;
+  media: PacedMedia;
   tokenFor: (i: number) => string;
   adminToken: string;
   /** Called when the first session starts sending and when the last one stops. */
   onStreaming?: (edge: 'start' | 'end') => void;
+  /**
+   * Also judge the acks: the trial keeps up only if no session ever had more than this many
+   * frames unacknowledged in the second half. Unset: acks are reported, not judged.
+   */
+  maxAckLagFrames?: number;
 }
 
 export interface PacedTrialResult {
   sessions: number;
   seconds: number;
+  sessionIds: string[];
   keptUp: boolean;
   /** Why it did not keep up (empty when it did). */
   why: string[];
@@ -131,11 +192,18 @@ export interface PacedTrialResult {
   };
   client: {
     flows: Record<string, number>;
+    /** Key-frame requests (compressed sessions), by reason. */
+    keyframes: Record<string, number>;
     errors: Record<string, number>;
     /** Connections that ended before `close`, by close code. */
     earlyCloses: Record<string, number>;
     /** Frames sent but not yet acknowledged when sending stopped: the worst session. */
     maxAckLag: number;
+    /** The same at each poll in the second half: its maximum, and the limit judged (if any). */
+    maxAckLagSecondHalf: number;
+    ackLagLimit: number | null;
+    /** The worst session's unacknowledged frames at each poll, one a second. */
+    ackLagSeries: number[];
   };
   close: { statuses: Record<string, number>; ms: Percentiles };
 }
@@ -156,7 +224,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
         async (_, k) => {
           const client = await StreamClient.connect(o.baseUrl, { token: o.tokenFor(first + k) });
           clients[first + k] = client;
-          ids[first + k] = (await client.open(OPEN_BODY)).sessionId;
+          ids[first + k] = (await client.open(o.media.open(first + k))).sessionId;
         },
       );
       await Promise.all(batch);
@@ -192,7 +260,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
           firstSentAt = now;
         }
         const seq = ++seqs[i];
-        ws.send(o.pool.frame(seq + i, seq, Math.round(now - firstSentAt)));
+        ws.send(o.media.message(i, seq, Math.round(now - firstSentAt)));
         timers[i] = setTimeout(send, start + seq * FRAME_INTERVAL_MS - performance.now());
       };
       timers[i] = setTimeout(send, start - performance.now());
@@ -207,12 +275,17 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
       try {
         const status = await recordingStatus(o.baseUrl, o.adminToken);
         const recorders = status.recorders.filter((r) => mine.has(r.sessionId));
+        let ackLag = 0;
+        clients.forEach((client, i) => {
+          ackLag = Math.max(ackLag, seqs[i] - client.maxAck);
+        });
         samples.push({
           t: (performance.now() - t0) / 1000,
           total: recorders.reduce((sum, r) => sum + r.backlogFrames, 0),
           queued: recorders.reduce((sum, r) => sum + r.backlogFrames - r.encodingFrames, 0),
           maxPerSession: Math.max(0, ...recorders.map((r) => r.backlogFrames)),
           fromSpool: recorders.filter((r) => r.fromSpool).length,
+          ackLag,
           waiting: status.encoders.waiting,
           active: status.encoders.active,
           recorders: recorders.length,
@@ -232,6 +305,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
 
     const flows: Record<string, number> = {};
     const errors: Record<string, number> = {};
+    const keyframes: Record<string, number> = {};
     let maxAckLag = 0;
     clients.forEach((client, i) => {
       let acked = 0;
@@ -242,6 +316,8 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
           flows[m.reason] = (flows[m.reason] ?? 0) + 1;
         } else if (m.type === 'error') {
           errors[m.code] = (errors[m.code] ?? 0) + 1;
+        } else if (m.type === 'keyframe') {
+          keyframes[m.reason] = (keyframes[m.reason] ?? 0) + 1;
         }
       }
       maxAckLag = Math.max(maxAckLag, seqs[i] - acked);
@@ -312,19 +388,36 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
     if ((statuses.ready ?? 0) !== o.sessions) {
       why.push(`recordings at close: ${JSON.stringify(statuses)}`);
     }
+    const maxAckLagSecondHalf = maxOf(half, (s) => s.ackLag);
+    if (o.maxAckLagFrames !== undefined && maxAckLagSecondHalf > o.maxAckLagFrames) {
+      why.push(
+        `a session had ${maxAckLagSecondHalf} frames unacknowledged in the second half ` +
+          `(allowed ${o.maxAckLagFrames})`,
+      );
+    }
     if (Object.keys(earlyCloses).length > 0) {
       why.push(`connections lost while streaming: ${JSON.stringify(earlyCloses)}`);
     }
     return {
       sessions: o.sessions,
       seconds: o.seconds,
+      sessionIds: ids,
       keptUp: why.length === 0,
       why,
       sentFrames,
       sentFps: round(sentFrames / sendSeconds, 1),
       perSessionFps: round(sentFrames / sendSeconds / o.sessions, 2),
       backlog,
-      client: { flows, errors, earlyCloses, maxAckLag },
+      client: {
+        flows,
+        keyframes,
+        errors,
+        earlyCloses,
+        maxAckLag,
+        maxAckLagSecondHalf,
+        ackLagLimit: o.maxAckLagFrames ?? null,
+        ackLagSeries: samples.map((s) => s.ackLag),
+      },
       close: { statuses, ms: percentiles(closeMs) },
     };
   } finally {
