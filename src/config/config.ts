@@ -70,3 +70,13 @@ export function readEnvironment(
 function redactUrl(value: string): string {
   return value.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@');
 }
+
+/** Where the sessions' spools are: SPOOL_DIR, else DATA_DIR/spool (absolute). */
+export function spoolDirOf(config: Pick<AppConfig, 'DATA_DIR' | 'SPOOL_DIR'>): string {
+  return resolve(config.SPOOL_DIR ?? resolve(config.DATA_DIR, 'spool'));
+}
+
+/** Where finished recordings are: RECORDINGS_DIR, else DATA_DIR/recordings (absolute). */
+export function recordingsDirOf(config: Pick<AppConfig, 'DATA_DIR' | 'RECORDINGS_DIR'>): string {
+  return resolve(config.RECORDINGS_DIR ?? resolve(config.DATA_DIR, 'recordings'));
+}

@@ -121,6 +121,10 @@ export const envSchema = z
     DB_MIGRATE: bool.default(true),
     DB_POOL_MAX: int(1, 200).default(10),
     DATA_DIR: z.string().min(1).default('./data'),
+    /** Unset: DATA_DIR/spool. Shared by the nodes of a cluster (docs/operations/scale-out.md). */
+    SPOOL_DIR: z.string().min(1).optional(),
+    /** Unset: DATA_DIR/recordings. */
+    RECORDINGS_DIR: z.string().min(1).optional(),
     EMBEDDED_PG_PORT: int(0, 65535).default(0),
 
     AUTH_JWKS_URL: httpUrl.optional(),

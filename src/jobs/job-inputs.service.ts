@@ -1,13 +1,13 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
 import { copyFile, link, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { DataSource, Repository } from 'typeorm';
 import { paramDocuments } from '../admin/admin-query';
 import { hasScope, type Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
-import { APP_CONFIG, type AppConfig } from '../config/config';
+import { APP_CONFIG, type AppConfig, spoolDirOf } from '../config/config';
 import { RecordingEntity } from '../media/recording.entity';
 import type { SessionEntity } from '../sessions/session.entity';
 import { SessionsService } from '../sessions/sessions.service';
@@ -52,7 +52,7 @@ export class JobInputs {
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
   ) {
     // Where the stream runtime keeps each session's spool (SessionRegistry.spoolPath).
-    this.spoolDir = resolve(config.DATA_DIR, 'spool');
+    this.spoolDir = spoolDirOf(config);
   }
 
   async localize(

@@ -3,10 +3,10 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { IsNull, Not, type Repository } from 'typeorm';
 import { z } from 'zod';
-import { APP_CONFIG, type AppConfig } from '../config/config';
+import { APP_CONFIG, type AppConfig, recordingsDirOf } from '../config/config';
 import { SessionMessageEntity } from '../sessions/session-message.entity';
 import type { SessionEntity } from '../sessions/session.entity';
 import type { VideoSettings } from '../sessions/session.types';
@@ -111,7 +111,7 @@ export class RecordingService implements OnModuleDestroy {
       budgetMsPerS: config.IMAGE_SESSION_BUDGET_MS_PER_S,
     });
     this.decoder = new ImageDecoderPool(decoders);
-    this.dir = resolve(config.DATA_DIR, 'recordings');
+    this.dir = recordingsDirOf(config);
     mkdirSync(this.dir, { recursive: true });
     this.ffmpegPath = locateTool('ffmpeg', config.FFMPEG_PATH).path;
   }

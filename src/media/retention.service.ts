@@ -7,9 +7,9 @@ import {
 } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { DataSource, QueryRunner } from 'typeorm';
-import { APP_CONFIG, type AppConfig } from '../config/config';
+import { APP_CONFIG, type AppConfig, spoolDirOf } from '../config/config';
 
 /**
  * Advisory lock class of the retention sweep (the migration lock uses 0x66726d67); the second key
@@ -57,7 +57,7 @@ export class RetentionService implements OnModuleInit, OnModuleDestroy {
     @InjectDataSource() private readonly db: DataSource,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {
-    this.spoolDir = resolve(config.DATA_DIR, 'spool');
+    this.spoolDir = spoolDirOf(config);
   }
 
   onModuleInit(): void {

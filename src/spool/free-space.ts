@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { APP_CONFIG, type AppConfig } from '../config/config';
+import { APP_CONFIG, type AppConfig, recordingsDirOf, spoolDirOf } from '../config/config';
 
 /** How long one statfs answer is reused: a handshake storm costs one syscall per this period. */
 const CACHE_MS = 500;
@@ -17,28 +17,31 @@ export function isDiskFull(err: unknown): boolean {
 }
 
 /**
- * Free space under DATA_DIR, where spools and recordings grow. Below HEALTH_MIN_FREE_DISK_MB the
- * node takes no new sessions: what it has would otherwise fill the rest and fail mid-stream.
+ * Free space where spools and recordings grow (DATA_DIR, SPOOL_DIR, RECORDINGS_DIR: the least of
+ * them). Below HEALTH_MIN_FREE_DISK_MB the node takes no new sessions: what it has would otherwise
+ * fill the rest and fail mid-stream.
  */
 @Injectable()
 export class FreeSpace {
-  private readonly path: string;
+  private readonly paths: string[];
   private readonly minBytes: number;
   private cached: { at: number; freeBytes: number } | null = null;
 
   constructor(@Inject(APP_CONFIG) config: AppConfig) {
-    this.path = resolve(config.DATA_DIR);
+    this.paths = [
+      ...new Set([resolve(config.DATA_DIR), spoolDirOf(config), recordingsDirOf(config)]),
+    ];
     this.minBytes = config.HEALTH_MIN_FREE_DISK_MB * 1024 * 1024;
   }
 
-  /** Bytes an unprivileged writer may still use under DATA_DIR. */
+  /** Bytes an unprivileged writer may still use in the fullest of those directories. */
   async freeBytes(): Promise<number> {
     const now = Date.now();
     if (this.cached && now - this.cached.at < CACHE_MS) {
       return this.cached.freeBytes;
     }
-    const stats = await statfs(this.path);
-    const freeBytes = stats.bavail * stats.bsize;
+    const all = await Promise.all(this.paths.map((path) => statfs(path)));
+    const freeBytes = Math.min(...all.map((stats) => stats.bavail * stats.bsize));
     this.cached = { at: now, freeBytes };
     return freeBytes;
   }

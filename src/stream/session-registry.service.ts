@@ -8,13 +8,13 @@ import {
 import { InjectRepository } from '@nestjs/typeorm';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Repository } from 'typeorm';
 import { AuditWriter } from '../audit/audit-writer.service';
 import type { Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
-import { APP_CONFIG, type AppConfig } from '../config/config';
+import { APP_CONFIG, type AppConfig, spoolDirOf } from '../config/config';
 import { RecordingService } from '../media/recording.service';
 import { NodeMetrics } from '../metrics/node-metrics.service';
 import type { OpenSession, Opened } from '../protocol/open-session.schema';
@@ -92,7 +92,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       spoolSync: metrics.spoolSync,
     };
     sessions.useLiveCounts((id) => this.live.get(id)?.counts);
-    this.spoolDir = resolve(config.DATA_DIR, 'spool');
+    this.spoolDir = spoolDirOf(config);
     mkdirSync(this.spoolDir, { recursive: true });
     this.deps = {
       totals: this.totals,
