@@ -50,4 +50,5 @@ export type CloseReason =
   | 'insufficient_storage'
   | 'database_unavailable'
   | 'over_capacity'
+  | 'session_busy'
   | 'internal_error';

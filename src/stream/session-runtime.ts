@@ -14,12 +14,7 @@ import { ErrorCode } from '../common/error-code';
 import type { RecordingHandle } from '../media/recording.service';
 import type { Histogram } from '../metrics/prometheus';
 import type { RecorderEvents } from '../media/session-recorder';
-import type {
-  Closed,
-  ClosedRecording,
-  KeyframeReason,
-  ServerMessage,
-} from '../protocol/messages';
+import type { Closed, ClosedRecording, KeyframeReason, ServerMessage } from '../protocol/messages';
 import type { Opened } from '../protocol/open-session.schema';
 import type { SessionCounts, SessionStats, SessionStore } from '../sessions/session-store.service';
 import type { MessageDirection } from '../sessions/session-message.entity';
@@ -68,6 +63,10 @@ export type IngestResult =
 
 /** Retry-After for a session stopped because the disk is full. */
 const DISK_FULL_RETRY_S = 30;
+
+function movedAwayError(): AppError {
+  return new AppError(ErrorCode.Conflict, 'the session was resumed on another node');
+}
 
 function diskFullError(): AppError {
   return new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
@@ -211,6 +210,8 @@ export class SessionRuntime {
   private ackTimer: NodeJS.Timeout | undefined;
   private windowTimer: NodeJS.Timeout | undefined;
   private broken = false;
+  /** The session left this node (taken over elsewhere, or this node lost its lease). */
+  private movedAway = false;
   /** The disk filled up: the final ack and 1013 are on their way. */
   private stopping = false;
   /** Last time anything arrived, for idle HTTP-attached sessions. */
@@ -481,6 +482,9 @@ export class SessionRuntime {
    * with `insufficient_storage` (503 / 1013), so callers answer it like any refusal.
    */
   syncNow(): Promise<number> {
+    if (this.movedAway) {
+      return Promise.reject(movedAwayError());
+    }
     return this.syncSpool().catch((err: unknown) => {
       this.fail(err);
       throw isDiskFull(err) ? diskFullError() : err;
@@ -714,6 +718,39 @@ export class SessionRuntime {
       return { id: null, status: 'pending', durationMs: null };
     }
     return this.recording.finish(this.durableSeq);
+  }
+
+  /**
+   * The session leaves this node: another node takes it over, or this node's lease lapsed. From
+   * this call on nothing more is accepted (ingest answers `failed`); the transport is ended by
+   * `endSink` (4009 or 1012), the recorder stopped, and the spool's pending writes made durable
+   * and the file closed. Resolves once this node can write nothing more to the spool; the next
+   * owner reads everything from it (the row's status and counters are its to set).
+   */
+  async handOff(endSink: (sink: SessionSink) => void, cause: string): Promise<void> {
+    if (this.movedAway) {
+      return;
+    }
+    this.movedAway = true;
+    this.broken = true;
+    clearTimeout(this.ackTimer);
+    clearTimeout(this.windowTimer);
+    this.ackTimer = undefined;
+    this.windowTimer = undefined;
+    const sink = this.sink;
+    this.sink = null;
+    if (sink) {
+      endSink(sink);
+    }
+    this.recording?.abort();
+    try {
+      await this.spool.close();
+    } catch (err) {
+      // Whatever did not reach the disk was never acked; the next owner's scan cuts a torn tail.
+      this.deps.logger.warn({ err, sessionId: this.id }, 'spool not synced while handing off');
+    }
+    this.event('handed_off', sink?.connectionId ?? null, { cause, lastSeq: this.durableSeq });
+    this.deps.onEnded(this);
   }
 
   /** Counters for the batched stats write; clears the dirty flag. */
