@@ -219,6 +219,47 @@ describe('cluster: sessions resume on any node', () => {
     );
   });
 
+  it('a node paused past its lease writes nothing more once it runs again: it closes its connection with 1012, the node that took the session over stays the one writer', async () => {
+    const a = cluster.node('node-a');
+    const first = await StreamClient.connect(a.url, { token });
+    const opened = await first.open(video);
+    await pace(first, 1, 20);
+    await first.acksUntil(20);
+    const group = -(a.service.child.pid as number);
+    process.kill(group, 'SIGSTOP');
+    try {
+      // These wait in the paused node's socket: it reads them before it notices its lapse.
+      for (const seq of range(21, 25)) {
+        first.sendFrame(seq, (seq - 1) * 100, jpegs[seq % 10]);
+      }
+      const { client: second, resumed } = await resumeAt(cluster.node('node-b').url, opened);
+      expect(resumed.lastSeq).toBe(20);
+      await pace(second, 21, 40);
+      await second.acksUntil(40);
+
+      process.kill(group, 'SIGCONT');
+      expect((await first.closed).code).toBe(1012);
+      await waitFor(
+        async () => {
+          const r = await db.query(
+            `SELECT 1 FROM session_events
+             WHERE session_id = $1 AND type = 'handed_off' AND detail->>'cause' = 'node_lease_lapsed'`,
+            [opened.sessionId],
+          );
+          return r.rowCount === 1;
+        },
+        30_000,
+        'the paused node letting go of the session',
+      );
+      second.send({ type: 'close' });
+      const closed = await second.next('closed', 60_000);
+      expect(closed.frames).toBe(40);
+      await expectEveryFrameOnce(opened.sessionId, 40);
+    } finally {
+      process.kill(group, 'SIGCONT');
+    }
+  });
+
   it('a wrong resume token does not make the owner let go', async () => {
     const first = await StreamClient.connect(cluster.node('node-a').url, { token });
     const opened = await first.open(video);

@@ -59,11 +59,13 @@ export class SessionStore {
   /**
    * One statement for every dirty session of the node. With `whileStatus`, a row is written only
    * while the session is in one of those states (a recount must not overwrite the counters of an
-   * end that happened meanwhile).
+   * end that happened meanwhile); with `owner`, only while that node owns the session (counters
+   * of a node that has just let a session go must not overwrite the new owner's).
    */
   async saveStats(
     rows: readonly SessionStats[],
     whileStatus?: readonly SessionStatus[],
+    owner?: string,
   ): Promise<void> {
     if (rows.length === 0) {
       return;
@@ -74,7 +76,8 @@ export class SessionStore {
          rejected_frames = v.rejected_frames, bytes_in = v.bytes_in, updated_at = now()
        FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
          AS v(id, last_seq, video_frames, audio_frames, rejected_frames, bytes_in)
-       WHERE s.id = v.id AND ($7::text[] IS NULL OR s.status = ANY($7::text[]))`,
+       WHERE s.id = v.id AND ($7::text[] IS NULL OR s.status = ANY($7::text[]))
+         AND ($8::text IS NULL OR s.node = $8)`,
       [
         rows.map((r) => r.id),
         rows.map((r) => r.lastSeq),
@@ -83,6 +86,7 @@ export class SessionStore {
         rows.map((r) => r.rejectedFrames),
         rows.map((r) => r.bytesIn),
         whileStatus ?? null,
+        owner ?? null,
       ],
     );
   }

@@ -136,6 +136,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
           this.demands.delete(runtime.id);
         }
       },
+      leaseHeld: () => this.alone || this.membership.healthy,
+      leaseLost: () => this.fence(),
       onWindowPassed: (runtime) =>
         void this.withLock(runtime.id, () => runtime.abandon()).catch((err: unknown) =>
           // The sweeper finds the session again (still interrupted, window passed) and retries.
@@ -398,7 +400,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         }
       }
       try {
-        await this.store.saveStats(rows);
+        await this.store.saveStats(rows, undefined, this.config.NODE_ID);
         return 0;
       } catch (err) {
         this.logger.warn({ err }, 'session counters not saved; retrying on the next flush');
@@ -597,10 +599,13 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
    * dead (docs/operations/scale-out.md states what that relies on).
    */
   private fence(): void {
-    if (this.alone || this.live.size === 0) {
+    if (this.alone) {
       return;
     }
-    const runtimes = [...this.live.values()];
+    const runtimes = [...this.live.values()].filter((runtime) => !runtime.leaving);
+    if (runtimes.length === 0) {
+      return;
+    }
     this.logger.error(
       { sessions: runtimes.length },
       'node lease lapsed: every session here is let go of',
@@ -612,7 +617,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     );
     for (const runtime of runtimes) {
       // Not under the session's lock: the spool must stop now, not after a slow resume or close.
-      void runtime.handOff((sink) => sink.failed(lapsed), 'node_lease_lapsed');
+      void runtime.handOff((sink) => sink.failed(lapsed), 'node_lease_lapsed', true);
     }
   }
 
@@ -745,7 +750,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       } finally {
         // Also when the recording fails (no video): the counters still say what was stored.
         counts = countsOf(summary, rejected);
-        await this.store.saveStats([{ id: sessionId, ...counts }]);
+        await this.store.saveStats([{ id: sessionId, ...counts }], undefined, this.config.NODE_ID);
         if (ended) {
           this.deps.audit.record({
             kind: 'session_event',
@@ -786,7 +791,11 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         }
         const rejected = Math.min(row.rejectedFrames, summary.records - summary.audioRecords);
         // Only while still interrupted: a sweep may have abandoned and recounted it meanwhile.
-        await this.store.saveStats([{ id, ...countsOf(summary, rejected) }], ['interrupted']);
+        await this.store.saveStats(
+          [{ id, ...countsOf(summary, rejected) }],
+          ['interrupted'],
+          this.config.NODE_ID,
+        );
       } catch (err) {
         this.logger.warn({ err, sessionId: id }, 'could not recount an interrupted session');
       }
