@@ -2,12 +2,12 @@ import { join } from 'node:path';
 import { Pool } from 'pg';
 import type { FramegateClient } from '../client/src/client';
 import { createNodeClient } from '../client/src/node';
-import { Track } from '../src/protocol/media-header';
+import { encodeMediaMessage, readMediaHeader, Track } from '../src/protocol/media-header';
 import type { Opened } from '../src/protocol/open-session.schema';
-import { readMediaHeader } from '../src/protocol/media-header';
 import { readSpool, scanSpool } from '../src/spool/spool';
 import { Canary, expectAcksTimely, expectRecordingComplete } from './support/canary';
 import { Cluster } from './support/cluster';
+import { postFrames } from './support/frames-body';
 import { jpegFrames, probe } from './support/media';
 import { stopServices } from './support/service-process';
 import { StreamClient } from './support/stream-client';
@@ -217,6 +217,40 @@ describe('cluster: sessions resume on any node', () => {
         detail: expect.objectContaining({ cause: 'taken_over_by_node-b' }),
       }),
     );
+  });
+
+  it('takes a session over through the HTTP fallback: the first call with X-Resume-Token on another node closes the WebSocket there with 4009 and stores its batch', async () => {
+    const first = await StreamClient.connect(cluster.node('node-a').url, { token });
+    const opened = await first.open(video);
+    await pace(first, 1, 10);
+    await first.acksUntil(10);
+
+    const parts: Buffer[] = [];
+    for (const seq of range(11, 20)) {
+      const message = encodeMediaMessage(Track.Video, seq, (seq - 1) * 100, jpegs[seq % 10]);
+      const length = Buffer.alloc(4);
+      length.writeUInt32BE(message.length);
+      parts.push(length, message);
+    }
+    const node = cluster.node('node-c').url;
+    const res = await postFrames(
+      node,
+      opened.sessionId,
+      token,
+      opened.resumeToken,
+      Buffer.concat(parts),
+    );
+    expect(res).toMatchObject({ status: 200, body: { ack: 20 } });
+    expect((await first.closed).code).toBe(4009);
+    expect(await ownerOf(opened.sessionId)).toBe('node-c');
+
+    const closed = await fetch(`${node}/v1/sessions/${opened.sessionId}/close`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'x-resume-token': opened.resumeToken },
+    });
+    expect(closed.status).toBe(200);
+    expect(((await closed.json()) as { frames: number }).frames).toBe(20);
+    await expectEveryFrameOnce(opened.sessionId, 20);
   });
 
   it('a node paused past its lease writes nothing more once it runs again: it closes its connection with 1012, the node that took the session over stays the one writer', async () => {
