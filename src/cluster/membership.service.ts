@@ -46,6 +46,11 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
   /** This process: a restart under the same NODE_ID is another instance. */
   readonly instance = randomUUID();
   private timer: NodeJS.Timeout | undefined;
+  /**
+   * Fires when the last renewal turns NODE_DEAD_AFTER_MS old: the lapse is noticed then, not at
+   * the next tick (up to NODE_HEARTBEAT_MS later, when the others may already count this node dead).
+   */
+  private lapseTimer: NodeJS.Timeout | undefined;
   /** performance.now() of the last renewal the database confirmed; 0 before the first. */
   private renewedAt = 0;
   private renewing = false;
@@ -92,6 +97,7 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
   async beforeApplicationShutdown(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    clearTimeout(this.lapseTimer);
     await this.db
       .query(`UPDATE nodes SET stopped_at = now() WHERE id = $1 AND instance = $2`, [
         this.nodeId,
@@ -154,6 +160,14 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
     );
     this.renewedAt = startedAt;
     this.lapsed = false;
+    this.armLapse();
+  }
+
+  private armLapse(): void {
+    clearTimeout(this.lapseTimer);
+    const left = this.config.NODE_DEAD_AFTER_MS - this.heartbeatAgeMs();
+    this.lapseTimer = setTimeout(() => this.checkLapse(), Math.max(0, Math.ceil(left)) + 1);
+    this.lapseTimer.unref();
   }
 
   private async tick(): Promise<void> {
@@ -181,6 +195,7 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
         await this.register();
       } else {
         this.renewedAt = sentAt;
+        this.armLapse();
       }
       if (this.failing) {
         this.failing = false;

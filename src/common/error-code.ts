@@ -19,6 +19,11 @@ export enum ErrorCode {
   InsufficientStorage = 'insufficient_storage',
   /** Postgres is down or unreachable (restarting); retry after `Retry-After`. */
   DatabaseUnavailable = 'database_unavailable',
+  /**
+   * Another node holds the session and did not let go of it in time (a takeover unanswered):
+   * resume again after `Retry-After`. Never two writers on one spool.
+   */
+  SessionBusy = 'session_busy',
   /** The node records as many frames as it can: a new session would stall the others. */
   OverCapacity = 'over_capacity',
   Internal = 'internal_error',
@@ -84,6 +89,7 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.InsufficientStorage:
     case ErrorCode.DatabaseUnavailable:
     case ErrorCode.OverCapacity:
+    case ErrorCode.SessionBusy:
       return 503;
     case ErrorCode.Internal:
       return 500;
@@ -111,6 +117,7 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
       return CloseCode.Internal;
     case ErrorCode.InsufficientStorage:
     case ErrorCode.OverCapacity:
+    case ErrorCode.SessionBusy:
       return CloseCode.TryAgainLater;
     // Only `auth` refreshes reach a handler with a token: a refused one keeps the old expiry.
     // request_timeout and rate_limited are HTTP's: WebSocket has its own limits and timeouts.

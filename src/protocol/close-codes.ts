@@ -19,17 +19,20 @@ export const CLOSE_CODE_MEANINGS: Record<CloseCode, string> = {
   [CloseCode.Normal]: 'Normal, after `closed`.',
   [CloseCode.TooLarge]: 'A message larger than its limit.',
   [CloseCode.Internal]: 'Internal error: resume with backoff.',
-  [CloseCode.Restart]: 'Server restarting or draining: resume, possibly on another node.',
+  [CloseCode.Restart]:
+    'Server restarting or draining, or the node lost its cluster lease: resume, possibly on ' +
+    'another node.',
   [CloseCode.TryAgainLater]:
-    'Try again later: the node cannot store more right now (disk full, over recording capacity) ' +
-    'or the database is unavailable. Resume or open again with backoff.',
+    'Try again later: the node cannot store more right now (disk full, over recording capacity), ' +
+    'the database is unavailable, or another node holds the session and did not let go of it ' +
+    'in time. Resume or open again with backoff.',
   [CloseCode.Protocol]:
     'Protocol error: bad header, unknown type, invalid JSON, seq gap, media before open.',
   [CloseCode.TokenExpired]: 'Access token expired without `auth`: reconnect with a fresh token.',
   [CloseCode.Kicked]: 'Disconnected by an administrator: do not reconnect.',
   [CloseCode.UnknownSession]: 'Unknown session, bad resume token, or resume window passed.',
   [CloseCode.HeartbeatTimeout]: 'Heartbeat timeout: resume.',
-  [CloseCode.Replaced]: 'The session was resumed on another connection.',
+  [CloseCode.Replaced]: 'The session was resumed on another connection (on this node or another).',
   [CloseCode.Quota]: 'Frame-rate or bandwidth quota exceeded persistently.',
 };
 
@@ -50,4 +53,5 @@ export type CloseReason =
   | 'insufficient_storage'
   | 'database_unavailable'
   | 'over_capacity'
+  | 'session_busy'
   | 'internal_error';

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
 import type { DataSource } from 'typeorm';
+import { nodeAliveSql } from '../cluster/membership.service';
 import type { MessageDirection } from './session-message.entity';
 import type { SessionStatus } from './session.types';
 
@@ -30,7 +31,8 @@ export class SessionStore {
 
   /**
    * Moves a session from one of `from` to `to`; false when it was in none of them (someone else
-   * moved it first), so concurrent transitions cannot both win.
+   * moved it first), so concurrent transitions cannot both win. With `owner`, only while that node
+   * owns the session (a sweeper must not end a session another node has just taken).
    */
   async transition(
     id: string,
@@ -38,6 +40,7 @@ export class SessionStore {
     to: SessionStatus,
     cause: string,
     at: Date = new Date(),
+    owner?: string,
   ): Promise<boolean> {
     const [, affected] = await this.db.query<[unknown[], number]>(
       `UPDATE sessions SET
@@ -47,8 +50,8 @@ export class SessionStore {
          updated_at = $5,
          interrupted_at = CASE WHEN $2 = 'interrupted' THEN $5 ELSE interrupted_at END,
          closed_at = CASE WHEN $2 IN ('closed', 'abandoned') THEN $5 ELSE closed_at END
-       WHERE id = $1 AND status = ANY($6::text[])`,
-      [id, to, at.toISOString(), cause, at, from],
+       WHERE id = $1 AND status = ANY($6::text[]) AND ($7::text IS NULL OR node = $7)`,
+      [id, to, at.toISOString(), cause, at, from, owner ?? null],
     );
     return affected > 0;
   }
@@ -56,11 +59,13 @@ export class SessionStore {
   /**
    * One statement for every dirty session of the node. With `whileStatus`, a row is written only
    * while the session is in one of those states (a recount must not overwrite the counters of an
-   * end that happened meanwhile).
+   * end that happened meanwhile); with `owner`, only while that node owns the session (counters
+   * of a node that has just let a session go must not overwrite the new owner's).
    */
   async saveStats(
     rows: readonly SessionStats[],
     whileStatus?: readonly SessionStatus[],
+    owner?: string,
   ): Promise<void> {
     if (rows.length === 0) {
       return;
@@ -71,7 +76,8 @@ export class SessionStore {
          rejected_frames = v.rejected_frames, bytes_in = v.bytes_in, updated_at = now()
        FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
          AS v(id, last_seq, video_frames, audio_frames, rejected_frames, bytes_in)
-       WHERE s.id = v.id AND ($7::text[] IS NULL OR s.status = ANY($7::text[]))`,
+       WHERE s.id = v.id AND ($7::text[] IS NULL OR s.status = ANY($7::text[]))
+         AND ($8::text IS NULL OR s.node = $8)`,
       [
         rows.map((r) => r.id),
         rows.map((r) => r.lastSeq),
@@ -80,6 +86,7 @@ export class SessionStore {
         rows.map((r) => r.rejectedFrames),
         rows.map((r) => r.bytesIn),
         whileStatus ?? null,
+        owner ?? null,
       ],
     );
   }
@@ -194,6 +201,93 @@ export class SessionStore {
       `SELECT id FROM sessions
        WHERE node = $1 AND status = 'interrupted' AND interrupted_at < now() - make_interval(secs => $2)`,
       [node, windowMs / 1000],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /**
+   * Takes a session from node `from`, which the database counts dead (`deadAfterMs`), for node
+   * `to`. One statement: of several nodes racing for it, one wins; a live owner is never passed
+   * over. False when `from` no longer owns it, is alive, or the session ended.
+   */
+  async takeFromDead(id: string, from: string, to: string, deadAfterMs: number): Promise<boolean> {
+    const [, affected] = await this.db.query<[unknown[], number]>(
+      `UPDATE sessions s SET node = $3
+       WHERE s.id = $1 AND s.node = $2 AND s.status IN ('open', 'interrupted')
+         AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = $2 AND ${nodeAliveSql('n', '$4')})`,
+      [id, from, to, deadAfterMs],
+    );
+    return affected > 0;
+  }
+
+  /**
+   * The owner lets a session go to node `to` (a takeover): only while `from` owns it and it has
+   * not ended. False otherwise.
+   */
+  async handOver(id: string, from: string, to: string): Promise<boolean> {
+    const [, affected] = await this.db.query<[unknown[], number]>(
+      `UPDATE sessions SET node = $3
+       WHERE id = $1 AND node = $2 AND status IN ('open', 'interrupted')`,
+      [id, from, to],
+    );
+    return affected > 0;
+  }
+
+  /**
+   * Adopts up to `limit` sessions that dead nodes left open or interrupted: they move to `node`,
+   * and an open one becomes interrupted from its owner's last sign of life (its window runs from
+   * the owner's death, not from when it was noticed). Several adopters split the work (SKIP
+   * LOCKED) and a session goes to one of them. Resolves with the ids adopted.
+   */
+  async adoptOrphans(node: string, deadAfterMs: number, limit: number): Promise<string[]> {
+    const now = new Date();
+    const [rows] = await this.db.query<[Array<{ id: string }>, number]>(
+      `WITH orphan AS (
+         SELECT s.id, s.status AS was,
+           COALESCE((SELECT COALESCE(n.stopped_at, n.heartbeat_at) FROM nodes n WHERE n.id = s.node),
+                    $4::timestamptz) AS lost_at
+         FROM sessions s
+         WHERE s.status IN ('open', 'interrupted') AND s.node <> $1
+           AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = s.node AND ${nodeAliveSql('n', '$2')})
+         LIMIT $3
+         FOR UPDATE OF s SKIP LOCKED)
+       UPDATE sessions s SET
+         node = $1,
+         status = 'interrupted',
+         status_history = CASE WHEN o.was = 'open' THEN s.status_history || jsonb_build_array(
+           jsonb_build_object('status', 'interrupted', 'cause', 'node_lost',
+             'at', to_char(o.lost_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
+           ELSE s.status_history END,
+         interrupted_at = CASE WHEN o.was = 'open' THEN o.lost_at ELSE s.interrupted_at END,
+         updated_at = $4
+       FROM orphan o WHERE s.id = o.id
+       RETURNING s.id`,
+      [node, deadAfterMs, limit, now],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /**
+   * Adopts up to `limit` ended sessions of dead nodes whose recordings are unfinished (the owner
+   * died while finalizing, or before the recording of an abandoned session was done), to finish
+   * them from the spool here. One adopter each.
+   */
+  async adoptUnfinishedRecordings(
+    node: string,
+    deadAfterMs: number,
+    limit: number,
+  ): Promise<string[]> {
+    const [rows] = await this.db.query<[Array<{ id: string }>, number]>(
+      `WITH orphan AS (
+         SELECT s.id FROM sessions s JOIN recordings r ON r.session_id = s.id
+         WHERE s.status IN ('closed', 'abandoned') AND s.node <> $1
+           AND r.status IN ('pending', 'recording', 'finalizing')
+           AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = s.node AND ${nodeAliveSql('n', '$2')})
+         LIMIT $3
+         FOR UPDATE OF s SKIP LOCKED)
+       UPDATE sessions s SET node = $1 FROM orphan o WHERE s.id = o.id
+       RETURNING s.id`,
+      [node, deadAfterMs, limit],
     );
     return rows.map((r) => r.id);
   }

@@ -531,6 +531,25 @@ describe('SpoolWriter and readSpool', () => {
     await expect(scanSpool(path)).resolves.toMatchObject({ records: 1, lastSeq: 1, torn: null });
   });
 
+  it('discards what is queued on discard(): what was synced stays, nothing queued is written, the file is closed', async () => {
+    const writer = closeAfter(await SpoolWriter.open(path));
+    writer.append(frame(1));
+    writer.append(frame(2));
+    await writer.sync();
+    writer.append(frame(3));
+    const queuedSync = writer.sync();
+    writer.append(frame(4));
+    const discarding = writer.discard();
+    expect(writer.close()).toBe(discarding);
+    await discarding;
+    // The round under way when discard() was called completes; nothing after it is written.
+    await queuedSync;
+    expect(() => writer.append(frame(5))).toThrow('spool writer is closed');
+    const { records } = await readAll(path);
+    expect(seqs(records)).toEqual([1, 2, 3]);
+    expect(openFds(path)).toBe(0);
+  });
+
   it('refuses empty messages', async () => {
     const writer = closeAfter(await SpoolWriter.open(path));
     expect(() => writer.append(Buffer.alloc(0))).toThrow(RangeError);

@@ -113,6 +113,8 @@ export class SpoolWriter {
   private next: Deferred | undefined;
   private failure: Error | undefined;
   private closing: Promise<void> | undefined;
+  /** Set by discard(): no write starts any more. */
+  private discarding = false;
   /**
    * Record prefixes; a slice is reused only after the writev that carried it has completed.
    * Allocated with the first write, so an idle session's writer holds no buffer.
@@ -264,6 +266,33 @@ export class SpoolWriter {
     return this.closing;
   }
 
+  /**
+   * Closes without writing what is still queued: for a node that may no longer write this file
+   * (it lost its lease; another node may be appending to it now). Those messages were never
+   * acknowledged. A writev already under way completes (it was issued while writing was allowed);
+   * no other starts. Later calls of close or discard return the same promise.
+   */
+  discard(): Promise<void> {
+    this.closing ??= this.dropQueued();
+    return this.closing;
+  }
+
+  private async dropQueued(): Promise<void> {
+    this.discarding = true;
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    const next = this.next;
+    this.next = undefined;
+    next?.reject(this.closedError());
+    try {
+      await this.current?.done;
+    } catch {
+      // Its failure was reported to whoever asked for that round.
+    } finally {
+      await this.fh.close();
+    }
+  }
+
   private async shutdown(): Promise<void> {
     try {
       if (!this.failure) {
@@ -325,7 +354,7 @@ export class SpoolWriter {
     this.inflightBytes = this.queuedBytes;
     this.queuedBytes = 0;
     try {
-      for (let start = 0; start < batch.length; start += RECORDS_PER_WRITEV) {
+      for (let start = 0; start < batch.length && !this.discarding; start += RECORDS_PER_WRITEV) {
         await this.writeChunk(batch, start, Math.min(start + RECORDS_PER_WRITEV, batch.length));
         this.unsynced = true;
       }

@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import type { Repository } from 'typeorm';
 import { AuditWriter } from '../audit/audit-writer.service';
 import type { Principal } from '../auth/scopes';
+import { ClusterBus } from '../cluster/cluster-bus.service';
+import { Membership } from '../cluster/membership.service';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig, spoolDirOf } from '../config/config';
@@ -44,9 +46,34 @@ const LOW_DISK_RETRY_S = 30;
 /** How often the sweeper looks for idle HTTP-attached and expired interrupted sessions. */
 const SWEEP_MS = 1_000;
 
+/** The bus request by which a node asks a session's owner to let go of it. */
+export const TAKEOVER = 'session.takeover';
+
+/** Retry-After when the owner of a session did not let go of it in time. */
+const BUSY_RETRY_S = 1;
+
+/**
+ * Attempts to take a session whose owner changes under us (two nodes racing for it): each loses
+ * to a node that then owns it, and the next attempt asks that node.
+ */
+const TAKE_ATTEMPTS = 3;
+
+/** Sessions (and ended sessions' recordings) of dead nodes adopted per sweep, at most. */
+const ADOPT_PER_SWEEP = 100;
+
+const SESSION_ID = /^[0-9a-f-]{36}$/i;
+
 /**
  * The live sessions of this node. Opens, resumes (rehydrating from the spool a session this node
- * owned before a restart), ends, and writes their counters in batches.
+ * owned before a restart, or one it takes from another node), ends, and writes their counters in
+ * batches.
+ *
+ * A session belongs to the node named in its row (`sessions.node`), while that node's heartbeat
+ * lives (docs/operations/scale-out.md, "Sessions and resume on any node"). Only the owner writes
+ * its spool. A resume elsewhere moves it: a live owner is asked over the bus to let go (it closes
+ * its transport with 4009, closes the spool, stops the recorder, and hands the row over under the
+ * session's lock); a dead owner's session is taken in one conditional UPDATE. A node whose own
+ * heartbeat lapses lets go of everything before the others can count it dead.
  */
 @Injectable()
 export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy {
@@ -83,6 +110,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     private readonly capacity: CapacityService,
     metrics: NodeMetrics,
     private readonly quotas: QuotaService,
+    private readonly membership: Membership,
+    private readonly bus: ClusterBus,
   ) {
     this.totals = {
       frames: 0,
@@ -107,6 +136,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
           this.demands.delete(runtime.id);
         }
       },
+      leaseHeld: () => this.alone || this.membership.healthy,
+      leaseLost: () => this.fence(),
       onWindowPassed: (runtime) =>
         void this.withLock(runtime.id, () => runtime.abandon()).catch((err: unknown) =>
           // The sweeper finds the session again (still interrupted, window passed) and retries.
@@ -118,6 +149,16 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         this.live.get(id)?.limitFps('capacity', claim.cap);
       }
     });
+    bus.on(TAKEOVER, (body, from) => this.letGo(String(body.sessionId), from));
+    membership.onLapse(() => this.fence());
+  }
+
+  /**
+   * With the embedded Postgres no other node shares the database, so none can take a session
+   * over: a lapse there is a database outage, during which open streams go on (docs/operations).
+   */
+  private get alone(): boolean {
+    return this.config.DATABASE_URL === undefined;
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -175,6 +216,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
 
   /** Creates a session (row + spool) attached to `sink`, and returns `opened`. */
   async open(owner: Principal, body: OpenSession, sink: SessionSink): Promise<Opened> {
+    this.assertLeaseHeld();
     await this.assertDiskSpace();
     const demand = this.demandOf(body.video, body.recording ?? null);
     const claim = this.capacity.admit(demand);
@@ -273,6 +315,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     sink: SessionSink,
   ): Promise<Opened> {
     return this.withLock(sessionId, async () => {
+      this.assertLeaseHeld();
       await this.assertDiskSpace();
       const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
       this.claimFor(runtime);
@@ -294,6 +337,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     sink: SessionSink,
   ): Promise<SessionRuntime> {
     return this.withLock(sessionId, async () => {
+      this.assertLeaseHeld();
       const runtime = await this.runtimeFor(principal, sessionId, resumeToken);
       if (runtime.attached !== sink) {
         this.claimFor(runtime);
@@ -317,7 +361,8 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   detach(runtime: SessionRuntime, sink: SessionSink, cause: string): Promise<void> {
     return this.withLock(runtime.id, async () => {
       await runtime.detach(sink, cause);
-      if (runtime.attached === null) {
+      // A runtime handed off meanwhile has given its claim back; a newer one keeps its own.
+      if (runtime.attached === null && this.live.get(runtime.id) === runtime) {
         this.releaseClaim(runtime.id);
       }
     });
@@ -355,7 +400,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         }
       }
       try {
-        await this.store.saveStats(rows);
+        await this.store.saveStats(rows, undefined, this.config.NODE_ID);
         return 0;
       } catch (err) {
         this.logger.warn({ err }, 'session counters not saved; retrying on the next flush');
@@ -385,7 +430,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         retryAfterS: 1,
       });
     }
-    const runtime = known ?? (await this.rehydrate(sessionId));
+    const runtime = known ?? (await this.rehydrate(sessionId, principal, resumeToken));
     if (
       !runtime ||
       runtime.subject !== principal.subject ||
@@ -400,32 +445,43 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   }
 
   /**
-   * A session this node owned before it restarted: its frames are in the spool here, so it can go
-   * on within its window. The spool, not the database, says what was stored.
+   * A session with no runtime here: one this node owned before it restarted, or one it takes from
+   * another node (see `acquire`). Its frames are in the spool (on the shared volume when there are
+   * several nodes), so it can go on within its window. The spool, not the database, says what was
+   * stored. Null when the session cannot be resumed by this principal with this token.
    */
-  private async rehydrate(sessionId: string): Promise<SessionRuntime | null> {
-    if (!/^[0-9a-f-]{36}$/i.test(sessionId)) {
+  private async rehydrate(
+    sessionId: string,
+    principal: Principal,
+    resumeToken: string,
+  ): Promise<SessionRuntime | null> {
+    if (!SESSION_ID.test(sessionId)) {
       return null;
     }
-    const row = await this.rows.findOneBy({ id: sessionId });
+    const found = await this.rows.findOneBy({ id: sessionId });
+    // Checked before anything moves: a wrong token must not make an owner let go.
     if (
-      !row ||
-      row.node !== this.config.NODE_ID ||
-      (row.status !== 'open' && row.status !== 'interrupted')
+      !found ||
+      !this.resumable(found) ||
+      found.subject !== principal.subject ||
+      !tokenMatches(resumeToken, found.resumeTokenHash)
     ) {
       return null;
     }
-    const interruptedAt = row.status === 'interrupted' ? row.interruptedAt : new Date();
-    if (interruptedAt && interruptedAt.getTime() + this.config.RESUME_WINDOW_MS < Date.now()) {
+    const row = await this.acquire(found);
+    if (!row) {
       return null;
     }
+    const interruptedAt = row.status === 'interrupted' ? row.interruptedAt : new Date();
     const path = this.spoolPath(sessionId);
     if (!existsSync(path)) {
       return null;
     }
     const spool = await SpoolWriter.open(path);
     if (row.status === 'open') {
-      await this.store.transition(sessionId, ['open'], 'interrupted', 'spool_failure');
+      // Left open by a process that died (this node's, or another whose session came here).
+      const cause = found.node === this.config.NODE_ID ? 'spool_failure' : 'node_lost';
+      await this.store.transition(sessionId, ['open'], 'interrupted', cause);
     }
     const media = describeMedia(row.video, row.audio, this.quotas.mediaPolicyFor(row.channel));
     const stored = storedIn(spool.recovered);
@@ -458,6 +514,123 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     // Admitted by the process that opened it: it claims its share when it attaches.
     this.demands.set(sessionId, this.demandOf(row.video, row.recordingSettings));
     return runtime;
+  }
+
+  /** Open or interrupted, and (if interrupted) within its resume window. */
+  private resumable(row: SessionEntity): boolean {
+    if (row.status === 'open') {
+      return true;
+    }
+    return (
+      row.status === 'interrupted' &&
+      (row.interruptedAt === null ||
+        row.interruptedAt.getTime() + this.config.RESUME_WINDOW_MS >= Date.now())
+    );
+  }
+
+  /**
+   * Makes this node the owner of `row`'s session and resolves with its row as now stored, or null
+   * once it can no longer be resumed. A dead owner's session is taken in one conditional UPDATE
+   * (of several nodes racing, one wins); a live owner is asked to let go, and one that does not
+   * answer in time keeps it: the client is told to try again (503 / 1013), so there is never a
+   * second writer on the spool. A lost race is tried again against the winner.
+   */
+  private async acquire(row: SessionEntity): Promise<SessionEntity | null> {
+    const me = this.config.NODE_ID;
+    let current: SessionEntity | null = row;
+    for (let attempt = 0; attempt < TAKE_ATTEMPTS; attempt++) {
+      if (!current || !this.resumable(current)) {
+        return null;
+      }
+      if (current.node === me) {
+        return current;
+      }
+      const owner = current.node;
+      const taken = await this.store.takeFromDead(
+        current.id,
+        owner,
+        me,
+        this.config.NODE_DEAD_AFTER_MS,
+      );
+      if (!taken) {
+        const answer = await this.bus.request(owner, TAKEOVER, { sessionId: current.id });
+        if (!answer.delivered) {
+          this.logger.warn(
+            { sessionId: current.id, owner, reason: answer.reason, message: answer.message },
+            'the owner of a session did not let go of it',
+          );
+          throw busyError();
+        }
+      }
+      current = await this.rows.findOneBy({ id: row.id });
+    }
+    if (current?.node === me) {
+      return this.resumable(current) ? current : null;
+    }
+    throw busyError();
+  }
+
+  /**
+   * Another node takes over a session this node owns (TAKEOVER): under the session's lock, so no
+   * resume or end here interleaves, its runtime (if any) hands off: transport closed with 4009,
+   * spool closed, recorder stopped. Then the row goes to `to`. Answers whether it moved; when it
+   * did not (the session ended, or is not this node's), the asker reads the row again.
+   */
+  private letGo(sessionId: string, to: string): Promise<{ moved: boolean }> {
+    if (!SESSION_ID.test(sessionId)) {
+      return Promise.resolve({ moved: false });
+    }
+    return this.withLock(sessionId, async () => {
+      const runtime = this.live.get(sessionId);
+      if (runtime) {
+        await runtime.handOff((sink) => sink.replaced(), `taken_over_by_${to}`);
+      }
+      const moved = await this.store.handOver(sessionId, this.config.NODE_ID, to);
+      if (moved) {
+        this.logger.log({ sessionId, to }, 'session handed over to another node');
+      }
+      return { moved };
+    });
+  }
+
+  /**
+   * This node's heartbeat lapsed: the others may take its sessions from now on, so it stops
+   * writing every one of them at once (1012: resume, on another node), before they can count it
+   * dead (docs/operations/scale-out.md states what that relies on).
+   */
+  private fence(): void {
+    if (this.alone) {
+      return;
+    }
+    const runtimes = [...this.live.values()].filter((runtime) => !runtime.leaving);
+    if (runtimes.length === 0) {
+      return;
+    }
+    this.logger.error(
+      { sessions: runtimes.length },
+      'node lease lapsed: every session here is let go of',
+    );
+    const lapsed = new AppError(
+      ErrorCode.Draining,
+      'this node lost its lease; resume, on another node',
+      { retryAfterS: BUSY_RETRY_S },
+    );
+    for (const runtime of runtimes) {
+      // Not under the session's lock: the spool must stop now, not after a slow resume or close.
+      void runtime.handOff((sink) => sink.failed(lapsed), 'node_lease_lapsed', true);
+    }
+  }
+
+  /**
+   * A node that lost its lease takes no session: what it opened or resumed could be taken by
+   * another node at once, with this one still writing.
+   */
+  private assertLeaseHeld(): void {
+    if (!this.alone && !this.membership.healthy) {
+      throw new AppError(ErrorCode.Draining, 'this node lost its lease; try another node', {
+        retryAfterS: BUSY_RETRY_S,
+      });
+    }
   }
 
   private async sweep(): Promise<void> {
@@ -493,7 +666,14 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       for (const id of expired) {
         if (
           !this.live.has(id) &&
-          (await this.store.transition(id, ['interrupted'], 'abandoned', 'resume_window_passed'))
+          (await this.store.transition(
+            id,
+            ['interrupted'],
+            'abandoned',
+            'resume_window_passed',
+            new Date(),
+            this.config.NODE_ID,
+          ))
         ) {
           await this.finalizeFromSpool(id, {
             status: 'abandoned',
@@ -505,6 +685,33 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       }
     } catch (err) {
       this.logger.debug({ err }, 'sweep of expired sessions deferred');
+    }
+    if (!this.alone && this.membership.healthy) {
+      await this.adoptFromDeadNodes().catch((err: unknown) =>
+        this.logger.debug({ err }, "adoption of dead nodes' sessions deferred"),
+      );
+    }
+  }
+
+  /**
+   * Sessions a dead node left open or interrupted become this node's (interrupted from the
+   * owner's death), so the sweep abandons them once their window passes and finalizes their
+   * recordings from the shared spool; a resume meanwhile takes them from here as from any owner.
+   * Ended sessions whose recordings a dead node left unfinished are finished here.
+   */
+  private async adoptFromDeadNodes(): Promise<void> {
+    const deadAfter = this.config.NODE_DEAD_AFTER_MS;
+    const me = this.config.NODE_ID;
+    const adopted = await this.store.adoptOrphans(me, deadAfter, ADOPT_PER_SWEEP);
+    if (adopted.length > 0) {
+      this.logger.log({ sessions: adopted.length }, 'sessions of dead nodes adopted');
+      await this.reconcileOrphans(adopted);
+    }
+    const unfinished = await this.store.adoptUnfinishedRecordings(me, deadAfter, ADOPT_PER_SWEEP);
+    for (const id of unfinished) {
+      await this.finalizeFromSpool(id).catch((err: unknown) =>
+        this.logger.error({ err, sessionId: id }, "could not finish a dead node's recording"),
+      );
     }
   }
 
@@ -543,7 +750,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       } finally {
         // Also when the recording fails (no video): the counters still say what was stored.
         counts = countsOf(summary, rejected);
-        await this.store.saveStats([{ id: sessionId, ...counts }]);
+        await this.store.saveStats([{ id: sessionId, ...counts }], undefined, this.config.NODE_ID);
         if (ended) {
           this.deps.audit.record({
             kind: 'session_event',
@@ -584,7 +791,11 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         }
         const rejected = Math.min(row.rejectedFrames, summary.records - summary.audioRecords);
         // Only while still interrupted: a sweep may have abandoned and recounted it meanwhile.
-        await this.store.saveStats([{ id, ...countsOf(summary, rejected) }], ['interrupted']);
+        await this.store.saveStats(
+          [{ id, ...countsOf(summary, rejected) }],
+          ['interrupted'],
+          this.config.NODE_ID,
+        );
       } catch (err) {
         this.logger.warn({ err, sessionId: id }, 'could not recount an interrupted session');
       }
@@ -648,6 +859,14 @@ function countsOf(summary: SpoolSummary, rejected: number): SessionCounts {
     rejectedFrames: rejected,
     bytesIn: stored.bytes,
   };
+}
+
+function busyError(): AppError {
+  return new AppError(
+    ErrorCode.SessionBusy,
+    'another node holds this session and did not let go of it in time; resume again',
+    { retryAfterS: BUSY_RETRY_S },
+  );
 }
 
 function tokenMatches(token: string, hash: string): boolean {

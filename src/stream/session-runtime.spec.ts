@@ -99,6 +99,8 @@ describe('SessionRuntime counters', () => {
     logger: { error: () => undefined } as unknown as Logger,
     onEnded: () => undefined,
     onWindowPassed: () => undefined,
+    leaseHeld: () => true,
+    leaseLost: () => undefined,
   });
 
   const made: SessionRuntime[] = [];
@@ -367,6 +369,8 @@ describe('SessionRuntime when the database refuses a transition', () => {
         logger: { error: () => undefined } as unknown as Logger,
         onEnded: (r) => ended.push(r),
         onWindowPassed: () => windowPassed(),
+        leaseHeld: () => true,
+        leaseLost: () => undefined,
       },
       {
         id: '00000000-0000-4000-8000-000000000003',
@@ -456,6 +460,8 @@ describe('SessionRuntime.ingest and the pts rule', () => {
       logger: {} as Logger,
       onEnded: () => undefined,
       onWindowPassed: () => undefined,
+      leaseHeld: () => true,
+      leaseLost: () => undefined,
     },
     {
       id: 'runtime-spec',
@@ -554,6 +560,8 @@ describe('SessionRuntime message timing', () => {
         logger: { error: () => undefined, warn: () => undefined } as unknown as Logger,
         onEnded: () => undefined,
         onWindowPassed: () => undefined,
+        leaseHeld: () => true,
+        leaseLost: () => undefined,
       },
       {
         id: '00000000-0000-4000-8000-000000000004',

@@ -14,12 +14,7 @@ import { ErrorCode } from '../common/error-code';
 import type { RecordingHandle } from '../media/recording.service';
 import type { Histogram } from '../metrics/prometheus';
 import type { RecorderEvents } from '../media/session-recorder';
-import type {
-  Closed,
-  ClosedRecording,
-  KeyframeReason,
-  ServerMessage,
-} from '../protocol/messages';
+import type { Closed, ClosedRecording, KeyframeReason, ServerMessage } from '../protocol/messages';
 import type { Opened } from '../protocol/open-session.schema';
 import type { SessionCounts, SessionStats, SessionStore } from '../sessions/session-store.service';
 import type { MessageDirection } from '../sessions/session-message.entity';
@@ -69,6 +64,10 @@ export type IngestResult =
 /** Retry-After for a session stopped because the disk is full. */
 const DISK_FULL_RETRY_S = 30;
 
+function movedAwayError(): AppError {
+  return new AppError(ErrorCode.Conflict, 'the session was resumed on another node');
+}
+
 function diskFullError(): AppError {
   return new AppError(ErrorCode.InsufficientStorage, 'the disk is full; resume later', {
     retryAfterS: DISK_FULL_RETRY_S,
@@ -102,6 +101,14 @@ export interface RuntimeDeps {
   onEnded(runtime: SessionRuntime): void;
   /** Called when an interrupted session's resume window passes. */
   onWindowPassed(runtime: SessionRuntime): void;
+  /**
+   * Whether this node still holds its lease (heartbeat younger than NODE_DEAD_AFTER_MS), so that
+   * no other node may have taken its sessions. Checked before each spool write (per sync, not per
+   * frame).
+   */
+  leaseHeld(): boolean;
+  /** The lease is found lapsed before the lapse was reported: every session lets go now. */
+  leaseLost(): void;
 }
 
 /** Media records of a session by track, with their bytes (messages as received, header included). */
@@ -211,6 +218,8 @@ export class SessionRuntime {
   private ackTimer: NodeJS.Timeout | undefined;
   private windowTimer: NodeJS.Timeout | undefined;
   private broken = false;
+  /** The session left this node (taken over elsewhere, or this node lost its lease). */
+  private movedAway = false;
   /** The disk filled up: the final ack and 1013 are on their way. */
   private stopping = false;
   /** Last time anything arrived, for idle HTTP-attached sessions. */
@@ -336,6 +345,11 @@ export class SessionRuntime {
     return this.broken;
   }
 
+  /** It is leaving this node (handOff): another node owns or is about to own it. */
+  get leaving(): boolean {
+    return this.movedAway;
+  }
+
   /** Highest seq durably stored. */
   get lastSeq(): number {
     return this.durableSeq;
@@ -442,7 +456,7 @@ export class SessionRuntime {
       const due = this.lastAckAt + this.intervalMs - Date.now();
       this.ackTimer = setTimeout(this.flushAck, due > 0 ? due : 0);
     }
-    if (this.spool.pendingBytes > EARLY_WRITE_BYTES) {
+    if (this.spool.pendingBytes > EARLY_WRITE_BYTES && this.deps.leaseHeld()) {
       this.spool.write().catch((err: unknown) => this.fail(err));
     }
     return result;
@@ -481,6 +495,9 @@ export class SessionRuntime {
    * with `insufficient_storage` (503 / 1013), so callers answer it like any refusal.
    */
   syncNow(): Promise<number> {
+    if (this.movedAway) {
+      return Promise.reject(movedAwayError());
+    }
     return this.syncSpool().catch((err: unknown) => {
       this.fail(err);
       throw isDiskFull(err) ? diskFullError() : err;
@@ -488,6 +505,13 @@ export class SessionRuntime {
   }
 
   private async syncSpool(): Promise<number> {
+    if (!this.deps.leaseHeld()) {
+      // A process that was paused runs its I/O before the timer that reports the lapse.
+      this.deps.leaseLost();
+    }
+    if (this.movedAway) {
+      throw movedAwayError();
+    }
     // The sync covers exactly what was appended before it starts: that is what becomes stored.
     const target = this.receivedSeq;
     const { video, audio, bytes } = this.accepted;
@@ -634,7 +658,14 @@ export class SessionRuntime {
     }
     if (this.status === 'interrupted') {
       try {
-        await this.deps.store.transition(this.id, ['interrupted'], 'open', cause);
+        await this.deps.store.transition(
+          this.id,
+          ['interrupted'],
+          'open',
+          cause,
+          new Date(),
+          this.deps.config.NODE_ID,
+        );
       } catch (err) {
         // Not resumed (the database is down): still interrupted, with a window that runs again,
         // and no transport, so the client's next resume is judged afresh.
@@ -675,7 +706,14 @@ export class SessionRuntime {
     // A full disk moves the session to interrupted itself, after its final ack.
     if (this.status === 'open' && !this.stopping) {
       this.status = 'interrupted';
-      await this.deps.store.transition(this.id, ['open'], 'interrupted', cause);
+      await this.deps.store.transition(
+        this.id,
+        ['open'],
+        'interrupted',
+        cause,
+        new Date(),
+        this.deps.config.NODE_ID,
+      );
       this.startWindow(this.deps.config.RESUME_WINDOW_MS);
     }
     this.event('detached', sink.connectionId, { transport: sink.transport, cause });
@@ -716,6 +754,45 @@ export class SessionRuntime {
     return this.recording.finish(this.durableSeq);
   }
 
+  /**
+   * The session leaves this node: another node takes it over, or this node's lease lapsed. From
+   * this call on nothing more is accepted (ingest answers `failed`); the transport is ended by
+   * `endSink` (4009 or 1012), the recorder stopped, and the spool closed: its pending writes made
+   * durable first while this node still holds the session, or dropped (`discard`, never acked)
+   * once the lease lapsed, when another node may be writing it already. Resolves once this node
+   * can write nothing more to the spool; the next owner reads everything from it (the row's
+   * status and counters are its to set).
+   */
+  async handOff(
+    endSink: (sink: SessionSink) => void,
+    cause: string,
+    discard = false,
+  ): Promise<void> {
+    if (this.movedAway) {
+      return;
+    }
+    this.movedAway = true;
+    this.broken = true;
+    clearTimeout(this.ackTimer);
+    clearTimeout(this.windowTimer);
+    this.ackTimer = undefined;
+    this.windowTimer = undefined;
+    const sink = this.sink;
+    this.sink = null;
+    if (sink) {
+      endSink(sink);
+    }
+    this.recording?.abort();
+    try {
+      await (discard ? this.spool.discard() : this.spool.close());
+    } catch (err) {
+      // Whatever did not reach the disk was never acked; the next owner's scan cuts a torn tail.
+      this.deps.logger.warn({ err, sessionId: this.id }, 'spool not synced while handing off');
+    }
+    this.event('handed_off', sink?.connectionId ?? null, { cause, lastSeq: this.durableSeq });
+    this.deps.onEnded(this);
+  }
+
   /** Counters for the batched stats write; clears the dirty flag. */
   takeStats(): SessionStats | null {
     if (!this.dirty) {
@@ -743,9 +820,16 @@ export class SessionRuntime {
       this.dirty = true;
       const stats = this.takeStats();
       if (stats) {
-        await this.deps.store.saveStats([stats]);
+        await this.deps.store.saveStats([stats], undefined, this.deps.config.NODE_ID);
       }
-      await this.deps.store.transition(this.id, from, status, cause);
+      await this.deps.store.transition(
+        this.id,
+        from,
+        status,
+        cause,
+        new Date(),
+        this.deps.config.NODE_ID,
+      );
     } catch (err) {
       // The database did not take the end: the session stays what its row says. This runtime,
       // its spool closed, is dropped, so a resume rebuilds the session from its spool (or the

@@ -512,9 +512,12 @@ function reasonFor(code: CloseCode, error?: ErrorCode): CloseReason {
     case CloseCode.Restart:
       return 'server_shutdown';
     case CloseCode.TryAgainLater:
-      // Three causes share 1013; the audit names which.
+      // Four causes share 1013; the audit names which.
       if (error === ErrorCode.InsufficientStorage) {
         return 'insufficient_storage';
+      }
+      if (error === ErrorCode.SessionBusy) {
+        return 'session_busy';
       }
       return error === ErrorCode.OverCapacity ? 'over_capacity' : 'database_unavailable';
     case CloseCode.Protocol:
