@@ -2,8 +2,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Pool } from 'pg';
+import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
 import sharp from 'sharp';
+import { RetentionService } from '../src/media/retention.service';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
 import { testDir } from './support/dirs';
@@ -58,6 +60,27 @@ class S3Server {
 
   url(prefix: string): string {
     return `http://127.0.0.1:${this.port}/${BUCKET}/${prefix}`;
+  }
+
+  /** Whether the object exists, asked through the real client. */
+  async has(key: string): Promise<boolean> {
+    const client = new S3Client({
+      endpoint: `http://127.0.0.1:${this.port}`,
+      forcePathStyle: true,
+      region: 'us-east-1',
+      credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_KEY },
+    });
+    try {
+      await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+      return true;
+    } catch (err) {
+      if ((err as { name?: string }).name === 'NotFound') {
+        return false;
+      }
+      throw err;
+    } finally {
+      client.destroy();
+    }
   }
 }
 
@@ -144,7 +167,7 @@ describe('recordings on S3-compatible storage', () => {
   const token = hsToken({
     sub: 'teller',
     channel: 'branch-app',
-    scope: 'stream:publish recording:read',
+    scope: 'stream:publish recording:read media:process',
   });
   const admin = hsToken({ sub: 'ops', scope: 'admin' });
   const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
@@ -163,6 +186,7 @@ describe('recordings on S3-compatible storage', () => {
         RECORDINGS_S3_RETRY_DELAY_S: '1',
         RECORDING_CRF: '0',
         STREAM_MAX_FPS: '2000',
+        RETENTION_DAYS: '30',
       },
     });
   });
@@ -337,6 +361,51 @@ describe('recordings on S3-compatible storage', () => {
     const again = await download(app.url, sessionId, token);
     expect(again.status).toBe(200);
     expect(sha256(again.body)).toBe(moved.sha256);
+  });
+
+  it('runs a media job on a recording that lives on storage, from the downloaded object', async () => {
+    const sessionId = await record(app.url, token, frames);
+    await waitForRow(app.db, sessionId, (r) => r.upload_state === 'uploaded', 'uploaded');
+    const submitted = await call(app.url, 'POST', '/v1/media/jobs', {
+      token,
+      body: { type: 'transcode', input: { recording: sessionId }, width: 320, height: 240 },
+    });
+    expect(submitted.status).toBe(202);
+    let job: Record<string, any> = {};
+    await waitFor(
+      async () => {
+        job = (await call(app.url, 'GET', `/v1/media/jobs/${submitted.body.id}`, { token })).body;
+        return ['completed', 'failed', 'cancelled'].includes(job.state as string);
+      },
+      120_000,
+      'job settled',
+    );
+    expect(job).toMatchObject({ state: 'completed' });
+    const result = await fetch(`${app.url}/v1/media/jobs/${job.id}/result`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(result.status).toBe(200);
+    const out = join(dir, 'transcoded.mp4');
+    writeFileSync(out, Buffer.from(await result.arrayBuffer()));
+    expect(await probe(out)).toMatchObject({ videoFrames: FRAMES, width: 320, height: 240 });
+  });
+
+  it('deletes the object with the session when retention purges it', async () => {
+    const sessionId = await record(app.url, token, frames);
+    const moved = await waitForRow(
+      app.db,
+      sessionId,
+      (r) => r.upload_state === 'uploaded',
+      'uploaded',
+    );
+    const key = moved.object_key as string;
+    expect(await s3.has(key)).toBe(true);
+    await app.db.query(`UPDATE sessions SET closed_at = now() - interval '31 days' WHERE id = $1`, [
+      sessionId,
+    ]);
+    await expect(app.started.app.get(RetentionService).purgeNow()).resolves.toBe(1);
+    expect(await s3.has(key)).toBe(false);
+    expect(await row(app.db, sessionId)).toBeUndefined();
   });
 
   it('records why an upload with bad credentials fails and keeps the local file', async () => {
