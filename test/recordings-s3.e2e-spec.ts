@@ -354,13 +354,72 @@ describe('recordings on S3-compatible storage', () => {
         error: 'unavailable',
         message: 'the recording storage is unavailable',
       });
-      expect((await fetch(`${app.url}/health/live`)).status).toBe(200);
+      // Ingest does not depend on storage: the node stays ready.
+      expect((await fetch(`${app.url}/health/ready`)).status).toBe(200);
     } finally {
       await s3.start();
     }
     const again = await download(app.url, sessionId, token);
     expect(again.status).toBe(200);
     expect(sha256(again.body)).toBe(moved.sha256);
+  });
+
+  it('goes on serving after clients abort downloads from storage mid-body', async () => {
+    const sessionId = await record(app.url, token, frames);
+    const moved = await waitForRow(
+      app.db,
+      sessionId,
+      (r) => r.upload_state === 'uploaded',
+      'uploaded',
+    );
+    for (let i = 0; i < 3; i++) {
+      const aborter = new AbortController();
+      const res = await fetch(`${app.url}/v1/sessions/${sessionId}/recording`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal: aborter.signal,
+      });
+      expect(res.status).toBe(200);
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      await reader.read();
+      aborter.abort();
+      await reader.read().catch(() => undefined);
+    }
+    const whole = await download(app.url, sessionId, token);
+    expect(whole.status).toBe(200);
+    expect(sha256(whole.body)).toBe(moved.sha256);
+  });
+
+  it('finishes a move cut short after the object was verified: unlinks the file without uploading again', async () => {
+    const sessionId = await record(app.url, token, frames);
+    const ready = await waitForRow(app.db, sessionId, (r) => r.status === 'ready', 'ready');
+    const localPath = ready.path as string;
+    const moved = await waitForRow(
+      app.db,
+      sessionId,
+      (r) => r.upload_state === 'uploaded',
+      'uploaded',
+    );
+    // What a crash between marking the row `s3` and unlinking the file leaves behind.
+    writeFileSync(localPath, (await download(app.url, sessionId, token)).body);
+    await app.db.query(
+      `UPDATE recordings SET path = $2, upload_state = 'pending', upload_retry_at = now(),
+                             uploaded_at = NULL
+        WHERE session_id = $1`,
+      [sessionId, localPath],
+    );
+    const done = await waitForRow(
+      app.db,
+      sessionId,
+      (r) => r.upload_state === 'uploaded',
+      'uploaded again',
+    );
+    expect(done).toMatchObject({
+      storage: 's3',
+      path: null,
+      upload_attempts: moved.upload_attempts,
+    });
+    expect(existsSync(localPath)).toBe(false);
+    expect(sha256((await download(app.url, sessionId, token)).body)).toBe(ready.sha256);
   });
 
   it('runs a media job on a recording that lives on storage, from the downloaded object', async () => {
