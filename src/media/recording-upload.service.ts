@@ -179,7 +179,12 @@ export class RecordingUploadService implements OnApplicationBootstrap, OnModuleD
         // Cut short by shutdown: not the storage's fault, so not an attempt.
         await this.rows.update(
           { id: c.id },
-          { uploadState: 'pending', uploadRetryAt: new Date(), uploadAttempts: c.attempts - 1 },
+          {
+            uploadState: 'pending',
+            uploadRetryAt: new Date(),
+            // The claim counted an attempt only for an upload, not for a finishing unlink.
+            uploadAttempts: c.storage === 'local' ? c.attempts - 1 : c.attempts,
+          },
         );
         return;
       }
