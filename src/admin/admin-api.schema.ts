@@ -1,4 +1,5 @@
 import { DECODE_CHECKS } from '../media/recording.entity';
+import { STORAGES, UPLOAD_STATES } from '../storage/upload-policy';
 import { z } from 'zod';
 import { AUDIT_OUTCOMES } from '../audit/audit.types';
 import { SESSION_STATUSES } from '../sessions/session.types';
@@ -96,6 +97,24 @@ export const recordingDetailSchema = z.strictObject({
       checkedAt: when.nullable(),
     })
     .nullable(),
+  /** Where the recording lives, and its upload to RECORDINGS_S3_URL (docs/recording.md). */
+  storage: z.strictObject({
+    location: z.enum(STORAGES),
+    /** The object's key in the bucket, once an upload began. */
+    objectKey: z.string().nullable(),
+    /** Null: not queued for upload. */
+    upload: z
+      .strictObject({
+        state: z.enum(UPLOAD_STATES),
+        attempts: z.number().int(),
+        /** Why the last attempt failed; null once uploaded. */
+        error: z.string().nullable(),
+        /** When a pending upload is tried again. */
+        retryAt: when.nullable(),
+        uploadedAt: when.nullable(),
+      })
+      .nullable(),
+  }),
 });
 export type RecordingDetail = z.output<typeof recordingDetailSchema>;
 

@@ -1,4 +1,5 @@
 import type { DecodeCheck } from '../media/recording.entity';
+import type { Storage, UploadState } from '../storage/upload-policy';
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
@@ -93,7 +94,9 @@ export class AdminSessionsService {
       this.db.query<RecordingRow[]>(
         `SELECT id, status, failure_reason, bytes, duration_ms, frame_count, width, height,
                 video_codec, audio_codec, sha256, created_at, ready_at,
-                decode_check, decode_frames, decode_errors, decode_checked_at
+                decode_check, decode_frames, decode_errors, decode_checked_at,
+                storage, object_key, upload_state, upload_attempts, upload_error,
+                upload_retry_at, uploaded_at
            FROM recordings WHERE session_id = $1`,
         [id],
       ),
@@ -195,6 +198,13 @@ interface RecordingRow {
   decode_frames: number | null;
   decode_errors: string | null;
   decode_checked_at: Date | null;
+  storage: Storage;
+  object_key: string | null;
+  upload_state: UploadState | null;
+  upload_attempts: number;
+  upload_error: string | null;
+  upload_retry_at: Date | null;
+  uploaded_at: Date | null;
 }
 
 function summaryOf(r: SessionRow): SessionSummary {
@@ -240,5 +250,19 @@ function recordingOf(r: RecordingRow): RecordingDetail {
             errors: r.decode_errors,
             checkedAt: r.decode_checked_at?.toISOString() ?? null,
           },
+    storage: {
+      location: r.storage,
+      objectKey: r.object_key,
+      upload:
+        r.upload_state === null
+          ? null
+          : {
+              state: r.upload_state,
+              attempts: r.upload_attempts,
+              error: r.upload_error,
+              retryAt: r.upload_retry_at?.toISOString() ?? null,
+              uploadedAt: r.uploaded_at?.toISOString() ?? null,
+            },
+    },
   };
 }

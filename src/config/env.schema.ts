@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { parseS3Url } from '../storage/s3-url';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -35,6 +36,14 @@ const httpUrl = z.string().refine(
   },
   { message: 'must be an http:// or https:// URL' },
 );
+
+const s3Url = z.string().superRefine((v, ctx) => {
+  try {
+    parseS3Url(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
 
 const readableFile = z.string().refine((p) => existsSync(p), { message: 'file does not exist' });
 
@@ -220,6 +229,13 @@ export const envSchema = z
     IMAGE_DECODE_CONCURRENCY: int(1, 256).optional(),
     IMAGE_SESSION_BUDGET_MS_PER_S: int(1, 60_000).default(300),
     KEEP_SPOOL: bool.default(false),
+    /** Unset: recordings stay under RECORDINGS_DIR (docs/recording.md, S3-compatible storage). */
+    RECORDINGS_S3_URL: s3Url.optional(),
+    /** `presigned`: downloads of uploaded recordings answer 302 to a presigned URL. */
+    RECORDINGS_S3_REDIRECT: z.enum(['off', 'presigned']).default('off'),
+    RECORDINGS_S3_PRESIGN_TTL_S: int(10, 3_600).default(60),
+    /** First retry of a failed upload; each next one waits twice as long, at most an hour. */
+    RECORDINGS_S3_RETRY_DELAY_S: int(1, 3_600).default(30),
 
     MEDIA_UPLOAD_MAX_BYTES: int(1024, 1_000_000_000_000).default(1024 * 1024 * 1024),
     MEDIA_JOB_CONCURRENCY: int(1, 256).optional(),

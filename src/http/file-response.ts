@@ -22,6 +22,13 @@ export interface StoredFile {
   what: string;
 }
 
+/** A stored object read through a callback (S3-compatible storage), served like a file. */
+export interface StoredObject extends Omit<StoredFile, 'path'> {
+  size: number;
+  /** Names the object in logs, e.g. its key. */
+  where: string;
+}
+
 /** The validators of a stored file, as sent in `ETag` and `Last-Modified`. */
 interface Validators {
   etag: string | null;
@@ -59,11 +66,66 @@ export async function serveFile(
     }
     handedOver = true;
     const source = createReadStream(file.path, { fd: handle, start: span.start, end: span.end });
-    await stream(source, res, file, logger);
+    await stream(source, res, { what: file.what, where: file.path }, logger);
   } finally {
     if (!handedOver) {
       await handle.close();
     }
+  }
+}
+
+/**
+ * Answers GET or HEAD with a stored object by the same rules as a file: `open` is asked for the
+ * byte span to send (null: all of it) only once the status is known, and its signal aborts when
+ * the client goes away. An `open` that fails throws before any header is sent, so the caller's
+ * error (a 503) is answered cleanly.
+ */
+export async function serveStream(
+  req: Request,
+  res: Response,
+  object: StoredObject,
+  open: (span: { start: number; end: number } | null, signal: AbortSignal) => Promise<Readable>,
+  logger: Logger,
+): Promise<void> {
+  const span = respond(req, res, {
+    validators: {
+      etag: object.sha256 ? `"${object.sha256}"` : null,
+      lastModified: object.lastModified,
+    },
+    size: object.size,
+    contentType: object.contentType,
+    filename: object.filename,
+    what: object.what,
+  });
+  if (!span) {
+    return;
+  }
+  const aborter = new AbortController();
+  const abort = (): void => aborter.abort();
+  res.once('close', abort);
+  try {
+    let source: Readable;
+    try {
+      const whole = span.start === 0 && span.end === object.size - 1;
+      source = await open(whole ? null : span, aborter.signal);
+    } catch (err) {
+      if (aborter.signal.aborted) {
+        // The client left while storage was asked: nobody to answer.
+        return;
+      }
+      for (const name of [
+        'Content-Type',
+        'Content-Disposition',
+        'Content-Length',
+        'Content-Range',
+      ]) {
+        res.removeHeader(name);
+      }
+      throw err;
+    }
+    await stream(source, res, { what: object.what, where: object.where }, logger);
+  } finally {
+    res.off('close', abort);
   }
 }
 
@@ -157,7 +219,7 @@ async function openFile(file: StoredFile): Promise<FileHandle> {
 async function stream(
   source: Readable,
   res: Response,
-  file: StoredFile,
+  file: { what: string; where: string },
   logger: Logger,
 ): Promise<void> {
   try {
@@ -173,7 +235,7 @@ async function stream(
       throw error;
     }
     // Headers are out, so no error body can follow: cut the response short.
-    logger.error({ err, path: file.path }, `streaming ${file.what} failed`);
+    logger.error({ err, path: file.where }, `streaming ${file.what} failed`);
     res.destroy();
   }
 }

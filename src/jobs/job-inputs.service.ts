@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
-import { copyFile, link, stat } from 'node:fs/promises';
+import { copyFile, link, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource, Repository } from 'typeorm';
 import { paramDocuments } from '../admin/admin-query';
@@ -11,6 +11,8 @@ import { APP_CONFIG, type AppConfig, spoolDirOf } from '../config/config';
 import { RecordingEntity } from '../media/recording.entity';
 import type { SessionEntity } from '../sessions/session.entity';
 import { SessionsService } from '../sessions/sessions.service';
+import { RecordingStore } from '../storage/recording-store';
+import { describeStorageError } from '../storage/upload-policy';
 import { engineLimits, type LocalSingle } from './engine';
 import { IN_DIR } from './job-paths';
 import type { UploadedFile } from './job-upload';
@@ -30,12 +32,16 @@ export interface LocalInputs {
   sessions?: string[];
 }
 
+/** A recording's download from storage into a job gives up after this long. */
+const DOWNLOAD_TIMEOUT_MS = 10 * 60_000;
+
 type PlanImages = Extract<JobPlan, { type: 'images-to-video' }>['images'];
 
 /**
  * Turns a submitted spec's input references into files in the job's folder: uploaded parts are
  * already there (`in/u-<name>`); a recording or a session's spool is hard-linked in (copied across
- * file systems), so the job keeps its input even if retention removes the session meanwhile.
+ * file systems), so the job keeps its input even if retention removes the session meanwhile. A
+ * recording that lives on S3-compatible storage is downloaded into the folder.
  *
  * A recording is visible to its session's subject, or to a caller with `admin`; anything else is
  * answered exactly like a missing session (404), so ids cannot be probed. A recording that is not
@@ -50,6 +56,7 @@ export class JobInputs {
     @InjectDataSource() private readonly db: DataSource,
     private readonly sessions: SessionsService,
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
+    private readonly store: RecordingStore,
   ) {
     // Where the stream runtime keeps each session's spool (SessionRegistry.spoolPath).
     this.spoolDir = spoolDirOf(config);
@@ -169,14 +176,52 @@ export class JobInputs {
   ): Promise<{ file: string; bytes: number }> {
     const session = await this.visibleSession(principal, sessionId, field);
     const recording = await this.recordings.findOneBy({ sessionId: session.id });
-    if (!recording || recording.status !== 'ready' || !recording.path) {
+    if (!recording || recording.status !== 'ready') {
       throw notReady(field, session.id, recording);
     }
     const file = `${IN_DIR}/rec-${session.id}.mp4`;
-    const bytes = await linkInto(recording.path, join(jobDir, file), () =>
-      conflict(field, `the recording of session ${session.id} is no longer stored`),
-    );
-    return { file, bytes };
+    const target = join(jobDir, file);
+    const gone = (): AppError =>
+      conflict(field, `the recording of session ${session.id} is no longer stored`);
+    if (recording.storage === 'local' && recording.path) {
+      try {
+        return { file, bytes: await linkInto(recording.path, target, gone) };
+      } catch (err) {
+        // The upload may have moved the file to storage after the row was read.
+        const now = await this.recordings.findOneBy({ id: recording.id });
+        if (now?.storage !== 's3') {
+          throw err;
+        }
+        return { file, bytes: await this.fetchObject(now, field, target) };
+      }
+    }
+    if (recording.storage === 's3') {
+      return { file, bytes: await this.fetchObject(recording, field, target) };
+    }
+    throw gone();
+  }
+
+  /** Downloads a recording that lives on S3 into the job's folder; 503 when storage fails. */
+  private async fetchObject(
+    recording: RecordingEntity,
+    field: string,
+    target: string,
+  ): Promise<number> {
+    try {
+      await this.store.download(
+        recording.objectKey as string,
+        target,
+        AbortSignal.timeout(DOWNLOAD_TIMEOUT_MS),
+      );
+    } catch (err) {
+      await rm(target, { force: true });
+      throw new AppError(
+        ErrorCode.Unavailable,
+        `${field}: the recording storage is unavailable (${describeStorageError(err)})`,
+        { retryAfterS: 10 },
+      );
+    }
+    return (await stat(target)).size;
   }
 
   /**

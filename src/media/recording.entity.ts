@@ -1,6 +1,7 @@
 import { Check, Column, Entity, ForeignKey, Index, PrimaryColumn } from 'typeorm';
 import { SessionEntity } from '../sessions/session.entity';
 import { bigintColumn } from '../database/columns';
+import type { Storage, UploadState } from '../storage/upload-policy';
 
 export const RECORDING_STATUSES = [
   'pending',
@@ -24,6 +25,17 @@ export type DecodeCheck = (typeof DECODE_CHECKS)[number];
 @Check(
   'ck_recordings_decode_check',
   `decode_check IS NULL OR decode_check IN ('pending', 'checking', 'passed', 'failed')`,
+)
+@Index('ix_recordings_upload', ['readyAt'], {
+  where: `status = 'ready' AND path IS NOT NULL`,
+})
+@Check(
+  'ck_recordings_storage',
+  `storage IN ('local', 's3') AND (storage = 'local' OR object_key IS NOT NULL)`,
+)
+@Check(
+  'ck_recordings_upload_state',
+  `upload_state IS NULL OR upload_state IN ('pending', 'uploading', 'uploaded')`,
 )
 @Check(
   'ck_recordings_status',
@@ -92,4 +104,29 @@ export class RecordingEntity {
 
   @Column('timestamptz', { name: 'decode_checked_at', nullable: true })
   decodeCheckedAt!: Date | null;
+
+  /** `local`: the file at `path`; `s3`: the object at `objectKey`, verified (src/storage). */
+  @Column('text', { default: 'local' })
+  storage!: Storage;
+
+  @Column('text', { name: 'object_key', nullable: true })
+  objectKey!: string | null;
+
+  /** Null: not queued for upload (RECORDINGS_S3_URL unset, or not ready yet). */
+  @Column('text', { name: 'upload_state', nullable: true })
+  uploadState!: UploadState | null;
+
+  @Column('integer', { name: 'upload_attempts', default: 0 })
+  uploadAttempts!: number;
+
+  /** Why the last attempt failed; kept until an upload succeeds. */
+  @Column('text', { name: 'upload_error', nullable: true })
+  uploadError!: string | null;
+
+  /** `pending`: not before; `uploading`: the claim's lease, taken again after it. */
+  @Column('timestamptz', { name: 'upload_retry_at', nullable: true })
+  uploadRetryAt!: Date | null;
+
+  @Column('timestamptz', { name: 'uploaded_at', nullable: true })
+  uploadedAt!: Date | null;
 }

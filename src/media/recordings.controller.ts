@@ -1,4 +1,4 @@
-import { Controller, Get, Head, Logger, Param, Req, Res } from '@nestjs/common';
+import { Controller, Get, Head, Inject, Logger, Param, Req, Res } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import type { Request, Response } from 'express';
 import type { Repository } from 'typeorm';
@@ -6,8 +6,11 @@ import { CurrentPrincipal, RequireScopes } from '../auth/auth.decorators';
 import type { Principal } from '../auth/scopes';
 import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
-import { serveBuffer, serveFile } from '../http/file-response';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import { serveBuffer, serveFile, serveStream } from '../http/file-response';
 import { SessionsService } from '../sessions/sessions.service';
+import { RecordingStore } from '../storage/recording-store';
+import { describeStorageError } from '../storage/upload-policy';
 import { RecordingEntity } from './recording.entity';
 import { RecordingService } from './recording.service';
 import { renderWebVtt } from './webvtt';
@@ -29,6 +32,9 @@ const RECORDING_VTT_DOC: ApiDocOptions = {
   errors: [404, 409, 416, 429, 503],
 };
 
+/** What a client told that storage is down should wait before asking again. */
+const STORAGE_RETRY_AFTER_S = 10;
+
 /**
  * `GET`/`HEAD /v1/sessions/{id}/recording`: the session's MP4, with single byte ranges and
  * conditional requests, for the owner (`recording:read`) or an admin. Anyone else gets the 404 of
@@ -43,6 +49,10 @@ const RECORDING_DOC: ApiDocOptions = {
   responses: {
     200: { description: 'The whole file', contentType: 'video/mp4' },
     206: { description: 'The requested range (Content-Range)', contentType: 'video/mp4' },
+    302: {
+      description:
+        'With RECORDINGS_S3_REDIRECT=presigned, a recording on S3: a short-lived presigned URL in Location',
+    },
     304: { description: 'Not modified' },
   },
   errors: [404, 409, 416, 429, 503],
@@ -56,6 +66,8 @@ export class RecordingsController {
     private readonly sessions: SessionsService,
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
     private readonly recordingService: RecordingService,
+    private readonly store: RecordingStore,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
   @Head(':id/recording.vtt')
@@ -114,25 +126,88 @@ export class RecordingsController {
     res: Response,
   ): Promise<void> {
     const recording = await this.readyRecording(principal, id);
+    if (recording.storage === 's3') {
+      return this.serveObject(recording, req, res);
+    }
     if (!recording.path) {
       const error = new AppError(ErrorCode.Internal, 'the recording file cannot be read');
       error.cause = new Error(`recording ${recording.id} is ready but has no path`);
       throw error;
     }
-    await serveFile(
+    try {
+      await serveFile(
+        req,
+        res,
+        {
+          path: recording.path,
+          contentType: 'video/mp4',
+          filename: `${recording.sessionId}.mp4`,
+          // Strong: the file's sha256 never changes once the recording is ready.
+          sha256: recording.sha256,
+          lastModified: recording.readyAt,
+          what: 'the recording',
+        },
+        this.logger,
+      );
+    } catch (err) {
+      // The upload may have moved the file between reading the row and opening it.
+      const moved = isMissingFile(err)
+        ? await this.recordings.findOneBy({ id: recording.id })
+        : null;
+      if (moved?.storage !== 's3') {
+        throw err;
+      }
+      await this.serveObject(moved, req, res);
+    }
+  }
+
+  /** A recording on S3: streamed with its range, or a redirect to a presigned URL. */
+  private async serveObject(
+    recording: RecordingEntity,
+    req: Request,
+    res: Response,
+  ): Promise<void> {
+    const key = recording.objectKey as string;
+    const filename = `${recording.sessionId}.mp4`;
+    if (this.config.RECORDINGS_S3_REDIRECT === 'presigned') {
+      const url = await this.store
+        .presign(key, filename, this.config.RECORDINGS_S3_PRESIGN_TTL_S)
+        .catch((err: unknown) => {
+          throw this.storageDown(recording, err);
+        });
+      res.setHeader('Cache-Control', 'no-store');
+      res.redirect(302, url);
+      return;
+    }
+    await serveStream(
       req,
       res,
       {
-        path: recording.path,
+        size: recording.bytes ?? 0,
         contentType: 'video/mp4',
-        filename: `${recording.sessionId}.mp4`,
-        // Strong: the file's sha256 never changes once the recording is ready.
+        filename,
         sha256: recording.sha256,
         lastModified: recording.readyAt,
         what: 'the recording',
+        where: key,
       },
+      (span, signal) =>
+        this.store.read(key, span, signal).catch((err: unknown) => {
+          throw this.storageDown(recording, err);
+        }),
       this.logger,
     );
+  }
+
+  /** A storage failure as the 503 the client gets, logged once here. */
+  private storageDown(recording: RecordingEntity, err: unknown): AppError {
+    this.logger.warn(
+      { recordingId: recording.id, key: recording.objectKey, error: describeStorageError(err) },
+      'recording storage unavailable',
+    );
+    return new AppError(ErrorCode.Unavailable, 'the recording storage is unavailable', {
+      retryAfterS: STORAGE_RETRY_AFTER_S,
+    });
   }
 
   /**
@@ -173,4 +248,10 @@ export class RecordingsController {
     }
     return recording;
   }
+}
+
+function isMissingFile(err: unknown): boolean {
+  return (
+    err instanceof AppError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+  );
 }

@@ -10,6 +10,8 @@ import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { APP_CONFIG, type AppConfig, spoolDirOf } from '../config/config';
+import { RecordingStore } from '../storage/recording-store';
+import { describeStorageError } from '../storage/upload-policy';
 
 /**
  * Advisory lock class of the retention sweep (the migration lock uses 0x66726d67); the second key
@@ -29,10 +31,13 @@ interface Candidate {
   path: string | null;
   sha256: string | null;
   bytes: string | null;
+  storage: 'local' | 's3';
+  object_key: string | null;
 }
 
 /**
- * Purges sessions that ended more than RETENTION_DAYS ago: the MP4, the spool, and the `sessions`
+ * Purges sessions that ended more than RETENTION_DAYS ago: the MP4 (its object too, when it was
+ * uploaded to RECORDINGS_S3_URL or an upload began), the spool, and the `sessions`
  * row, whose foreign keys cascade to its messages, events and recording. Unset RETENTION_DAYS
  * keeps everything.
  *
@@ -56,6 +61,7 @@ export class RetentionService implements OnModuleInit, OnModuleDestroy {
   constructor(
     @InjectDataSource() private readonly db: DataSource,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly store: RecordingStore,
   ) {
     this.spoolDir = spoolDirOf(config);
   }
@@ -136,7 +142,8 @@ export class RetentionService implements OnModuleInit, OnModuleDestroy {
     while (!this.stopping) {
       const batch = (await runner.query(
         `SELECT s.id AS session_id, s.subject, s.channel, s.closed_at,
-                r.id AS recording_id, r.status AS recording_status, r.path, r.sha256, r.bytes
+                r.id AS recording_id, r.status AS recording_status, r.path, r.sha256, r.bytes,
+                r.storage, r.object_key
          FROM sessions s JOIN recordings r ON r.session_id = s.id
          WHERE s.node = $1 AND r.status IN ('ready', 'failed')
            AND s.closed_at < now() - make_interval(days => $2)
@@ -186,8 +193,19 @@ export class RetentionService implements OnModuleInit, OnModuleDestroy {
     return purged;
   }
 
-  /** Deletes the recording and the spool; a file already gone is fine. */
+  /** Deletes the recording (file and object) and the spool; one already gone is fine. */
   private async removeFiles(c: Candidate): Promise<boolean> {
+    if (c.object_key !== null && (c.storage === 's3' || this.store.enabled)) {
+      try {
+        await this.store.delete(c.object_key);
+      } catch (err) {
+        this.logger.warn(
+          { sessionId: c.session_id, key: c.object_key, error: describeStorageError(err) },
+          'retention could not delete a recording object; the session is kept',
+        );
+        return false;
+      }
+    }
     const paths = [join(this.spoolDir, `${c.session_id}.spool`)];
     if (c.path) {
       paths.unshift(c.path);

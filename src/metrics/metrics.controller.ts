@@ -6,6 +6,7 @@ import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
+import { RecordingUploadService } from '../media/recording-upload.service';
 import { CapacityService } from '../stream/capacity.service';
 import { QuotaService } from '../stream/quota.service';
 import { SessionRegistry } from '../stream/session-registry.service';
@@ -28,6 +29,7 @@ export class MetricsController {
     private readonly audit: AuditWriter,
     private readonly capacity: CapacityService,
     private readonly events: NodeMetrics,
+    private readonly uploads: RecordingUploadService,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
@@ -58,6 +60,7 @@ export class MetricsController {
     const totals = this.registry.totals;
     const refusals = this.audit.refusalStats();
     const capacity = this.capacity.stats();
+    const uploads = this.uploads.stats();
     const lines: Array<[string, 'gauge' | 'counter', string, number]> = [
       ['framegate_connections', 'gauge', 'Live WebSocket connections', this.connections.size],
       [
@@ -148,6 +151,30 @@ export class MetricsController {
         'counter',
         'Audit rows started for refusals (refusals / rows is the aggregation factor)',
         refusals.rows,
+      ],
+      [
+        'framegate_recordings_s3_enabled',
+        'gauge',
+        '1 when recordings are uploaded to RECORDINGS_S3_URL',
+        uploads.enabled ? 1 : 0,
+      ],
+      [
+        'framegate_recordings_upload_backlog',
+        'gauge',
+        "Ready recordings of this node's sessions still on local disk (as of the last upload pass)",
+        uploads.backlog,
+      ],
+      [
+        'framegate_recordings_uploaded_total',
+        'counter',
+        'Recordings uploaded, verified and removed from local disk by this process',
+        uploads.uploaded,
+      ],
+      [
+        'framegate_recording_upload_failures_total',
+        'counter',
+        'Failed upload attempts of this process (each retried later)',
+        uploads.failed,
       ],
     ];
     return lines
