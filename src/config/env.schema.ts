@@ -111,6 +111,12 @@ export const envSchema = z
           .slice(0, 64)
           .replace(/[^A-Za-z0-9._-]/g, '-'),
       ),
+    /**
+     * `all`: one node does everything. `gateway`: ingest only, recording work goes to workers.
+     * `worker`: records what gateways ingest, serves no stream (docs/recording.md, "Gateways and
+     * workers").
+     */
+    NODE_ROLE: z.enum(['all', 'gateway', 'worker']).default('all'),
     PORT: int(0, 65535).default(8080),
     /** Serves /metrics on this port of HOST instead of PORT (0 picks a free one). */
     METRICS_PORT: int(0, 65535).optional(),
@@ -214,6 +220,10 @@ export const envSchema = z
     IMAGE_DECODE_CONCURRENCY: int(1, 256).optional(),
     IMAGE_SESSION_BUDGET_MS_PER_S: int(1, 60_000).default(300),
     KEEP_SPOOL: bool.default(false),
+    /** A worker's lease on a recording lapses this long after its last renewal (renewed at a third). */
+    RECORDING_LEASE_MS: int(1_000, 600_000).default(5_000),
+    /** How long a gateway's `close` waits for a worker to make the recording ready. */
+    RECORDING_CLOSE_WAIT_MS: int(0, 3_600_000).default(30_000),
 
     MEDIA_UPLOAD_MAX_BYTES: int(1024, 1_000_000_000_000).default(1024 * 1024 * 1024),
     MEDIA_JOB_CONCURRENCY: int(1, 256).optional(),

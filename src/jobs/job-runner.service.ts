@@ -134,8 +134,15 @@ export class JobRunner implements OnModuleInit, OnApplicationBootstrap, OnModule
     await this.boss.createQueue(MEDIA_JOB_QUEUE, { name: MEDIA_JOB_QUEUE, ...this.sendOptions() });
   }
 
-  /** Once JobQueue started pg-boss (a global module: its hooks run first). */
+  /**
+   * Once JobQueue started pg-boss (a global module: its hooks run first). A gateway runs no
+   * media jobs: its cores are for ingest; workers (or `all` nodes) take them from the queue.
+   */
   async onApplicationBootstrap(): Promise<void> {
+    if (this.config.NODE_ROLE === 'gateway') {
+      this.stopping = true;
+      return;
+    }
     await this.recover();
     this.timer = setInterval(() => this.kick(), POLL_MS);
     this.timer.unref();
