@@ -104,7 +104,7 @@ export class JobRunner implements OnModuleInit, OnApplicationBootstrap, OnModule
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() dataSource: DataSource,
-    queue: JobQueue,
+    private readonly queue: JobQueue,
     private readonly budget: JobBudget,
     private readonly paths: JobPaths,
     private readonly notifier: JobNotifier,
@@ -131,7 +131,10 @@ export class JobRunner implements OnModuleInit, OnApplicationBootstrap, OnModule
   }
 
   async onModuleInit(): Promise<void> {
-    await this.boss.createQueue(MEDIA_JOB_QUEUE, { name: MEDIA_JOB_QUEUE, ...this.sendOptions() });
+    await this.queue.createQueue(MEDIA_JOB_QUEUE, {
+      name: MEDIA_JOB_QUEUE,
+      ...this.sendOptions(),
+    });
   }
 
   /**
