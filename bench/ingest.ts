@@ -11,6 +11,9 @@
  * Env (all optional):
  * - BENCH_SECONDS (8) and BENCH_WARMUP_SECONDS (2): per streaming scenario;
  * - BENCH_CONNECTIONS ("10,100"; "none" skips the streaming runs);
+ * - BENCH_SERVERS ("raw,naive,framegate,gateway"): which servers the streaming runs measure (all
+ *   are started); "raw,naive,gateway" compares a gateway node with its baselines in a third of the
+ *   time;
  * - BENCH_WINDOW (100): unacknowledged frames in flight per connection, the same on both sides;
  * - BENCH_FRAME_BYTES (25000): the size the generated 640x480 JPEG aims at;
  * - BENCH_PACED_FPS (30; 0 skips) and BENCH_PACED_CONNECTIONS (the first of BENCH_CONNECTIONS, or
@@ -81,6 +84,7 @@ const QUIET_BUSY_PCT = 15;
 const REEXEC_MARK = 'FRAMEGATE_BENCH_REEXEC';
 
 interface Settings {
+  servers: ReadonlySet<string>;
   seconds: number;
   warmupSeconds: number;
   pacedWarmupSeconds: number;
@@ -111,7 +115,12 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
   if (connections.some((n) => !Number.isInteger(n) || n < 1)) {
     throw new Error(`BENCH_CONNECTIONS must be a comma list of positive integers, or none`);
   }
+  const servers = new Set((env.BENCH_SERVERS ?? 'raw,naive,framegate,gateway').split(','));
+  if ([...servers].some((s) => !['raw', 'naive', 'framegate', 'gateway'].includes(s))) {
+    throw new Error('BENCH_SERVERS must be a comma list of raw, naive, framegate, gateway');
+  }
   return {
+    servers,
     seconds: num('BENCH_SECONDS', 8, 0.5),
     warmupSeconds: num('BENCH_WARMUP_SECONDS', 2, 0),
     pacedWarmupSeconds: num('BENCH_PACED_WARMUP_SECONDS', 5, 0),
@@ -359,7 +368,7 @@ async function main(): Promise<number> {
     };
     for (const connections of settings.connections) {
       const entry: Record<string, unknown> = { connections };
-      for (const server of [raw, naive, fg, gateway]) {
+      for (const server of [raw, naive, fg, gateway].filter((s) => settings.servers.has(s.side))) {
         entry[server.side] = await attempt(failures, `${server.side} ${connections} conns`, () =>
           run(server, connections),
         );
@@ -431,6 +440,7 @@ async function main(): Promise<number> {
       machine: machineInfo(),
       source: sourceState(),
       settings: {
+        servers: [...settings.servers],
         seconds: settings.seconds,
         warmupSeconds: settings.warmupSeconds,
         pacedWarmupSeconds: settings.pacedWarmupSeconds,
