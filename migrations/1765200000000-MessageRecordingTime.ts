@@ -21,9 +21,7 @@ export class MessageRecordingTime1765200000000 implements MigrationInterface {
 
   public async down(q: QueryRunner): Promise<void> {
     await q.query(`ALTER TABLE sessions DROP COLUMN media_origin_at`);
-    await q.query(
-      `ALTER TABLE session_messages DROP CONSTRAINT ck_session_messages_recording_ms`,
-    );
+    await q.query(`ALTER TABLE session_messages DROP CONSTRAINT ck_session_messages_recording_ms`);
     await q.query(`ALTER TABLE session_messages DROP COLUMN recording_ms`);
   }
 }

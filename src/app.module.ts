@@ -1,3 +1,4 @@
+import { ClusterModule } from './cluster/cluster.module';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type DynamicModule, Module } from '@nestjs/common';
@@ -64,6 +65,7 @@ export class AppModule {
             nodeId: config.NODE_ID,
           }),
         ),
+        ClusterModule,
         NodeMetricsModule,
         QueueModule,
         AuditModule,

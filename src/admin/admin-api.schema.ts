@@ -176,6 +176,27 @@ export const kickedSchema = z.strictObject({
   kicked: z.literal(true),
 });
 
+/** A node of the cluster, from its row in `nodes`. */
+export const nodeViewSchema = z.strictObject({
+  id: z.string(),
+  role: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  version: z.string(),
+  startedAt: when,
+  heartbeatAt: when,
+  stoppedAt: when.nullable(),
+  /** Heartbeat younger than NODE_DEAD_AFTER_MS and not stopped, by the database's clock. */
+  alive: z.boolean(),
+});
+
+export const nodeListSchema = z.strictObject({
+  /** The node that answered. */
+  node: z.string(),
+  items: z.array(nodeViewSchema),
+});
+export type NodeList = z.output<typeof nodeListSchema>;
+
 /** A channel's override: each quota set for it, or null where the env default applies. */
 export const quotaOverrideSchema = z.strictObject({
   maxConnections: count.nullable(),

@@ -11,6 +11,7 @@ import { AdminChannelsController } from './admin-channels.controller';
 import { AdminChannelsService } from './admin-channels.service';
 import { AdminConnectionsController } from './admin-connections.controller';
 import { AdminConnectionsService } from './admin-connections.service';
+import { AdminNodesController } from './admin-nodes.controller';
 import { AdminSessionsController } from './admin-sessions.controller';
 import { AdminSessionsService } from './admin-sessions.service';
 import { AdminStatsController } from './admin-stats.controller';
@@ -31,6 +32,7 @@ import { AdminStatsService } from './admin-stats.service';
     AdminAuditsController,
     AdminChannelsController,
     AdminStatsController,
+    AdminNodesController,
   ],
   providers: [
     AdminSessionsService,

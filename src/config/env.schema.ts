@@ -111,6 +111,12 @@ export const envSchema = z
           .slice(0, 64)
           .replace(/[^A-Za-z0-9._-]/g, '-'),
       ),
+    /** How often this node renews its row in `nodes`. */
+    NODE_HEARTBEAT_MS: int(100, 60_000).default(2_000),
+    /** A node whose heartbeat is older than this is dead: its leases lapse, its sessions move. */
+    NODE_DEAD_AFTER_MS: int(500, 600_000).default(10_000),
+    /** The longest wait for another node to answer a routed request (a kick, a push, a takeover). */
+    CLUSTER_REQUEST_TIMEOUT_MS: int(50, 60_000).default(3_000),
     /**
      * `all`: one node does everything. `gateway`: ingest only, recording work goes to workers.
      * `worker`: records what gateways ingest, serves no stream (docs/recording.md, "Gateways and
@@ -273,6 +279,13 @@ export const envSchema = z
         path: ['WEBHOOK_RETRY_LIMIT'],
         message:
           'with WEBHOOK_RETRY_DELAY_SECONDS, retries would last more than 7 days (lower either)',
+      });
+    }
+    if (env.NODE_DEAD_AFTER_MS < 3 * env.NODE_HEARTBEAT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['NODE_DEAD_AFTER_MS'],
+        message: 'must be at least 3 × NODE_HEARTBEAT_MS (one late heartbeat must not kill a node)',
       });
     }
     if (env.NODE_ENV === 'production' && !env.AUTH_JWKS_URL && !env.AUTH_JWT_SECRET) {

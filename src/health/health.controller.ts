@@ -12,6 +12,7 @@ import { hasScope, type Principal } from '../auth/scopes';
 import { AuditBacklogHealthIndicator } from './audit-backlog.health';
 import { DiskHealthIndicator } from './disk.health';
 import { FfmpegHealthIndicator } from './ffmpeg.health';
+import { MembershipHealthIndicator } from './membership.health';
 
 @Controller('health')
 @Public()
@@ -22,6 +23,7 @@ export class HealthController {
     private readonly disk: DiskHealthIndicator,
     private readonly ffmpeg: FfmpegHealthIndicator,
     private readonly auditBacklog: AuditBacklogHealthIndicator,
+    private readonly membership: MembershipHealthIndicator,
   ) {}
 
   /** The process is up and its event loop answers. */
@@ -33,14 +35,16 @@ export class HealthController {
   }
 
   /**
-   * Ready for traffic: database, disk, ffmpeg and audit backlog all fine; 200 or 503. Anyone gets
+   * Ready for traffic: database, disk, ffmpeg, audit backlog and this node's heartbeat all fine;
+   * 200 or 503. Anyone gets
    * the status; the checks' details (DATA_DIR, the ffmpeg path and version, backlog) only a caller
    * with the `admin` scope, as terminus' JSON.
    */
   @Get('ready')
   @HealthCheck()
   @ApiOperation({
-    summary: 'Readiness: database, disk, ffmpeg and audit backlog (details with the admin scope)',
+    summary:
+      'Readiness: database, disk, ffmpeg, audit backlog and node heartbeat (details with the admin scope)',
   })
   async ready(
     @Req() req: Request & { user?: Principal },
@@ -53,6 +57,7 @@ export class HealthController {
         () => this.disk.check('disk'),
         () => this.ffmpeg.check('ffmpeg'),
         () => this.auditBacklog.check('audit'),
+        () => this.membership.check('membership'),
       ]);
     } catch (err) {
       // Terminus reports failed checks as a 503 carrying the full result.

@@ -30,10 +30,10 @@ const AUDIO_GAP_S = 0.05;
 /**
  * What one frame of compressed video recorded as sent (parsed, spooled, muxed: no decode, no x264)
  * costs in reference frames, for admission and the capacity estimate. bench:codecs measures the
- * pass-through path's CPU per frame against x264's (docs/performance.md, "Compressed video"); this
- * rounds its ratio up, so admission stays on the safe side.
+ * pass-through path's CPU per frame against x264's (docs/performance.md, "Compressed video": 0.078
+ * at 640×480 on 2 cores, 2026-12-03); this rounds it up, so admission stays on the safe side.
  */
-export const PASSTHROUGH_FRAME_WEIGHT = 0.05;
+export const PASSTHROUGH_FRAME_WEIGHT = 0.08;
 
 /**
  * 20 ms of silence in Opus (RFC 6716: TOC config 31, CELT fullband 20 ms, one frame, and a
