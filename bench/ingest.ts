@@ -2,13 +2,18 @@
  * bench:ingest: the full framegate stack (auth, sessions in Postgres, spool with group fdatasync,
  * merged acks) against a raw `ws` server doing the same framing with no durability, in one run,
  * and against a naive durable server (the raw one plus one writev + fdatasync per merged ack), which
- * shows what durability alone costs on the machine. Each server runs in its own process; this
+ * shows what durability alone costs on the machine; and framegate as a NODE_ROLE=gateway node
+ * (ingest only, recording left to workers elsewhere) against the same naive baseline, in the same
+ * run. Each server runs in its own process; this
  * process is the load generator. Progress goes to
  * stderr, one JSON object with every figure next to its baseline to stdout.
  *
  * Env (all optional):
  * - BENCH_SECONDS (8) and BENCH_WARMUP_SECONDS (2): per streaming scenario;
  * - BENCH_CONNECTIONS ("10,100"; "none" skips the streaming runs);
+ * - BENCH_SERVERS ("raw,naive,framegate,gateway"): which servers the streaming runs measure (all
+ *   are started); "raw,naive,gateway" compares a gateway node with its baselines in a third of the
+ *   time;
  * - BENCH_WINDOW (100): unacknowledged frames in flight per connection, the same on both sides;
  * - BENCH_FRAME_BYTES (25000): the size the generated 640x480 JPEG aims at;
  * - BENCH_PACED_FPS (30; 0 skips) and BENCH_PACED_CONNECTIONS (the first of BENCH_CONNECTIONS, or
@@ -79,6 +84,7 @@ const QUIET_BUSY_PCT = 15;
 const REEXEC_MARK = 'FRAMEGATE_BENCH_REEXEC';
 
 interface Settings {
+  servers: ReadonlySet<string>;
   seconds: number;
   warmupSeconds: number;
   pacedWarmupSeconds: number;
@@ -109,7 +115,12 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
   if (connections.some((n) => !Number.isInteger(n) || n < 1)) {
     throw new Error(`BENCH_CONNECTIONS must be a comma list of positive integers, or none`);
   }
+  const servers = new Set((env.BENCH_SERVERS ?? 'raw,naive,framegate,gateway').split(','));
+  if ([...servers].some((s) => !['raw', 'naive', 'framegate', 'gateway'].includes(s))) {
+    throw new Error('BENCH_SERVERS must be a comma list of raw, naive, framegate, gateway');
+  }
   return {
+    servers,
     seconds: num('BENCH_SECONDS', 8, 0.5),
     warmupSeconds: num('BENCH_WARMUP_SECONDS', 2, 0),
     pacedWarmupSeconds: num('BENCH_PACED_WARMUP_SECONDS', 5, 0),
@@ -127,8 +138,12 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
   };
 }
 
-/** `naive`: the raw server plus the same durability (one writev + fdatasync per merged ack). */
-type Side = 'framegate' | 'raw' | 'naive';
+/**
+ * `naive`: the raw server plus the same durability (one writev + fdatasync per merged ack).
+ * `gateway`: framegate with NODE_ROLE=gateway (ingest only; recording is the workers' work, on
+ * other machines, so none runs here).
+ */
+type Side = 'framegate' | 'gateway' | 'raw' | 'naive';
 
 interface Server {
   side: Side;
@@ -230,7 +245,7 @@ async function main(): Promise<number> {
   const cleanup = new Cleanup(progress);
   cleanup.stopOnSignals();
   // Everything below is bounded; this catches a hang anywhere (a server that stops answering).
-  const scenarios = settings.connections.length * 2 + (settings.pacedFps > 0 ? 2 : 0);
+  const scenarios = settings.connections.length * 3 + (settings.pacedFps > 0 ? 2 : 0);
   const budgetMs =
     300_000 +
     scenarios *
@@ -273,8 +288,8 @@ async function main(): Promise<number> {
       env: Record<string, string> = ADMISSION_OFF,
     ): Promise<Server> => {
       const server =
-        side === 'framegate'
-          ? await startFramegate(root, name, databaseUrl, secret, settings, cpuProf, env)
+        side === 'framegate' || side === 'gateway'
+          ? await startFramegate(root, name, side, databaseUrl, secret, settings, cpuProf, env)
           : await startRaw(
               root,
               name,
@@ -291,6 +306,7 @@ async function main(): Promise<number> {
     const fg = await start('framegate', 'framegate', settings.cpuProfDir !== undefined);
     const raw = await start('raw', 'raw', false);
     const naive = await start('naive', 'naive', false);
+    const gateway = await start('gateway', 'gateway', false, GATEWAY);
     const throughput: Array<Record<string, unknown>> = [];
     const run = async (
       server: Server,
@@ -352,7 +368,7 @@ async function main(): Promise<number> {
     };
     for (const connections of settings.connections) {
       const entry: Record<string, unknown> = { connections };
-      for (const server of [raw, naive, fg]) {
+      for (const server of [raw, naive, fg, gateway].filter((s) => settings.servers.has(s.side))) {
         entry[server.side] = await attempt(failures, `${server.side} ${connections} conns`, () =>
           run(server, connections),
         );
@@ -361,6 +377,7 @@ async function main(): Promise<number> {
       // What durability alone costs on this machine, and framegate against that floor.
       entry.naiveRatio = ratios(entry.naive, entry.raw);
       entry.ratioToNaive = ratios(entry.framegate, entry.naive);
+      entry.gatewayRatioToNaive = ratios(entry.gateway, entry.naive);
       throughput.push(entry);
     }
     let paced: Record<string, unknown> | null = null;
@@ -376,6 +393,10 @@ async function main(): Promise<number> {
     const fgStop = await fg.child.stop(30_000);
     await raw.child.stop(30_000);
     await naive.child.stop(30_000);
+    const gatewayStop = await gateway.child.stop(30_000);
+    if (gatewayStop.code !== 0) {
+      failures.push(`gateway exited with ${gatewayStop.code ?? gatewayStop.signal}`);
+    }
     if (paced) {
       // Far beyond what the node can record: a framegate of its own, admitting by its measured
       // recording capacity (the default), its clients keeping to the caps it gives them.
@@ -419,6 +440,7 @@ async function main(): Promise<number> {
       machine: machineInfo(),
       source: sourceState(),
       settings: {
+        servers: [...settings.servers],
         seconds: settings.seconds,
         warmupSeconds: settings.warmupSeconds,
         pacedWarmupSeconds: settings.pacedWarmupSeconds,
@@ -483,9 +505,17 @@ async function prepareDatabase(url: string): Promise<void> {
  */
 const ADMISSION_OFF = { RECORDING_CAPACITY_FPS: '1000000' };
 
+/**
+ * A gateway node: no worker runs on this machine (in a deployment they have machines of their
+ * own), so `close` does not wait for one: `closed` says `pending` and the recording work stays
+ * queued in `recording_work`.
+ */
+const GATEWAY = { ...ADMISSION_OFF, NODE_ROLE: 'gateway', RECORDING_CLOSE_WAIT_MS: '0' };
+
 async function startFramegate(
   root: string,
   name: string,
+  side: 'framegate' | 'gateway',
   databaseUrl: string,
   secret: string,
   settings: Settings,
@@ -523,7 +553,7 @@ async function startFramegate(
   });
   const url = `${match[1].replace(/^http/, 'ws')}/v1/stream`;
   return {
-    side: 'framegate',
+    side,
     child,
     metricsUrl: `${match[1]}/metrics`,
     adminToken: hsToken({ sub: 'bench-admin', scope: 'admin', secret }),
@@ -909,7 +939,20 @@ function aims(
     pacedP99 === null || naivePacedP99 === null ? null : round(pacedP99 / naivePacedP99, 2);
   const recordings = paced?.recordings as { complete: number; sessions: number } | undefined;
   const idleRatioValue = (idle?.ratio as { perConnection?: number } | null)?.perConnection ?? null;
+  const gatewayToNaive = (connections: number): number | null =>
+    (
+      throughput.find((t) => t.connections === connections)?.gatewayRatioToNaive as {
+        framesPerSec?: number;
+      } | null
+    )?.framesPerSec ?? null;
+  const gatewayAim = (value: number | null) => ({
+    aim: '>= 0.85 (issue 15: a gateway node against naive durable, acked frames/s)',
+    value,
+    met: value === null ? null : value >= 0.85,
+  });
   return {
+    gatewayToNaiveAt10: gatewayAim(gatewayToNaive(10)),
+    gatewayToNaiveAt100: gatewayAim(gatewayToNaive(100)),
     throughputRatioAt100: {
       aim: '>= 0.70',
       value: ratio100,

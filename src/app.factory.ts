@@ -24,6 +24,7 @@ import type { PostgresEvent } from './database/postgres-supervisor';
 import { cors } from './http/cors';
 import { RequestGate } from './http/request-gate';
 import { securityHeaders } from './http/security-headers';
+import { workerGate } from './http/worker-gate';
 import { MetricsController } from './metrics/metrics.controller';
 import { serveOpenApi } from './docs/openapi';
 import { DrainService } from './stream/drain.service';
@@ -111,6 +112,9 @@ export async function startApp(env: Record<string, string | undefined>): Promise
     // Before the rate limits: their 429s carry the grant too, and preflights are not counted.
     app.use(cors(config.ALLOWED_ORIGINS));
     app.use(new RequestGate(config, audit).handle);
+    if (config.NODE_ROLE === 'worker') {
+      app.use(workerGate);
+    }
     serveDemo(app, logger);
     serveConsole(app, logger);
     applyServerTimeouts(app.getHttpServer(), config);

@@ -156,7 +156,7 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
          instance = excluded.instance, role = excluded.role, host = excluded.host,
          pid = excluded.pid, version = excluded.version, started_at = now(),
          heartbeat_at = now(), stopped_at = NULL`,
-      [this.nodeId, this.instance, 'all', hostname(), process.pid, PACKAGE_VERSION],
+      [this.nodeId, this.instance, this.config.NODE_ROLE, hostname(), process.pid, PACKAGE_VERSION],
     );
     this.renewedAt = startedAt;
     this.lapsed = false;

@@ -126,6 +126,12 @@ export const envSchema = z
     NODE_DEAD_AFTER_MS: int(500, 600_000).default(10_000),
     /** The longest wait for another node to answer a routed request (a kick, a push, a takeover). */
     CLUSTER_REQUEST_TIMEOUT_MS: int(50, 60_000).default(3_000),
+    /**
+     * `all`: one node does everything. `gateway`: ingest only, recording work goes to workers.
+     * `worker`: records what gateways ingest, serves no stream (docs/recording.md, "Gateways and
+     * workers").
+     */
+    NODE_ROLE: z.enum(['all', 'gateway', 'worker']).default('all'),
     PORT: int(0, 65535).default(8080),
     /** Serves /metrics on this port of HOST instead of PORT (0 picks a free one). */
     METRICS_PORT: int(0, 65535).optional(),
@@ -236,6 +242,10 @@ export const envSchema = z
     RECORDINGS_S3_PRESIGN_TTL_S: int(10, 3_600).default(60),
     /** First retry of a failed upload; each next one waits twice as long, at most an hour. */
     RECORDINGS_S3_RETRY_DELAY_S: int(1, 3_600).default(30),
+    /** A worker's lease on a recording lapses this long after its last renewal (renewed at a third). */
+    RECORDING_LEASE_MS: int(1_000, 600_000).default(5_000),
+    /** How long a gateway's `close` waits for a worker to make the recording ready. */
+    RECORDING_CLOSE_WAIT_MS: int(0, 3_600_000).default(30_000),
 
     MEDIA_UPLOAD_MAX_BYTES: int(1024, 1_000_000_000_000).default(1024 * 1024 * 1024),
     MEDIA_JOB_CONCURRENCY: int(1, 256).optional(),

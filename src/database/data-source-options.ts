@@ -7,6 +7,7 @@ import { SessionEventEntity } from '../audit/session-event.entity';
 import { TicketEntity } from '../auth/ticket.entity';
 import { MediaJobEntity, MediaJobEventEntity } from '../jobs/media-job.entity';
 import { RecordingEntity } from '../media/recording.entity';
+import { RecordingWorkEntity } from '../media/recording-work.entity';
 import { SessionMessageEntity } from '../sessions/session-message.entity';
 import { SessionEntity } from '../sessions/session.entity';
 import { ChannelQuotaEntity } from '../stream/channel-quota.entity';
@@ -20,6 +21,7 @@ export const ENTITIES = [
   ConnectionAuditEntity,
   NodeEventEntity,
   RecordingEntity,
+  RecordingWorkEntity,
   TicketEntity,
   ChannelQuotaEntity,
   AdminActionEntity,

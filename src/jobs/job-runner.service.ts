@@ -104,7 +104,7 @@ export class JobRunner implements OnModuleInit, OnApplicationBootstrap, OnModule
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() dataSource: DataSource,
-    queue: JobQueue,
+    private readonly queue: JobQueue,
     private readonly budget: JobBudget,
     private readonly paths: JobPaths,
     private readonly notifier: JobNotifier,
@@ -131,11 +131,21 @@ export class JobRunner implements OnModuleInit, OnApplicationBootstrap, OnModule
   }
 
   async onModuleInit(): Promise<void> {
-    await this.boss.createQueue(MEDIA_JOB_QUEUE, { name: MEDIA_JOB_QUEUE, ...this.sendOptions() });
+    await this.queue.createQueue(MEDIA_JOB_QUEUE, {
+      name: MEDIA_JOB_QUEUE,
+      ...this.sendOptions(),
+    });
   }
 
-  /** Once JobQueue started pg-boss (a global module: its hooks run first). */
+  /**
+   * Once JobQueue started pg-boss (a global module: its hooks run first). A gateway runs no
+   * media jobs: its cores are for ingest; workers (or `all` nodes) take them from the queue.
+   */
   async onApplicationBootstrap(): Promise<void> {
+    if (this.config.NODE_ROLE === 'gateway') {
+      this.stopping = true;
+      return;
+    }
     await this.recover();
     this.timer = setInterval(() => this.kick(), POLL_MS);
     this.timer.unref();

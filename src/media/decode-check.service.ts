@@ -56,7 +56,8 @@ export class DecodeCheckService implements OnApplicationBootstrap, OnModuleDestr
   }
 
   onApplicationBootstrap(): void {
-    if (!this.config.RECORDING_DECODE_CHECK) {
+    // A gateway runs no decoder: the workers check what they record (and any left pending).
+    if (!this.config.RECORDING_DECODE_CHECK || this.config.NODE_ROLE === 'gateway') {
       return;
     }
     this.kick();
@@ -73,7 +74,11 @@ export class DecodeCheckService implements OnApplicationBootstrap, OnModuleDestr
 
   /** Checks pending recordings until none is left; a call while running makes it look again. */
   kick(): void {
-    if (this.stopped || !this.config.RECORDING_DECODE_CHECK) {
+    if (
+      this.stopped ||
+      !this.config.RECORDING_DECODE_CHECK ||
+      this.config.NODE_ROLE === 'gateway'
+    ) {
       return;
     }
     if (this.running) {

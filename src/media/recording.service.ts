@@ -18,6 +18,8 @@ import { ImageDecoderPool } from './image-decoder';
 import { ImageWork, imageWorkStatsSchema } from './image-work';
 import { FFMPEG_RECORDER_MEDIA, type RecorderMedia } from './recorder-media';
 import { RecordingEntity } from './recording.entity';
+import { RemoteRecordings } from './remote-recordings.service';
+import { RecordingWorkStore } from './recording-work.store';
 import {
   type RecorderBacklog,
   type RecorderEvents,
@@ -100,6 +102,8 @@ export class RecordingService implements OnModuleDestroy {
     @InjectRepository(RecordingEntity) private readonly recordings: Repository<RecordingEntity>,
     @InjectRepository(SessionMessageEntity)
     private readonly messages: Repository<SessionMessageEntity>,
+    private readonly remote: RemoteRecordings,
+    private readonly work: RecordingWorkStore,
   ) {
     this.maxEncoders = config.RECORDING_MAX_ENCODERS ?? availableParallelism() * ENCODERS_PER_CORE;
     this.slots = new EncoderSlots(this.maxEncoders);
@@ -173,11 +177,16 @@ export class RecordingService implements OnModuleDestroy {
     );
   }
 
+  /** Recordings this node may encode at once (a worker claims no more). */
+  get freeSlots(): number {
+    return Math.max(0, this.maxEncoders - this.slots.active - this.slots.waiting);
+  }
+
   /**
    * Starts (or, after a restart, restarts from the spool) the recording of a session. A new
    * session takes an encoder slot with its first frame, so open but idle sessions hold none. With
    * a free slot a `live` recorder is fed from memory; without one the recorder waits and then reads
-   * everything from the spool.
+   * everything from the spool. On a gateway the recording is handed to the workers instead.
    */
   async begin(
     session: Pick<SessionEntity, 'id' | 'video' | 'audio' | 'recordingSettings'>,
@@ -185,24 +194,12 @@ export class RecordingService implements OnModuleDestroy {
     events: RecorderEvents,
     fromSpool: boolean,
   ): Promise<RecordingHandle> {
+    if (this.config.NODE_ROLE === 'gateway') {
+      return this.handOver(session, events);
+    }
     const existing = await this.recordings.findOneBy({ sessionId: session.id });
     const id = existing?.id ?? randomUUID();
-    const outputPath = join(this.dir, `${session.id}.mp4`);
-    const passthrough = passthroughOf(session.video);
-    // Compressed video is recorded as sent, at its coded size.
-    const size = passthrough ? session.video : this.outputSize(session);
-    const weight = passthrough ? PASSTHROUGH_FRAME_WEIGHT : this.weightOf(size);
-    const recorderSession: RecorderSession = {
-      id: session.id,
-      fps: session.video.fps ?? this.config.RECORDING_FPS,
-      audio: session.audio,
-      width: size.width,
-      height: size.height,
-      declared: { width: session.video.width, height: session.video.height },
-      passthrough,
-    };
-    // A pass-through recorder runs no encoder: it never waits for one of the node's slots.
-    const slots = passthrough ? this.passthroughSlots : this.slots;
+    const { outputPath, size, slots } = this.planOf(session);
     // A spool with frames in it is recorded now; a new session waits for its first frame.
     const eagerSlot = fromSpool ? slots.tryAcquire() : null;
     const status = eagerSlot === false ? 'pending' : 'recording';
@@ -229,13 +226,111 @@ export class RecordingService implements OnModuleDestroy {
       }
       throw err;
     }
-    const spoolBytes = fromSpool ? fileSize(spoolPath) : 0;
+    return this.recordingOf(id, session, spoolPath, events, fromSpool, false, eagerSlot);
+  }
+
+  /**
+   * A worker's recording of a gateway's session (NODE_ROLE=worker): from the start of its spool
+   * (whatever an earlier worker made is replaced), following the file as the gateway appends.
+   * The caller wakes it with `durable()` when the file may have grown.
+   */
+  async follow(
+    id: string,
+    session: Pick<SessionEntity, 'id' | 'video' | 'audio' | 'recordingSettings'>,
+    spoolPath: string,
+    events: RecorderEvents,
+  ): Promise<SessionRecording> {
+    const { slots } = this.planOf(session);
+    const slot = slots.tryAcquire();
+    try {
+      await this.recordings.update(
+        { id },
+        { status: slot ? 'recording' : 'pending', failureReason: null, updatedAt: new Date() },
+      );
+    } catch (err) {
+      if (slot) {
+        slots.release();
+      }
+      throw err;
+    }
+    return this.recordingOf(id, session, spoolPath, events, true, true, slot);
+  }
+
+  /** On a gateway: the `recordings` row, and its work for the workers. */
+  private async handOver(
+    session: Pick<SessionEntity, 'id' | 'video' | 'audio' | 'recordingSettings'>,
+    events: RecorderEvents,
+  ): Promise<RecordingHandle> {
+    const existing = await this.recordings.findOneBy({ sessionId: session.id });
+    const id = existing?.id ?? randomUUID();
+    if (!existing) {
+      const { outputPath, size } = this.planOf(session);
+      await this.recordings.insert({
+        id,
+        sessionId: session.id,
+        status: 'pending',
+        path: outputPath,
+        width: size.width,
+        height: size.height,
+      });
+    }
+    // Not handed over anew when a worker holds it already (a session resumed after its gateway
+    // died): that worker goes on following the same spool.
+    if ((await this.work.handOver(id, session.id)) && existing) {
+      await this.recordings.update(
+        { id },
+        { status: 'pending', failureReason: null, updatedAt: new Date() },
+      );
+    }
+    return this.remote.handle(id, events);
+  }
+
+  /** Where a session's recording goes, at what size, and which encoder slots it uses. */
+  private planOf(session: Pick<SessionEntity, 'id' | 'video' | 'recordingSettings'>): {
+    outputPath: string;
+    passthrough: PassthroughVideo | null;
+    size: { width: number; height: number };
+    slots: EncoderSlots;
+  } {
+    const passthrough = passthroughOf(session.video);
+    return {
+      outputPath: join(this.dir, `${session.id}.mp4`),
+      passthrough,
+      // Compressed video is recorded as sent, at its coded size.
+      size: passthrough ? session.video : this.outputSize(session),
+      // A pass-through recorder runs no encoder: it never waits for one of the node's slots.
+      slots: passthrough ? this.passthroughSlots : this.slots,
+    };
+  }
+
+  private recordingOf(
+    id: string,
+    session: Pick<SessionEntity, 'id' | 'video' | 'audio' | 'recordingSettings'>,
+    spoolPath: string,
+    events: RecorderEvents,
+    fromSpool: boolean,
+    following: boolean,
+    eagerSlot: boolean | null,
+  ): SessionRecording {
+    const { outputPath, passthrough, size, slots } = this.planOf(session);
+    const weight = passthrough ? PASSTHROUGH_FRAME_WEIGHT : this.weightOf(size);
+    const recorderSession: RecorderSession = {
+      id: session.id,
+      fps: session.video.fps ?? this.config.RECORDING_FPS,
+      audio: session.audio,
+      width: size.width,
+      height: size.height,
+      declared: { width: session.video.width, height: session.video.height },
+      passthrough,
+    };
+    const spoolBytes = fromSpool && !following ? fileSize(spoolPath) : 0;
     return new SessionRecording(
       {
         id,
         sessionId: session.id,
         spoolPath,
         fromSpool,
+        following,
         keepSpool: this.config.KEEP_SPOOL,
         slots,
         rows: this.recordings,

@@ -1,4 +1,5 @@
 import type { Logger } from '@nestjs/common';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { AppConfig } from '../config/config';
 import {
   MEDIA_HEADER_BYTES,
@@ -41,6 +42,14 @@ export const PASSTHROUGH_FRAME_WEIGHT = 0.08;
  */
 const OPUS_SILENCE = [Buffer.from([0xf8, 0xff, 0xfe]), Buffer.from([0xfc, 0xff, 0xfe])] as const;
 const OPUS_SILENCE_S = 0.02;
+
+/**
+ * A following recorder told to finish at a seq its spool does not show yet reads again this many
+ * times, this far apart: the gateway made the records durable before it said so, but a shared
+ * volume over the network (NFS attribute caching) may show them to this node a little later.
+ */
+const FOLLOW_FINISH_RETRIES = 50;
+const FOLLOW_RETRY_MS = 20;
 
 /** Frames held in memory for the encoder; past this the recorder reads them from the spool. */
 const MAX_QUEUED_FRAMES = 64;
@@ -192,6 +201,9 @@ export class SessionRecorder {
   /** Highest seq offered (stored by the session). */
   private latestSeq = 0;
   private catchingUp: boolean;
+  /** Reads the spool as another node writes it (NODE_ROLE=worker): never switches to `offer`. */
+  private readonly following: boolean;
+  private lateReads = 0;
   /** Behind its client: the encoder runs in the background CPU class. */
   private yielding = false;
   /** Finishing behind: holds one of the node's finish lanes (encodes at the service's priority). */
@@ -241,14 +253,18 @@ export class SessionRecorder {
   constructor(
     private readonly deps: RecorderDeps,
     private readonly session: RecorderSession,
-    /** `live`: fed from memory from the first frame; `spool`: start by reading the spool. */
-    mode: 'live' | 'spool',
+    /**
+     * `live`: fed from memory from the first frame; `spool`: start by reading the spool; `follow`:
+     * read the spool as it grows, woken by `durable()` (a worker recording a gateway's session).
+     */
+    mode: 'live' | 'spool' | 'follow',
     spoolBytes: number,
     /** Start in the background CPU class: encoding beyond the node's encoder slots. */
     background = false,
   ) {
     this.yielding = background;
-    this.catchingUp = mode === 'spool';
+    this.catchingUp = mode !== 'live';
+    this.following = mode === 'follow';
     this.appendOffset = Math.max(spoolBytes, SPOOL_HEADER_BYTES);
     this.spool = new SpoolFollower(deps.spoolPath);
     this.opus = session.audio?.codec === 'opus';
@@ -618,7 +634,7 @@ export class SessionRecorder {
       }
       if (this.catchingUp) {
         const progressed = await this.readSpool();
-        if (this.nextSeq > this.latestSeq && !this.finishing) {
+        if (!this.following && this.nextSeq > this.latestSeq && !this.finishing) {
           this.catchingUp = false;
           this.setYielding(false);
           this.deps.events.onBacklog(false);
@@ -626,6 +642,10 @@ export class SessionRecorder {
         }
         if (this.finishing && (this.nextSeq > this.latestSeq || !progressed)) {
           if (this.nextSeq <= this.latestSeq) {
+            if (this.following && this.lateReads++ < FOLLOW_FINISH_RETRIES) {
+              await delay(FOLLOW_RETRY_MS);
+              continue;
+            }
             throw new Error(`spool ends at seq ${this.nextSeq - 1}, expected ${this.latestSeq}`);
           }
           return;

@@ -26,13 +26,18 @@ export interface SessionRecordingDeps {
   spoolPath: string;
   /** The session's frames are already in the spool (restart, recovery): record them now. */
   fromSpool: boolean;
+  /**
+   * Another node writes the spool (NODE_ROLE=worker): the recorder follows the file as it grows
+   * (woken by `durable()`), from its start, and is never offered frames.
+   */
+  following?: boolean;
   keepSpool: boolean;
   slots: EncoderSlots;
   rows: Repository<RecordingEntity>;
   logger: Logger;
   /** A recorder reading the spool or fed live; `onFailed` is wired by the caller. */
   makeRecorder(
-    mode: 'live' | 'spool',
+    mode: 'live' | 'spool' | 'follow',
     background: boolean,
     onFailed: (err: Error) => void,
   ): SessionRecorder;
@@ -201,7 +206,10 @@ export class SessionRecording implements RecordingHandle {
     this.deps.track(this.backlog);
     if (slot) {
       this.holdsSlot = true;
-      const recorder = this.newRecorder(this.deps.fromSpool ? 'spool' : 'live', false);
+      const recorder = this.newRecorder(
+        this.spoolMode(this.deps.fromSpool ? 'spool' : 'live'),
+        false,
+      );
       this.recorder = recorder;
       return recorder.start().then(() => recorder);
     }
@@ -225,7 +233,7 @@ export class SessionRecording implements RecordingHandle {
         await this.deps.rows.update({ id }, { status: 'recording', updatedAt: new Date() });
       }
       // Without a slot (the session is finishing): beyond the node's encoder capacity.
-      const recorder = this.newRecorder('spool', !gotSlot);
+      const recorder = this.newRecorder(this.spoolMode('spool'), !gotSlot);
       await recorder.start();
       this.recorder = recorder;
       recorder.durable();
@@ -245,7 +253,12 @@ export class SessionRecording implements RecordingHandle {
     return recorder.finish(lastSeq, cues);
   }
 
-  private newRecorder(mode: 'live' | 'spool', background: boolean): SessionRecorder {
+  /** A following recording reads the spool whatever the mode would be on the spool's own node. */
+  private spoolMode(mode: 'live' | 'spool'): 'live' | 'spool' | 'follow' {
+    return this.deps.following ? 'follow' : mode;
+  }
+
+  private newRecorder(mode: 'live' | 'spool' | 'follow', background: boolean): SessionRecorder {
     const recorder = this.deps.makeRecorder(mode, background, (err) => {
       if (this.recorder === recorder && !this.finished) {
         this.onRecorderFailed(err);

@@ -13,6 +13,10 @@ import type { DataSource } from 'typeorm';
 /** The schema the PgBoss1765300000000 migration creates. */
 export const QUEUE_SCHEMA = 'pgboss';
 
+/** Postgres' deadlock_detected, and how often a queue's creation is tried when it is one. */
+const DEADLOCK = '40P01';
+const CREATE_ATTEMPTS = 5;
+
 /** How long a stopping node lets running handlers finish before their jobs are failed (retried). */
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -56,6 +60,25 @@ export class JobQueue implements OnApplicationBootstrap, BeforeApplicationShutdo
 
   async onApplicationBootstrap(): Promise<void> {
     await this.boss.start();
+  }
+
+  /**
+   * Creates a queue (a no-op when it exists). pg-boss attaches each queue's partition to its job
+   * table, so nodes creating different queues at once on a new database can deadlock (a gateway
+   * and two workers starting together did); Postgres rolls the chosen statement back whole, so it
+   * is run again.
+   */
+  async createQueue(name: string, options?: Parameters<PgBoss['createQueue']>[1]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.boss.createQueue(name, options);
+        return;
+      } catch (err) {
+        if ((err as { code?: string }).code !== DEADLOCK || attempt >= CREATE_ATTEMPTS) {
+          throw err;
+        }
+      }
+    }
   }
 
   /**

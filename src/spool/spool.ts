@@ -1,5 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 
 /**
@@ -19,6 +19,11 @@ export const SPOOL_RECORD_PREFIX_BYTES = 8;
  * length as corruption, so a garbage length never makes them allocate gigabytes.
  */
 export const SPOOL_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** A session's spool file in `dir` (SPOOL_DIR): the node that writes it and the workers agree. */
+export function spoolFileOf(dir: string, sessionId: string): string {
+  return join(dir, `${sessionId}.spool`);
+}
 
 /** Buffers per writev call: Linux IOV_MAX. */
 const IOV_MAX = 1024;

@@ -8,7 +8,6 @@ import {
 import { InjectRepository } from '@nestjs/typeorm';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Repository } from 'typeorm';
 import { AuditWriter } from '../audit/audit-writer.service';
 import type { Principal } from '../auth/scopes';
@@ -38,7 +37,7 @@ import { CapacityService } from './capacity.service';
 import { chunkGateFor, describeMedia, negotiateMedia } from './media-policy';
 import { QuotaService } from './quota.service';
 import { PASSTHROUGH_FRAME_WEIGHT } from '../media/session-recorder';
-import { scanSpool, type SpoolSummary, SpoolWriter } from '../spool/spool';
+import { scanSpool, spoolFileOf, type SpoolSummary, SpoolWriter } from '../spool/spool';
 
 /** Retry-After while free disk space is below HEALTH_MIN_FREE_DISK_MB. */
 const LOW_DISK_RETRY_S = 30;
@@ -211,7 +210,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   }
 
   spoolPath(sessionId: string): string {
-    return join(this.spoolDir, `${sessionId}.spool`);
+    return spoolFileOf(this.spoolDir, sessionId);
   }
 
   /** Creates a session (row + spool) attached to `sink`, and returns `opened`. */

@@ -8,6 +8,8 @@ import { EMPTY, type Observable } from 'rxjs';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { exceedsJsonDepth, MAX_JSON_DEPTH } from '../common/json-depth';
 import { parseOrThrow } from '../common/zod-body.pipe';
+import { ErrorCode } from '../common/error-code';
+import { NOT_A_GATEWAY } from '../http/worker-gate';
 import type { AppConfig } from '../config/config';
 import { CloseCode } from '../protocol/close-codes';
 import { clientMessageSchema, MAX_CONTROL_BYTES } from '../protocol/messages';
@@ -130,6 +132,14 @@ export class StreamWsAdapter extends WsAdapter {
     head: Buffer,
   ): Promise<void> {
     socket.on('error', destroySocket);
+    if (this.config.NODE_ROLE === 'worker') {
+      reject(socket, {
+        status: 503,
+        headers: {},
+        body: { error: ErrorCode.Unavailable, message: NOT_A_GATEWAY },
+      });
+      return;
+    }
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const servers = (this.wsServersRegistry.get(port) ?? []) as unknown as WsServerWithPath[];
     const server = servers.find((s) => s.path === path);

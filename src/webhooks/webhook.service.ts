@@ -181,8 +181,8 @@ export class WebhookService
    * database; it is a no-op when it exists).
    */
   async onModuleInit(): Promise<void> {
-    await this.queue.boss.createQueue(GAVE_UP_QUEUE);
-    await this.queue.boss.createQueue(DELIVERY_QUEUE, {
+    await this.queue.createQueue(GAVE_UP_QUEUE);
+    await this.queue.createQueue(DELIVERY_QUEUE, {
       name: DELIVERY_QUEUE,
       deadLetter: GAVE_UP_QUEUE,
     });

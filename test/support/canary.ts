@@ -1,5 +1,6 @@
 import { readdirSync } from 'node:fs';
 import type { Pool } from 'pg';
+import type { Closed } from '../../src/protocol/messages';
 import { jpegFrames, probe } from './media';
 import { StreamClient } from './stream-client';
 import { hsToken } from './tokens';
@@ -129,15 +130,25 @@ export class Canary {
     return phase;
   }
 
-  /** Stops sending, waits for the last ack, closes the session: the last phase and `closed`. */
-  async stop(): Promise<{ phase: CanaryPhase; closedFrames: number }> {
+  /**
+   * Stops sending, waits for the last ack, closes the session: the last phase, `closed` (its
+   * recording too), and how long `closed` took after `close` was sent.
+   */
+  async stop(): Promise<{
+    phase: CanaryPhase;
+    closedFrames: number;
+    recording: Closed['recording'];
+    closeMs: number;
+  }> {
     clearInterval(this.timer);
     await waitFor(() => this.ackedUpTo >= this.seq, 30_000, `canary ack of ${this.seq}`);
     const phase = this.mark();
+    const closing = performance.now();
     this.client.send({ type: 'close' });
     const closed = await this.client.next('closed', 60_000);
+    const closeMs = performance.now() - closing;
     await this.client.closed;
-    return { phase, closedFrames: closed.frames };
+    return { phase, closedFrames: closed.frames, recording: closed.recording, closeMs };
   }
 
   private noteGap(now: number): void {
