@@ -9,6 +9,7 @@ import { Webhooks1765500000000 } from './1765500000000-Webhooks';
 import { ChannelVideoPolicy1765600000000 } from './1765600000000-ChannelVideoPolicy';
 import { RecordingDecodeCheck1765700000000 } from './1765700000000-RecordingDecodeCheck';
 import { ClusterNodes1765710000000 } from './1765710000000-ClusterNodes';
+import { ConnectionLeases1765740000000 } from './1765740000000-ConnectionLeases';
 import { RecordingWork1765830000000 } from './1765830000000-RecordingWork';
 import { RecordingStorage1765840000000 } from './1765840000000-RecordingStorage';
 
@@ -25,6 +26,7 @@ export const MIGRATIONS = [
   ChannelVideoPolicy1765600000000,
   RecordingDecodeCheck1765700000000,
   ClusterNodes1765710000000,
+  ConnectionLeases1765740000000,
   RecordingWork1765830000000,
   RecordingStorage1765840000000,
 ];

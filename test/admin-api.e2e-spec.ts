@@ -337,7 +337,12 @@ describe('admin API', () => {
         token: admin,
       });
       expect(kicked.status).toBe(200);
-      expect(kicked.body).toEqual({ connectionId, sessionId: opened.sessionId, kicked: true });
+      expect(kicked.body).toEqual({
+        connectionId,
+        sessionId: opened.sessionId,
+        node: 'test-node',
+        kicked: true,
+      });
       expect((await client.closed).code).toBe(4003);
 
       await waitFor(async () => {
@@ -381,7 +386,11 @@ describe('admin API', () => {
       const res = await call(app.url, 'POST', `/v1/admin/sessions/${opened.sessionId}/disconnect`, {
         token: admin,
       });
-      expect(res.body).toEqual({ sessionId: opened.sessionId, disconnected: true });
+      expect(res.body).toEqual({
+        sessionId: opened.sessionId,
+        disconnected: true,
+        node: 'test-node',
+      });
       expect((await client.closed).code).toBe(4003);
       await waitFor(async () => {
         const r = await app.db.query(

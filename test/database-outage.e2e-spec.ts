@@ -148,9 +148,11 @@ describe('embedded Postgres outages', () => {
       expect(redeemed.status).toBe(503);
       expect(redeemed.body.error).toBe('database_unavailable');
       expect(redeemed.headers['retry-after']).toBeDefined();
-      const refused = await StreamClient.connect(url, { token });
-      refused.send({ type: 'open', ...video });
-      expect((await refused.closed).code).toBe(1013);
+      // Connection quotas are counted in Postgres: a new WebSocket is refused before its 101.
+      const refused = await rejectedHandshake(url, { token });
+      expect(refused.status).toBe(503);
+      expect(refused.body.error).toBe('database_unavailable');
+      expect(refused.headers['retry-after']).toBe('5');
       await waitFor(
         async () => (await call(url, 'GET', '/health/ready')).status === 503,
         30_000,

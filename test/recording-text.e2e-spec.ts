@@ -89,7 +89,7 @@ describe('messages timed into the recording', () => {
       token: alice,
       body: { id: 'm4', body: { text: 'after close' } },
     });
-    expect(late.body).toEqual({ id: 'm4', delivered: false });
+    expect(late.body).toEqual({ id: 'm4', delivered: false, reason: 'not_connected' });
 
     const stored = await storedMessages(app.db, sessionId);
     expect(stored.get('m0')?.recordingMs).toBe(0);

@@ -167,24 +167,32 @@ export const disconnectedSchema = z.strictObject({
   sessionId: z.string().uuid(),
   /** False when the session was live but had no WebSocket to close. */
   disconnected: z.boolean(),
+  /** The node that held the session. */
+  node: z.string().optional(),
 });
 
-/** What the admin API shows of a live connection. */
+/**
+ * What the admin API shows of a live connection (from its lease); the live counters only for the
+ * connections of the node that answers.
+ */
 export const connectionInfoSchema = z.strictObject({
   id: z.string().uuid(),
+  /** The node holding it. */
+  node: z.string(),
   sessionId: z.string().uuid().nullable(),
   subject: z.string(),
   channel: z.string(),
   remoteAddress: z.string().nullable(),
   transport: z.literal('ws'),
   since: when,
-  framesIn: count,
-  bytesIn: count,
-  lastSeen: when,
+  framesIn: count.optional(),
+  bytesIn: count.optional(),
+  lastSeen: when.optional(),
 });
 export type ConnectionInfo = z.output<typeof connectionInfoSchema>;
 
 export const connectionListSchema = z.strictObject({
+  /** The node that answered. */
   node: z.string(),
   items: z.array(connectionInfoSchema),
 });
@@ -192,6 +200,8 @@ export const connectionListSchema = z.strictObject({
 export const kickedSchema = z.strictObject({
   connectionId: z.string().uuid(),
   sessionId: z.string().uuid().nullable(),
+  /** The node that held the connection and closed it. */
+  node: z.string(),
   kicked: z.literal(true),
 });
 
@@ -243,7 +253,7 @@ export type ChannelQuotaView = z.output<typeof channelQuotaViewSchema>;
 
 export const channelViewSchema = z.strictObject({
   channel: z.string(),
-  /** Live WebSocket connections of the channel on this node. */
+  /** Live WebSocket connections of the channel on every node (its valid connection leases). */
   connections: count,
   effective: channelLimitsSchema,
   override: storedOverride,
@@ -261,6 +271,11 @@ export const nodeStatsSchema = z.strictObject({
   connections: count,
   /** Live connections of this node per channel (channels with none are omitted). */
   connectionsByChannel: z.record(z.string(), count),
+  /** Live connections of every node (valid connection leases), in total and per channel. */
+  cluster: z.strictObject({
+    connections: count,
+    connectionsByChannel: z.record(z.string(), count),
+  }),
   /** Connection slots held against QUOTA_NODE_MAX_CONNECTIONS, and per channel. */
   slots: z.strictObject({ node: count, max: count, channels: z.record(z.string(), count) }),
   /** This node's live sessions. */

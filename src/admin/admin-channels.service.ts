@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Repository } from 'typeorm';
 import { AuditWriter } from '../audit/audit-writer.service';
 import type { Principal } from '../auth/scopes';
+import { ConnectionLeases } from '../cluster/connection-leases.service';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ChannelQuotaEntity } from '../stream/channel-quota.entity';
 import { type ChannelLimits, QuotaService } from '../stream/quota.service';
@@ -17,14 +18,14 @@ export class AdminChannelsService {
     private readonly quotaRows: Repository<ChannelQuotaEntity>,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     private readonly quotas: QuotaService,
+    private readonly leases: ConnectionLeases,
     private readonly audit: AuditWriter,
   ) {}
 
-  /** Every channel with live connections here or a stored override, by name. */
+  /** Every channel with live connections on any node or a stored override, by name. */
   async list(): Promise<{ defaults: ChannelLimits; channels: ChannelView[] }> {
-    const rows = await this.quotaRows.find();
+    const [rows, live] = await Promise.all([this.quotaRows.find(), this.leases.channelCounts()]);
     const overrides = new Map(rows.map((r) => [r.channel, overrideOf(r)]));
-    const live = this.quotas.stats().channels;
     const names = [...new Set([...Object.keys(live), ...overrides.keys()])].sort();
     return {
       defaults: this.quotas.defaultLimits(),

@@ -80,9 +80,10 @@ export class AdminSessionsController {
   @Post(':id/disconnect')
   @HttpCode(200)
   @ApiDoc({
-    summary: "Close a live session's WebSocket with 4003 (audited with the admin)",
+    summary:
+      "Close a live session's WebSocket with 4003 on whichever node holds it (audited with the admin; 504 `undelivered`: that node did not answer in time)",
     responses: { 200: disconnectedSchema },
-    errors: [400, 404],
+    errors: [400, 404, 504],
   })
   disconnect(
     @CurrentPrincipal() admin: Principal,

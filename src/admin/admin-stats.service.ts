@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { AuditWriter } from '../audit/audit-writer.service';
+import { ConnectionLeases } from '../cluster/connection-leases.service';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
 import { CapacityService } from '../stream/capacity.service';
@@ -19,13 +20,14 @@ export class AdminStatsService {
     private readonly registry: SessionRegistry,
     private readonly connections: StreamConnections,
     private readonly quotas: QuotaService,
+    private readonly leases: ConnectionLeases,
     private readonly recordings: RecordingService,
     private readonly capacity: CapacityService,
     private readonly audit: AuditWriter,
   ) {}
 
   async stats(): Promise<NodeStats> {
-    const [sessionRows, recordingRows] = await Promise.all([
+    const [sessionRows, recordingRows, clusterByChannel] = await Promise.all([
       this.db.query<Array<{ status: string; n: number }>>(
         `SELECT status, count(*)::int AS n FROM sessions GROUP BY status`,
       ),
@@ -33,6 +35,7 @@ export class AdminStatsService {
         `SELECT status, count(*)::int AS n, coalesce(sum(bytes), 0)::text AS bytes
            FROM recordings GROUP BY status`,
       ),
+      this.leases.channelCounts(),
     ]);
     let attached = 0;
     let interrupted = 0;
@@ -59,6 +62,10 @@ export class AdminStatsService {
       node: this.config.NODE_ID,
       connections: this.connections.size,
       connectionsByChannel: slots.channels,
+      cluster: {
+        connections: Object.values(clusterByChannel).reduce((a, b) => a + b, 0),
+        connectionsByChannel: clusterByChannel,
+      },
       slots: { ...slots, max: this.config.QUOTA_NODE_MAX_CONNECTIONS },
       sessions: { live: this.registry.size, attached, interrupted },
       sessionsByStatus: Object.fromEntries(sessionRows.map((r) => [r.status, r.n])),

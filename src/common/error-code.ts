@@ -48,6 +48,11 @@ export enum ErrorCode {
   RequestTimeout = 'request_timeout',
   /** The client's address sent more REST requests, or more refused ones, than its rate allows. */
   RateLimited = 'rate_limited',
+  /**
+   * A request for another node of the cluster (a kick, a disconnect) was not carried out: that
+   * node is dead or did not answer within CLUSTER_REQUEST_TIMEOUT_MS (HTTP 504).
+   */
+  Undelivered = 'undelivered',
 }
 
 /** The HTTP status of each error code; exhaustive, so a new code cannot be forgotten. */
@@ -93,6 +98,8 @@ export function httpStatusOf(code: ErrorCode): number {
       return 503;
     case ErrorCode.Internal:
       return 500;
+    case ErrorCode.Undelivered:
+      return 504;
   }
 }
 
@@ -138,6 +145,7 @@ export function closeCodeOf(code: ErrorCode): CloseCode | null {
     case ErrorCode.RangeNotSatisfiable:
     case ErrorCode.RequestTimeout:
     case ErrorCode.RateLimited:
+    case ErrorCode.Undelivered:
       return null;
   }
 }

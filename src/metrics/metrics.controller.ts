@@ -1,3 +1,4 @@
+import { ConnectionLeases } from '../cluster/connection-leases.service';
 import { Controller, Get, Header, Inject } from '@nestjs/common';
 import { AuditWriter } from '../audit/audit-writer.service';
 import { Public } from '../auth/auth.decorators';
@@ -30,6 +31,7 @@ export class MetricsController {
     private readonly capacity: CapacityService,
     private readonly events: NodeMetrics,
     private readonly uploads: RecordingUploadService,
+    private readonly leases: ConnectionLeases,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
@@ -133,6 +135,12 @@ export class MetricsController {
         'counter',
         'Sessions refused for recording capacity (503 / 1013)',
         capacity.refusedTotal,
+      ],
+      [
+        'framegate_connection_leases',
+        'gauge',
+        'Connection leases this node holds in Postgres (one per live WebSocket, counted cluster-wide)',
+        this.leases.size,
       ],
       [
         'framegate_audit_backlog',

@@ -24,10 +24,10 @@ import {
   type OpenSession,
   type Opened,
 } from '../protocol/open-session.schema';
-import { SessionStore } from '../sessions/session-store.service';
 import { ApiDoc } from '../docs/api-doc';
 import { z } from 'zod';
 import { SessionsService } from '../sessions/sessions.service';
+import { MessagePush } from './message-push.service';
 import { SessionRegistry } from './session-registry.service';
 import type { SessionRuntime, SessionSink } from './session-runtime';
 
@@ -80,8 +80,17 @@ const RESUME_TOKEN_HEADER = {
 /** The answer of `POST /v1/sessions/{id}/messages`. */
 const messageStoredSchema = z.strictObject({
   id: z.string(),
-  /** Pushed by the API: whether the client was connected over WebSocket to receive it now. */
+  /**
+   * Pushed by the API: whether the client's WebSocket, on whichever node holds it, received it
+   * now. The message is stored either way.
+   */
   delivered: z.boolean().optional(),
+  /**
+   * Why not, when not delivered: `not_connected` (no WebSocket carries the session), `timeout` or
+   * `not_listening` (the holding node did not answer within CLUSTER_REQUEST_TIMEOUT_MS, or this
+   * node cannot reach the others), `failed` (the holder could not send it).
+   */
+  reason: z.enum(['not_connected', 'timeout', 'not_listening', 'failed']).optional(),
 });
 
 /**
@@ -92,8 +101,8 @@ const messageStoredSchema = z.strictObject({
 export class FallbackController {
   constructor(
     private readonly registry: SessionRegistry,
-    private readonly store: SessionStore,
     private readonly sessions: SessionsService,
+    private readonly pushes: MessagePush,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
@@ -288,25 +297,8 @@ export class FallbackController {
     }
     // The owner (with stream:publish, by the guard) or an admin; anyone else gets 404.
     const session = await this.sessions.findVisible(principal, id);
-    const runtime = this.registry.get(session.id);
-    if (runtime) {
-      await runtime.storeMessage('out', message.id, message.body, principal.subject);
-    } else {
-      await this.store.storeMessageByStatus(
-        session.id,
-        'out',
-        message.id,
-        message.body,
-        principal.subject,
-        new Date(),
-      );
-    }
-    const sink = this.registry.get(session.id)?.attached;
-    const delivered = sink?.transport === 'ws';
-    if (delivered) {
-      sink.send({ type: 'msg', id: message.id, body: message.body });
-    }
-    return { id: message.id, delivered };
+    const pushed = await this.pushes.push(session.id, message.id, message.body, principal.subject);
+    return { id: message.id, ...pushed };
   }
 
   /** `close` over HTTP: 200 with the fields of `closed`. */

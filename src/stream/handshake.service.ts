@@ -12,7 +12,7 @@ import { ErrorCode, httpStatusOf } from '../common/error-code';
 import { compileTrust, remoteAddressOf, type TrustFn } from '../common/remote-address';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import type { CloseReason } from '../protocol/close-codes';
-import { QuotaService, type ConnectionSlot } from './quota.service';
+import { QuotaService, type ConnectionSlot, type QuotaRejection } from './quota.service';
 
 import { SUBPROTOCOL } from '../protocol/subprotocol';
 
@@ -159,7 +159,13 @@ export class HandshakeService {
           new AppError(ErrorCode.InsufficientScope, 'this needs the scope stream:publish'),
         );
       }
-      const admitted = await this.quotas.admit(principal.channel);
+      const admitted = await this.quotas.admit({
+        id: base.connectionId,
+        channel: principal.channel,
+        subject: principal.subject,
+        remoteAddress: base.remoteAddress,
+        since: base.at,
+      });
       if (!admitted.ok || !admitted.slot) {
         throw quotaRejection(admitted);
       }
@@ -275,13 +281,15 @@ class Rejection extends Error {
   }
 }
 
-function quotaRejection(verdict: {
-  ok: false;
-  reason: string;
-  status: number;
-  retryAfterS: number;
-  message: string;
-}): Rejection {
+function quotaRejection(verdict: QuotaRejection): Rejection {
+  if (verdict.reason === 'unavailable') {
+    return new Rejection(
+      'rejected_unavailable',
+      new AppError(ErrorCode.DatabaseUnavailable, verdict.message, {
+        retryAfterS: verdict.retryAfterS,
+      }),
+    );
+  }
   return new Rejection(
     'rejected_quota',
     new AppError(

@@ -1,8 +1,15 @@
 import { Logger } from '@nestjs/common';
 import fc from 'fast-check';
-import { loadConfig } from '../config/config';
+import { randomUUID } from 'node:crypto';
+import { DataSource } from 'typeorm';
+import { createTestDatabase, dropTestDatabase } from '../../test/support/test-db';
+import { ConnectionLeases } from '../cluster/connection-leases.service';
+import { Membership } from '../cluster/membership.service';
+import { PgThrottlerStorage } from '../cluster/pg-throttler-storage';
+import { type AppConfig, loadConfig } from '../config/config';
+import { dataSourceOptions } from '../database/data-source-options';
 import type { ChannelQuotaEntity } from './channel-quota.entity';
-import { type ConnectionSlot, ipBucketKey, QuotaService } from './quota.service';
+import { type AdmitResult, type ConnectionSlot, ipBucketKey, QuotaService } from './quota.service';
 
 const REFRESH_MS = 1_000;
 
@@ -40,36 +47,109 @@ function override(channel: string, values: Partial<Row>): Row {
 interface Setup {
   quotas: QuotaService;
   repo: FakeQuotaRows;
+  leases: ConnectionLeases;
 }
 
 const started: QuotaService[] = [];
 
-async function setup(env: Record<string, string> = {}, rows: Row[] = []): Promise<Setup> {
-  const config = loadConfig({
-    NODE_ENV: 'test',
+/**
+ * The cluster-wide counts live in a real Postgres (a database of its own, migrated), with this
+ * process as the one node: leases are valid while its `nodes` row is alive.
+ */
+let dbUrl: string;
+let db: DataSource;
+let membership: Membership;
+
+const ENV = {
+  NODE_ENV: 'test',
+  NODE_ID: 'quota-spec',
+  NODE_HEARTBEAT_MS: '1000',
+  // Far beyond the run, so the node's leases stay valid even while fake timers hold its heartbeat.
+  NODE_DEAD_AFTER_MS: '600000',
+};
+
+beforeAll(async () => {
+  dbUrl = await createTestDatabase();
+  db = new DataSource(dataSourceOptions({ url: dbUrl, poolMax: 8, nodeId: 'quota-spec' }));
+  await db.initialize();
+  membership = new Membership(loadConfig(ENV), db);
+  await membership.onApplicationBootstrap();
+});
+
+afterAll(async () => {
+  await membership?.beforeApplicationShutdown();
+  await db?.destroy();
+  if (dbUrl) {
+    await dropTestDatabase(dbUrl);
+  }
+});
+
+function configOf(env: Record<string, string>): AppConfig {
+  return loadConfig({
+    ...ENV,
     QUOTA_NODE_MAX_CONNECTIONS: '100',
     QUOTA_CHANNEL_MAX_CONNECTIONS: '50',
-    QUOTA_HANDSHAKES_PER_MIN: '1000',
+    QUOTA_HANDSHAKES_PER_MIN: '100000',
     QUOTA_IP_HANDSHAKES_PER_MIN: '1000',
     QUOTA_REFRESH_MS: String(REFRESH_MS),
     STREAM_MAX_FPS: '30',
     STREAM_MAX_KBPS: '16000',
     ...env,
   });
+}
+
+/** A QuotaService over the shared database, on a clean slate (no leases, no rate counters). */
+async function setup(
+  env: Record<string, string> = {},
+  rows: Row[] = [],
+  fresh = true,
+): Promise<Setup> {
+  if (fresh) {
+    await db.query(`DELETE FROM connection_leases`);
+    await db.query(`DELETE FROM throttle_counters`);
+  }
+  const config = configOf(env);
   const repo = new FakeQuotaRows();
   repo.rows = rows;
-  const quotas = new QuotaService(repo, config);
+  const leases = new ConnectionLeases(config, db, membership);
+  const quotas = new QuotaService(repo, config, leases, new PgThrottlerStorage(db));
   await quotas.onModuleInit();
   started.push(quotas);
-  return { quotas, repo };
+  return { quotas, repo, leases };
+}
+
+function admit(quotas: QuotaService, channel: string): Promise<AdmitResult> {
+  return quotas.admit({
+    id: randomUUID(),
+    channel,
+    subject: 'spec',
+    remoteAddress: '198.51.100.1',
+    since: new Date(),
+  });
 }
 
 async function admitOk(quotas: QuotaService, channel: string): Promise<ConnectionSlot> {
-  const result = await quotas.admit(channel);
+  const result = await admit(quotas, channel);
   if (!result.ok) {
     throw new Error(`expected admission, got ${result.reason}`);
   }
   return result.slot;
+}
+
+async function leaseRows(channel?: string): Promise<number> {
+  const rows = await db.query<Array<{ n: number }>>(
+    `SELECT count(*)::int AS n FROM connection_leases WHERE $1::text IS NULL OR channel = $1`,
+    [channel ?? null],
+  );
+  return rows[0].n;
+}
+
+/** Fake clocks for the refresh and per-IP tests; the database's I/O keeps its real callbacks. */
+function fakeTimers(): void {
+  jest.useFakeTimers({
+    now: new Date('2030-01-01T00:00:00Z'),
+    doNotFake: ['nextTick', 'setImmediate', 'clearImmediate', 'queueMicrotask'],
+  });
 }
 
 function prng(seed: number): () => number {
@@ -84,7 +164,6 @@ let warn: jest.SpyInstance;
 let log: jest.SpyInstance;
 
 beforeEach(() => {
-  jest.useFakeTimers({ now: new Date('2030-01-01T00:00:00Z') });
   warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
   log = jest.spyOn(Logger.prototype, 'log').mockImplementation(() => undefined);
 });
@@ -98,6 +177,8 @@ afterEach(() => {
 });
 
 describe('QuotaService limits', () => {
+  beforeEach(fakeTimers);
+
   it('answers the env defaults for a channel without an override, the override otherwise', async () => {
     const { quotas } = await setup({}, [
       override('kiosk', { maxConnections: 3, maxFps: 10 }),
@@ -106,7 +187,7 @@ describe('QuotaService limits', () => {
     const media = { videoCodecs: ['jpeg', 'avc', 'vp8', 'vp9'], maxWidth: 1920, maxHeight: 1080 };
     expect(quotas.limitsFor('web')).toEqual({
       maxConnections: 50,
-      handshakesPerMin: 1000,
+      handshakesPerMin: 100000,
       maxFps: 30,
       maxKbps: 16000,
       ...media,
@@ -114,7 +195,7 @@ describe('QuotaService limits', () => {
     // Null columns keep the default.
     expect(quotas.limitsFor('kiosk')).toEqual({
       maxConnections: 3,
-      handshakesPerMin: 1000,
+      handshakesPerMin: 100000,
       maxFps: 10,
       maxKbps: 16000,
       ...media,
@@ -129,16 +210,17 @@ describe('QuotaService limits', () => {
   });
 
   it('applies a changed override at the next refresh, without a restart', async () => {
-    const { quotas, repo } = await setup();
+    const { quotas, repo, leases } = await setup();
     const first = await admitOk(quotas, 'kiosk');
     repo.rows = [override('kiosk', { maxConnections: 1 })];
     await jest.advanceTimersByTimeAsync(REFRESH_MS);
     expect(quotas.limitsFor('kiosk').maxConnections).toBe(1);
-    await expect(quotas.admit('kiosk')).resolves.toMatchObject({
+    await expect(admit(quotas, 'kiosk')).resolves.toMatchObject({
       ok: false,
       reason: 'channel_full',
     });
     first.release();
+    await leases.settled();
     await admitOk(quotas, 'kiosk');
     // A removed override falls back to the default.
     repo.rows = [];
@@ -167,10 +249,15 @@ describe('QuotaService limits', () => {
   });
 
   it('starts on the env defaults when the first load fails, and picks overrides up later', async () => {
-    const config = loadConfig({ NODE_ENV: 'test', QUOTA_REFRESH_MS: String(REFRESH_MS) });
+    const config = loadConfig({ ...ENV, QUOTA_REFRESH_MS: String(REFRESH_MS) });
     const repo = new FakeQuotaRows();
     repo.failWith = new Error('no database yet');
-    const quotas = new QuotaService(repo, config);
+    const quotas = new QuotaService(
+      repo,
+      config,
+      new ConnectionLeases(config, db, membership),
+      new PgThrottlerStorage(db),
+    );
     started.push(quotas);
     await quotas.onModuleInit();
     expect(quotas.limitsFor('kiosk').maxConnections).toBe(config.QUOTA_CHANNEL_MAX_CONNECTIONS);
@@ -195,7 +282,7 @@ describe('QuotaService connection counts', () => {
     await admitOk(quotas, 'a');
     await admitOk(quotas, 'b');
     await admitOk(quotas, 'c');
-    await expect(quotas.admit('d')).resolves.toEqual({
+    await expect(admit(quotas, 'd')).resolves.toEqual({
       ok: false,
       reason: 'node_full',
       status: 503,
@@ -209,7 +296,7 @@ describe('QuotaService connection counts', () => {
     const { quotas } = await setup({ QUOTA_CHANNEL_MAX_CONNECTIONS: '2' });
     await admitOk(quotas, 'kiosk');
     await admitOk(quotas, 'kiosk');
-    await expect(quotas.admit('kiosk')).resolves.toEqual({
+    await expect(admit(quotas, 'kiosk')).resolves.toEqual({
       ok: false,
       reason: 'channel_full',
       status: 429,
@@ -226,12 +313,12 @@ describe('QuotaService connection counts', () => {
       QUOTA_CHANNEL_MAX_CONNECTIONS: '1',
     });
     await admitOk(quotas, 'kiosk');
-    await expect(quotas.admit('kiosk')).resolves.toMatchObject({ reason: 'node_full' });
+    await expect(admit(quotas, 'kiosk')).resolves.toMatchObject({ reason: 'node_full' });
   });
 
   it('treats max_connections 0 as a switched-off channel with a long Retry-After', async () => {
     const { quotas } = await setup({}, [override('off', { maxConnections: 0 })]);
-    await expect(quotas.admit('off')).resolves.toMatchObject({
+    await expect(admit(quotas, 'off')).resolves.toMatchObject({
       ok: false,
       reason: 'channel_full',
       status: 429,
@@ -240,7 +327,7 @@ describe('QuotaService connection counts', () => {
   });
 
   it('frees a slot exactly once, however often release() is called', async () => {
-    const { quotas } = await setup({ QUOTA_CHANNEL_MAX_CONNECTIONS: '2' });
+    const { quotas, leases } = await setup({ QUOTA_CHANNEL_MAX_CONNECTIONS: '2' });
     const a = await admitOk(quotas, 'kiosk');
     await admitOk(quotas, 'kiosk');
     // close, error and terminate of one connection, all at once.
@@ -249,8 +336,10 @@ describe('QuotaService connection counts', () => {
     a.release();
     expect(a.released).toBe(true);
     expect(quotas.stats()).toEqual({ node: 1, channels: { kiosk: 1 } });
+    await leases.settled();
+    expect(await leaseRows('kiosk')).toBe(1);
     await admitOk(quotas, 'kiosk');
-    await expect(quotas.admit('kiosk')).resolves.toMatchObject({ reason: 'channel_full' });
+    await expect(admit(quotas, 'kiosk')).resolves.toMatchObject({ reason: 'channel_full' });
   });
 
   it('never admits more than the limits when many handshakes arrive at once', async () => {
@@ -259,7 +348,7 @@ describe('QuotaService connection counts', () => {
       QUOTA_CHANNEL_MAX_CONNECTIONS: '4',
     });
     const results = await Promise.all(
-      Array.from({ length: 60 }, (_, i) => quotas.admit(['a', 'b', 'c'][i % 3])),
+      Array.from({ length: 60 }, (_, i) => admit(quotas, ['a', 'b', 'c'][i % 3])),
     );
     expect(results.filter((r) => r.ok)).toHaveLength(10);
     const stats = quotas.stats();
@@ -267,8 +356,53 @@ describe('QuotaService connection counts', () => {
     expect(Object.values(stats.channels).every((n) => n <= 4)).toBe(true);
   });
 
+  it('admits a channel up to its limit across nodes sharing the database, however the handshakes interleave', async () => {
+    const env = { QUOTA_CHANNEL_MAX_CONNECTIONS: '5' };
+    const nodes = [await setup(env), await setup(env, [], false), await setup(env, [], false)];
+    const results = await Promise.all(
+      Array.from({ length: 45 }, (_, i) => admit(nodes[i % 3].quotas, 'shared')),
+    );
+    expect(results.filter((r) => r.ok)).toHaveLength(5);
+    expect(results.filter((r) => !r.ok).map((r) => !r.ok && r.reason)).toEqual(
+      Array.from({ length: 40 }, () => 'channel_full'),
+    );
+    expect(await leaseRows('shared')).toBe(5);
+    const held = nodes.reduce((sum, n) => sum + n.quotas.stats().node, 0);
+    expect(held).toBe(5);
+    // A freed slot is free for every node.
+    const first = results.find((r) => r.ok);
+    first?.slot?.release();
+    await Promise.all(nodes.map((n) => n.leases.settled()));
+    await expect(admit(nodes[2].quotas, 'shared')).resolves.toMatchObject({ ok: true });
+    await expect(admit(nodes[1].quotas, 'shared')).resolves.toMatchObject({
+      reason: 'channel_full',
+    });
+  });
+
+  it('refuses with 503 unavailable while Postgres cannot count, and gives the node slot back', async () => {
+    const config = configOf({});
+    const down = new DataSource(dataSourceOptions({ url: dbUrl, poolMax: 1, nodeId: 'down' }));
+    await down.initialize();
+    await down.destroy();
+    const quotas = new QuotaService(
+      new FakeQuotaRows(),
+      config,
+      new ConnectionLeases(config, down, membership),
+      new PgThrottlerStorage(down),
+    );
+    await expect(admit(quotas, 'kiosk')).resolves.toEqual({
+      ok: false,
+      reason: 'unavailable',
+      status: 503,
+      retryAfterS: 5,
+      message: expect.stringContaining('cannot be checked'),
+    });
+    expect(quotas.stats()).toEqual({ node: 0, channels: {} });
+    expect(warn).toHaveBeenCalledTimes(1);
+  });
+
   it('leaves no slot behind after 200 random admit/release cycles', async () => {
-    const { quotas } = await setup({
+    const { quotas, leases } = await setup({
       QUOTA_NODE_MAX_CONNECTIONS: '12',
       QUOTA_CHANNEL_MAX_CONNECTIONS: '5',
     });
@@ -286,7 +420,7 @@ describe('QuotaService connection counts', () => {
           slot.release();
         }
       } else {
-        const result = await quotas.admit(channels[Math.floor(rnd() * channels.length)]);
+        const result = await admit(quotas, channels[Math.floor(rnd() * channels.length)]);
         if (result.ok) {
           live.push(result.slot);
           admitted++;
@@ -304,6 +438,8 @@ describe('QuotaService connection counts', () => {
       slot.release();
     }
     expect(quotas.stats()).toEqual({ node: 0, channels: {} });
+    await leases.settled();
+    expect(await leaseRows()).toBe(0);
   });
 });
 
@@ -338,7 +474,7 @@ describe('QuotaService slot release', () => {
             if (op.op === 'admit') {
               // Handshakes arriving together: their admits interleave at the rate counter's await.
               const results = await Promise.all(
-                Array.from({ length: op.burst }, () => quotas.admit(op.channel)),
+                Array.from({ length: op.burst }, () => admit(quotas, op.channel)),
               );
               for (const result of results) {
                 if (result.ok) {
@@ -373,6 +509,8 @@ describe('QuotaService slot release', () => {
 });
 
 describe('QuotaService handshake rates', () => {
+  beforeEach(fakeTimers);
+
   it('limits handshakes per IP over a sliding minute, with the window remainder as Retry-After', async () => {
     const { quotas } = await setup({ QUOTA_IP_HANDSHAKES_PER_MIN: '3' });
     for (let i = 0; i < 3; i++) {
@@ -417,46 +555,47 @@ describe('QuotaService handshake rates', () => {
     await expect(quotas.checkIpHandshake('203.0.113.5')).resolves.toMatchObject({ ok: false });
   });
 
-  it('limits handshakes per channel, with its override, and frees them as the window slides', async () => {
-    const { quotas } = await setup({}, [override('kiosk', { handshakesPerMin: 2 })]);
-    (await admitOk(quotas, 'kiosk')).release();
-    jest.advanceTimersByTime(15_000);
-    (await admitOk(quotas, 'kiosk')).release();
-    await expect(quotas.admit('kiosk')).resolves.toEqual({
+  it('limits handshakes per channel across the nodes, with its override', async () => {
+    const rows = [override('kiosk', { handshakesPerMin: 2 })];
+    const a = await setup({}, rows);
+    const b = await setup({}, rows, false);
+    (await admitOk(a.quotas, 'kiosk')).release();
+    (await admitOk(b.quotas, 'kiosk')).release();
+    const limited = await admit(a.quotas, 'kiosk');
+    expect(limited).toEqual({
       ok: false,
       reason: 'channel_rate',
       status: 429,
-      retryAfterS: 45,
+      retryAfterS: expect.any(Number),
       message: expect.stringContaining('2 per minute'),
     });
+    // Until the shared window ends: at most a minute.
+    expect(!limited.ok && limited.retryAfterS).toBeGreaterThanOrEqual(1);
+    expect(!limited.ok && limited.retryAfterS).toBeLessThanOrEqual(60);
+    await expect(admit(b.quotas, 'kiosk')).resolves.toMatchObject({ reason: 'channel_rate' });
     // The default rate of other channels is untouched.
-    (await admitOk(quotas, 'web')).release();
-    jest.advanceTimersByTime(45_000);
-    (await admitOk(quotas, 'kiosk')).release();
-    expect(quotas.stats()).toEqual({ node: 0, channels: {} });
+    (await admitOk(b.quotas, 'web')).release();
+    await Promise.all([a.leases.settled(), b.leases.settled()]);
+    expect(await leaseRows()).toBe(0);
   });
 
   it('counts attempts a full channel rejects against the channel rate, and reports the longer wait', async () => {
-    const { quotas } = await setup({}, [
+    const { quotas, leases } = await setup({}, [
       override('kiosk', { handshakesPerMin: 3, maxConnections: 1 }),
     ]);
     const held = await admitOk(quotas, 'kiosk');
-    await expect(quotas.admit('kiosk')).resolves.toMatchObject({
+    await expect(admit(quotas, 'kiosk')).resolves.toMatchObject({
       reason: 'channel_full',
       retryAfterS: 2,
     });
-    jest.advanceTimersByTime(10_000);
-    await expect(quotas.admit('kiosk')).resolves.toMatchObject({ reason: 'channel_full' });
+    await expect(admit(quotas, 'kiosk')).resolves.toMatchObject({ reason: 'channel_full' });
     // Three attempts counted: the rate is exhausted too, so waiting 2 s would not be enough.
-    await expect(quotas.admit('kiosk')).resolves.toMatchObject({
-      reason: 'channel_full',
-      retryAfterS: 50,
-    });
+    const both = await admit(quotas, 'kiosk');
+    expect(both).toMatchObject({ reason: 'channel_full' });
+    expect(!both.ok && both.retryAfterS).toBeGreaterThan(2);
     held.release();
-    await expect(quotas.admit('kiosk')).resolves.toMatchObject({
-      reason: 'channel_rate',
-      retryAfterS: 50,
-    });
+    await leases.settled();
+    await expect(admit(quotas, 'kiosk')).resolves.toMatchObject({ reason: 'channel_rate' });
     expect(quotas.stats()).toEqual({ node: 0, channels: {} });
   });
 });

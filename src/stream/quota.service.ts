@@ -9,6 +9,8 @@ import { ThrottlerStorageService } from '@nestjs/throttler';
 import { InjectRepository } from '@nestjs/typeorm';
 import { isIPv6 } from 'node:net';
 import type { Repository } from 'typeorm';
+import { ConnectionLeases, type LeaseInfo } from '../cluster/connection-leases.service';
+import { PgThrottlerStorage } from '../cluster/pg-throttler-storage';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ChannelQuotaEntity } from './channel-quota.entity';
 import { z } from 'zod';
@@ -30,7 +32,8 @@ export const channelLimitsSchema = z.strictObject({
 
 export type ChannelLimits = Readonly<z.output<typeof channelLimitsSchema>>;
 
-export type QuotaReason = 'ip_rate' | 'node_full' | 'channel_full' | 'channel_rate';
+/** `unavailable`: the cluster-wide counts cannot be read (Postgres down), so nothing is admitted. */
+export type QuotaReason = 'ip_rate' | 'node_full' | 'channel_full' | 'channel_rate' | 'unavailable';
 
 /** The answer of a quota check; a rejection carries what the HTTP response needs. */
 export type QuotaVerdict =
@@ -51,6 +54,9 @@ export type AdmitResult = { ok: true; slot: ConnectionSlot } | (QuotaRejection &
 
 /** Handshake rates are per minute. */
 const RATE_WINDOW_MS = 60_000;
+
+/** Postgres cannot count the channel: a short backoff, as for other database outages. */
+const UNAVAILABLE_RETRY_S = 5;
 
 /**
  * The throttler storage keeps one timestamp per hit and, when a key is over its limit, computes
@@ -77,16 +83,20 @@ const IP_BUCKET = 'ip-handshakes';
 const CHANNEL_BUCKET = 'channel-handshakes';
 
 /**
- * A reserved connection (one count on the node, one on its channel). release() frees them exactly
- * once however often it is called, so a connection ending by close, error and terminate at once
- * cannot free two slots.
+ * A reserved connection: one count on the node and its lease on the channel, cluster-wide.
+ * release() frees both exactly once however often it is called, so a connection ending by close,
+ * error and terminate at once cannot free two slots; it is the one place a lease is deleted.
  */
 export class ConnectionSlot {
   private done = false;
 
   constructor(
+    readonly connectionId: string,
     readonly channel: string,
-    private readonly onRelease: (channel: string) => void,
+    private readonly owner: {
+      release(slot: ConnectionSlot): void;
+      bindSession(slot: ConnectionSlot, sessionId: string): void;
+    },
   ) {}
 
   get released(): boolean {
@@ -98,24 +108,38 @@ export class ConnectionSlot {
       return;
     }
     this.done = true;
-    this.onRelease(this.channel);
+    this.owner.release(this);
+  }
+
+  /** The connection now carries this session: its lease says so, for routing. */
+  bindSession(sessionId: string): void {
+    if (!this.done) {
+      this.owner.bindSession(this, sessionId);
+    }
   }
 }
 
 /**
- * Handshake and connection quotas of this node (spec section 2: 429 for a channel, 503 for the
- * node). Everything here is per node and in memory: the connection counts (node and channel) and
- * the handshake-rate counters, which live in a ThrottlerStorageService of our own (in-memory;
- * behind a load balancer with N nodes a channel can have up to N times its limits). Only the
- * per-channel overrides come from Postgres, reloaded every QUOTA_REFRESH_MS so changes apply
- * without a restart.
+ * Handshake and connection quotas (spec section 2: 429 for a channel, 503 for the node).
+ *
+ * Cluster-wide (issue 15), in Postgres: a channel's live connections are its valid connection
+ * leases (ConnectionLeases: admitted atomically against max_connections across all nodes), and
+ * its handshake rate is a counter in PgThrottlerStorage shared by the nodes.
+ *
+ * Per node, in memory: the node's total (QUOTA_NODE_MAX_CONNECTIONS guards this process's memory
+ * and file descriptors, which no other node shares) and the per-IP handshake rate. The IP rate
+ * stays per node on purpose: it is checked before authentication to protect the node's CPU (TLS,
+ * token checks) from a flood, and a database write per unauthenticated attempt would hand that
+ * flood to Postgres, which every node shares. Behind N nodes an address gets up to N times its
+ * rate; each node is still protected. The per-channel overrides come from Postgres, reloaded every
+ * QUOTA_REFRESH_MS so changes apply without a restart.
  *
  * Counting rules (several buckets charged per attempt, as in twenty's throttler):
  * - the rate counters count handshake attempts: a per-IP hit before authentication, then a
- *   per-channel hit for every authenticated attempt, including those a connection count rejects
- *   (a fleet retrying against a full channel is the storm the channel rate exists to slow down).
- *   The storage does not record hits beyond the limit, so hammering while limited cannot push the
- *   window out: Retry-After is when the oldest counted hit leaves the window.
+ *   per-channel hit for every authenticated attempt the node has room for, including those the
+ *   channel's connection count rejects (a fleet retrying against a full channel is the storm the
+ *   channel rate exists to slow down). The storages do not record hits beyond the limit, so
+ *   hammering while limited cannot push the window out.
  * - the connection counters count live connections: only an admitted handshake takes a slot.
  */
 @Injectable()
@@ -132,11 +156,14 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
   /** Set by a failed refresh, cleared by a good one: one warning per outage, not one per tick. */
   private refreshFailing = false;
   private clampWarned = false;
+  private unavailableWarnedAt = -Infinity;
 
   constructor(
     @InjectRepository(ChannelQuotaEntity)
     private readonly quotaRows: Pick<Repository<ChannelQuotaEntity>, 'find'>,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly leases: ConnectionLeases,
+    private readonly channelRates: PgThrottlerStorage,
   ) {
     this.defaults = Object.freeze({
       maxConnections: config.QUOTA_CHANNEL_MAX_CONNECTIONS,
@@ -233,60 +260,68 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
   /**
    * Admits a connection of an authenticated channel, or says why not. Checks, in this order of
    * precedence for the reported reason: node total (503 node_full), channel connections (429
-   * channel_full), channel handshake rate (429 channel_rate). node_full comes first although it
-   * is the widest scope because the counts are per node: a 503 sends the client, or the load
-   * balancer, to another node, where the channel may well have room. retryAfterS is the largest
-   * of the failing checks', since retrying before then fails anyway.
+   * channel_full), channel handshake rate (429 channel_rate). node_full comes first, and costs
+   * the database nothing, because a 503 sends the client, or the load balancer, to another node,
+   * where the channel may well have room. retryAfterS is the largest of the failing checks',
+   * since retrying before then fails anyway. When Postgres cannot answer, nothing is admitted
+   * (503 unavailable): the channel's count cannot be known, and live connections go on.
    *
-   * The throttler storage answers through a Promise, so this is async, but nothing can race: the
-   * rate hit is charged synchronously when admit is called (the storage is atomic per key), and
-   * after the one await the connection counts are checked and reserved in one synchronous step.
+   * The node slot is taken synchronously before the first await and given back on every path
+   * that does not admit, so concurrent handshakes cannot overfill the node; the channel's lease is
+   * inserted atomically against the cluster's count (see ConnectionLeases).
    */
-  async admit(channel: string): Promise<AdmitResult> {
+  async admit(lease: LeaseInfo): Promise<AdmitResult> {
+    const { channel } = lease;
     const limits = this.limitsFor(channel);
-    const rateRetryS = await this.hit(
-      `channel:${channel}`,
-      CHANNEL_BUCKET,
-      limits.handshakesPerMin,
-    );
-
-    // From here to the reservation: no await.
-    let rejection: QuotaRejection | null = null;
     if (this.nodeCount >= this.config.QUOTA_NODE_MAX_CONNECTIONS) {
-      rejection = {
+      return {
         ok: false,
         reason: 'node_full',
         status: 503,
         retryAfterS: NODE_FULL_RETRY_S,
         message: 'this node is at its connection limit; retry later or on another node',
       };
-    } else if ((this.channelCounts.get(channel) ?? 0) >= limits.maxConnections) {
-      rejection = {
-        ok: false,
-        reason: 'channel_full',
-        status: 429,
-        retryAfterS: limits.maxConnections === 0 ? CHANNEL_DISABLED_RETRY_S : CHANNEL_FULL_RETRY_S,
-        message:
-          limits.maxConnections === 0
-            ? 'this channel accepts no connections'
-            : `this channel is at its limit of ${limits.maxConnections} concurrent connections`,
-      };
-    } else if (rateRetryS > 0) {
-      rejection = {
-        ok: false,
-        reason: 'channel_rate',
-        status: 429,
-        retryAfterS: rateRetryS,
-        message: `this channel is over its handshake rate of ${limits.handshakesPerMin} per minute`,
-      };
     }
-    if (rejection !== null) {
-      rejection.retryAfterS = Math.max(rejection.retryAfterS, rateRetryS);
-      return rejection;
+    if (limits.maxConnections === 0) {
+      return channelFull(limits.maxConnections, 0);
     }
     this.nodeCount++;
+    let admitted = false;
+    try {
+      const rateRetryS = await this.channelHit(channel, limits.handshakesPerMin);
+      if (rateRetryS > 0) {
+        // Over its rate: no lease, but the reason is channel_full if the channel is full anyway.
+        const live = await this.leases.channelCount(channel);
+        return live >= limits.maxConnections
+          ? channelFull(limits.maxConnections, rateRetryS)
+          : {
+              ok: false,
+              reason: 'channel_rate',
+              status: 429,
+              retryAfterS: rateRetryS,
+              message: `this channel is over its handshake rate of ${limits.handshakesPerMin} per minute`,
+            };
+      }
+      if (!(await this.leases.acquire(lease, limits.maxConnections))) {
+        return channelFull(limits.maxConnections, 0);
+      }
+      admitted = true;
+    } catch (err) {
+      this.warnUnavailable(err);
+      return {
+        ok: false,
+        reason: 'unavailable',
+        status: 503,
+        retryAfterS: UNAVAILABLE_RETRY_S,
+        message: 'connection quotas cannot be checked right now; retry later',
+      };
+    } finally {
+      if (!admitted) {
+        this.nodeCount--;
+      }
+    }
     this.channelCounts.set(channel, (this.channelCounts.get(channel) ?? 0) + 1);
-    return { ok: true, slot: new ConnectionSlot(channel, this.releaseSlot) };
+    return { ok: true, slot: new ConnectionSlot(lease.id, channel, this.slotOwner) };
   }
 
   /** Live connections of this node, in total and per channel (channels with none are omitted). */
@@ -294,7 +329,17 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
     return { node: this.nodeCount, channels: Object.fromEntries(this.channelCounts) };
   }
 
-  private readonly releaseSlot = (channel: string): void => {
+  private readonly slotOwner = {
+    release: (slot: ConnectionSlot): void => {
+      this.leases.release(slot.connectionId);
+      this.releaseCounts(slot.channel);
+    },
+    bindSession: (slot: ConnectionSlot, sessionId: string): void => {
+      this.leases.bindSession(slot.connectionId, sessionId);
+    },
+  };
+
+  private releaseCounts(channel: string): void {
     this.nodeCount--;
     const left = (this.channelCounts.get(channel) ?? 0) - 1;
     if (left > 0) {
@@ -303,12 +348,36 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
       // Deleted at zero, so the map holds only live channels.
       this.channelCounts.delete(channel);
     }
-  };
+  }
+
+  /** One hit on the channel's cluster-wide handshake counter: 0, or seconds until it frees. */
+  private async channelHit(channel: string, limit: number): Promise<number> {
+    const record = await this.channelRates.increment(
+      `channel:${channel}`,
+      RATE_WINDOW_MS,
+      limit,
+      0,
+      CHANNEL_BUCKET,
+    );
+    return record.isBlocked ? Math.max(1, record.timeToBlockExpire) : 0;
+  }
+
+  private warnUnavailable(err: unknown): void {
+    const now = Date.now();
+    // One line per outage (per minute at most), not one per refused handshake.
+    if (now - this.unavailableWarnedAt >= RATE_WINDOW_MS) {
+      this.unavailableWarnedAt = now;
+      this.logger.warn(
+        `connection quotas cannot be checked, refusing new connections: ${describe(err)}`,
+      );
+    }
+  }
 
   /**
-   * Charges one hit to a sliding one-minute window. Returns 0 when within the limit, else the
-   * seconds until the oldest counted hit expires. The storage takes milliseconds and answers in
-   * whole seconds (rounded up); without a block duration it does not count hits over the limit.
+   * Charges one hit to this node's sliding one-minute window. Returns 0 when within the limit,
+   * else the seconds until the oldest counted hit expires. The storage takes milliseconds and
+   * answers in whole seconds (rounded up); without a block duration it does not count hits over
+   * the limit.
    */
   private async hit(key: string, bucket: string, limit: number): Promise<number> {
     if (limit > MAX_RATE_PER_WINDOW && !this.clampWarned) {
@@ -390,6 +459,22 @@ export function ipBucketKey(ip: string): string {
     .slice(0, 4)
     .map((g) => parseInt(g, 16).toString(16))
     .join(':')}::/64`;
+}
+
+function channelFull(maxConnections: number, rateRetryS: number): QuotaRejection {
+  return {
+    ok: false,
+    reason: 'channel_full',
+    status: 429,
+    retryAfterS: Math.max(
+      maxConnections === 0 ? CHANNEL_DISABLED_RETRY_S : CHANNEL_FULL_RETRY_S,
+      rateRetryS,
+    ),
+    message:
+      maxConnections === 0
+        ? 'this channel accepts no connections'
+        : `this channel is at its limit of ${maxConnections} concurrent connections`,
+  };
 }
 
 function describe(err: unknown): string {

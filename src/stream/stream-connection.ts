@@ -98,6 +98,7 @@ export class StreamConnection implements SessionSink {
   info(): ConnectionInfo {
     return {
       id: this.connectionId,
+      node: this.deps.config.NODE_ID,
       sessionId: this.sessionId,
       subject: this.principal.subject,
       channel: this.principal.channel,
@@ -381,6 +382,7 @@ export class StreamConnection implements SessionSink {
   private attached(runtime: SessionRuntime, opened: Opened): ServerMessage {
     this.runtime = runtime;
     this.sessionId = runtime.id;
+    this.handshake.slot.bindSession(runtime.id);
     const limits = this.deps.quotas.limitsFor(this.principal.channel);
     this.limiter = new FrameRateLimiter({
       maxFps: limits.maxFps,

@@ -9,6 +9,7 @@ import { ChannelQuotaEntity } from './channel-quota.entity';
 import { DrainService } from './drain.service';
 import { FallbackController } from './fallback.controller';
 import { HandshakeService } from './handshake.service';
+import { MessagePush } from './message-push.service';
 import { QuotaService } from './quota.service';
 import { SessionRegistry } from './session-registry.service';
 import { StreamConnections } from './stream-connections.service';
@@ -26,6 +27,7 @@ import { StreamGateway } from './stream.gateway';
     StreamGateway,
     CapacityService,
     HandshakeService,
+    MessagePush,
     QuotaService,
     SessionRegistry,
     StreamConnections,
