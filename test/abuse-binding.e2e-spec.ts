@@ -121,7 +121,11 @@ describe('abuse: sessions whose connection drops before opened', () => {
         token: admin,
       },
     );
-    expect(res.body).toEqual({ sessionId: kickedSession.sessionId, disconnected: true });
+    expect(res.body).toEqual({
+      sessionId: kickedSession.sessionId,
+      disconnected: true,
+      node: 'test-node',
+    });
     const kickedRow = await app.db.query<{ status: string }>(
       'SELECT status FROM sessions WHERE id = $1',
       [kickedSession.sessionId],

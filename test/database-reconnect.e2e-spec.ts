@@ -7,7 +7,7 @@ import { call, startTestApp, type TestApp } from './support/app';
 import { testDir } from './support/dirs';
 import { jpegFrames } from './support/media';
 import { PgProcess } from './support/pg-process';
-import { StreamClient } from './support/stream-client';
+import { rejectedHandshake, StreamClient } from './support/stream-client';
 import { hsToken } from './support/tokens';
 import { waitFor } from './support/wait';
 
@@ -42,16 +42,19 @@ describe('external database going away and coming back', () => {
   const readiness = async (): Promise<number> =>
     (await call(app.url, 'GET', '/health/ready')).status;
 
-  /** Down: readiness false, 503 with Retry-After over HTTP, 1013 on a WebSocket `open`. */
+  /**
+   * Down: readiness false, 503 with Retry-After over HTTP, and a new WebSocket refused before its
+   * 101 (its channel's connections are counted in Postgres).
+   */
   async function expectUnavailable(): Promise<void> {
     await waitFor(async () => (await readiness()) === 503, 30_000, 'readiness false');
     const ticket = await call(app.url, 'POST', '/v1/tickets', { token });
     expect(ticket.status).toBe(503);
     expect(ticket.body.error).toBe('database_unavailable');
     expect(ticket.headers.get('retry-after')).not.toBeNull();
-    const refused = await StreamClient.connect(app.url, { token });
-    refused.send({ type: 'open', ...video });
-    expect((await refused.closed).code).toBe(1013);
+    const refused = await rejectedHandshake(app.url, { token });
+    expect(refused.status).toBe(503);
+    expect(refused.body.error).toBe('database_unavailable');
   }
 
   /** Back: readiness true, and a new session opens, streams and closes with every frame. */

@@ -132,7 +132,7 @@ describe('close codes', () => {
     const res = await call(app.url, 'POST', `/v1/admin/sessions/${o.sessionId}/disconnect`, {
       token: admin,
     });
-    expect(res.body).toEqual({ sessionId: o.sessionId, disconnected: true });
+    expect(res.body).toEqual({ sessionId: o.sessionId, disconnected: true, node: 'test-node' });
     expect((await client.closed).code).toBe(4003);
     expect(await closeReason(4003)).toBe('kicked');
   });

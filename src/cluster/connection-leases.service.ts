@@ -150,6 +150,9 @@ export class ConnectionLeases implements OnApplicationBootstrap, OnModuleDestroy
       if (!inserted) {
         this.held.delete(lease.id);
       }
+      // A retry after a failed attempt: that one did not commit (this insert would have hit its
+      // primary key), so the sweep must not delete this lease.
+      this.unreleased.delete(lease.id);
       return inserted;
     } catch (err) {
       // The commit may have happened before the error: the sweep deletes the row if it exists.

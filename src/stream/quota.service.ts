@@ -288,7 +288,7 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
     this.nodeCount++;
     let admitted = false;
     try {
-      const rateRetryS = await this.channelHit(channel, limits.handshakesPerMin);
+      const rateRetryS = await retryOnce(() => this.channelHit(channel, limits.handshakesPerMin));
       if (rateRetryS > 0) {
         // Over its rate: no lease, but the reason is channel_full if the channel is full anyway.
         const live = await this.leases.channelCount(channel);
@@ -302,7 +302,7 @@ export class QuotaService implements OnModuleInit, OnModuleDestroy {
               message: `this channel is over its handshake rate of ${limits.handshakesPerMin} per minute`,
             };
       }
-      if (!(await this.leases.acquire(lease, limits.maxConnections))) {
+      if (!(await retryOnce(() => this.leases.acquire(lease, limits.maxConnections)))) {
         return channelFull(limits.maxConnections, 0);
       }
       admitted = true;
@@ -479,4 +479,17 @@ function channelFull(maxConnections: number, rateRetryS: number): QuotaRejection
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Runs `fn` again once when it fails: after a database restart the pool hands out connections
+ * that died with it, and each fails its first query; the next one is fresh. A database that is
+ * really down fails both.
+ */
+async function retryOnce<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch {
+    return fn();
+  }
 }
