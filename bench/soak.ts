@@ -165,6 +165,11 @@ async function main(): Promise<void> {
       QUOTA_IP_HANDSHAKES_PER_MIN: String(settings.connections * 20),
       HTTP_RATE_LIMIT_PER_MIN: '1000000',
       RESUME_WINDOW_MS: String(settings.resumeWindowMs),
+      // The service's defaults, not the cluster tests' short lease (250 ms / 1.5 s): under this
+      // load a renewal can take over a second, and a node that lapses fences itself (1012 to every
+      // session); the first run of 2026-12-03 flapped so (docs/performance.md, bench:soak).
+      NODE_HEARTBEAT_MS: '2000',
+      NODE_DEAD_AFTER_MS: '10000',
       // Checks of ~2000 recordings at the end would only lengthen the run; bench:codecs prices them.
       RECORDING_DECODE_CHECK: 'false',
       // The spools are what the check compares everything with.
