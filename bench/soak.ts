@@ -27,7 +27,6 @@
  * BENCH_SOAK_PROBE_SAMPLE (40), BENCH_SOAK_RESUME_WINDOW_MS (20000), BENCH_DATA_DIR.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'pg';
@@ -37,6 +36,7 @@ import { scanSpool } from '../src/spool/spool';
 import { Cluster } from '../test/support/cluster';
 import { stopServices } from '../test/support/service-process';
 import { hsToken } from '../test/support/tokens';
+import { rssOf } from './support/child';
 import { treeCpuMs } from './support/recording-cpu';
 import { round, sleep } from './support/recording-load';
 import {
@@ -606,13 +606,7 @@ function ffmpegProcesses(dir: string): Array<{ pid: number; ppid: number }> {
 }
 
 function rssMB(pid: number): number {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-    return round(kb / 1024, 1);
-  } catch {
-    return 0;
-  }
+  return round(rssOf(pid) / (1024 * 1024), 1);
 }
 
 function nodeCpuMs(pid: number | undefined): number {

@@ -209,7 +209,7 @@ function statFields(pid: number): string[] | null {
 }
 
 /** VmRSS of a process in bytes; 0 when it is gone. */
-function rssOf(pid: number): number {
+export function rssOf(pid: number): number {
   try {
     const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : 0;

@@ -1,25 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { freePort } from '../../src/database/embedded-postgres';
 import { testDir } from './dirs';
 import { PgProcess } from './pg-process';
 import { ServiceProcess } from './service-process';
 import { TEST_SECRET } from './tokens';
 
 export const NGINX = '/usr/sbin/nginx';
-
-/** A free TCP port on loopback (closed again: the caller binds it next). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export interface ClusterNode {
   readonly id: string;
