@@ -5,9 +5,11 @@
  * SDK (`@framegate/client`, as built) in this process, each streaming one session at
  * BENCH_SOAK_FPS through nginx, for BENCH_SOAK_SECONDS, while:
  * - clients are killed at random (BENCH_SOAK_KILLS_PER_MIN): half are network cuts (the socket is
- *   dropped without a close; the SDK reconnects through nginx and resumes, on whichever node nginx
- *   picks), half are clients that die for good (`stop()`: the session is left to its resume window
- *   and abandoned; a new client opens a new session in its place);
+ *   dropped and the client is not told, as on a network that dies without a FIN: the SDK notices
+ *   by its liveness timeout, 30 s, then reconnects through nginx and resumes on whichever node
+ *   nginx picks; so the resume window must be longer than that), half are clients that die for
+ *   good (`stop()`: the session is left to its resume window and abandoned; a new client opens a
+ *   new session in its place);
  * - one node is killed with -9 (its main process only: its ffmpeg children must end by
  *   themselves) at BENCH_SOAK_RESTART_AT of the run and started again BENCH_SOAK_RESTART_DOWN_S
  *   later; its clients resume on the others.
@@ -19,14 +21,18 @@
  * seqs 1..n exactly once (0), session rows whose counts disagree with their spool (0), recordings
  * not ready (0), a sample of recordings whose ffprobe frame count differs from the spool (0), and
  * ffmpeg processes left over (0). RSS and CPU per node are sampled throughout, next to the same
- * nodes idle before the load (the baseline). Progress goes to stderr, one JSON object to stdout.
+ * nodes idle before the load (the baseline). It also reports clients that stopped with an error
+ * (by cause: a session that could not be resumed shows here), upgrades refused and HTTP
+ * fallbacks, and writes each node's log to $BENCH_DATA_DIR/soak-logs. Progress goes to stderr, one
+ * JSON object to stdout.
  *
  * Env (all optional): BENCH_SOAK_CONNECTIONS (2000), BENCH_SOAK_SECONDS (600), BENCH_SOAK_FPS (1),
  * BENCH_SOAK_NODES (3), BENCH_SOAK_JPEG_SESSIONS (30), BENCH_SOAK_KILLS_PER_MIN (60),
  * BENCH_SOAK_RESTART_AT (0.5), BENCH_SOAK_RESTART_DOWN_S (5), BENCH_SOAK_RAMP_S (60),
- * BENCH_SOAK_PROBE_SAMPLE (40), BENCH_SOAK_RESUME_WINDOW_MS (20000), BENCH_DATA_DIR.
+ * BENCH_SOAK_PROBE_SAMPLE (40), BENCH_SOAK_RESUME_WINDOW_MS (60000, the service's default), BENCH_DATA_DIR.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'pg';
@@ -74,7 +80,7 @@ const settings = {
   restartDownS: num('BENCH_SOAK_RESTART_DOWN_S', 5),
   rampS: num('BENCH_SOAK_RAMP_S', 60),
   probeSample: num('BENCH_SOAK_PROBE_SAMPLE', 40),
-  resumeWindowMs: num('BENCH_SOAK_RESUME_WINDOW_MS', 20_000),
+  resumeWindowMs: num('BENCH_SOAK_RESUME_WINDOW_MS', 60_000),
   idleSeconds: 20,
   sampleMs: 5_000,
 };
@@ -190,6 +196,8 @@ async function main(): Promise<void> {
 
     const sessions = new Map<string, SessionTrack>();
     const slots: Slot[] = [];
+    /** The killed node's log up to its death ([name, text]). */
+    const logs: Array<[string, string]> = [];
     const counters = {
       networkCuts: 0,
       clientDeaths: 0,
@@ -199,6 +207,14 @@ async function main(): Promise<void> {
       serverErrors: {} as Record<string, number>,
       badFrameSamples: [] as string[],
       reconnectCauses: {} as Record<string, number>,
+      /** Clients that stopped with an error (a final close code, or retries exhausted), by cause. */
+      clientFailures: {} as Record<string, number>,
+      /** When they stopped, in seconds from the start of the load, the first 20. */
+      clientFailureTimes: [] as number[],
+      /** WebSocket upgrades answered with an HTTP status instead of 101, by status and error. */
+      upgradesRefused: {} as Record<string, number>,
+      /** Clients that went on over the HTTP fallback (after an upgrade refused by something). */
+      httpFallbacks: 0,
     };
 
     const startClient = async (slot: Slot): Promise<void> => {
@@ -206,7 +222,14 @@ async function main(): Promise<void> {
       const factory: Sdk.SocketFactory = {
         canSetHeaders: true,
         connect(url, protocol, headers, handlers) {
-          const socket = sdk.nodeSocketFactory.connect(url, protocol, headers, handlers);
+          const socket = sdk.nodeSocketFactory.connect(url, protocol, headers, {
+            ...handlers,
+            refused: (status, error, retryAfterS) => {
+              const key = `${status}${error ? ` ${error}` : ''}`;
+              counters.upgradesRefused[key] = (counters.upgradesRefused[key] ?? 0) + 1;
+              handlers.refused(status, error, retryAfterS);
+            },
+          });
           sockets.push(socket);
           if (sockets.length > 4) {
             sockets.shift();
@@ -228,6 +251,18 @@ async function main(): Promise<void> {
       });
       client.on('serverError', (e) => {
         counters.serverErrors[e.code] = (counters.serverErrors[e.code] ?? 0) + 1;
+      });
+      client.on('transport', (kind) => {
+        if (kind === 'http') {
+          counters.httpFallbacks++;
+        }
+      });
+      client.on('error', (err) => {
+        const cause = describe(err);
+        counters.clientFailures[cause] = (counters.clientFailures[cause] ?? 0) + 1;
+        if (counters.clientFailureTimes.length < 20) {
+          counters.clientFailureTimes.push(round((performance.now() - loadStart) / 1000, 1));
+        }
       });
       client.on('badFrame', (refusal) => {
         if (counters.badFrameSamples.length < 5) {
@@ -371,6 +406,7 @@ async function main(): Promise<void> {
         progress(`kill -9 ${victim.id} (pid ${pid}, ${children} ffmpeg children)`);
         process.kill(pid, 'SIGKILL');
         await victim.service.exit();
+        logs.push([`${victim.id}-1`, victim.service.stdout]);
         await sleep(settings.restartDownS * 1000);
         const orphansAfterDown = ffmpegProcesses(cluster.dir).filter((p) => p.ppid === 1).length;
         await cluster.startNode(1);
@@ -436,6 +472,13 @@ async function main(): Promise<void> {
 
     progress('checking spools, rows, recordings, leases and processes');
     const check = await verify(cluster, pool, sessions, ffprobePath, admin);
+    // The nodes' logs, for reading what the figures do not say (which node refused what, and why).
+    const logDir = join(dataDir, 'soak-logs');
+    mkdirSync(logDir, { recursive: true });
+    for (const [name, text] of [...logs, ...cluster.nodes.map((n) => [n.id, n.service.stdout])]) {
+      writeFileSync(join(logDir, `${name}.log`), text);
+    }
+    progress(`node logs in ${logDir}`);
     const result = {
       bench: 'soak',
       date: new Date().toISOString(),

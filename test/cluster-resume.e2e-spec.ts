@@ -316,6 +316,26 @@ describe('cluster: sessions resume on any node', () => {
     await c.acksUntil(15);
     await cluster.kill('node-c');
 
+    // Adopted: recorded as lost at node-c's last heartbeat, but its window counted from the
+    // adoption, since no node could take it back before node-c counted dead.
+    await waitFor(
+      async () => (await ownerOf(opened.sessionId)) !== 'node-c',
+      60_000,
+      'the session adopted by another node',
+    );
+    const adopted = await db.query<{
+      interrupted_at: Date;
+      heartbeat_at: Date;
+      lost_at: string;
+    }>(
+      `SELECT s.interrupted_at, n.heartbeat_at, s.status_history -> -1 ->> 'at' AS lost_at
+         FROM sessions s, nodes n WHERE s.id = $1 AND n.id = 'node-c'`,
+      [opened.sessionId],
+    );
+    const { interrupted_at, heartbeat_at, lost_at } = adopted.rows[0];
+    expect(Math.abs(new Date(lost_at).getTime() - heartbeat_at.getTime())).toBeLessThanOrEqual(1);
+    expect(interrupted_at.getTime()).toBeGreaterThanOrEqual(heartbeat_at.getTime() + 1500);
+
     await waitFor(
       async () => {
         const r = await db.query<{ status: string }>(`SELECT status FROM sessions WHERE id = $1`, [

@@ -235,9 +235,14 @@ export class SessionStore {
 
   /**
    * Adopts up to `limit` sessions that dead nodes left open or interrupted: they move to `node`,
-   * and an open one becomes interrupted from its owner's last sign of life (its window runs from
-   * the owner's death, not from when it was noticed). Several adopters split the work (SKIP
-   * LOCKED) and a session goes to one of them. Resolves with the ids adopted.
+   * and an open one becomes interrupted, recorded as lost at its owner's last sign of life.
+   * Several adopters split the work (SKIP LOCKED) and a session goes to one of them. Resolves with
+   * the ids adopted.
+   *
+   * The resume window does not count the time between the owner's death and now: no node could
+   * take the session back then (a resume got 1013 until the owner counted dead), so a client cut
+   * off by a dead node has its whole window once the session is resumable again. An open session's
+   * window starts now; an interrupted one's is moved on by that time.
    */
   async adoptOrphans(node: string, deadAfterMs: number, limit: number): Promise<string[]> {
     const now = new Date();
@@ -258,7 +263,8 @@ export class SessionStore {
            jsonb_build_object('status', 'interrupted', 'cause', 'node_lost',
              'at', to_char(o.lost_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
            ELSE s.status_history END,
-         interrupted_at = CASE WHEN o.was = 'open' THEN o.lost_at ELSE s.interrupted_at END,
+         interrupted_at = CASE WHEN o.was = 'open' THEN $4
+           ELSE LEAST($4, s.interrupted_at + ($4::timestamptz - GREATEST(o.lost_at, s.interrupted_at))) END,
          updated_at = $4
        FROM orphan o WHERE s.id = o.id
        RETURNING s.id`,

@@ -693,9 +693,10 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   }
 
   /**
-   * Sessions a dead node left open or interrupted become this node's (interrupted from the
-   * owner's death), so the sweep abandons them once their window passes and finalizes their
-   * recordings from the shared spool; a resume meanwhile takes them from here as from any owner.
+   * Sessions a dead node left open or interrupted become this node's (interrupted, their window
+   * counted from now: see `adoptOrphans`), so the sweep abandons them once it passes and
+   * finalizes their recordings from the shared spool; a resume meanwhile takes them from here as
+   * from any owner.
    * Ended sessions whose recordings a dead node left unfinished are finished here.
    */
   private async adoptFromDeadNodes(): Promise<void> {
