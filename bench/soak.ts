@@ -241,7 +241,9 @@ async function main(): Promise<void> {
         url: cluster.url,
         token: hsToken({ sub: `soak-${slot.index}`, channel: CHANNEL, scope: 'stream:publish' }),
         socket: factory,
-        reconnect: { initialDelayMs: 200, maxDelayMs: 3_000, maxAttempts: 1_000 },
+        // The SDK's delays (0.5 s doubling to 15 s, jittered): shorter ones made every client of
+        // a dead node retry several times a second, a storm of its own. It never gives up here.
+        reconnect: { maxAttempts: 1_000 },
       });
       slot.client = client;
       slot.sockets = sockets;

@@ -42,7 +42,7 @@ describe('cluster membership and bus on real Postgres', () => {
     const config = configOf(nodeId);
     const runtime = { config, databaseUrl: url, jwtSecret: undefined, devSecret: false };
     const bus = new ClusterBus(config, runtime, db);
-    const membership = new Membership(config, db);
+    const membership = new Membership(config, runtime, db);
     await membership.onApplicationBootstrap();
     await bus.onApplicationBootstrap();
     started.push({

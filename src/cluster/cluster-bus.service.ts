@@ -53,8 +53,8 @@ const REPLY = '__reply';
  * Every request is answered within CLUSTER_REQUEST_TIMEOUT_MS or reported undelivered; nothing is
  * queued or retried here (the caller decides; a dead addressee's state is in Postgres anyway).
  *
- * One dedicated connection LISTENs (outside the pool: a LISTEN holds its session); sends go
- * through the pool. While the listener is down (a database outage) this node answers nothing, so
+ * One dedicated connection LISTENs (outside the pool: a LISTEN holds its session) and sends too;
+ * while it is down, sends go through the pool. While the listener is down (a database outage) this node answers nothing, so
  * its callers time out, and it says `not_listening` to its own callers rather than wait.
  */
 @Injectable()
@@ -184,7 +184,15 @@ export class ClusterBus implements OnApplicationBootstrap, OnModuleDestroy {
     if (Buffer.byteLength(payload) > MAX_PAYLOAD_BYTES) {
       throw new Error(`cluster message "${envelope.kind}" too large for NOTIFY`);
     }
-    await this.db.query(`SELECT pg_notify($1, $2)`, [BUS_CHANNEL, payload]);
+    // On the listening connection when there is one: a request or a reply waiting for a pooled
+    // connection behind a burst of resumes outlived CLUSTER_REQUEST_TIMEOUT_MS (bench:soak), and
+    // a NOTIFY is one short statement the listener's idle connection runs at once.
+    const listener = this.listener;
+    if (listener) {
+      await listener.query(`SELECT pg_notify($1, $2)`, [BUS_CHANNEL, payload]);
+    } else {
+      await this.db.query(`SELECT pg_notify($1, $2)`, [BUS_CHANNEL, payload]);
+    }
   }
 
   private async connect(): Promise<void> {

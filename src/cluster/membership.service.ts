@@ -6,11 +6,13 @@ import {
   type OnApplicationBootstrap,
 } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
+import { Client } from 'pg';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { DataSource } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/config';
+import { RUNTIME, type Runtime } from '../config/runtime';
 import { PACKAGE_VERSION } from '../docs/version';
 
 /** What `nodes` says about one node. */
@@ -39,6 +41,11 @@ export function nodeAliveSql(alias: string, param: string): string {
  * Others count it dead once the heartbeat is NODE_DEAD_AFTER_MS old; so does this node itself
  * (`healthy` turns false and readiness fails) once it has failed to renew for that long, since by
  * then the others may already have taken its sessions over.
+ *
+ * Renewals go over a connection of their own, outside the pool: in a pool saturated by a burst
+ * of resumes a renewal waited behind them for longer than the lease (bench:soak, 2026-12-03: a
+ * restarted node's heartbeat 17 s old), the node fenced every session, and the churn that
+ * followed kept the pools saturated. A lease must cost one round trip, whatever else the node does.
  */
 @Injectable()
 export class Membership implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -58,9 +65,12 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
   private stopped = false;
   private readonly lapseListeners: Array<() => void> = [];
   private lapsed = false;
+  /** The renewals' own connection; null until (re)connected. */
+  private leaseConn: Client | null = null;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @Inject(RUNTIME) private readonly runtime: Runtime,
     @InjectDataSource() private readonly db: DataSource,
   ) {}
 
@@ -98,14 +108,54 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
     this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.lapseTimer);
-    await this.db
-      .query(`UPDATE nodes SET stopped_at = now() WHERE id = $1 AND instance = $2`, [
-        this.nodeId,
-        this.instance,
-      ])
-      .catch((err: unknown) =>
-        this.logger.warn({ err }, 'could not mark this node stopped; it lapses on its own'),
-      );
+    await this.leaseQuery(`UPDATE nodes SET stopped_at = now() WHERE id = $1 AND instance = $2`, [
+      this.nodeId,
+      this.instance,
+    ]).catch((err: unknown) =>
+      this.logger.warn({ err }, 'could not mark this node stopped; it lapses on its own'),
+    );
+    const conn = this.leaseConn;
+    this.leaseConn = null;
+    await conn?.end().catch(() => undefined);
+  }
+
+  /**
+   * A statement on the renewals' connection, opened on first use and again after it failed. A
+   * statement that hangs (a database that stopped answering) errs after NODE_DEAD_AFTER_MS, by
+   * when the lapse has been judged anyway, and the next renewal starts on a new connection.
+   */
+  private async leaseQuery<T>(sql: string, params: unknown[]): Promise<T[]> {
+    let conn = this.leaseConn;
+    if (conn === null) {
+      const opening = new Client({
+        connectionString: this.runtime.databaseUrl,
+        application_name: `framegate:${this.nodeId}:lease`,
+        keepAlive: true,
+        connectionTimeoutMillis: this.config.NODE_DEAD_AFTER_MS,
+        query_timeout: this.config.NODE_DEAD_AFTER_MS,
+      });
+      opening.on('error', () => this.dropLeaseConn(opening));
+      try {
+        await opening.connect();
+      } catch (err) {
+        await opening.end().catch(() => undefined);
+        throw err;
+      }
+      this.leaseConn = conn = opening;
+    }
+    try {
+      return (await conn.query(sql, params)).rows as T[];
+    } catch (err) {
+      this.dropLeaseConn(conn);
+      throw err;
+    }
+  }
+
+  private dropLeaseConn(conn: Client): void {
+    if (this.leaseConn === conn) {
+      this.leaseConn = null;
+    }
+    void conn.end().catch(() => undefined);
   }
 
   /** Every known node, alive or not, by id. */
@@ -149,7 +199,7 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
 
   private async register(): Promise<void> {
     const startedAt = performance.now();
-    await this.db.query(
+    await this.leaseQuery(
       `INSERT INTO nodes (id, instance, role, host, pid, version, started_at, heartbeat_at)
        VALUES ($1, $2, $3, $4, $5, $6, now(), now())
        ON CONFLICT (id) DO UPDATE SET
@@ -180,7 +230,7 @@ export class Membership implements OnApplicationBootstrap, BeforeApplicationShut
     // Measured from before the query: a renewal that took long counts from when it was sent.
     const sentAt = performance.now();
     try {
-      const rows = await this.db.query<Array<{ instance: string }>>(
+      const rows = await this.leaseQuery<{ instance: string }>(
         `UPDATE nodes SET heartbeat_at = now(), stopped_at = NULL
           WHERE id = $1 AND instance = $2 RETURNING instance`,
         [this.nodeId, this.instance],

@@ -72,7 +72,12 @@ beforeAll(async () => {
   dbUrl = await createTestDatabase();
   db = new DataSource(dataSourceOptions({ url: dbUrl, poolMax: 8, nodeId: 'quota-spec' }));
   await db.initialize();
-  membership = new Membership(loadConfig(ENV), db);
+  const config = loadConfig(ENV);
+  membership = new Membership(
+    config,
+    { config, databaseUrl: dbUrl, jwtSecret: undefined, devSecret: false },
+    db,
+  );
   await membership.onApplicationBootstrap();
 });
 

@@ -57,6 +57,9 @@ const BUSY_RETRY_S = 1;
  */
 const TAKE_ATTEMPTS = 3;
 
+/** Retry-After of a resume refused while the node rebuilds as many sessions as it may at once. */
+const REHYDRATE_RETRY_S = 1;
+
 /** Sessions (and ended sessions' recordings) of dead nodes adopted per sweep, at most. */
 const ADOPT_PER_SWEEP = 100;
 
@@ -90,6 +93,9 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
   private sweeping = false;
   /** Sessions whose recording is being finalized from the spool right now. */
   private readonly finalizing = new Set<string>();
+  /** Rehydrations running now (see `rehydrate`), at most `maxRehydrating`. */
+  private rehydrating = 0;
+  private readonly maxRehydrating: number;
   /**
    * Each attached session's share of the recording capacity. A session without a transport sends
    * nothing: its claim goes back until it resumes, so dropped clients do not keep others out.
@@ -122,6 +128,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
     sessions.useLiveCounts((id) => this.live.get(id)?.counts);
     this.spoolDir = spoolDirOf(config);
     mkdirSync(this.spoolDir, { recursive: true });
+    this.maxRehydrating = Math.max(2, Math.floor(config.DB_POOL_MAX / 2));
     this.deps = {
       totals: this.totals,
       config,
@@ -429,7 +436,7 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         retryAfterS: 1,
       });
     }
-    const runtime = known ?? (await this.rehydrate(sessionId, principal, resumeToken));
+    const runtime = known ?? (await this.rehydrateBounded(sessionId, principal, resumeToken));
     if (
       !runtime ||
       runtime.subject !== principal.subject ||
@@ -441,6 +448,34 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       throw unknown;
     }
     return runtime;
+  }
+
+  /**
+   * At most half the database pool rebuilds sessions at once. A node's death sends all its clients
+   * to the others together, and each rebuild costs a dozen statements and a read of its spool: in
+   * bench:soak (2026-12-03) 700 at once held every pooled connection, so acks, audits and quota
+   * checks timed out and the nodes refused everything. Past the bound a resume is refused at once,
+   * before any statement (503 / 1013 `over_capacity`, Retry-After), and the client's next try,
+   * through the load balancer, may reach a node with room.
+   */
+  private async rehydrateBounded(
+    sessionId: string,
+    principal: Principal,
+    resumeToken: string,
+  ): Promise<SessionRuntime | null> {
+    if (this.rehydrating >= this.maxRehydrating) {
+      throw new AppError(
+        ErrorCode.OverCapacity,
+        'this node is taking back as many sessions as it can; resume again shortly',
+        { retryAfterS: REHYDRATE_RETRY_S },
+      );
+    }
+    this.rehydrating++;
+    try {
+      return await this.rehydrate(sessionId, principal, resumeToken);
+    } finally {
+      this.rehydrating--;
+    }
   }
 
   /**

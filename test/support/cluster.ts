@@ -9,6 +9,9 @@ import { TEST_SECRET } from './tokens';
 
 export const NGINX = '/usr/sbin/nginx';
 
+/** How long a node may take to drain and exit on SIGTERM before `stop()` kills it. */
+const STOP_GRACE_MS = 60_000;
+
 export interface ClusterNode {
   readonly id: string;
   readonly port: number;
@@ -222,7 +225,15 @@ ${servers}
     await Promise.all(
       this.nodes
         .filter((n) => n.service && n.service.child.exitCode === null)
-        .map((n) => n.service.stop('SIGTERM')),
+        .map(async (n) => {
+          const timer = setTimeout(() => {
+            // A node that cannot drain must not hang the run: it is named, and killed.
+            process.stderr.write(`cluster: ${n.id} did not stop within ${STOP_GRACE_MS} ms\n`);
+            void this.kill(n.id);
+          }, STOP_GRACE_MS);
+          await n.service.stop('SIGTERM');
+          clearTimeout(timer);
+        }),
     );
     await this.pg.stop();
   }
