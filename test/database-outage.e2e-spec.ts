@@ -112,7 +112,7 @@ describe('embedded Postgres outages', () => {
   }
 
   it('keeps acking open streams while Postgres is dead, answers 503/1013 meanwhile, restarts it, and every count agrees', async () => {
-    const service = startService();
+    const service = startService({ RESUME_WINDOW_MS: '10000' });
     const url = await service.listening(120_000);
     let blocked: { release(): Promise<void> } | undefined;
     try {
@@ -124,11 +124,17 @@ describe('embedded Postgres outages', () => {
       send(b, 1, 20);
       await a.acksUntil(20);
       await b.acksUntil(20);
+      // Dropped while the database is dead: its interruption cannot be written then.
+      const dropped = await StreamClient.connect(url, { token });
+      const sd = await dropped.open(video);
+      send(dropped, 1, 10);
+      await dropped.acksUntil(10);
 
       const { body: minted } = await call<{ ticket: string }>(url, 'POST', '/v1/tickets', {
         token,
       });
       blocked = await killPostgres();
+      dropped.ws.terminate();
 
       // Streams already open keep acking: the ack path does not touch the database.
       send(a, 21, 40);
@@ -221,6 +227,31 @@ describe('embedded Postgres outages', () => {
         for (const r of recordings.rows) {
           expect((await probe(r.path)).videoFrames).toBe(80);
         }
+        // The session dropped during the outage is not left open: once the database is back it
+        // is interrupted, abandoned when its window passes, and recorded with its 10 frames.
+        await waitFor(
+          async () => {
+            const r = await db.query<{ status: string; rec: string | null }>(
+              `SELECT s.status, r.status AS rec FROM sessions s
+                 LEFT JOIN recordings r ON r.session_id = s.id WHERE s.id = $1`,
+              [sd.sessionId],
+            );
+            return r.rows[0]?.status === 'abandoned' && r.rows[0]?.rec === 'ready';
+          },
+          90_000,
+          'the session dropped during the outage abandoned and recorded',
+        );
+        const droppedRow = await db.query<{
+          video_frames: string;
+          frame_count: number;
+          path: string;
+        }>(
+          `SELECT s.video_frames, r.frame_count, r.path FROM sessions s
+             JOIN recordings r ON r.session_id = s.id WHERE s.id = $1`,
+          [sd.sessionId],
+        );
+        expect(droppedRow.rows[0]).toMatchObject({ video_frames: '10', frame_count: 10 });
+        expect((await probe(droppedRow.rows[0].path)).videoFrames).toBe(10);
         // The outage is on record once the audit journal has been replayed.
         await waitFor(
           async () => {

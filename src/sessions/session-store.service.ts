@@ -195,6 +195,20 @@ export class SessionStore {
     return rows.map((r) => r.id);
   }
 
+  /**
+   * Sessions of this node whose row says `open` and was last written over `ageMs` ago: with no
+   * runtime here (the caller checks), their transport went away while the database could not
+   * take it.
+   */
+  async staleOpen(node: string, ageMs: number): Promise<string[]> {
+    const rows = await this.db.query<Array<{ id: string }>>(
+      `SELECT id FROM sessions
+       WHERE node = $1 AND status = 'open' AND updated_at < now() - make_interval(secs => $2)`,
+      [node, ageMs / 1000],
+    );
+    return rows.map((r) => r.id);
+  }
+
   /** Interrupted sessions of this node whose resume window has passed. */
   async expiredInterrupted(node: string, windowMs: number): Promise<string[]> {
     const rows = await this.db.query<Array<{ id: string }>>(

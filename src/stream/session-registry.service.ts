@@ -693,6 +693,24 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
       }
     }
     try {
+      // A row left `open` with no runtime here (its runtime was dropped while the database could
+      // not take its end) becomes interrupted, so its window runs and it is abandoned in turn.
+      // Only rows unwritten for a window: a session being opened or rebuilt is younger.
+      for (const id of await this.store.staleOpen(
+        this.config.NODE_ID,
+        this.config.RESUME_WINDOW_MS,
+      )) {
+        if (!this.live.has(id) && !this.locks.has(id)) {
+          await this.store.transition(
+            id,
+            ['open'],
+            'interrupted',
+            'runtime_lost',
+            new Date(),
+            this.config.NODE_ID,
+          );
+        }
+      }
       const expired = await this.store.expiredInterrupted(
         this.config.NODE_ID,
         this.config.RESUME_WINDOW_MS,

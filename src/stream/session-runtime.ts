@@ -64,6 +64,9 @@ export type IngestResult =
 /** Retry-After for a session stopped because the disk is full. */
 const DISK_FULL_RETRY_S = 30;
 
+/** Between writes of an interruption the database did not take. */
+const ROW_RETRY_MS = 1_000;
+
 function movedAwayError(): AppError {
   return new AppError(ErrorCode.Conflict, 'the session was resumed on another node');
 }
@@ -217,6 +220,14 @@ export class SessionRuntime {
   private lastAckAt = 0;
   private ackTimer: NodeJS.Timeout | undefined;
   private windowTimer: NodeJS.Timeout | undefined;
+  /**
+   * The row still says `open` though the transport went away: the database did not take the
+   * interruption. Written again until it does (`rowRetry`), so the row can be abandoned when the
+   * window passes; a resume or an end meanwhile accepts either state.
+   */
+  private rowStillOpen = false;
+  private rowRetry: NodeJS.Timeout | undefined;
+  private rowWrite: Promise<unknown> | null = null;
   private broken = false;
   /** The session left this node (taken over elsewhere, or this node lost its lease). */
   private movedAway = false;
@@ -387,6 +398,7 @@ export class SessionRuntime {
   async release(): Promise<void> {
     clearTimeout(this.ackTimer);
     clearTimeout(this.windowTimer);
+    clearTimeout(this.rowRetry);
     this.recording?.abort();
     await this.spool.close().catch(() => undefined);
   }
@@ -657,10 +669,12 @@ export class SessionRuntime {
       previous.replaced();
     }
     if (this.status === 'interrupted') {
+      clearTimeout(this.rowRetry);
+      await this.rowWrite;
       try {
         await this.deps.store.transition(
           this.id,
-          ['interrupted'],
+          this.rowStillOpen ? ['interrupted', 'open'] : ['interrupted'],
           'open',
           cause,
           new Date(),
@@ -673,9 +687,13 @@ export class SessionRuntime {
           this.sink = null;
         }
         this.startWindow(this.deps.config.RESUME_WINDOW_MS);
+        if (this.rowStillOpen) {
+          this.retryInterrupted(cause, new Date());
+        }
         throw err;
       }
       this.status = 'open';
+      this.rowStillOpen = false;
     }
     const durable = await this.syncNow();
     this.ackedSeq = durable;
@@ -706,17 +724,53 @@ export class SessionRuntime {
     // A full disk moves the session to interrupted itself, after its final ack.
     if (this.status === 'open' && !this.stopping) {
       this.status = 'interrupted';
-      await this.deps.store.transition(
-        this.id,
-        ['open'],
-        'interrupted',
-        cause,
-        new Date(),
-        this.deps.config.NODE_ID,
-      );
+      // Before the write: the window runs whatever the database says (bench:soak, 2026-12-03:
+      // sessions whose write failed in a pool storm had no window and stayed open for good).
       this.startWindow(this.deps.config.RESUME_WINDOW_MS);
+      const at = new Date();
+      try {
+        await this.writeInterrupted(cause, at);
+      } catch (err) {
+        this.rowStillOpen = true;
+        this.retryInterrupted(cause, at);
+        throw err;
+      }
     }
     this.event('detached', sink.connectionId, { transport: sink.transport, cause });
+  }
+
+  private async writeInterrupted(cause: string, at: Date): Promise<void> {
+    const write = this.deps.store.transition(
+      this.id,
+      ['open'],
+      'interrupted',
+      cause,
+      at,
+      this.deps.config.NODE_ID,
+    );
+    this.rowWrite = write.catch(() => undefined);
+    try {
+      await write;
+    } finally {
+      this.rowWrite = null;
+    }
+  }
+
+  /** Writes the interruption again, each second, while the session stays interrupted here. */
+  private retryInterrupted(cause: string, at: Date): void {
+    clearTimeout(this.rowRetry);
+    this.rowRetry = setTimeout(() => {
+      if (!this.rowStillOpen || this.status !== 'interrupted' || this.sink !== null) {
+        return;
+      }
+      this.writeInterrupted(cause, at).then(
+        () => {
+          this.rowStillOpen = false;
+        },
+        () => this.retryInterrupted(cause, at),
+      );
+    }, ROW_RETRY_MS);
+    this.rowRetry.unref();
   }
 
   /** Final ack before a server-initiated close (drain): everything received is durable and acked. */
@@ -812,7 +866,10 @@ export class SessionRuntime {
     clearTimeout(this.windowTimer);
     this.ackTimer = undefined;
     this.windowTimer = undefined;
-    const from: SessionStatus[] = status === 'closed' ? ['open', 'interrupted'] : ['interrupted'];
+    clearTimeout(this.rowRetry);
+    await this.rowWrite;
+    const from: SessionStatus[] =
+      status === 'closed' || this.rowStillOpen ? ['open', 'interrupted'] : ['interrupted'];
     const before = this.status;
     this.status = status;
     await this.spool.close();
