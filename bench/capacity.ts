@@ -31,6 +31,7 @@
  *   ffmpeg reads 5 s of input before it encodes anything (its default analyzeduration), then all
  *   N catch up at once, which takes 20 s near their limit (SSIM covers the first 20 s at most);
  * - BENCH_MAX_TRIALS (5): trials per search;
+ * - BENCH_START_SESSIONS (from (a)): `naive,framegate`, where the two searches start;
  * - BENCH_JPEG_QUALITY (80): the JPEGs' quality, as `canvas.toBlob('image/jpeg', 0.8)`;
  * - BENCH_CLOSE_OVER_SECONDS (5): (c) closes its sessions one by one over this time;
  * - BENCH_SETTINGS_RUNS (2): runs of each encoder setting (the least CPU is taken; 0: skip them);
@@ -122,6 +123,7 @@ interface Settings {
   closeOverSeconds: number;
   settingsRuns: number;
   quietWaitSeconds: number;
+  startSessions: { naive: number; framegate: number } | null;
 }
 
 function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
@@ -148,7 +150,19 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
     closeOverSeconds: num('BENCH_CLOSE_OVER_SECONDS', 5, 0, 120),
     settingsRuns: Math.floor(num('BENCH_SETTINGS_RUNS', 2, 0, 10)),
     quietWaitSeconds: num('BENCH_QUIET_WAIT_SECONDS', 20, 0, 600),
+    startSessions: startSessionsFrom(env.BENCH_START_SESSIONS),
   };
+}
+
+function startSessionsFrom(raw: string | undefined): Settings['startSessions'] {
+  if (!raw) {
+    return null;
+  }
+  const match = /^(\d+),(\d+)$/.exec(raw.trim());
+  if (!match) {
+    throw new Error(`BENCH_START_SESSIONS must be "naive,framegate", got ${raw}`);
+  }
+  return { naive: Number(match[1]), framegate: Number(match[2]) };
 }
 
 /** What a search needs of a trial. */
@@ -269,6 +283,8 @@ async function main(): Promise<number> {
       QUOTA_CHANNEL_MAX_CONNECTIONS: '100000',
       QUOTA_HANDSHAKES_PER_MIN: '100000',
       QUOTA_IP_HANDSHAKES_PER_MIN: '100000',
+      STREAM_MAX_FPS: '1000',
+      STREAM_MAX_KBPS: '1000000',
       // Neither the encoder cap nor admission may be what limits a trial: the CPU is.
       RECORDING_MAX_ENCODERS: String(MAX_SESSIONS),
       RECORDING_CAPACITY_FPS: '1000000',
@@ -451,7 +467,7 @@ async function measureSize(c: SizeContext): Promise<Record<string, unknown>> {
       ssim: Quality | null;
     };
   const naive = await search<NaiveTrial>(
-    Math.round(0.9 * cpuAllows(naiveAlone.cpuMsPerFrame)),
+    settings.startSessions?.naive ?? Math.round(0.9 * cpuAllows(naiveAlone.cpuMsPerFrame)),
     settings.maxTrials,
     async (n) => {
       await waitForQuiet(settings.quietWaitSeconds, QUIET_BUSY_PCT, progress);
@@ -541,13 +557,14 @@ async function measureSize(c: SizeContext): Promise<Record<string, unknown>> {
       ssim: Quality | null;
     };
   const framegate = await search<FramegateTrial>(
-    Math.round(
-      0.9 *
-        Math.max(
-          cpuAllows(serviceAlone.cpuMsPerFrame) * 0.85,
-          naive.keptUp || cpuAllows(naiveAlone.cpuMsPerFrame),
-        ),
-    ),
+    settings.startSessions?.framegate ??
+      Math.round(
+        0.9 *
+          Math.max(
+            cpuAllows(serviceAlone.cpuMsPerFrame) * 0.85,
+            naive.keptUp || cpuAllows(naiveAlone.cpuMsPerFrame),
+          ),
+      ),
     settings.maxTrials,
     async (n) => {
       await waitForQuiet(settings.quietWaitSeconds, QUIET_BUSY_PCT, progress);
@@ -591,7 +608,8 @@ async function measureSize(c: SizeContext): Promise<Record<string, unknown>> {
       mkdirSync(join(dataDir, 'recordings'), { recursive: true });
       progress(
         `    ${result.keptUp ? 'kept up' : `did not keep up (${result.why.join('; ')})`}; ` +
-          `sent ${result.sentFps} fps; ack p99 ${result.client.ackMs.p99} ms; backlog tail ` +
+          `sent ${result.sentFps} fps; ack p99 ${result.client.ackMs.p99} ms (second half ` +
+          `${result.client.ackMsSecondHalf.p99} ms); backlog tail ` +
           `${result.backlog.maxQueuedTail}, slope ${result.backlog.slopeSecondHalf}/s; service ` +
           `CPU ${cpu?.childrenPct ?? '?'}% (node ${cpu?.split?.serviceNodePct ?? '?'}% + ffmpeg ` +
           `${cpu?.split?.encodersPct ?? '?'}% + pg ${cpu?.split?.restPct ?? '?'}%) + load ` +
@@ -620,7 +638,8 @@ async function measureSize(c: SizeContext): Promise<Record<string, unknown>> {
   const fgAt = framegate.trials.find((t) => t.keptUp && t.sessions === framegate.keptUp) ?? null;
   const ratio = naive.keptUp > 0 ? round(framegate.keptUp / naive.keptUp, 3) : null;
   const ssimGap = naiveAt?.ssim && fgAt?.ssim ? round(fgAt.ssim.all - naiveAt.ssim.all, 5) : null;
-  const ackP99 = fgAt?.client.ackMs.p99 ?? null;
+  // Judged where "keeps up" is: the second half, after N sessions and encoders started at once.
+  const ackP99 = fgAt?.client.ackMsSecondHalf.p99 ?? null;
   const closeP95 = fgAt?.close.ms.p95 ?? null;
   return {
     size,
@@ -654,6 +673,7 @@ async function measureSize(c: SizeContext): Promise<Record<string, unknown>> {
       bracket: { keptUp: framegate.keptUp, didNotKeepUp: framegate.didNotKeepUp },
       ssim: fgAt?.ssim ?? null,
       ackMs: fgAt?.client.ackMs ?? null,
+      ackMsSecondHalf: fgAt?.client.ackMsSecondHalf ?? null,
       closeMs: fgAt?.close.ms ?? null,
       cpuMsPerFrame: fgAt?.cpuMsPerFrame ?? null,
       trials: framegate.trials.map(({ sessionIds: _ids, ...t }) => t),
@@ -671,7 +691,7 @@ async function measureSize(c: SizeContext): Promise<Record<string, unknown>> {
         met: ssimGap === null ? null : ssimGap >= -AIM_SSIM_TOLERANCE,
       },
       ackP99Ms: {
-        aim: `<= ${AIM_ACK_P99_MS}`,
+        aim: `<= ${AIM_ACK_P99_MS}, second half of the trial`,
         value: ackP99,
         met: ackP99 === null ? null : ackP99 <= AIM_ACK_P99_MS,
       },

@@ -213,6 +213,8 @@ export interface PacedTrialResult {
     ackLagSeries: number[];
     /** Frame sent → the first ack covering it, every frame sent in the streaming time. */
     ackMs: Percentiles;
+    /** The same for the frames sent in its second half, where "keeps up" is judged. */
+    ackMsSecondHalf: Percentiles;
   };
   close: { statuses: Record<string, number>; ms: Percentiles };
 }
@@ -254,9 +256,11 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
     const framesInTime = Math.ceil(o.seconds * CAPTURE_FPS) + 1;
     const sentAt = clients.map(() => new Float64Array(framesInTime + 1));
     const ackMs: number[] = [];
+    const ackMsSecondHalf: number[] = [];
     o.onStreaming?.('start');
     const t0 = performance.now();
     const endAt = t0 + o.seconds * 1000;
+    const halfAt = t0 + o.seconds * 500;
     clients.forEach((client, i) => {
       const ws = client.ws;
       let acked = 0;
@@ -274,6 +278,9 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
           const at = sentAt[i][acked + 1];
           if (at > 0) {
             ackMs.push(now - at);
+            if (at >= halfAt) {
+              ackMsSecondHalf.push(now - at);
+            }
           }
         }
       });
@@ -460,6 +467,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
         ackLagLimit: o.maxAckLagFrames ?? null,
         ackLagSeries: samples.map((s) => s.ackLag),
         ackMs: percentiles(ackMs),
+        ackMsSecondHalf: percentiles(ackMsSecondHalf),
       },
       close: { statuses, ms: percentiles(closeMs) },
     };
