@@ -267,11 +267,20 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
         '-crf',
         String(options.crf),
         // 4:2:0 in the JPEG's own full range, flagged as such in the stream (VUI
-        // video_full_range_flag), which browsers and ffmpeg honour: converting to limited range
-        // was a swscale pass costing 7 % of the encoder's CPU and buying nothing
-        // (docs/recording.md, "Encoder settings and what they cost"). No B-frames.
+        // video_full_range_flag): converting to limited range was a swscale pass costing 7 % of
+        // the encoder's CPU and buying nothing (docs/recording.md, "Encoder settings and what
+        // they cost"). The colour description is written whole, as a canvas JPEG is (sRGB
+        // primaries and transfer, BT.601 matrix): given only the matrix, as Debian's ffmpeg
+        // passes it on from the JPEG decoder, Chromium drops the full-range flag and shows every
+        // level stretched. No B-frames.
         '-pix_fmt',
         'yuvj420p',
+        '-color_primaries',
+        'bt709',
+        '-color_trc',
+        'iec61966-2-1',
+        '-colorspace',
+        'bt470bg',
         '-bf',
         '0',
         '-g',
