@@ -131,7 +131,7 @@ describe('live recording', () => {
       width: 640,
       height: 480,
       videoCodec: 'h264',
-      pixFmt: 'yuv420p',
+      pixFmt: 'yuvj420p',
     });
     expect(Math.abs(p.durationMs - 30_000)).toBeLessThanOrEqual(100);
   });

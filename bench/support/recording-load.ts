@@ -103,6 +103,7 @@ export async function recordingStatus(
 export interface Percentiles {
   p50: number;
   p95: number;
+  p99: number;
   max: number;
   samples: number;
 }
@@ -115,6 +116,7 @@ export function percentiles(values: number[]): Percentiles {
   return {
     p50: round(at(0.5), 1),
     p95: round(at(0.95), 1),
+    p99: round(at(0.99), 1),
     max: round(sorted.at(-1) ?? 0, 1),
     samples: sorted.length,
   };
@@ -159,6 +161,11 @@ export interface PacedTrialOptions {
    * frames unacknowledged in the second half. Unset: acks are reported, not judged.
    */
   maxAckLagFrames?: number;
+  /**
+   * Close the sessions one by one over this many ms after the streaming time, each sending until
+   * its own close, so every `close` is timed under the trial's load. Unset or 0: all at once.
+   */
+  closeOverMs?: number;
 }
 
 export interface PacedTrialResult {
@@ -204,6 +211,10 @@ export interface PacedTrialResult {
     ackLagLimit: number | null;
     /** The worst session's unacknowledged frames at each poll, one a second. */
     ackLagSeries: number[];
+    /** Frame sent → the first ack covering it, every frame sent in the streaming time. */
+    ackMs: Percentiles;
+    /** The same for the frames sent in its second half, where "keeps up" is judged. */
+    ackMsSecondHalf: Percentiles;
   };
   close: { statuses: Record<string, number>; ms: Percentiles };
 }
@@ -240,11 +251,39 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
     }
 
     const seqs = new Array<number>(o.sessions).fill(0);
-    let stopped = false;
+    const stopped = new Array<boolean>(o.sessions).fill(false);
+    // When each frame went out, by seq, for the ack latencies of the streaming time.
+    const framesInTime = Math.ceil(o.seconds * CAPTURE_FPS) + 1;
+    const sentAt = clients.map(() => new Float64Array(framesInTime + 1));
+    const ackMs: number[] = [];
+    const ackMsSecondHalf: number[] = [];
     o.onStreaming?.('start');
     const t0 = performance.now();
+    const endAt = t0 + o.seconds * 1000;
+    const halfAt = t0 + o.seconds * 500;
     clients.forEach((client, i) => {
       const ws = client.ws;
+      let acked = 0;
+      ws.on('message', (data: Buffer, isBinary: boolean) => {
+        if (isBinary || acked >= framesInTime || !data.includes('"ack"')) {
+          return;
+        }
+        const message = JSON.parse(data.toString()) as { type: string; seq?: number };
+        if (message.type !== 'ack' || message.seq === undefined) {
+          return;
+        }
+        const now = performance.now();
+        const upTo = Math.min(message.seq, framesInTime, seqs[i]);
+        for (; acked < upTo; acked++) {
+          const at = sentAt[i][acked + 1];
+          if (at > 0) {
+            ackMs.push(now - at);
+            if (at >= halfAt) {
+              ackMsSecondHalf.push(now - at);
+            }
+          }
+        }
+      });
       const start = t0 + (i * FRAME_INTERVAL_MS) / o.sessions;
       // pts counts from the first frame actually sent (a timer may fire a little early, and a
       // pts must never be negative).
@@ -252,7 +291,7 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
       // Each frame is due at start + k × 100 ms: a late timer does not push the later frames back
       // (as setInterval would), so every session really sends 10 fps.
       const send = (): void => {
-        if (ws.readyState !== WebSocket.OPEN || stopped) {
+        if (ws.readyState !== WebSocket.OPEN || stopped[i]) {
           return;
         }
         const now = performance.now();
@@ -260,6 +299,9 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
           firstSentAt = now;
         }
         const seq = ++seqs[i];
+        if (seq <= framesInTime && now < endAt) {
+          sentAt[i][seq] = now;
+        }
         ws.send(o.media.message(i, seq, Math.round(now - firstSentAt)));
         timers[i] = setTimeout(send, start + seq * FRAME_INTERVAL_MS - performance.now());
       };
@@ -269,7 +311,6 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
     const mine = new Set(ids);
     const samples: BacklogSample[] = [];
     let pollErrors = 0;
-    const endAt = t0 + o.seconds * 1000;
     for (let k = 1; t0 + k * POLL_MS <= endAt; k++) {
       await sleep(t0 + k * POLL_MS - performance.now());
       try {
@@ -296,9 +337,13 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
     }
     await sleep(endAt - performance.now());
     const sendSeconds = (performance.now() - t0) / 1000;
-    stopped = true;
-    for (const timer of timers) {
-      clearTimeout(timer);
+    const closeOverMs = o.closeOverMs ?? 0;
+    const stop = (i: number): void => {
+      stopped[i] = true;
+      clearTimeout(timers[i]);
+    };
+    if (closeOverMs <= 0) {
+      clients.forEach((_, i) => stop(i));
     }
     o.onStreaming?.('end');
     const sentFrames = seqs.reduce((a, b) => a + b, 0);
@@ -329,7 +374,11 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
     const statuses: Record<string, number> = {};
     const closeMs: number[] = [];
     await Promise.all(
-      clients.map(async (client) => {
+      clients.map(async (client, i) => {
+        if (closeOverMs > 0) {
+          await sleep((i * closeOverMs) / o.sessions);
+          stop(i);
+        }
         const sent = performance.now();
         client.send({ type: 'close' });
         try {
@@ -417,6 +466,8 @@ export async function pacedTrial(o: PacedTrialOptions): Promise<PacedTrialResult
         maxAckLagSecondHalf,
         ackLagLimit: o.maxAckLagFrames ?? null,
         ackLagSeries: samples.map((s) => s.ackLag),
+        ackMs: percentiles(ackMs),
+        ackMsSecondHalf: percentiles(ackMsSecondHalf),
       },
       close: { statuses, ms: percentiles(closeMs) },
     };
@@ -519,7 +570,7 @@ export async function closeLatencySession(o: CloseLatencyOptions): Promise<Close
 }
 
 /** Least-squares slope of y over x; 0 with fewer than two points. */
-function slope(points: Array<[number, number]>): number {
+export function slope(points: Array<[number, number]>): number {
   if (points.length < 2) {
     return 0;
   }

@@ -12,8 +12,8 @@ import { rawInput, runFfmpeg, type Scene } from './scene';
 /** A video as a decoder reads it. */
 export interface CodedVideo {
   data: Buffer;
-  /** An H.264 Annex B stream, an IVF file (VP8/VP9), or JPEGs one after the other. */
-  format: 'h264' | 'ivf' | 'jpegs';
+  /** An H.264 Annex B stream, an IVF file (VP8/VP9), JPEGs one after the other, or an MP4. */
+  format: 'h264' | 'ivf' | 'jpegs' | 'mp4';
 }
 
 export interface SsimResult {
@@ -26,24 +26,29 @@ export interface SsimResult {
 /**
  * SSIM of `video` decoded against the scene's raw frames, frame by frame in order (timestamps set
  * to frame numbers on both sides, so a decoder's timing cannot pair the wrong frames). Throws
- * unless the video has exactly the scene's frames.
+ * unless the video has exactly the scene's frames; with `frames`, its first `frames` frames
+ * (at most the scene's) are compared with the scene's first, and it may be longer.
  */
 export async function ssimAgainstScene(
   ffmpegPath: string,
   scene: Scene,
   video: CodedVideo,
   workDir: string,
+  frames?: number,
 ): Promise<SsimResult> {
   const dir = mkdtempSync(join(workDir, 'ssim-'));
   try {
     const videoPath = join(dir, 'video');
     const statsPath = join(dir, 'stats.log');
     writeFileSync(videoPath, video.data);
+    const demuxer = { h264: 'h264', ivf: 'ivf', mp4: 'mov', jpegs: 'image2pipe' }[video.format];
     const input =
       video.format === 'jpegs'
-        ? ['-f', 'image2pipe', '-c:v', 'mjpeg', '-i', videoPath]
-        : ['-f', video.format, '-i', videoPath];
-    const align = `settb=1/${scene.fps},setpts=N`;
+        ? ['-f', demuxer, '-c:v', 'mjpeg', '-i', videoPath]
+        : ['-f', demuxer, '-i', videoPath];
+    const compared = Math.min(frames ?? scene.frames, scene.frames);
+    const trim = frames === undefined ? '' : `trim=end_frame=${compared},`;
+    const align = `${trim}settb=1/${scene.fps},setpts=N`;
     // JPEGs decode to full-range yuvj420p: converted to the camera's limited range to compare.
     const graph =
       `[1:v]format=yuv420p,${align}[coded];[0:v]${align}[camera];` +
@@ -60,7 +65,7 @@ export async function ssimAgainstScene(
       'null',
       '-',
     ]);
-    return readSsim(statsPath, scene.frames);
+    return readSsim(statsPath, compared);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

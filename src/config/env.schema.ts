@@ -214,8 +214,8 @@ export const envSchema = z
 
     RECORDING_PRESET: z
       .enum(['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow'])
-      .default('veryfast'),
-    RECORDING_CRF: int(0, 51).default(23),
+      .default('superfast'),
+    RECORDING_CRF: int(0, 51).default(25),
     RECORDING_FPS: z.coerce.number().min(1).max(60).default(10),
     RECORDING_WIDTH: int(16, 3840)
       .refine((n) => n % 2 === 0, 'must be even')

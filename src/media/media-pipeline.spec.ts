@@ -167,7 +167,7 @@ describe('media pipeline: JPEG → H.264 (+ PCM → AAC) → fragmented MP4', ()
       width: WIDTH,
       height: HEIGHT,
       videoCodec: 'h264',
-      pixFmt: 'yuv420p',
+      pixFmt: 'yuvj420p',
       videoStartMs: 0,
       audioCodec: null,
     });

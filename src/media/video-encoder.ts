@@ -15,6 +15,14 @@ const STDERR_LINES = 5;
  */
 const INPUT_HIGH_WATER_MARK = 256 * 1024;
 
+/**
+ * Seconds between keyframes. The muxer cuts a fragment only at a keyframe, so this bounds how much
+ * of the MP4 a crash leaves unwritten; nothing is lost by that, since recovery rebuilds the rest
+ * from the spool. One second cost 7 % more bits and 3 % more CPU than five on the camera scene
+ * (docs/recording.md, "Encoder settings and what they cost").
+ */
+const KEYFRAME_INTERVAL_S = 5;
+
 /** Where an encoder's stdout goes: chunks as they come, then end of stream. */
 export interface StreamSink {
   push(chunk: Buffer): void;
@@ -194,7 +202,7 @@ export interface VideoEncoderOptions {
   height: number;
   /** Nominal frame rate: sets the keyframe interval; sample times come from capture pts. */
   fps: number;
-  /** x264 preset, e.g. `veryfast`. */
+  /** x264 preset, e.g. `superfast`. */
   preset: string;
   /** x264 constant rate factor (0–51, lower is better). */
   crf: number;
@@ -218,9 +226,7 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
 
   start(options: VideoEncoderOptions): void {
     const splitter = new AccessUnitSplitter(options.onAccessUnit);
-    // A keyframe every second: the muxer can only cut a fragment at a keyframe, and fragments
-    // bound what a crash can cost the MP4 (the spool still has it all) and when it is playable.
-    const gop = Math.max(1, Math.round(options.fps));
+    const gop = Math.max(1, Math.round(options.fps * KEYFRAME_INTERVAL_S));
     this.run(
       [
         '-hide_banner',
@@ -247,6 +253,8 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
         // Neither drop nor duplicate: exactly one output frame per input JPEG.
         '-vsync',
         'passthrough',
+        // A guard only: JPEGs come at the output size, and then the scale filter passes each frame
+        // through untouched (measured: no cost, docs/recording.md).
         '-s',
         `${options.width}x${options.height}`,
         '-c:v',
@@ -258,12 +266,23 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
         'zerolatency',
         '-crf',
         String(options.crf),
-        // Browser-safe: 4:2:0, no B-frames.
+        // 4:2:0 in the JPEG's own full range, flagged as such in the stream (VUI
+        // video_full_range_flag): converting to limited range was a swscale pass costing 7 % of
+        // the encoder's CPU and buying nothing (docs/recording.md, "Encoder settings and what
+        // they cost"). The colour description is written whole, as a canvas JPEG is (sRGB
+        // primaries and transfer, BT.601 matrix): given only the matrix, as Debian's ffmpeg
+        // passes it on from the JPEG decoder, Chromium drops the full-range flag and shows every
+        // level stretched. No B-frames.
         '-pix_fmt',
-        'yuv420p',
+        'yuvj420p',
+        '-color_primaries',
+        'bt709',
+        '-color_trc',
+        'iec61966-2-1',
+        '-colorspace',
+        'bt470bg',
         '-bf',
         '0',
-        // The keyframe interval chosen above (`gop`: one second of frames at the nominal rate).
         '-g',
         String(gop),
         // Access unit delimiters are how the output stream is split into frames.
