@@ -64,12 +64,19 @@ async function write(
   to: number,
   ahead: (i: number) => number,
   finishing: boolean,
-  during?: (i: number) => void,
+  during?: (i: number) => void | Promise<void>,
 ): Promise<void> {
   for (let i = from; i < to; i++) {
-    during?.(i);
+    await during?.(i);
     await run.lanes.write(frames[i % frames.length], i / FPS, i + 1, ahead(i), finishing);
     run.maxSplit = Math.max(run.maxSplit, run.lanes.split);
+  }
+}
+
+/** Waits until at most `frames` frames are inside the encoders. */
+async function untilEncoding(run: Run, frames: number): Promise<void> {
+  while (run.lanes.encoding > frames) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
 
@@ -102,13 +109,14 @@ describe('VideoLanes', () => {
     frames = await jpegFrames(320, 240, 10);
   });
 
-  it('keeps one encoder while nothing waits behind the frame', async () => {
+  it('keeps one encoder while fewer than three chunks wait', async () => {
     const run = lanesFor(2);
-    await write(run, frames, 0, 30, () => 0, false);
+    // Two chunks at once, nothing stored behind them: all of them wait in or for the encoder.
+    await write(run, frames, 0, 2 * CHUNK, () => 0, false);
     await run.lanes.end();
     expect(run.maxSplit).toBe(0);
-    expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: 30 }, (_, i) => i / FPS));
-    expect(decodedFrames(run.out)).toEqual([30, 30]);
+    expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: 2 * CHUNK }, (_, i) => i / FPS));
+    expect(decodedFrames(run.out)).toEqual([2 * CHUNK, 2 * CHUNK]);
   });
 
   it('splits a finishing tail across the encoders: every frame once, in order, each chunk from a key frame', async () => {
@@ -131,6 +139,9 @@ describe('VideoLanes', () => {
     // 40 frames with a backlog behind them, then 25 that come as they are encoded.
     await write(run, frames, 0, 40, (i) => 60 - i, false);
     expect(run.lanes.split).toBe(2);
+    // The tails have encoded all they can (a few frames each stay inside until more come, fewer
+    // than a chunk in all).
+    await untilEncoding(run, CHUNK - 2);
     await write(run, frames, 40, 65, () => 0, false);
     expect(run.lanes.split).toBe(0);
     await run.lanes.end();

@@ -179,8 +179,12 @@ export class VideoLanes {
     }
   }
 
-  private laneFor(ahead: number, finishing: boolean): Lane {
+  private laneFor(stored: number, finishing: boolean): Lane {
     const { chunk, maxTails } = this.o;
+    // Frames already handed to encoders wait for them as much as those still in the spool: a
+    // loop that reads as fast as the client stores is not caught up while the encoders' input
+    // buffers are full.
+    const ahead = stored + this.inFlight.length;
     if (this.tails.length === 0) {
       if (maxTails < 2 || ahead < 3 * chunk) {
         this.primary ??= this.newLane(false);
