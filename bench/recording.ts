@@ -19,7 +19,17 @@
  * - BENCH_CLOSE_SESSIONS (10), BENCH_CLOSE_FRAMES (600), BENCH_CLOSE_SEND_FPS (100): (c);
  * - BENCH_FRAME_BYTES (25000) and BENCH_DISTINCT_FRAMES (50): the 640×480 JPEGs;
  * - BENCH_QUIET_WAIT_SECONDS (20): before each measurement, wait up to this long for the
- *   machine to be idle (other people's work on the same cores skews every figure).
+ *   machine to be idle (other people's work on the same cores skews every figure);
+ * - BENCH_CASES ("capacity,burst"): `capacity` is (a)–(c), `burst` is (d); `burst` alone skips
+ *   (a)–(c) and takes about 3 minutes;
+ * - BENCH_BURST_FRAMES (300), BENCH_BURST_REPS (7), BENCH_BURST_REALTIME_REPS (3),
+ *   BENCH_BURST_WINDOW (100 frames unacknowledged): (d).
+ *
+ * (d) Burst close: a session's 300 frames (30 s of capture, the camera scene of
+ *     bench/support/scene.ts as the SDK's JPEGs) sent as fast as the client's ack window allows,
+ *     then `close`: `close` sent → `closed` with the recording `ready`, next to the same session
+ *     sent in real time and to bare ffmpeg encoding those JPEGs from a file
+ *     (bench/support/recording-burst.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -33,6 +43,12 @@ import { testDir } from '../test/support/dirs';
 import { PgProcess } from '../test/support/pg-process';
 import { ServiceProcess } from '../test/support/service-process';
 import { hsToken } from '../test/support/tokens';
+import {
+  type BurstResult,
+  burstCase,
+  type BurstSettings,
+  burstSettingsFromEnv,
+} from './support/recording-burst';
 import { type CpuFigures, CpuWindow, waitForQuiet } from './support/recording-cpu';
 import {
   ChildSet,
@@ -63,6 +79,7 @@ import {
   progressFor,
   sourceState,
 } from './support/run-info';
+import { benchDataDir, cameraScene, sceneJpegs } from './support/scene';
 
 const progress = progressFor('recording');
 const CHANNEL = 'bench';
@@ -120,7 +137,144 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
   };
 }
 
+/** The service's environment in every case (Postgres and the encoder cap come on top). */
+function serviceEnvFor(secret: string, dataDir: string): Record<string, string> {
+  return {
+    NODE_ENV: 'production',
+    NODE_ID: 'bench-recording',
+    HOST: '127.0.0.1',
+    PORT: '0',
+    LOG_LEVEL: 'info',
+    DATA_DIR: dataDir,
+    AUTH_JWT_SECRET: secret,
+    // Many connections and handshakes from one address, faster than real time in (c) and (d).
+    QUOTA_NODE_MAX_CONNECTIONS: '100000',
+    QUOTA_CHANNEL_MAX_CONNECTIONS: '100000',
+    QUOTA_HANDSHAKES_PER_MIN: '100000',
+    QUOTA_IP_HANDSHAKES_PER_MIN: '100000',
+    STREAM_MAX_FPS: '1000',
+    STREAM_MAX_KBPS: '1000000',
+  };
+}
+
+/**
+ * BENCH_CASES=burst: (d) alone, on a service of its own with the schema's defaults (the encoder
+ * cap included: a burst session takes one slot).
+ */
+async function burstOnly(settings: BurstSettings): Promise<number> {
+  const began = performance.now();
+  const cleanup = new Cleanup(progress);
+  const children = new ChildSet();
+  cleanup.stopOnSignals();
+  try {
+    cleanup.add('ffmpeg processes', () => children.killAll());
+    const root = testDir('bench-recording');
+    cleanup.add('temp dir', () => rmSync(root, { recursive: true, force: true }));
+    const secret = randomBytes(32).toString('hex');
+    const dataDir = join(root, 'data');
+    const ffmpegPath = locateTool('ffmpeg', undefined).path;
+    const serviceEnvBase = serviceEnvFor(secret, dataDir);
+    const serviceConfig = envSchema.parse({
+      ...serviceEnvBase,
+      DATABASE_URL: 'postgres://placeholder@127.0.0.1/framegate',
+    });
+    const encoderArgs = serviceEncoderArgs(ffmpegPath, {
+      width: serviceConfig.RECORDING_WIDTH,
+      height: serviceConfig.RECORDING_HEIGHT,
+      fps: SESSION_FPS,
+      preset: serviceConfig.RECORDING_PRESET,
+      crf: serviceConfig.RECORDING_CRF,
+    });
+    const jpegs = await burstJpegs(ffmpegPath);
+    progress('starting Postgres');
+    const pg = new PgProcess(join(root, 'postgres'), 0);
+    cleanup.add('postgres', () => pg.stop());
+    const service = new ServiceProcess({ ...serviceEnvBase, DATABASE_URL: await pg.start() }, root);
+    let stopped: { ms: number; code: number | null; killed: boolean } | null = null;
+    cleanup.add('service', async () => {
+      if (stopped === null) {
+        await stopService(service);
+      }
+    });
+    const baseUrl = await service.listening(120_000);
+    progress(`service listening at ${baseUrl} (pid ${service.child.pid})`);
+    const burst = await burstCase(
+      {
+        baseUrl,
+        adminToken: hsToken({ sub: 'bench-admin', channel: CHANNEL, scope: 'admin', secret }),
+        tokenFor: (i) =>
+          hsToken({ sub: `bench-${i}`, channel: CHANNEL, scope: 'stream:publish', secret }),
+        jpegs,
+        width: FRAME_WIDTH,
+        height: FRAME_HEIGHT,
+        ffmpegPath,
+        encoderArgs,
+        children,
+        dir: root,
+        progress,
+      },
+      settings,
+    );
+    stopped = await stopService(service);
+    const failures = [...burst.failures];
+    if (stopped.code !== 0) {
+      failures.push(`the service exited with ${stopped.code}${stopped.killed ? ' (killed)' : ''}`);
+    }
+    const result = {
+      bench: 'recording',
+      cases: ['burst'],
+      date: new Date().toISOString(),
+      machine: {
+        nproc: availableParallelism(),
+        cpuModel: cpuModel(),
+        memoryGB: memoryGB(),
+        kernel: release(),
+        node: process.version,
+      },
+      source: sourceState(),
+      ffmpeg: { path: ffmpegPath, version: ffmpegVersion(ffmpegPath) },
+      encoder: { args: encoderArgs },
+      burstClose: burst,
+      serviceLogs: logProblems(`${service.stdout}\n${service.stderr}`),
+      failures,
+      durationSeconds: round((performance.now() - began) / 1000, 1),
+    };
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return failures.length > 0 ? 1 : 0;
+  } finally {
+    progress('cleaning up');
+    await cleanup.run();
+  }
+}
+
+/** The cases BENCH_CASES asks for. */
+function casesFromEnv(env: NodeJS.ProcessEnv): { capacity: boolean; burst: boolean } {
+  const names = (env.BENCH_CASES || 'capacity,burst').split(',').map((name) => name.trim());
+  for (const name of names) {
+    if (name !== 'capacity' && name !== 'burst') {
+      throw new Error(`BENCH_CASES: unknown case ${name} (capacity, burst)`);
+    }
+  }
+  return { capacity: names.includes('capacity'), burst: names.includes('burst') };
+}
+
+/** The burst's material: the camera scene at the recording size, as the SDK's JPEGs (quality 70). */
+async function burstJpegs(ffmpegPath: string): Promise<Buffer[]> {
+  const scene = await cameraScene({
+    width: FRAME_WIDTH,
+    height: FRAME_HEIGHT,
+    ffmpegPath,
+    dataDir: benchDataDir(),
+  });
+  return sceneJpegs(scene, 70, ffmpegPath);
+}
+
 async function main(): Promise<number> {
+  const cases = casesFromEnv(process.env);
+  const burstSettings = burstSettingsFromEnv(process.env);
+  if (!cases.capacity) {
+    return burstOnly(burstSettings);
+  }
   const settings = settingsFromEnv(process.env);
   const began = performance.now();
   const cleanup = new Cleanup(progress);
@@ -164,22 +318,7 @@ async function main(): Promise<number> {
     const dataDir = join(root, 'data');
     // The service finds ffmpeg as this process does (same PATH, no FFMPEG_PATH): the same binary.
     const ffmpegPath = locateTool('ffmpeg', undefined).path;
-    const serviceEnvBase: Record<string, string> = {
-      NODE_ENV: 'production',
-      NODE_ID: 'bench-recording',
-      HOST: '127.0.0.1',
-      PORT: '0',
-      LOG_LEVEL: 'info',
-      DATA_DIR: dataDir,
-      AUTH_JWT_SECRET: secret,
-      // Many connections and handshakes from one address, faster than real time in (c).
-      QUOTA_NODE_MAX_CONNECTIONS: '100000',
-      QUOTA_CHANNEL_MAX_CONNECTIONS: '100000',
-      QUOTA_HANDSHAKES_PER_MIN: '100000',
-      QUOTA_IP_HANDSHAKES_PER_MIN: '100000',
-      STREAM_MAX_FPS: '1000',
-      STREAM_MAX_KBPS: '1000000',
-    };
+    const serviceEnvBase = serviceEnvFor(secret, dataDir);
     // The encoder settings the service will run with: its own schema's defaults.
     const serviceConfig = envSchema.parse({
       ...serviceEnvBase,
@@ -478,6 +617,28 @@ async function main(): Promise<number> {
       }
     }
 
+    let burst: BurstResult | null = null;
+    if (cases.burst) {
+      burst = await burstCase(
+        {
+          baseUrl,
+          adminToken,
+          tokenFor,
+          jpegs: await burstJpegs(ffmpegPath),
+          width: FRAME_WIDTH,
+          height: FRAME_HEIGHT,
+          ffmpegPath,
+          encoderArgs,
+          children,
+          dir: root,
+          progress,
+        },
+        burstSettings,
+      );
+      failures.push(...burst.failures.map((f) => `(d) ${f}`));
+      warnings.push(...burst.warnings.map((w) => `(d) ${w}`));
+    }
+
     const stopped = await stopService(service);
     serviceStop = stopped;
     progress(`service stopped in ${stopped.ms} ms (exit ${stopped.code})`);
@@ -636,6 +797,7 @@ async function main(): Promise<number> {
           met: fgMs.samples === 0 ? null : fgMs.p95 <= 100,
         },
       },
+      burstClose: burst,
       serviceLogs: logProblems(`${service.stdout}\n${service.stderr}`),
       serviceStopMs: stopped.ms,
       failures,

@@ -349,6 +349,7 @@ export class RecordingService implements OnModuleDestroy {
               events,
               media: this.media,
               finishLanes: this.finishLanes,
+              tailEncoders: availableParallelism(),
               imageWork: this.imageWork,
               decoder: this.decoder,
               onFailed,

@@ -17,7 +17,8 @@ import { isKeyframe } from './h264-stream';
 import type { ImageDecoder } from './image-decoder';
 import type { ImageWork, SessionImageWork } from './image-work';
 import type { PassthroughVideo } from './mp4-writer';
-import type { AudioEncoder, Mp4Sink, RecorderMedia, VideoEncoder } from './recorder-media';
+import type { AudioEncoder, Mp4Sink, RecorderMedia } from './recorder-media';
+import { VideoLanes } from './video-lanes';
 import type { TextCue } from './webvtt';
 
 /** Times an encoder may die on a bad frame in one session before the recording fails. */
@@ -149,6 +150,11 @@ export interface RecorderDeps {
   media: RecorderMedia;
   /** The node's lanes for behind encoders that a `close` waits for. */
   finishLanes: FinishLanes;
+  /**
+   * Encoders a recorder that is behind splits its tail across (`VideoLanes`): the node's cores,
+   * since the extra ones run only on CPU nothing else wants.
+   */
+  tailEncoders: number;
   /** The node's image queue and budgets, and its decoder processes. */
   imageWork: ImageWork;
   decoder: ImageDecoder;
@@ -220,7 +226,8 @@ export class SessionRecorder {
   /** The MP4 given up after a failure or abort: settles once its file is released. */
   private released: Promise<void> = Promise.resolve();
 
-  private video!: VideoEncoder;
+  /** The H.264 encoders (JPEG sessions); created with the MP4. */
+  private video: VideoLanes | null = null;
   private audio: AudioEncoder | null = null;
   private writer: Mp4Sink | null = null;
   /**
@@ -228,13 +235,9 @@ export class SessionRecorder {
    * the recorder's failure at once, never a rejection waiting for someone to await the chain.
    */
   private writes: Promise<void> = Promise.resolve();
-  /** Frames given to the current encoder, waiting for their access unit. */
-  private readonly inFlight: Array<{ jpeg: Buffer; ts: number; seq: number }> = [];
-  private encoderDied = false;
   private outputOpen = false;
   /** Set by abort(): a frame still being processed must not start an encoder or open the MP4. */
   private aborted = false;
-  private encoderRestarts = 0;
   private pendingVideo: { au: Buffer; key: boolean; ts: number } | null = null;
   private lastVideoTs = -1;
   private videoFrames = 0;
@@ -291,62 +294,46 @@ export class SessionRecorder {
   get backlog(): RecorderBacklog {
     // Frames inside the encoder count too: under overload they are where the backlog starts.
     return {
-      frames: Math.max(0, this.latestSeq - this.nextSeq + 1) + this.inFlight.length,
-      encoding: this.inFlight.length,
+      frames: Math.max(0, this.latestSeq - this.nextSeq + 1) + this.encoding,
+      encoding: this.encoding,
       fromSpool: this.catchingUp,
     };
   }
 
-  private startVideoEncoder(): void {
-    if (this.aborted) {
-      throw new Error('recording aborted');
-    }
-    const { config } = this.deps;
-    const encoder = this.deps.media.createVideoEncoder(this.deps.ffmpegPath, this.deps.outputPath);
-    encoder.start({
-      width: this.session.width,
-      height: this.session.height,
-      fps: Math.max(1, Math.round(this.session.fps)),
-      preset: config.RECORDING_PRESET,
-      crf: config.RECORDING_CRF,
-      onAccessUnit: (au) => this.onAccessUnit(au),
-    });
-    this.video = encoder;
-    this.encoderDied = false;
-    if (this.yielding) {
-      encoder.setCpuClass(this.yieldingClass());
-    }
-    encoder.exited().catch(() => {
-      if (this.video === encoder) {
-        this.encoderDied = true;
-        this.kick();
-      }
-    });
+  private get encoding(): number {
+    return this.video?.encoding ?? 0;
   }
 
-  /**
-   * The encoder stopped on a frame it could not decode (ffmpeg runs with -xerror, since dropping
-   * a frame silently would shift every later frame's time). The frames it had not yet returned are
-   * checked with a full decode: bad ones are reported as `bad_image`, the rest go to a new encoder,
-   * which continues the same recording from a keyframe.
-   */
-  private async recoverEncoder(): Promise<void> {
-    if (++this.encoderRestarts > MAX_ENCODER_RESTARTS) {
-      throw new Error(`the encoder failed ${MAX_ENCODER_RESTARTS} times`);
-    }
-    this.video.kill();
-    const pending = this.inFlight.splice(0);
-    this.startVideoEncoder();
-    for (const frame of pending) {
-      if (await this.pipeline?.decodes(frame.jpeg)) {
-        this.inFlight.push(frame);
-        if (!this.video.write(frame.jpeg)) {
-          await this.video.drained();
-        }
-      } else {
-        this.deps.events.onBadImage(frame.seq, 'image cannot be decoded');
-      }
-    }
+  private startVideo(): void {
+    const { config } = this.deps;
+    const pipeline = this.pipeline!;
+    this.video = new VideoLanes({
+      create: (onAccessUnit, keyframeEvery) => {
+        const encoder = this.deps.media.createVideoEncoder(
+          this.deps.ffmpegPath,
+          this.deps.outputPath,
+        );
+        encoder.start({
+          width: this.session.width,
+          height: this.session.height,
+          fps: Math.max(1, Math.round(this.session.fps)),
+          preset: config.RECORDING_PRESET,
+          crf: config.RECORDING_CRF,
+          ...(keyframeEvery === null ? {} : { keyframeEvery }),
+          onAccessUnit,
+        });
+        return encoder;
+      },
+      maxTails: this.deps.tailEncoders,
+      chunk: Math.max(2, Math.round(this.session.fps)),
+      maxRestarts: MAX_ENCODER_RESTARTS,
+      onFrame: (au, ts) => this.onAccessUnit(au, ts),
+      decodes: (jpeg) => pipeline.decodes(jpeg),
+      onBadFrame: (seq) => this.deps.events.onBadImage(seq, 'image cannot be decoded'),
+      onDied: () => this.kick(),
+      onFailed: (err) => this.fail(err),
+    });
+    this.applyCpuClasses();
   }
 
   /**
@@ -382,7 +369,7 @@ export class SessionRecorder {
     }
     this.writer = writer;
     if (!passthrough) {
-      this.startVideoEncoder();
+      this.startVideo();
     }
     if (this.session.audio && !this.opus) {
       this.audio = this.deps.media.createAudioEncoder(this.deps.ffmpegPath, this.deps.outputPath);
@@ -468,33 +455,20 @@ export class SessionRecorder {
     this.finishing = true;
     if (this.yielding && !this.session.passthrough) {
       // From here `close` waits for this encoder: it must make progress however busy the cores are.
-      this.video?.setCpuClass('low');
       this.leaveLane = this.deps.finishLanes.enter(() => {
         this.inLane = true;
-        this.video?.setCpuClass('normal');
+        this.applyCpuClasses();
       });
     }
+    this.applyCpuClasses();
     this.kick();
     await this.loop;
     await this.throwIfFailed();
     const writer = this.writer;
-    if (
-      !writer ||
-      (this.videoFrames === 0 && this.inFlight.length === 0 && this.pendingVideo === null)
-    ) {
+    if (!writer || (this.videoFrames === 0 && this.encoding === 0 && this.pendingVideo === null)) {
       throw new NoVideoFramesError();
     }
-    while (!this.session.passthrough) {
-      try {
-        await this.video.end();
-        break;
-      } catch (err) {
-        if (this.inFlight.length === 0) {
-          throw err;
-        }
-        await this.recoverEncoder();
-      }
-    }
+    await this.video?.end();
     await this.audio?.end();
     await this.writes;
     await this.throwIfFailed();
@@ -590,8 +564,23 @@ export class SessionRecorder {
   private setYielding(behind: boolean): void {
     if (behind !== this.yielding) {
       this.yielding = behind;
-      this.video?.setCpuClass(behind ? this.yieldingClass() : 'normal');
+      this.applyCpuClasses();
     }
+  }
+
+  /**
+   * The encoders whose frames come first take the recorder's class. The other tail encoders only
+   * add speed: they use no CPU anything else wants (`background`), except once `close` waits for
+   * them and the recorder holds a finish lane (or was never behind its client): then the smallest
+   * share that is never starved (`low`), so they progress on a busy machine too. A finishing
+   * recorder still waiting for a lane keeps them in the background, so that 100 sessions closing
+   * behind at once add no more weight against the service than they did with one encoder each.
+   */
+  private applyCpuClasses(): void {
+    this.video?.setClasses(
+      this.yielding ? this.yieldingClass() : 'normal',
+      this.finishing && (this.inLane || !this.yielding) ? 'low' : 'background',
+    );
   }
   /**
    * Behind while streaming: the background class (SCHED_IDLE). Behind while finishing: `close`
@@ -754,17 +743,8 @@ export class SessionRecorder {
     const at = ts > this.lastVideoTs ? ts : this.lastVideoTs + 0.001;
     this.lastVideoTs = at;
     await this.fillSilence(at);
-    if (this.encoderDied) {
-      await this.recoverEncoder();
-    }
-    this.inFlight.push({ jpeg, ts: at, seq: header.seq });
-    try {
-      if (!this.video.write(jpeg)) {
-        await this.video.drained();
-      }
-    } catch {
-      await this.recoverEncoder();
-    }
+    // Only a pass-through session has no encoders, and its video went to passVideo.
+    await this.video!.write(jpeg, at, header.seq, this.latestSeq - header.seq, this.finishing);
   }
 
   /**
@@ -850,12 +830,7 @@ export class SessionRecorder {
     this.audioEndS = at + durationS;
   }
 
-  private onAccessUnit(au: Buffer): void {
-    const ts = this.inFlight.shift()?.ts;
-    if (ts === undefined) {
-      this.fail(new Error('the encoder produced more frames than it was given'));
-      return;
-    }
+  private onAccessUnit(au: Buffer, ts: number): void {
     const previous = this.pendingVideo;
     this.pendingVideo = { au, key: isKeyframe(au), ts };
     if (previous) {

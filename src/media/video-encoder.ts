@@ -91,9 +91,11 @@ export class PipedFfmpegProcess {
   /** Moves ffmpeg to a CPU class (best effort, see `setCpuClass`). */
   setCpuClass(cpuClass: CpuClass): void {
     this.cpuClass = cpuClass;
-    const pid = this.child?.pid;
-    if (pid !== undefined && !this.closed) {
-      setCpuClass(pid, cpuClass);
+    const child = this.child;
+    // Until it has exited (its pid is ours until then): one whose stdin is closed may still have
+    // frames to encode that a `close` waits for.
+    if (child?.pid !== undefined && !this.killed && child.exitCode === null && !child.signalCode) {
+      setCpuClass(child.pid, cpuClass);
     }
   }
 
@@ -206,6 +208,11 @@ export interface VideoEncoderOptions {
   preset: string;
   /** x264 constant rate factor (0–51, lower is better). */
   crf: number;
+  /**
+   * A key frame every this many input frames, counted from the encoder's first (a tail encoder of
+   * `VideoLanes`: each chunk it is given must start with one).
+   */
+  keyframeEvery?: number;
   /** One call per input JPEG, in input order, with the access unit in Annex B. */
   onAccessUnit: (au: Buffer) => void;
 }
@@ -285,6 +292,9 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
         '0',
         '-g',
         String(gop),
+        ...(options.keyframeEvery === undefined
+          ? []
+          : ['-force_key_frames', `expr:eq(mod(n,${options.keyframeEvery}),0)`]),
         // Access unit delimiters are how the output stream is split into frames.
         '-x264-params',
         'aud=1',

@@ -1,0 +1,187 @@
+import { execFileSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BUNDLED } from '../../test/support/bitstreams';
+import { testDir } from '../../test/support/dirs';
+import { jpegFrames } from '../../test/support/media';
+import { locateTool } from './ffmpeg-locator';
+import { isKeyframe } from './h264-stream';
+import { VideoEncoderProcess } from './video-encoder';
+import { VideoLanes } from './video-lanes';
+
+const FFMPEG = locateTool('ffmpeg', process.env.FFMPEG_PATH).path;
+const FPS = 10;
+const CHUNK = 10;
+
+interface Run {
+  lanes: VideoLanes;
+  out: Array<{ au: Buffer; ts: number }>;
+  bad: number[];
+  /** The largest number of tail encoders seen while writing. */
+  maxSplit: number;
+  failures: Error[];
+}
+
+function lanesFor(maxTails: number): Run {
+  const run: Run = {
+    lanes: null as unknown as VideoLanes,
+    out: [],
+    bad: [],
+    maxSplit: 0,
+    failures: [],
+  };
+  run.lanes = new VideoLanes({
+    create: (onAccessUnit, keyframeEvery) => {
+      const encoder = new VideoEncoderProcess(FFMPEG);
+      encoder.start({
+        width: 320,
+        height: 240,
+        fps: FPS,
+        preset: 'veryfast',
+        crf: 23,
+        ...(keyframeEvery === null ? {} : { keyframeEvery }),
+        onAccessUnit,
+      });
+      return encoder;
+    },
+    maxTails,
+    chunk: CHUNK,
+    maxRestarts: 5,
+    onFrame: (au, ts) => run.out.push({ au, ts }),
+    decodes: () => Promise.resolve(true),
+    onBadFrame: (seq) => run.bad.push(seq),
+    onDied: () => undefined,
+    onFailed: (err) => run.failures.push(err),
+  });
+  return run;
+}
+
+/** Writes frames `from`..`to` (exclusive) with `ahead(i)` records stored after frame i. */
+async function write(
+  run: Run,
+  frames: Buffer[],
+  from: number,
+  to: number,
+  ahead: (i: number) => number,
+  finishing: boolean,
+  during?: (i: number) => void | Promise<void>,
+): Promise<void> {
+  for (let i = from; i < to; i++) {
+    await during?.(i);
+    await run.lanes.write(frames[i % frames.length], i / FPS, i + 1, ahead(i), finishing);
+    run.maxSplit = Math.max(run.maxSplit, run.lanes.split);
+  }
+}
+
+/** Waits until at most `frames` frames are inside the encoders. */
+async function untilEncoding(run: Run, frames: number): Promise<void> {
+  while (run.lanes.encoding > frames) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Frames each build of ffmpeg decodes from the access units written one after the other. */
+function decodedFrames(out: Array<{ au: Buffer }>): number[] {
+  const dir = testDir('video-lanes');
+  const path = join(dir, 'out.h264');
+  writeFileSync(path, Buffer.concat(out.map((o) => o.au)));
+  try {
+    return [FFMPEG, BUNDLED.ffmpeg].map((ffmpeg) => {
+      const log = execFileSync(
+        ffmpeg,
+        ['-hide_banner', '-v', 'error', '-xerror', '-i', path, '-f', 'framemd5', '-'],
+        { encoding: 'utf8' },
+      );
+      return log.split('\n').filter((line) => /^\d/.test(line)).length;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function keyframeIndexes(out: Array<{ au: Buffer }>): number[] {
+  return out.flatMap((o, i) => (isKeyframe(o.au) ? [i] : []));
+}
+
+describe('VideoLanes', () => {
+  let frames: Buffer[];
+  beforeAll(async () => {
+    frames = await jpegFrames(320, 240, 10);
+  });
+
+  it('keeps one encoder while fewer than three chunks wait', async () => {
+    const run = lanesFor(2);
+    // Two chunks at once, nothing stored behind them: all of them wait in or for the encoder.
+    await write(run, frames, 0, 2 * CHUNK, () => 0, false);
+    await run.lanes.end();
+    expect(run.maxSplit).toBe(0);
+    expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: 2 * CHUNK }, (_, i) => i / FPS));
+    expect(decodedFrames(run.out)).toEqual([2 * CHUNK, 2 * CHUNK]);
+  });
+
+  it('splits a finishing tail across the encoders: every frame once, in order, each chunk from a key frame', async () => {
+    const run = lanesFor(2);
+    const total = 95;
+    await write(run, frames, 0, total, (i) => total - 1 - i, true);
+    await run.lanes.end();
+    expect(run.failures).toEqual([]);
+    expect(run.maxSplit).toBe(2);
+    expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: total }, (_, i) => i / FPS));
+    const keys = keyframeIndexes(run.out);
+    for (let chunkStart = 0; chunkStart < total; chunkStart += CHUNK) {
+      expect(keys).toContain(chunkStart);
+    }
+    expect(decodedFrames(run.out)).toEqual([total, total]);
+  });
+
+  it('goes back to one encoder once caught up, starting it on a key frame', async () => {
+    const run = lanesFor(2);
+    // 40 frames with a backlog behind them, then 25 that come as they are encoded.
+    await write(run, frames, 0, 40, (i) => 60 - i, false);
+    expect(run.lanes.split).toBe(2);
+    // The tails have encoded all they can (a few frames each stay inside until more come, fewer
+    // than a chunk in all).
+    await untilEncoding(run, CHUNK - 2);
+    await write(run, frames, 40, 65, () => 0, false);
+    expect(run.lanes.split).toBe(0);
+    await run.lanes.end();
+    expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: 65 }, (_, i) => i / FPS));
+    expect(decodedFrames(run.out)).toEqual([65, 65]);
+  });
+
+  it('recovers a tail encoder killed mid-tail: its frames go to a new one, none lost or repeated', async () => {
+    const run = lanesFor(2);
+    const total = 120;
+    let killed = false;
+    await write(
+      run,
+      frames,
+      0,
+      total,
+      (i) => total - 1 - i,
+      true,
+      (i) => {
+        if (i === 60 && !killed) {
+          const pids = execFileSync(
+            'pgrep',
+            ['-P', String(process.pid), '-f', 'force_key_frames'],
+            {
+              encoding: 'utf8',
+            },
+          )
+            .trim()
+            .split('\n')
+            .map(Number);
+          process.kill(pids[0], 'SIGKILL');
+          killed = true;
+        }
+      },
+    );
+    await run.lanes.end();
+    expect(killed).toBe(true);
+    expect(run.failures).toEqual([]);
+    expect(run.bad).toEqual([]);
+    expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: total }, (_, i) => i / FPS));
+    expect(decodedFrames(run.out)).toEqual([total, total]);
+  });
+});
