@@ -87,6 +87,7 @@ import {
 import { benchDataDir, cameraScene, SCENE_FPS, sceneJpegs } from './support/scene';
 import { logProblems, stopService } from './support/service-run';
 import { ssimAgainstScene, type SsimResult } from './support/video-quality';
+import { type Judged, searchLargestKeptUp } from './support/search';
 
 const progress = progressFor('capacity');
 const CHANNEL = 'bench';
@@ -102,6 +103,17 @@ const DISTURBED_RETRIES = 2;
 const MAX_ACK_LAG_FRAMES = 10;
 /** Searches never go above this many sessions. */
 const MAX_SESSIONS = 1000;
+/** The largest N of real-time sessions that keeps up, by this bench's retries and bounds. */
+const search = <T extends Judged>(
+  start: number,
+  maxTrials: number,
+  trial: (n: number) => Promise<T | null>,
+) =>
+  searchLargestKeptUp<T>(
+    { start, maxSessions: MAX_SESSIONS, maxTrials, disturbedRetries: DISTURBED_RETRIES, progress },
+    trial,
+  );
+
 /** Session i starts this many frames into the scene's loop after session i − 1 (coprime to 200). */
 const SESSION_FRAME_STRIDE = 37;
 /** The issue's aims. */
@@ -163,65 +175,6 @@ function startSessionsFrom(raw: string | undefined): Settings['startSessions'] {
     throw new Error(`BENCH_START_SESSIONS must be "naive,framegate", got ${raw}`);
   }
   return { naive: Number(match[1]), framegate: Number(match[2]) };
-}
-
-/** What a search needs of a trial. */
-interface Judged {
-  sessions: number;
-  keptUp: boolean;
-  disturbed: boolean;
-}
-
-/**
- * The largest N that keeps up: from `start`, ±10 % until both sides are known, then bisection,
- * at most `maxTrials` trials (a failed trial that others disturbed is run again, not counted).
- */
-async function search<T extends Judged>(
-  start: number,
-  maxTrials: number,
-  trial: (n: number) => Promise<T | null>,
-): Promise<{ keptUp: number; didNotKeepUp: number | null; trials: T[] }> {
-  const trials: T[] = [];
-  let passMax = 0;
-  let failMin = Number.POSITIVE_INFINITY;
-  let retries = 0;
-  let n = clamp(start, 1, MAX_SESSIONS);
-  const step = Math.max(1, Math.round(0.1 * n));
-  for (let t = 0; t < maxTrials; t++) {
-    const result = await trial(n);
-    if (!result) {
-      break;
-    }
-    trials.push(result);
-    if (result.keptUp) {
-      passMax = Math.max(passMax, n);
-    } else if (result.disturbed && retries < DISTURBED_RETRIES) {
-      retries++;
-      t--;
-      progress('  disturbed by other processes: running this trial again');
-      continue;
-    } else {
-      failMin = Math.min(failMin, n);
-    }
-    let next: number;
-    if (failMin === Number.POSITIVE_INFINITY) {
-      next = n + step;
-    } else if (passMax === 0) {
-      next = n - step;
-    } else {
-      next = Math.floor((passMax + failMin) / 2);
-    }
-    next = clamp(next, 1, MAX_SESSIONS);
-    if (next <= passMax || next >= failMin) {
-      break;
-    }
-    n = next;
-  }
-  return {
-    keptUp: passMax,
-    didNotKeepUp: Number.isFinite(failMin) ? failMin : null,
-    trials,
-  };
 }
 
 /** CPU ms per frame of a window over `frames` frames: the children, and the service's split. */
@@ -770,10 +723,6 @@ function rateVariants(current: string[], kbps: number): SettingsVariant[] {
       args: [...current.slice(0, crfAt), '-b:v', `${kbps}k`, ...vbv, ...current.slice(crfAt + 2)],
     },
   ];
-}
-
-function clamp(value: number, min: number, max: number): number {
-  return Math.min(max, Math.max(min, value));
 }
 
 main().then(

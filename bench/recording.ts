@@ -80,6 +80,7 @@ import {
   sourceState,
 } from './support/run-info';
 import { benchDataDir, cameraScene, sceneJpegs } from './support/scene';
+import { searchLargestKeptUp } from './support/search';
 
 const progress = progressFor('recording');
 const CHANNEL = 'bench';
@@ -428,105 +429,80 @@ async function main(): Promise<number> {
       hsToken({ sub: `bench-${i}`, channel: CHANNEL, scope: 'stream:publish', secret });
 
     // (b) The largest N of real-time sessions that the recorders keep up with.
-    const trials: Array<
+    const searched = await searchLargestKeptUp<
       PacedTrialResult & {
         cpu: CpuFigures | null;
         /** Others used more than OTHER_CPU_WARN_PCT of a core meanwhile. */
         disturbed: boolean;
         cpuMsPerFrame: Record<string, number | null>;
       }
-    > = [];
-    let passMax = 0;
-    let failMin = Number.POSITIVE_INFINITY;
-    let retries = 0;
-    let n = clamp(settings.startSessions ?? Math.round(0.9 * baselineSessions), 1, maxSessions);
-    const step = Math.max(1, Math.round(0.1 * n));
-    for (let t = 0; t < settings.maxTrials; t++) {
-      await waitForQuiet(settings.quietWaitSeconds, QUIET_BUSY_PCT, progress);
-      progress(
-        `(b) trial ${t + 1}: ${n} sessions at ${SESSION_FPS} fps for ${settings.sessionSeconds} s`,
-      );
-      const cpuWindow: { started?: CpuWindow; figures?: CpuFigures } = {};
-      const trialN = n;
-      const result = await pacedTrial({
-        baseUrl,
-        sessions: trialN,
-        seconds: settings.sessionSeconds,
-        media: jpegMedia(pool),
-        tokenFor: (i) => tokenFor(t * 10_000 + i),
-        adminToken,
-        onStreaming: (edge) => {
-          if (edge === 'start') {
-            cpuWindow.started = new CpuWindow(service.child.pid);
-          } else {
-            cpuWindow.figures = cpuWindow.started?.end();
-          }
-        },
-      }).catch((err: unknown) => {
-        failures.push(`(b) trial with ${trialN} sessions: ${describe(err)}`);
-        return null;
-      });
-      if (!result) {
-        break;
-      }
-      const cpu = cpuWindow.figures ?? null;
-      const perFrame = (pct: number | undefined): number | null =>
-        cpu && pct !== undefined && result.sentFrames > 0
-          ? round((pct / 100) * (cpu.wallMs / result.sentFrames), 3)
-          : null;
-      // In (b) everything below this process is the service's stack (no baseline runs then).
-      const cpuMsPerFrame = {
-        service:
-          cpu && result.sentFrames > 0 ? round(cpu.childrenCpuMs / result.sentFrames, 3) : null,
-        serviceNode: perFrame(cpu?.split?.serviceNodePct),
-        encoders: perFrame(cpu?.split?.encodersPct),
-        postgresEtc: perFrame(cpu?.split?.restPct),
-      };
-      const disturbed = cpu !== null && cpu.otherPct > OTHER_CPU_WARN_PCT;
-      trials.push({ ...result, cpu, disturbed, cpuMsPerFrame });
-      if (cpu) {
-        noteCpu(`(b) ${trialN} sessions`, cpu);
-      }
-      progress(
-        `  ${result.keptUp ? 'kept up' : `did not keep up (${result.why.join('; ')})`}; ` +
-          `sent ${result.sentFps} fps, waiting for encoders in the last 5 s ≤ ` +
-          `${result.backlog.maxQueuedTail} (allowed ${result.backlog.allowedTail}; with the frames ` +
-          `inside them ${result.backlog.maxTotalTail}), slope ${result.backlog.slopeSecondHalf}/s, ` +
-          `service CPU ${cpu?.childrenPct ?? '?'}% = node ${cpu?.split?.serviceNodePct ?? '?'}% ` +
-          `+ ffmpeg ${cpu?.split?.encodersPct ?? '?'}% + pg ${cpu?.split?.restPct ?? '?'}% ` +
-          `(ms/frame ${JSON.stringify(cpuMsPerFrame)}), ` +
-          `other ${cpu?.otherPct ?? '?'}%, ` +
-          `close p50 ${result.close.ms.p50} ms p95 ${result.close.ms.p95} ms`,
-      );
-      if (result.keptUp) {
-        passMax = Math.max(passMax, trialN);
-      } else if (disturbed && retries < DISTURBED_RETRIES) {
-        // Not counted: the machine was not ours; the same N again.
-        retries++;
-        t--;
-        progress('  disturbed by other processes: running this trial again');
-        continue;
-      } else {
-        failMin = Math.min(failMin, trialN);
-      }
-      let next: number;
-      if (failMin === Number.POSITIVE_INFINITY) {
-        next = trialN + step;
-      } else if (passMax === 0) {
-        next = trialN - step;
-      } else {
-        next = Math.floor((passMax + failMin) / 2);
-      }
-      next = clamp(next, 1, maxSessions);
-      if (
-        next <= passMax ||
-        next >= failMin ||
-        trials.some((r) => r.sessions === next && (r.keptUp || !r.disturbed))
-      ) {
-        break;
-      }
-      n = next;
-    }
+    >(
+      {
+        start: settings.startSessions ?? Math.round(0.9 * baselineSessions),
+        maxSessions,
+        maxTrials: settings.maxTrials,
+        disturbedRetries: DISTURBED_RETRIES,
+        progress,
+      },
+      async (n, t) => {
+        await waitForQuiet(settings.quietWaitSeconds, QUIET_BUSY_PCT, progress);
+        progress(
+          `(b) trial ${t + 1}: ${n} sessions at ${SESSION_FPS} fps for ${settings.sessionSeconds} s`,
+        );
+        const cpuWindow: { started?: CpuWindow; figures?: CpuFigures } = {};
+        const result = await pacedTrial({
+          baseUrl,
+          sessions: n,
+          seconds: settings.sessionSeconds,
+          media: jpegMedia(pool),
+          tokenFor: (i) => tokenFor(t * 10_000 + i),
+          adminToken,
+          onStreaming: (edge) => {
+            if (edge === 'start') {
+              cpuWindow.started = new CpuWindow(service.child.pid);
+            } else {
+              cpuWindow.figures = cpuWindow.started?.end();
+            }
+          },
+        }).catch((err: unknown) => {
+          failures.push(`(b) trial with ${n} sessions: ${describe(err)}`);
+          return null;
+        });
+        if (!result) {
+          return null;
+        }
+        const cpu = cpuWindow.figures ?? null;
+        const perFrame = (pct: number | undefined): number | null =>
+          cpu && pct !== undefined && result.sentFrames > 0
+            ? round((pct / 100) * (cpu.wallMs / result.sentFrames), 3)
+            : null;
+        // In (b) everything below this process is the service's stack (no baseline runs then).
+        const cpuMsPerFrame = {
+          service:
+            cpu && result.sentFrames > 0 ? round(cpu.childrenCpuMs / result.sentFrames, 3) : null,
+          serviceNode: perFrame(cpu?.split?.serviceNodePct),
+          encoders: perFrame(cpu?.split?.encodersPct),
+          postgresEtc: perFrame(cpu?.split?.restPct),
+        };
+        const disturbed = cpu !== null && cpu.otherPct > OTHER_CPU_WARN_PCT;
+        if (cpu) {
+          noteCpu(`(b) ${n} sessions`, cpu);
+        }
+        progress(
+          `  ${result.keptUp ? 'kept up' : `did not keep up (${result.why.join('; ')})`}; ` +
+            `sent ${result.sentFps} fps, waiting for encoders in the last 5 s ≤ ` +
+            `${result.backlog.maxQueuedTail} (allowed ${result.backlog.allowedTail}; with the frames ` +
+            `inside them ${result.backlog.maxTotalTail}), slope ${result.backlog.slopeSecondHalf}/s, ` +
+            `service CPU ${cpu?.childrenPct ?? '?'}% = node ${cpu?.split?.serviceNodePct ?? '?'}% ` +
+            `+ ffmpeg ${cpu?.split?.encodersPct ?? '?'}% + pg ${cpu?.split?.restPct ?? '?'}% ` +
+            `(ms/frame ${JSON.stringify(cpuMsPerFrame)}), ` +
+            `other ${cpu?.otherPct ?? '?'}%, ` +
+            `close p50 ${result.close.ms.p50} ms p95 ${result.close.ms.p95} ms`,
+        );
+        return { ...result, cpu, disturbed, cpuMsPerFrame };
+      },
+    );
+    const { trials, keptUp: passMax, didNotKeepUp } = searched;
 
     // (c) Close-to-ready latency, and a naive recorder that encodes after the close.
     await waitForQuiet(settings.quietWaitSeconds, QUIET_BUSY_PCT, progress);
@@ -719,7 +695,7 @@ async function main(): Promise<number> {
         ratio: sessionsRatio,
         bracket: {
           keptUp: passMax,
-          didNotKeepUp: Number.isFinite(failMin) ? failMin : null,
+          didNotKeepUp,
           trialCap: maxSessions,
         },
         rule:
@@ -830,10 +806,6 @@ function recordingFinishTimes(stdout: string): Map<string, number> {
     }
   }
   return times;
-}
-
-function clamp(value: number, min: number, max: number): number {
-  return Math.min(max, Math.max(min, value));
 }
 
 main().then(
