@@ -14,7 +14,7 @@ import { encodeMediaMessage, Track } from '../../src/protocol/media-header';
 import { StreamClient } from '../../test/support/stream-client';
 import { type CpuFigures, CpuWindow, waitForQuiet } from './recording-cpu';
 import type { ChildSet } from './recording-ffmpeg';
-import { type Percentiles, percentiles, recordingStatus, round, sleep } from './recording-load';
+import { closeTimed, type Percentiles, percentiles, round, sleep } from './recording-load';
 
 /** Capture interval of the burst's frames: 10 fps, as the camera took them. */
 const CAPTURE_INTERVAL_MS = 100;
@@ -271,25 +271,13 @@ async function oneSession(
     }
     await client.acksUntil(settings.frames, 30_000);
     const sendMs = round(performance.now() - started, 1);
-    let backlogAtClose: number | null = null;
-    try {
-      const status = await recordingStatus(ctx.baseUrl, ctx.adminToken);
-      backlogAtClose =
-        status.recorders.find((r) => r.sessionId === sessionId)?.backlogFrames ?? null;
-    } catch {
-      // Reported as unknown.
-    }
-    let closedAt = 0;
-    client.ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (!isBinary && closedAt === 0 && data.includes('"type":"closed"')) {
-        closedAt = performance.now();
-      }
-    });
-    const sent = performance.now();
-    client.send({ type: 'close' });
-    const closed = await client.next('closed', CLOSE_TIMEOUT_MS);
-    const closeMs = round((closedAt || performance.now()) - sent, 1);
-    await Promise.race([client.closed, sleep(5_000)]);
+    const { backlogAtClose, closed, closeMs } = await closeTimed(
+      client,
+      sessionId,
+      ctx.baseUrl,
+      ctx.adminToken,
+      CLOSE_TIMEOUT_MS,
+    );
     return {
       sessionId,
       sendMs,

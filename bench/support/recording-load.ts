@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { encodeMediaMessage, FLAG_KEY, Track } from '../../src/protocol/media-header';
-import type { ClosedRecording } from '../../src/protocol/messages';
+import type { Closed, ClosedRecording } from '../../src/protocol/messages';
 import type { RecordingStatus } from '../../src/media/recording.service';
 import { StreamClient } from '../../test/support/stream-client';
 import { FRAME_HEIGHT, FRAME_WIDTH, type FramePool } from './recording-frames';
@@ -537,27 +537,15 @@ export async function closeLatencySession(o: CloseLatencyOptions): Promise<Close
     }
     await client.acksUntil(o.frames, 30_000);
     const flows = client.messages.filter((m) => m.type === 'flow').length;
-    let backlogAtClose: number | null = null;
-    try {
-      const status = await recordingStatus(o.baseUrl, o.adminToken);
-      backlogAtClose =
-        status.recorders.find((r) => r.sessionId === sessionId)?.backlogFrames ?? null;
-    } catch {
-      // Reported as unknown.
-    }
-    let closedAt = 0;
-    client.ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (!isBinary && closedAt === 0 && data.includes('"type":"closed"')) {
-        closedAt = performance.now();
-      }
-    });
-    const sent = performance.now();
-    client.send({ type: 'close' });
-    const closed = await client.next('closed', CLOSE_TIMEOUT_MS);
-    await Promise.race([client.closed, sleep(5_000)]);
+    const { backlogAtClose, closed, closeMs } = await closeTimed(
+      client,
+      sessionId,
+      o.baseUrl,
+      o.adminToken,
+    );
     return {
       sessionId,
-      closeMs: round((closedAt || performance.now()) - sent, 1),
+      closeMs,
       status: closed.recording.status,
       durationMs: closed.recording.durationMs,
       frames: closed.frames,
@@ -567,6 +555,38 @@ export async function closeLatencySession(o: CloseLatencyOptions): Promise<Close
   } finally {
     client.ws.terminate();
   }
+}
+
+/**
+ * Sends `close` and times it to `closed` (read off the socket as it arrives, not when a waiter
+ * gets to it), with the recorder's backlog just before; then waits for the socket to close.
+ */
+export async function closeTimed(
+  client: StreamClient,
+  sessionId: string,
+  baseUrl: string,
+  adminToken: string,
+  timeoutMs = CLOSE_TIMEOUT_MS,
+): Promise<{ backlogAtClose: number | null; closed: Closed; closeMs: number }> {
+  let backlogAtClose: number | null = null;
+  try {
+    const status = await recordingStatus(baseUrl, adminToken);
+    backlogAtClose = status.recorders.find((r) => r.sessionId === sessionId)?.backlogFrames ?? null;
+  } catch {
+    // Reported as unknown.
+  }
+  let closedAt = 0;
+  client.ws.on('message', (data: Buffer, isBinary: boolean) => {
+    if (!isBinary && closedAt === 0 && data.includes('"type":"closed"')) {
+      closedAt = performance.now();
+    }
+  });
+  const sent = performance.now();
+  client.send({ type: 'close' });
+  const closed = await client.next('closed', timeoutMs);
+  const closeMs = round((closedAt || performance.now()) - sent, 1);
+  await Promise.race([client.closed, sleep(5_000)]);
+  return { backlogAtClose, closed, closeMs };
 }
 
 /** Least-squares slope of y over x; 0 with fewer than two points. */
