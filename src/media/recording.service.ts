@@ -349,7 +349,7 @@ export class RecordingService implements OnModuleDestroy {
               events,
               media: this.media,
               finishLanes: this.finishLanes,
-              tailEncoders: availableParallelism(),
+              tailEncoders: this.config.RECORDING_TAIL_ENCODERS || availableParallelism(),
               imageWork: this.imageWork,
               decoder: this.decoder,
               onFailed,

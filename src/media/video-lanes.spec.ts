@@ -11,6 +11,7 @@ import { VideoLanes } from './video-lanes';
 
 const FFMPEG = locateTool('ffmpeg', process.env.FFMPEG_PATH).path;
 const FPS = 10;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const CHUNK = 10;
 
 interface Run {
@@ -73,9 +74,12 @@ async function write(
   }
 }
 
-/** Waits until at most `frames` frames are inside the encoders. */
-async function untilEncoding(run: Run, frames: number): Promise<void> {
-  while (run.lanes.encoding > frames) {
+/**
+ * Waits until fewer than `frames` frames are not yet handed over: what the encoders hold until
+ * more comes, and the later chunks' frames waiting behind it for their turn.
+ */
+async function untilEncodingBelow(run: Run, frames: number): Promise<void> {
+  while (run.lanes.encoding >= frames) {
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
@@ -139,10 +143,19 @@ describe('VideoLanes', () => {
     // 40 frames with a backlog behind them, then 25 that come as they are encoded.
     await write(run, frames, 0, 40, (i) => 60 - i, false);
     expect(run.lanes.split).toBe(2);
-    // The tails have encoded all they can (a few frames each stay inside until more come, fewer
-    // than a chunk in all).
-    await untilEncoding(run, CHUNK - 2);
-    await write(run, frames, 40, 65, () => 0, false);
+    // The tails have encoded all they can: a few frames each stay inside until more come, and
+    // the next chunk's frames wait behind them, less than the three chunks that keep it split.
+    await untilEncodingBelow(run, 3 * CHUNK);
+    // In real time: each frame is encoded before the next comes.
+    await write(
+      run,
+      frames,
+      40,
+      65,
+      () => 0,
+      false,
+      () => sleep(1000 / FPS),
+    );
     expect(run.lanes.split).toBe(0);
     await run.lanes.end();
     expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: 65 }, (_, i) => i / FPS));

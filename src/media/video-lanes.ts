@@ -181,10 +181,15 @@ export class VideoLanes {
 
   private laneFor(stored: number, finishing: boolean): Lane {
     const { chunk, maxTails } = this.o;
-    // Frames already handed to encoders wait for them as much as those still in the spool: a
-    // loop that reads as fast as the client stores is not caught up while the encoders' input
-    // buffers are full.
-    const ahead = stored + this.inFlight.length;
+    // Frames already handed to encoders and not yet encoded wait for them as much as those still
+    // in the spool: a loop that reads as fast as the client stores is not caught up while the
+    // encoders' input buffers are full. Frames encoded and only waiting for an earlier chunk's
+    // last few (which a tail holds until it gets more input) wait for nothing.
+    let encoded = 0;
+    for (const lane of this.lanes()) {
+      encoded += lane.ready.length;
+    }
+    const ahead = stored + this.inFlight.length - encoded;
     if (this.tails.length === 0) {
       if (maxTails < 2 || ahead < 3 * chunk) {
         this.primary ??= this.newLane(false);
