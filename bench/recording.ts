@@ -413,8 +413,6 @@ async function main(): Promise<number> {
       DATABASE_URL: databaseUrl,
       // Above every trial's N: the encoder cap must not be what limits (b).
       RECORDING_MAX_ENCODERS: String(maxSessions),
-      // The burst case (d) measures the tail split, which is off by default.
-      RECORDING_TAIL_ENCODERS: '0',
     };
     progress('starting the service');
     const service = new ServiceProcess(serviceEnv, root);

@@ -58,8 +58,7 @@ describe('a burst of 30 s of capture, then close', () => {
 
   beforeAll(async () => {
     app = await startTestApp({
-      // The tail split is off by default (docs/recording.md); this is its test.
-      env: { STREAM_MAX_FPS: '2000', STREAM_MAX_KBPS: '1000000', RECORDING_TAIL_ENCODERS: '0' },
+      env: { STREAM_MAX_FPS: '2000', STREAM_MAX_KBPS: '1000000' },
     });
   });
   afterAll(() => app.close());

@@ -21,19 +21,24 @@ interface Run {
   /** The largest number of tail encoders seen while writing. */
   maxSplit: number;
   failures: Error[];
+  /** Every encoder the lanes started, and whether it has exited. */
+  encoders: Array<{ process: VideoEncoderProcess; exited: boolean }>;
 }
 
-function lanesFor(maxTails: number): Run {
+function lanesFor(maxTails: number, maxRestarts = 5): Run {
   const run: Run = {
     lanes: null as unknown as VideoLanes,
     out: [],
     bad: [],
     maxSplit: 0,
     failures: [],
+    encoders: [],
   };
   run.lanes = new VideoLanes({
     create: (onAccessUnit, keyframeEvery) => {
       const encoder = new VideoEncoderProcess(FFMPEG);
+      const entry = { process: encoder, exited: false };
+      run.encoders.push(entry);
       encoder.start({
         width: 320,
         height: 240,
@@ -43,11 +48,15 @@ function lanesFor(maxTails: number): Run {
         ...(keyframeEvery === null ? {} : { keyframeEvery }),
         onAccessUnit,
       });
+      const exited = () => {
+        entry.exited = true;
+      };
+      encoder.exited().then(exited, exited);
       return encoder;
     },
     maxTails,
     chunk: CHUNK,
-    maxRestarts: 5,
+    maxRestarts,
     onFrame: (au, ts) => run.out.push({ au, ts }),
     decodes: () => Promise.resolve(true),
     onBadFrame: (seq) => run.bad.push(seq),
@@ -105,6 +114,19 @@ function decodedFrames(out: Array<{ au: Buffer }>): number[] {
 
 function keyframeIndexes(out: Array<{ au: Buffer }>): number[] {
   return out.flatMap((o, i) => (isKeyframe(o.au) ? [i] : []));
+}
+
+/**
+ * Kills every encoder of the run still running (as a crash would: the lanes learn it from its
+ * exit); with `settle`, waits until their deaths are seen.
+ */
+async function killEncoders(run: Run, settle: boolean): Promise<number> {
+  const running = run.encoders.filter((encoder) => !encoder.exited);
+  running.forEach((encoder) => encoder.process.kill());
+  if (settle) {
+    await sleep(300);
+  }
+  return running.length;
 }
 
 describe('VideoLanes', () => {
@@ -192,6 +214,51 @@ describe('VideoLanes', () => {
     );
     await run.lanes.end();
     expect(killed).toBe(true);
+    expect(run.failures).toEqual([]);
+    expect(run.bad).toEqual([]);
+    expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: total }, (_, i) => i / FPS));
+    expect(decodedFrames(run.out)).toEqual([total, total]);
+  });
+
+  it('recovers every encoder killed at once, at a chunk start and mid-chunk, seen before a write or by it: every chunk decodes', async () => {
+    // Each kill restarts every lane that held frames.
+    const run = lanesFor(2, 100);
+    const total = 200;
+    const killed: number[] = [];
+    // Killed and seen before the next write (at a chunk start, and mid-chunk), and killed just
+    // before a write that finds the encoder dead (mid-chunk, and at a chunk start).
+    const kills = new Map([
+      [40, true],
+      [75, true],
+      [113, false],
+      [150, false],
+    ]);
+    try {
+      await write(
+        run,
+        frames,
+        0,
+        total,
+        (i) => total - 1 - i,
+        false,
+        async (i) => {
+          const settle = kills.get(i);
+          if (settle !== undefined) {
+            // Once the encoders are at work: each tail then holds the rest of one chunk and
+            // whole later ones, which must each start on a key frame again.
+            while (run.out.length < i - 30) {
+              await sleep(5);
+            }
+            killed.push(await killEncoders(run, settle));
+          }
+        },
+      );
+      await run.lanes.end();
+    } finally {
+      run.lanes.kill();
+    }
+    expect(killed).toHaveLength(4);
+    expect(killed.every((n) => n > 0)).toBe(true);
     expect(run.failures).toEqual([]);
     expect(run.bad).toEqual([]);
     expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: total }, (_, i) => i / FPS));

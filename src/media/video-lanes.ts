@@ -30,7 +30,8 @@ export interface VideoLanesOptions {
 }
 
 interface Lane {
-  encoder: VideoEncoder;
+  /** Started with the lane's first frame: an encoder closed with no input fails. */
+  encoder: VideoEncoder | null;
   tail: boolean;
   /** Frames given to this encoder: its frame number of the next one. */
   given: number;
@@ -94,16 +95,17 @@ export class VideoLanes {
     if (this.anyDied) {
       await this.recoverDied();
     }
-    const lane = this.laneFor(ahead, finishing);
+    let lane = this.laneFor(ahead, finishing);
     if (lane.died) {
-      await this.recover(lane);
+      lane = await this.recover(lane);
     }
+    const encoder = lane.encoder ?? this.startEncoder(lane);
     this.inFlight.push({ jpeg, ts, seq, lane });
     lane.given++;
     lane.pending++;
     try {
-      if (!lane.encoder.write(jpeg)) {
-        await lane.encoder.drained();
+      if (!encoder.write(jpeg)) {
+        await encoder.drained();
       }
     } catch {
       await this.recover(lane);
@@ -113,11 +115,11 @@ export class VideoLanes {
   /** Closes every encoder and resolves once every frame is out; recovers failed ones. */
   async end(): Promise<void> {
     for (;;) {
-      const lanes = this.lanes();
+      const lanes = this.lanes().filter((lane) => lane.encoder !== null);
       const results = await Promise.allSettled(
         lanes.map((lane) => {
           lane.closed = true;
-          return lane.encoder.end();
+          return lane.encoder!.end();
         }),
       );
       let failed = false;
@@ -142,7 +144,7 @@ export class VideoLanes {
   kill(): void {
     this.killed = true;
     for (const lane of this.lanes()) {
-      lane.encoder.kill();
+      lane.encoder?.kill();
     }
   }
 
@@ -175,7 +177,7 @@ export class VideoLanes {
     const cpuClass = extra ? this.extraClass : this.leadingClass;
     if (cpuClass !== lane.cpuClass) {
       lane.cpuClass = cpuClass;
-      lane.encoder.setCpuClass(cpuClass);
+      lane.encoder?.setCpuClass(cpuClass);
     }
   }
 
@@ -219,7 +221,8 @@ export class VideoLanes {
       }
       let lane = this.tails[this.turn];
       if (lane.given % chunk !== 0) {
-        // Its key frames no longer fall at chunk starts (a restart re-sent a partial chunk).
+        // Its key frames no longer fall at chunk starts: it took the rest of a chunk in place of
+        // a lane that died.
         this.retire(lane);
         lane = this.newLane(true);
         this.tails[this.turn] = lane;
@@ -235,7 +238,7 @@ export class VideoLanes {
 
   private newLane(tail: boolean): Lane {
     const lane: Lane = {
-      encoder: null as unknown as VideoEncoder,
+      encoder: null,
       tail,
       given: 0,
       pending: 0,
@@ -244,11 +247,11 @@ export class VideoLanes {
       closed: false,
       cpuClass: 'normal',
     };
-    this.startEncoder(lane);
+    this.applyClass(lane);
     return lane;
   }
 
-  private startEncoder(lane: Lane): void {
+  private startEncoder(lane: Lane): VideoEncoder {
     if (this.killed) {
       throw new Error('recording aborted');
     }
@@ -259,8 +262,9 @@ export class VideoLanes {
     lane.encoder = encoder;
     lane.died = false;
     lane.closed = false;
-    lane.cpuClass = 'normal';
-    this.applyClass(lane);
+    if (lane.cpuClass !== 'normal') {
+      encoder.setCpuClass(lane.cpuClass);
+    }
     encoder.exited().then(
       () => {
         if (lane.encoder === encoder && lane.closed && lane.pending === 0) {
@@ -275,13 +279,16 @@ export class VideoLanes {
         }
       },
     );
+    return encoder;
   }
 
   private retire(lane: Lane): void {
-    this.retiring.add(lane);
     lane.closed = true;
-    // Its failure shows in exited(), handled there and recovered by the next write or end().
-    lane.encoder.end().catch(() => undefined);
+    if (lane.encoder) {
+      this.retiring.add(lane);
+      // Its failure shows in exited(), handled there and recovered by the next write or end().
+      lane.encoder.end().catch(() => undefined);
+    }
   }
 
   private onAccessUnit(lane: Lane, encoder: VideoEncoder, au: Buffer): void {
@@ -321,36 +328,91 @@ export class VideoLanes {
 
   /**
    * An encoder stopped on a frame it could not decode (ffmpeg runs with -xerror, since dropping
-   * a frame silently would shift every later frame's time). Its frames not yet out are checked
-   * with a full decode: bad ones are reported and left out, the rest go to a new encoder, which
-   * continues from a key frame. A closed lane is closed again once they are in.
+   * a frame silently would shift every later frame's time), or died. Its frames not yet out are
+   * checked with a full decode: bad ones are reported and left out, the rest are encoded again
+   * from a key frame.
+   *
+   * Each run of them that follows another lane's frames (a tail lane's chunks) goes to an encoder
+   * of its own, so it starts on a key frame: one encoder counting its key frames from its first
+   * frame would put them on the re-sent frames' boundaries, not the chunks'. A tail lane still
+   * taking chunks gives its place to a new lane (returned; the chunk under way goes on there), and
+   * every lane that re-sent a run but the one encoder is closed once its run is in.
    */
-  private async recover(lane: Lane): Promise<void> {
+  private async recover(lane: Lane): Promise<Lane> {
     if (++this.restarts > this.o.maxRestarts) {
       throw new Error(`the encoder failed ${this.o.maxRestarts} times`);
     }
-    lane.encoder.kill();
-    const wasClosed = lane.closed;
-    const mine = this.inFlight.filter((frame) => frame.lane === lane).slice(lane.ready.length);
+    lane.encoder?.kill();
+    const runs = this.runsToResend(lane);
     lane.given = 0;
     lane.pending = 0;
-    this.startEncoder(lane);
-    for (const frame of mine) {
-      if (await this.o.decodes(frame.jpeg)) {
-        lane.given++;
-        lane.pending++;
-        if (!lane.encoder.write(frame.jpeg)) {
-          await lane.encoder.drained();
-        }
-      } else {
-        this.inFlight.splice(this.inFlight.indexOf(frame), 1);
-        this.o.onBadFrame(frame.seq);
-        this.deliver();
+    lane.encoder = null;
+    let next = lane;
+    const slot = lane.tail ? this.tails.indexOf(lane) : -1;
+    if (slot >= 0) {
+      next = this.newLane(true);
+      this.tails[slot] = next;
+      if (this.current === lane) {
+        this.current = next;
       }
     }
-    if (wasClosed) {
-      lane.closed = true;
-      lane.encoder.end().catch(() => undefined);
+    const runLanes = runs.map((_, i) => (i === 0 ? lane : this.newLane(true)));
+    for (const [i, run] of runs.entries()) {
+      const runLane = runLanes[i];
+      const closing = runLane !== next || lane.closed;
+      if (closing) {
+        // Among the lanes meanwhile, so that a death or `end()` during the re-sending finds it.
+        this.retiring.add(runLane);
+      }
+      for (const frame of run) {
+        frame.lane = runLane;
+        if (await this.o.decodes(frame.jpeg)) {
+          const encoder = runLane.encoder ?? this.startEncoder(runLane);
+          runLane.given++;
+          runLane.pending++;
+          if (!encoder.write(frame.jpeg)) {
+            // Rejects if it dies too: exited() marks it, and the next write or end() recovers it.
+            await encoder.drained().catch(() => undefined);
+          }
+        } else {
+          this.inFlight.splice(this.inFlight.indexOf(frame), 1);
+          this.o.onBadFrame(frame.seq);
+          this.deliver();
+        }
+      }
+      if (closing) {
+        this.retiring.delete(runLane);
+        this.retire(runLane);
+      }
     }
+    if (lane.closed && runs.length === 0) {
+      this.retiring.delete(lane);
+    }
+    this.applyClasses();
+    return next;
+  }
+
+  /**
+   * A lane's frames not yet out of its encoder, in runs: frames next to each other in `inFlight`
+   * (its oldest ones, whose access units came, are not re-sent).
+   */
+  private runsToResend(lane: Lane): Frame[][] {
+    const runs: Frame[][] = [];
+    let skip = lane.ready.length;
+    let previous = -2;
+    for (const [i, frame] of this.inFlight.entries()) {
+      if (frame.lane !== lane) {
+        continue;
+      }
+      if (skip > 0) {
+        skip--;
+      } else if (i === previous + 1 && runs.length > 0) {
+        runs[runs.length - 1].push(frame);
+      } else {
+        runs.push([frame]);
+      }
+      previous = i;
+    }
+    return runs;
   }
 }
