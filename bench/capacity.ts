@@ -664,14 +664,23 @@ async function measureSize(c: SizeContext): Promise<Record<string, unknown>> {
  */
 function settingsVariants(current: string[], fps: number): SettingsVariant[] {
   const before = withArg(
-    withArg(withArg(withArg(current, '-preset', 'veryfast'), '-crf', '23'), '-pix_fmt', 'yuv420p'),
-    '-g',
-    String(fps),
+    withArg(
+      withArg(
+        withArg(withArg(current, '-preset', 'veryfast'), '-crf', '23'),
+        '-pix_fmt',
+        'yuv420p',
+      ),
+      '-g',
+      String(fps),
+    ),
+    '-x264-params',
+    'aud=1',
   );
   const fullRange = withArg(before, '-pix_fmt', 'yuvj420p');
   const longGop = withArg(fullRange, '-g', current[current.indexOf('-g') + 1]);
   const superfast = withArg(longGop, '-preset', 'superfast');
-  const kept = withArg(superfast, '-crf', current[current.indexOf('-crf') + 1]);
+  const crf = withArg(superfast, '-crf', current[current.indexOf('-crf') + 1]);
+  const kept = withArg(crf, '-x264-params', current[current.indexOf('-x264-params') + 1]);
   if (kept.join(' ') !== current.join(' ')) {
     throw new Error(`the settings steps do not end at the service's arguments: ${kept.join(' ')}`);
   }
@@ -680,11 +689,22 @@ function settingsVariants(current: string[], fps: number): SettingsVariant[] {
     { name: 'fullRange', change: 'yuvj420p: no range conversion', args: fullRange },
     { name: 'gop5s', change: 'a keyframe every 5 s', args: longGop },
     { name: 'superfast', change: 'preset superfast', args: superfast },
-    { name: 'current', change: 'crf 25: the service now', args: current },
+    { name: 'crf25', change: 'crf 25', args: crf },
+    {
+      name: 'current',
+      change: 'partitions=none, subme=0: the service now',
+      args: current,
+    },
     { name: 'noScale', change: 'before, without -s', args: withoutArg(before, '-s') },
     { name: 'scenecut0', change: 'before, scenecut=0', args: withX264(before, 'scenecut=0') },
     { name: 'meDia', change: 'before, me=dia', args: withX264(before, 'me=dia') },
     { name: 'subme1', change: 'before, subme=1', args: withX264(before, 'subme=1') },
+    {
+      name: 'partitionsNone',
+      change: 'crf 25, partitions=none',
+      args: withX264(crf, 'partitions=none'),
+    },
+    { name: 'subme0', change: 'crf 25, subme=0', args: withX264(crf, 'subme=0') },
     { name: 'crf26', change: 'current, crf 26', args: withArg(current, '-crf', '26') },
     { name: 'aq0', change: 'current, aq-mode=0', args: withX264(current, 'aq-mode=0') },
     {

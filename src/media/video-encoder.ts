@@ -295,9 +295,12 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
         ...(options.keyframeEvery === undefined
           ? []
           : ['-force_key_frames', `expr:eq(mod(n,${options.keyframeEvery}),0)`]),
-        // Access unit delimiters are how the output stream is split into frames.
+        // Access unit delimiters are how the output stream is split into frames. No sub-block
+        // partitions and full-pixel motion only: a counter camera's picture barely moves, and
+        // both searches cost 24-28 % of the encoder's CPU for 0.001 of SSIM (docs/recording.md,
+        // "Encoder settings and what they cost").
         '-x264-params',
-        'aud=1',
+        'aud=1:partitions=none:subme=0',
         // Measured: two single-threaded encoders scale almost linearly on two cores; x264's own
         // threads gain little at this size.
         '-threads',
