@@ -41,7 +41,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { availableParallelism, release } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { envSchema } from '../src/config/env.schema';
@@ -77,10 +77,9 @@ import {
 } from './support/recording-load';
 import {
   Cleanup,
-  cpuModel,
   describe,
   filesystemOf,
-  memoryGB,
+  machineInfo,
   progressFor,
   sourceState,
 } from './support/run-info';
@@ -207,7 +206,6 @@ async function main(): Promise<number> {
 
   const failures: string[] = [];
   const warnings: string[] = [];
-  const nproc = availableParallelism();
   try {
     cleanup.add('ffmpeg processes', () => children.killAll());
     const root = testDir('bench-capacity');
@@ -271,13 +269,7 @@ async function main(): Promise<number> {
     const result = {
       bench: 'capacity',
       date: new Date().toISOString(),
-      machine: {
-        nproc,
-        cpuModel: cpuModel(),
-        memoryGB: memoryGB(),
-        kernel: release(),
-        node: process.version,
-      },
+      machine: machineInfo(),
       source: sourceState(),
       ffmpeg: { path: ffmpegPath, version: ffmpegVersion(ffmpegPath) },
       settings: { ...settings, dataDirFilesystem: filesystemOf(root) },

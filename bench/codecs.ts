@@ -35,7 +35,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { availableParallelism, release } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'pg';
@@ -61,10 +61,9 @@ import {
 } from './support/recording-load';
 import {
   Cleanup,
-  cpuModel,
   describe,
   filesystemOf,
-  memoryGB,
+  machineInfo,
   progressFor,
   sourceState,
 } from './support/run-info';
@@ -1059,13 +1058,7 @@ async function main(): Promise<number> {
     const result = {
       bench: 'codecs',
       date: new Date().toISOString(),
-      machine: {
-        nproc,
-        cpuModel: cpuModel(),
-        memoryGB: memoryGB(),
-        kernel: release(),
-        node: process.version,
-      },
+      machine: machineInfo(),
       source: sourceState(),
       ffmpeg: { path: ffmpegPath, version: ffmpegVersion(ffmpegPath) },
       material: [...scenes.values()].map((s) => ({

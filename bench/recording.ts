@@ -33,7 +33,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { availableParallelism, release } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { envSchema } from '../src/config/env.schema';
@@ -72,10 +72,9 @@ import {
 import { logProblems, stopService } from './support/service-run';
 import {
   Cleanup,
-  cpuModel,
   describe,
   filesystemOf,
-  memoryGB,
+  machineInfo,
   progressFor,
   sourceState,
 } from './support/run-info';
@@ -225,13 +224,7 @@ async function burstOnly(settings: BurstSettings): Promise<number> {
       bench: 'recording',
       cases: ['burst'],
       date: new Date().toISOString(),
-      machine: {
-        nproc: availableParallelism(),
-        cpuModel: cpuModel(),
-        memoryGB: memoryGB(),
-        kernel: release(),
-        node: process.version,
-      },
+      machine: machineInfo(),
       source: sourceState(),
       ffmpeg: { path: ffmpegPath, version: ffmpegVersion(ffmpegPath) },
       encoder: { args: encoderArgs },
@@ -648,13 +641,7 @@ async function main(): Promise<number> {
     const result = {
       bench: 'recording',
       date: new Date().toISOString(),
-      machine: {
-        nproc,
-        cpuModel: cpuModel(),
-        memoryGB: memoryGB(),
-        kernel: release(),
-        node: process.version,
-      },
+      machine: machineInfo(),
       source: sourceState(),
       ffmpeg: { path: ffmpegPath, version: ffmpegVersion(ffmpegPath) },
       frames: {
