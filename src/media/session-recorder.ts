@@ -744,7 +744,17 @@ export class SessionRecorder {
     this.lastVideoTs = at;
     await this.fillSilence(at);
     // Only a pass-through session has no encoders, and its video went to passVideo.
-    await this.video!.write(jpeg, at, header.seq, this.latestSeq - header.seq, this.finishing);
+    await this.video!.write(
+      jpeg,
+      at,
+      header.seq,
+      this.latestSeq - header.seq,
+      this.finishing,
+      // Tails only for a `close` waiting in a finish lane: at most one recorder per core splits,
+      // and never one behind while streaming, whose extra processes (a fork each) and key frames
+      // made an overloaded node fall further behind (docs/recording.md).
+      this.finishing && this.inLane,
+    );
   }
 
   /**

@@ -21,6 +21,8 @@ interface Run {
   /** The largest number of tail encoders seen while writing. */
   maxSplit: number;
   failures: Error[];
+  /** Whether the lanes may split (the recorder's `close` holds a finish lane). */
+  mayTail: boolean;
   /** Every encoder the lanes started, and whether it has exited. */
   encoders: Array<{ process: VideoEncoderProcess; exited: boolean }>;
 }
@@ -32,6 +34,7 @@ function lanesFor(maxTails: number, maxRestarts = 5): Run {
     bad: [],
     maxSplit: 0,
     failures: [],
+    mayTail: true,
     encoders: [],
   };
   run.lanes = new VideoLanes({
@@ -78,7 +81,14 @@ async function write(
 ): Promise<void> {
   for (let i = from; i < to; i++) {
     await during?.(i);
-    await run.lanes.write(frames[i % frames.length], i / FPS, i + 1, ahead(i), finishing);
+    await run.lanes.write(
+      frames[i % frames.length],
+      i / FPS,
+      i + 1,
+      ahead(i),
+      finishing,
+      run.mayTail,
+    );
     run.maxSplit = Math.max(run.maxSplit, run.lanes.split);
   }
 }
@@ -261,6 +271,24 @@ describe('VideoLanes', () => {
     expect(killed.every((n) => n > 0)).toBe(true);
     expect(run.failures).toEqual([]);
     expect(run.bad).toEqual([]);
+    expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: total }, (_, i) => i / FPS));
+    expect(decodedFrames(run.out)).toEqual([total, total]);
+  });
+
+  it('splits only while allowed, and goes back to one encoder at the next chunk once it no longer is', async () => {
+    const run = lanesFor(2);
+    const total = 90;
+    run.mayTail = false;
+    await write(run, frames, 0, 30, (i) => total - 1 - i, false);
+    expect(run.maxSplit).toBe(0);
+    run.mayTail = true;
+    await write(run, frames, 30, 60, (i) => total - 1 - i, false);
+    expect(run.maxSplit).toBe(2);
+    run.mayTail = false;
+    await write(run, frames, 60, total, (i) => total - 1 - i, false);
+    expect(run.lanes.split).toBe(0);
+    await run.lanes.end();
+    expect(run.failures).toEqual([]);
     expect(run.out.map((o) => o.ts)).toEqual(Array.from({ length: total }, (_, i) => i / FPS));
     expect(decodedFrames(run.out)).toEqual([total, total]);
   });

@@ -83,7 +83,9 @@ export class VideoLanes {
 
   /**
    * Encodes one frame. `ahead`: records stored after this one; `finishing`: the session ended,
-   * everything left is in the spool. Resolves when the frame's encoder takes more input.
+   * everything left is in the spool; `mayTail`: the recorder may split across tail encoders now
+   * (while it may not, a split recorder goes back to one encoder at its next chunk).
+   * Resolves when the frame's encoder takes more input.
    */
   async write(
     jpeg: Buffer,
@@ -91,11 +93,12 @@ export class VideoLanes {
     seq: number,
     ahead: number,
     finishing: boolean,
+    mayTail: boolean,
   ): Promise<void> {
     if (this.anyDied) {
       await this.recoverDied();
     }
-    let lane = this.laneFor(ahead, finishing);
+    let lane = this.laneFor(ahead, finishing, mayTail);
     if (lane.died) {
       lane = await this.recover(lane);
     }
@@ -181,7 +184,7 @@ export class VideoLanes {
     }
   }
 
-  private laneFor(stored: number, finishing: boolean): Lane {
+  private laneFor(stored: number, finishing: boolean, mayTail: boolean): Lane {
     const { chunk, maxTails } = this.o;
     // Frames already handed to encoders and not yet encoded wait for them as much as those still
     // in the spool: a loop that reads as fast as the client stores is not caught up while the
@@ -193,7 +196,7 @@ export class VideoLanes {
     }
     const ahead = stored + this.inFlight.length - encoded;
     if (this.tails.length === 0) {
-      if (maxTails < 2 || ahead < 3 * chunk) {
+      if (maxTails < 2 || !mayTail || ahead < 3 * chunk) {
         this.primary ??= this.newLane(false);
         return this.primary;
       }
@@ -208,8 +211,8 @@ export class VideoLanes {
       this.applyClasses();
     }
     if (this.chunkLeft === 0) {
-      if (!finishing && ahead < chunk) {
-        // Caught up: back to one encoder, which starts with a key frame.
+      if (!mayTail || (!finishing && ahead < chunk)) {
+        // Caught up (or no longer allowed the cores): back to one encoder, from a key frame.
         for (const lane of this.tails) {
           this.retire(lane);
         }
