@@ -42,7 +42,16 @@ describe('setCpuClass', () => {
       () => schedOf(pid).nice === 19 && (!hasChrt || schedOf(pid).policy === SCHED_IDLE),
       'background class',
     );
-    setCpuClass(pid, 'low');
+    setCpuClass(pid, 'low', 'background');
     await until(() => schedOf(pid).nice === 19 && schedOf(pid).policy === SCHED_OTHER, 'low class');
+  });
+
+  it('moves a live encoder to nice 5 with normal scheduling, and back to the service priority', async () => {
+    const pid = child.pid as number;
+    setCpuClass(pid, 'live');
+    expect(schedOf(pid)).toEqual({ nice: 5, policy: SCHED_OTHER });
+    // Raising a priority needs CAP_SYS_NICE, which root has (the tests run as root in CI).
+    setCpuClass(pid, 'normal', 'live');
+    expect(schedOf(pid).nice).toBe(process.getuid?.() === 0 ? 0 : 5);
   });
 });

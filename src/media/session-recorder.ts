@@ -569,7 +569,9 @@ export class SessionRecorder {
   }
 
   /**
-   * The encoders whose frames come first take the recorder's class. The other tail encoders only
+   * The encoders whose frames come first take the recorder's class: `live` while its session
+   * streams and it keeps up, `normal` once `close` waits for it, the classes of `yieldingClass`
+   * while it is behind its client. The other tail encoders only
    * add speed: they use no CPU anything else wants (`background`), except once `close` waits for
    * them and the recorder holds a finish lane (or was never behind its client): then the smallest
    * share that is never starved (`low`), so they progress on a busy machine too. A finishing
@@ -578,7 +580,7 @@ export class SessionRecorder {
    */
   private applyCpuClasses(): void {
     this.video?.setClasses(
-      this.yielding ? this.yieldingClass() : 'normal',
+      this.yielding ? this.yieldingClass() : this.finishing ? 'normal' : 'live',
       this.finishing && (this.inLane || !this.yielding) ? 'low' : 'background',
     );
   }

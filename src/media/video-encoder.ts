@@ -49,6 +49,8 @@ export class PipedFfmpegProcess {
   private cancelStart: () => void = () => undefined;
   /** The CPU class asked for before ffmpeg existed, applied when it starts. */
   private cpuClass: CpuClass | null = null;
+  /** The class last applied to the running ffmpeg (a new process is `normal`). */
+  private appliedClass: CpuClass = 'normal';
   private done: Promise<void> = Promise.resolve();
   private stderr = '';
   private closed = false;
@@ -95,7 +97,8 @@ export class PipedFfmpegProcess {
     // Until it has exited (its pid is ours until then): one whose stdin is closed may still have
     // frames to encode that a `close` waits for.
     if (child?.pid !== undefined && !this.killed && child.exitCode === null && !child.signalCode) {
-      setCpuClass(child.pid, cpuClass);
+      setCpuClass(child.pid, cpuClass, this.appliedClass);
+      this.appliedClass = cpuClass;
     }
   }
 
