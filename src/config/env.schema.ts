@@ -246,7 +246,7 @@ export const envSchema = z
     RECORDING_LEASE_MS: int(1_000, 600_000).default(5_000),
     /** How long a gateway's `close` waits for a worker to make the recording ready. */
     RECORDING_CLOSE_WAIT_MS: int(0, 3_600_000).default(30_000),
-    /** Encoders a recorder that is behind splits its tail across (0: one per core; 1: never split). */
+    /** Encoders a recorder behind at `close` splits its tail across (0: one per core; 1: never split). */
     RECORDING_TAIL_ENCODERS: int(0, 64).default(0),
 
     MEDIA_UPLOAD_MAX_BYTES: int(1024, 1_000_000_000_000).default(1024 * 1024 * 1024),
