@@ -46,7 +46,7 @@ describe('setCpuClass', () => {
     await until(() => schedOf(pid).nice === 19 && schedOf(pid).policy === SCHED_OTHER, 'low class');
   });
 
-  it('moves a live encoder to nice 5 with normal scheduling, and back to the service priority', async () => {
+  it('moves a live encoder to nice 5 with normal scheduling, and back to the service priority', () => {
     const pid = child.pid as number;
     setCpuClass(pid, 'live');
     expect(schedOf(pid)).toEqual({ nice: 5, policy: SCHED_OTHER });
