@@ -98,9 +98,17 @@ describe('a burst of 30 s of capture, then close', () => {
 
     const after = canary.sent;
     await waitFor(() => canary.sent >= after + 5, 30_000, 'canary after the burst');
+    const tail = canary.mark();
+    // The node's own pace is taken around the burst, alone before it and alone again after it:
+    // load from outside the node (another test file's cluster on the same two cores) weighs on
+    // both, where one baseline from before could miss it.
+    const aloneAgain = canary.sent;
+    await waitFor(() => canary.sent >= aloneAgain + 30, 30_000, 'canary alone again');
+    const aloneAfter = canary.mark();
+    const baseline = aloneAfter.maxAckGapMs > alone.maxAckGapMs ? aloneAfter : alone;
     // Beside the burst's ingest, and beside its tail being encoded on every core.
-    expectAcksTimely(alone, ingest);
-    expectAcksTimely(alone, canary.mark());
+    expectAcksTimely(baseline, ingest);
+    expectAcksTimely(baseline, tail);
     const { closedFrames } = await canary.stop();
     expect(closedFrames).toBe(canary.sent);
     await expectRecordingComplete(app.db, canary.sessionId, canary.sent);

@@ -171,8 +171,11 @@ export class MediaJobsService {
       { jobId: id, subject: principal.subject, channel: principal.channel },
       'media job submitted',
     );
+    // The job as accepted: read before the runner is woken, which may otherwise have started it
+    // by the time the row is read (a 202 then said `running`, attempt 1).
+    const view = await this.view(principal, id);
     this.runner.kick();
-    return this.view(principal, id);
+    return view;
   }
 
   /** The job's record, for its owner or an admin; anyone else gets the 404 of a missing job. */
