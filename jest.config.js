@@ -24,7 +24,6 @@ module.exports = {
   // at all and the run stalled. `npx jest --maxWorkers=N` still overrides it.
   maxWorkers: Math.max(1, os.availableParallelism()),
   reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
-  testSequencer: '<rootDir>/test/support/quiet-first-sequencer.js',
   // Real ffmpeg and Postgres work on a busy machine: generous. A hang still fails, and the waits
   // inside the tests (waitFor, StreamClient.next) end sooner with what they were waiting for.
   testTimeout: 120_000,

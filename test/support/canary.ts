@@ -12,6 +12,13 @@ export interface CanaryPhase {
   frames: number;
   /** Longest time between two acks while frames were waiting for one. */
   maxAckGapMs: number;
+  /**
+   * Longest time an ack came after the protocol's rule made it due: `intervalMs` after the
+   * previous ack, or when the first frame it covers was sent if that was later.
+   */
+  maxAckLatenessMs: number;
+  /** The session's merged-ack interval (`opened.ack.intervalMs`). */
+  ackIntervalMs: number;
   /** 99th percentile of send → covering ack, over the frames sent in the phase and acked. */
   ackP99Ms: number;
 }
@@ -39,6 +46,10 @@ export class Canary {
   private lastAckAt = 0;
   private phaseStart = 1;
   private phaseMaxGap = 0;
+  private phaseMaxLateness = 0;
+  /** When the last ack arrived (`lastAckAt` restarts the gap clock at a send, this does not). */
+  private lastAckArrivedAt = 0;
+  private ackIntervalMs = 0;
   private timer: NodeJS.Timeout | undefined;
   private sessionIdValue = '';
   /** The rate the node allows now (`opened.limits`, then `flow`): a normal client keeps to it. */
@@ -67,6 +78,14 @@ export class Canary {
       const seq = (JSON.parse(text) as { seq: number }).seq;
       const now = performance.now();
       this.noteGap(now);
+      if (seq > this.ackedUpTo) {
+        const due = Math.max(
+          this.lastAckArrivedAt + this.ackIntervalMs,
+          this.sentAt[this.ackedUpTo + 1],
+        );
+        this.phaseMaxLateness = Math.max(this.phaseMaxLateness, now - due);
+      }
+      this.lastAckArrivedAt = now;
       this.lastAckAt = now;
       for (let s = this.ackedUpTo + 1; s <= seq; s++) {
         this.ackedAt[s] = now;
@@ -85,6 +104,7 @@ export class Canary {
     const canary = new Canary(client, await jpegFrames(width, height, 10), fps);
     canary.sessionIdValue = opened.sessionId;
     canary.maxFps = opened.limits.maxFps;
+    canary.ackIntervalMs = opened.ack.intervalMs;
     canary.lastAckAt = performance.now();
     canary.timer = setInterval(() => canary.tick(), 1000 / fps);
     // A test that fails midway must not be kept alive by its canary.
@@ -121,12 +141,15 @@ export class Canary {
     const phase: CanaryPhase = {
       frames: this.seq - this.phaseStart + 1,
       maxAckGapMs: Math.round(this.phaseMaxGap),
+      maxAckLatenessMs: Math.round(this.phaseMaxLateness),
+      ackIntervalMs: this.ackIntervalMs,
       ackP99Ms: Math.round(
         latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))] ?? 0,
       ),
     };
     this.phaseStart = this.seq + 1;
     this.phaseMaxGap = 0;
+    this.phaseMaxLateness = 0;
     return phase;
   }
 
@@ -248,12 +271,26 @@ export async function expectResourcesBack(
 }
 
 /**
+ * The longest ack gap the canary can meet at the node's pace in a phase: a frame sent just after
+ * an ack waits the merged-ack interval, then for as long as the phase's latest ack came after its
+ * due time. The gap actually seen depends on where the canary's sends fall between the server's
+ * ack timer ticks: with the spool on a fast disk the two lock in phase, and a canary alone saw
+ * 121 ms in one run and 209 in the next, where any later disturbance moves the phase. Judged by
+ * the raw gap, a canary locked at 121 ms failed beside a burst that delayed no ack more than
+ * a canary locked at 209 ms met alone.
+ */
+export function longestAckGapMs(phase: CanaryPhase): number {
+  return phase.ackIntervalMs + Math.max(0, phase.maxAckLatenessMs);
+}
+
+/**
  * The issue's rule for a canary beside an attack: its longest ack gap stays within twice the gap
- * it had alone, measured in the same test (the node's own pace, not an absolute time).
+ * it had alone, measured in the same test (the node's own pace, not an absolute time), both taken
+ * free of the phase between the canary's sends and the ack timer (`longestAckGapMs`).
  */
 export function expectAcksTimely(alone: CanaryPhase, beside: CanaryPhase): void {
   expect(beside.frames).toBeGreaterThan(0);
-  expect(beside.maxAckGapMs).toBeLessThanOrEqual(2 * alone.maxAckGapMs);
+  expect(longestAckGapMs(beside)).toBeLessThanOrEqual(2 * longestAckGapMs(alone));
 }
 
 /**
