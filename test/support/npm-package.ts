@@ -9,15 +9,15 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { testDir } from './dirs';
-import { TS_NODE } from './service-process';
+import { MAIN } from './service-process';
 
 const ROOT = join(__dirname, '..', '..');
 
 /**
  * A checkout as an operator has it, for running the real `npm start` (npm → the `start` script →
  * node) and `npm run token`: this repository's package.json, with node_modules, src, migrations
- * and the tsconfigs linked in. `dist/src/main.js` runs `src/main.ts` through ts-node, so the
- * tests need no build; `npm start --ignore-scripts` skips only the `prestart` build.
+ * and the tsconfigs linked in. Its `dist/src/main.js` runs this repository's build (made once by the
+ * global setup); `npm start --ignore-scripts` skips only the `prestart` build.
  */
 export function npmPackageDir(prefix: string, dotEnv: Record<string, string>): string {
   const dir = testDir(prefix);
@@ -32,10 +32,7 @@ export function npmPackageDir(prefix: string, dotEnv: Record<string, string>): s
     symlinkSync(join(ROOT, name), join(dir, name));
   }
   mkdirSync(join(dir, 'dist', 'src'), { recursive: true });
-  writeFileSync(
-    join(dir, 'dist', 'src', 'main.js'),
-    `require(${JSON.stringify(TS_NODE)});\nrequire(${JSON.stringify(join(ROOT, 'src', 'main.ts'))});\n`,
-  );
+  writeFileSync(join(dir, 'dist', 'src', 'main.js'), `require(${JSON.stringify(MAIN)});\n`);
   writeFileSync(
     join(dir, '.env'),
     Object.entries(dotEnv)
