@@ -16,11 +16,11 @@
  *     lookahead, B-frames), each fed one JPEG every 100 ms; the largest N that keeps up (its stdin
  *     backlog, by the rule framegate is judged by), found by a short search, and the SSIM of
  *     session 0's MP4 at that N (ffmpeg's `ssim` filter, mean over the frames);
- * (c) framegate: the service (src/main.ts on a real Postgres, recording at the frames' size) and
- *     N clients streaming at a real 10 fps; the largest N whose recorders keep up and whose acks
- *     stay within 1 s (bench/support/recording-load.ts), the SSIM of session 0's recording, ack
- *     latency (frame sent → ack) and close → ready at that N, each session closing in turn while
- *     the others still stream.
+ * (c) framegate: the service (its build, dist/src/main.js, on a real Postgres, recording at the
+ *     frames' size) and N clients streaming at a real 10 fps; the largest N whose recorders keep
+ *     up and whose acks stay within 1 s (bench/support/recording-load.ts), the SSIM of session
+ *     0's recording, ack latency (frame sent → ack) and close → ready at that N, each session
+ *     closing in turn while the others still stream.
  * Then sessions per core of both, their ratio, and the CPU split of each at its N.
  * Before (a), each encoder setting framegate chose (and some it did not), one at a time on the
  * same JPEGs: CPU per frame, SSIM, bitrate (bench/support/encoder-settings.ts).

@@ -9,10 +9,10 @@
  *     (bench/support/scene.ts, `cameraEncoderArgs`) at the lowest bitrate, found by bisection, whose
  *     SSIM is at least the JPEG recording's. A compressed session's recording is its chunks as
  *     sent, so the stream's own SSIM is its recording's.
- * (b) Server CPU per recorded frame: the service (src/main.ts on a real Postgres, defaults, so
- *     its decode check runs) and N sessions streaming the scene at a real 10 fps, JPEG sessions
- *     then H.264 sessions; the CPU of the service's process tree and Postgres while streaming, and
- *     after it (close, finish, decode check), over the frames in the recordings.
+ * (b) Server CPU per recorded frame: the service (its build, dist/src/main.js, on a real Postgres,
+ *     defaults, so its decode check runs) and N sessions streaming the scene at a real 10 fps,
+ *     JPEG sessions then H.264 sessions; the CPU of the service's process tree and Postgres while
+ *     streaming, and after it (close, finish, decode check), over the frames in the recordings.
  * (c) Sessions per core: the largest number of real-time 10 fps sessions whose recorders keep up
  *     and whose acks stay timely, for the JPEG path and for H.264 pass-through, found by the same
  *     search on the same service, restarted with the decode check off (it is background work that

@@ -1,8 +1,8 @@
 /**
  * The second half of bench:jobs: live recording while media jobs run. The figure is
  * bench:recording's (b), the largest number N of real-time sessions (10 fps 640×480, one client
- * each) whose recorders keep up, found by a short search on the service (src/main.ts in its own
- * process, on a real Postgres), once on its own and once with a batch of media jobs running beside
+ * each) whose recorders keep up, found by a short search on the service (its build,
+ * dist/src/main.js, in its own process, on a real Postgres), once on its own and once with a batch of media jobs running beside
  * the sessions, in the same run. Aim: N with jobs ≥ 0.9 × N without: live recording comes first.
  *
  * The jobs are the worst case the product allows: MEDIA_JOB_CONCURRENCY at one job per core (the

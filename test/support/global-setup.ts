@@ -1,29 +1,11 @@
 import { testDir } from './dirs';
-import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { runMigrations } from '../../src/database/migrate';
 import { PgProcess } from './pg-process';
+import { ensureServiceBuilt } from './service-process';
 import { TEMPLATE_DB } from './test-db';
-
-const ROOT = join(__dirname, '..', '..');
-
-/**
- * The service's build, which the tests that start it as its own process run (`MAIN` in
- * service-process.ts): `tsc -b` is incremental, so a run after no change to src costs a second.
- */
-function buildService(): void {
-  execFileSync(
-    process.execPath,
-    [
-      join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
-      '-b',
-      join(ROOT, 'tsconfig.build.json'),
-    ],
-    { stdio: 'inherit' },
-  );
-}
 
 /**
  * The service's build, then one real Postgres for the whole run (embedded, or TEST_DATABASE_URL),
@@ -31,7 +13,7 @@ function buildService(): void {
  * template.
  */
 export default async function globalSetup(): Promise<void> {
-  buildService();
+  ensureServiceBuilt();
   let adminUrl = process.env.TEST_DATABASE_URL;
   if (!adminUrl) {
     const dir = testDir('test-pg');
