@@ -5,10 +5,13 @@ import { findOnPath } from './ffmpeg-locator';
 /**
  * The CPU classes of an encoder:
  * - `normal`: the service's priority;
- * - `live`: normal scheduling at nice 5, for the encoder of a session that streams in real time:
+ * - `live`: normal scheduling at nice 15, for the encoder of a session that streams in real time:
  *   one encoder among dozens, it yields to the service's event loop and Postgres (acks, the spool,
  *   the lease) and to an encoder whose `close` is waiting (`normal`), where the same priority for
- *   all let 28 live encoders delay both (bench:capacity, docs/recording.md);
+ *   all let 28 live encoders delay both. Nice 15 because the weights add up: 26 encoders at nice 5
+ *   (weight 335 each against the event loop's 1 024) still outweighed it 8 to 1 and left acks
+ *   half a second late at capacity; at nice 15 (36 each) about 1 to 1. The encoders still take
+ *   every cycle the service leaves (bench:capacity, docs/recording.md);
  * - `background`: Linux's SCHED_IDLE policy (through util-linux `chrt`) and nice 19: the process
  *   runs only when nothing else wants the CPU, which nice levels alone do not give (36 encoders at
  *   nice 19 still took 80 % of a core from a saturated event loop in bench:ingest);
@@ -39,7 +42,7 @@ export function setCpuClass(pid: number, cpuClass: CpuClass, from: CpuClass = 'n
   }
 }
 
-const NICENESS: Record<CpuClass, number> = { normal: 0, live: 5, background: 19, low: 19 };
+const NICENESS: Record<CpuClass, number> = { normal: 0, live: 15, background: 19, low: 19 };
 
 let chrt: string | null | undefined;
 

@@ -61,9 +61,9 @@ const MAX_QUEUED_FRAMES = 64;
  */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 /**
- * An encoder that keeps up runs at the service's priority: real-time recording is what a node is
- * sized for, and lower priorities cost real-time sessions (bench:recording: 38 sessions keep up at
- * the service's priority; at nice 10, 38 fell behind, under SCHED_IDLE 35 did). A live recorder
+ * An encoder that keeps up runs in the live CPU class (nice 15, `cpu-class.ts`): real-time
+ * recording is what a node is sized for, and the encoders still get every cycle the event loop
+ * and Postgres leave, while acks no longer wait behind them (bench:capacity). A live recorder
  * whose client sends faster than real time (the newest frame offered is more than BEHIND_MS of
  * capture time ahead of the one being encoded, or BEHIND_QUEUED_FRAMES wait for it) encodes what
  * the spool already holds safely: its encoder goes to the background CPU class, yielding to
@@ -73,9 +73,9 @@ const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
  * came), without all of them returning to the service's priority at once (100 sessions closing
  * at once, each finishing its encoder at normal priority, starved Postgres into 5 s pool timeouts
  * in bench:ingest): one per core takes a finish lane at the service's priority (`FinishLanes`),
- * the others wait at nice 19 with normal scheduling, the smallest share that is never starved. Recorders that start from the spool with an encoder slot (after a restart, or
- * after waiting for one) are not pushed back; one started without a slot because its session is
- * finishing is.
+ * the others wait at nice 19 with normal scheduling, the smallest share that is never starved.
+ * Recorders that start from the spool with an encoder slot (after a restart, or after waiting for
+ * one) are not pushed back; one started without a slot because its session is finishing is.
  */
 const BEHIND_MS = 2_000;
 /** ...or this many frames are queued for it (a quarter of the queue; a real-time one holds ~0). */
