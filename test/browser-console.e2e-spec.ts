@@ -179,9 +179,27 @@ describe('the /console page in Chromium', () => {
     page.once('dialog', (dialog) => void dialog.accept());
     await page.click(kick);
     expect((await live.closed).code).toBe(4003);
-    await page.waitForFunction(() =>
-      document.getElementById('connections-status').textContent.includes('Kicked'),
+    // The kick's message outlives the view's 5 s auto-refresh, which may be in flight meanwhile.
+    await page
+      .waitForFunction(
+        () => document.getElementById('connections-status').textContent.includes('Kicked'),
+        undefined,
+        { timeout: WAIT_MS },
+      )
+      .catch(async (err: unknown) => {
+        const status = await page.textContent('#connections-status');
+        throw new Error(`no kick message; the status line says ${JSON.stringify(status)}`, {
+          cause: err,
+        });
+      });
+    // The next auto-refresh repaints the line (its "as of" time moves on) and keeps the message.
+    const painted = await page.textContent('#connections-status');
+    await page.waitForFunction(
+      (before) => document.getElementById('connections-status').textContent !== before,
+      painted,
+      { timeout: WAIT_MS },
     );
+    expect(await page.textContent('#connections-status')).toContain('Kicked');
     await page.waitForSelector(kick, { state: 'detached', timeout: WAIT_MS });
 
     expect(errors).toEqual([]);

@@ -348,6 +348,7 @@ function show(view: keyof typeof ui.views): void {
 /** Leaves the current view: stops its refresh, drops its recording. */
 function leave(): void {
   generation++;
+  kickNotice = null;
   if (refreshTimer !== null) {
     clearInterval(refreshTimer);
     refreshTimer = null;
@@ -828,11 +829,20 @@ async function playRecording(
 
 ui.refreshConnections.addEventListener('click', () => void loadConnections());
 
+/**
+ * Loads are numbered so that only the latest one paints: an auto-refresh that was in flight when
+ * a kick finished would otherwise overwrite the table and the kick's message with a stale answer.
+ */
+let connectionsLoad = 0;
+/** The last kick's outcome, kept at the head of the status line until the view is left. */
+let kickNotice: string | null = null;
+
 async function loadConnections(): Promise<void> {
   const gen = generation;
+  const load = ++connectionsLoad;
   try {
     const { node, items } = await (api as AdminApi).connections();
-    if (gen !== generation) {
+    if (gen !== generation || load !== connectionsLoad) {
       return;
     }
     if (items.length === 0) {
@@ -840,12 +850,14 @@ async function loadConnections(): Promise<void> {
     } else {
       ui.connections.tBodies[0].replaceChildren(...items.map(connectionRow));
     }
+    const summary = `${count(items.length)} live connection${items.length === 1 ? '' : 's'} on node ${node}, as of ${dateTime.format(new Date())}.`;
     setStatus(
       ui.connectionsStatus,
-      `${count(items.length)} live connection${items.length === 1 ? '' : 's'} on node ${node}, as of ${dateTime.format(new Date())}.`,
+      kickNotice === null ? summary : `${kickNotice} ${summary}`,
+      kickNotice === null ? 'muted' : 'success',
     );
   } catch (err) {
-    if (gen === generation) {
+    if (gen === generation && load === connectionsLoad) {
       failed(ui.connectionsStatus, err);
     }
   }
@@ -894,28 +906,20 @@ async function kickConnection(c: LiveConnection, button: HTMLButtonElement): Pro
     return;
   }
   button.disabled = true;
+  const gen = generation;
   try {
     await (api as AdminApi).kick(c.id);
-    setStatus(
-      ui.connectionsStatus,
-      `Kicked connection ${c.id.slice(0, 8)} of ${c.subject}: closed with 4003.`,
-      'success',
-    );
-    // The table refreshes; the kick message stays until then.
-    await loadConnectionsKeepingStatus();
+    if (gen !== generation) {
+      return;
+    }
+    kickNotice = `Kicked connection ${c.id.slice(0, 8)} of ${c.subject}: closed with 4003.`;
+    setStatus(ui.connectionsStatus, kickNotice, 'success');
+    await loadConnections();
   } catch (err) {
     button.disabled = false;
-    failed(ui.connectionsStatus, err);
-  }
-}
-
-async function loadConnectionsKeepingStatus(): Promise<void> {
-  const text = ui.connectionsStatus.textContent ?? '';
-  const kind = ui.connectionsStatus.className;
-  await loadConnections();
-  if (!ui.connectionsStatus.classList.contains('error')) {
-    ui.connectionsStatus.textContent = `${text} ${ui.connectionsStatus.textContent ?? ''}`;
-    ui.connectionsStatus.className = kind;
+    if (gen === generation) {
+      failed(ui.connectionsStatus, err);
+    }
   }
 }
 
