@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { setCpuClass } from './cpu-class';
 import { findOnPath } from './ffmpeg-locator';
 
@@ -10,6 +10,20 @@ function schedOf(pid: number): { policy: number; nice: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // /proc/[pid]/stat: nice is field 19, policy field 41; `fields` starts at field 3.
   return { nice: Number(fields[19 - 3]), policy: Number(fields[41 - 3]) };
+}
+
+/** This process's children running a shell (the policy setter's), from /proc. */
+function shellChildren(): number[] {
+  const pids = readdirSync(`/proc/${process.pid}/task`).flatMap((tid) =>
+    readFileSync(`/proc/${process.pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean),
+  );
+  return pids.map(Number).filter((pid) => {
+    try {
+      return /^sh$/.test(readFileSync(`/proc/${pid}/comm`, 'utf8').trim());
+    } catch {
+      return false; // exited meanwhile
+    }
+  });
 }
 
 async function until(check: () => boolean, what: string): Promise<void> {
@@ -26,6 +40,11 @@ const SCHED_OTHER = 0;
 const SCHED_IDLE = 5;
 // Linux only, like the service (/proc, SCHED_IDLE).
 describe('setCpuClass', () => {
+  // Shells other test files' copies of the module started in this Jest worker: not this one's.
+  let othersShells: Set<number>;
+  beforeAll(() => {
+    othersShells = new Set(shellChildren());
+  });
   let child: ChildProcess;
   beforeEach(() => {
     child = spawn('sleep', ['60'], { stdio: 'ignore' });
@@ -44,6 +63,29 @@ describe('setCpuClass', () => {
     );
     setCpuClass(pid, 'low', 'background');
     await until(() => schedOf(pid).nice === 19 && schedOf(pid).policy === SCHED_OTHER, 'low class');
+  });
+
+  it('applies many changes in the order they were asked for, through one shell that comes back if it is killed', async () => {
+    // util-linux, on every Linux machine the service and its CI run on.
+    expect(findOnPath('chrt')).not.toBeNull();
+    const pid = child.pid as number;
+    for (let i = 0; i < 25; i++) {
+      setCpuClass(pid, 'background');
+      setCpuClass(pid, 'low', 'background');
+    }
+    setCpuClass(pid, 'background');
+    await until(() => schedOf(pid).policy === SCHED_IDLE, 'the last change');
+    // Settled: no change still queued behind it turns it back.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(schedOf(pid).policy).toBe(SCHED_IDLE);
+
+    const ours = (): number[] => shellChildren().filter((pid) => !othersShells.has(pid));
+    const shells = ours();
+    expect(shells).toHaveLength(1);
+    process.kill(shells[0], 'SIGKILL');
+    await until(() => ours().length === 0, 'the shell gone');
+    setCpuClass(pid, 'low', 'background');
+    await until(() => schedOf(pid).policy === SCHED_OTHER, 'a change after the shell died');
   });
 
   it('moves a live encoder to nice 15 with normal scheduling, and back to the service priority', () => {

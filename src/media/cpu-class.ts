@@ -1,5 +1,6 @@
-import { execFile } from 'node:child_process';
+import { type ChildProcessByStdio, execFile, spawn } from 'node:child_process';
 import { setPriority } from 'node:os';
+import type { Writable } from 'node:stream';
 import { findOnPath } from './ffmpeg-locator';
 
 /**
@@ -24,9 +25,9 @@ export type CpuClass = 'normal' | 'live' | 'background' | 'low';
 /**
  * Moves a process from class `from` (a new process: `normal`) to `cpuClass`. Where `chrt` is
  * missing only the nice level applies; it runs only when the policy changes (to or from
- * `background`), since each run forks a process. Raising a priority again (to `normal`, or from
- * SCHED_IDLE to `low`) needs privileges an unprivileged service may not have (CAP_SYS_NICE, or
- * RLIMIT_NICE allowing it): then the process stays where it was. Best effort; never throws.
+ * `background`). Raising a priority again (to `normal`, or from SCHED_IDLE to `low`) needs
+ * privileges an unprivileged service may not have (CAP_SYS_NICE, or RLIMIT_NICE allowing it):
+ * then the process stays where it was. Best effort; never throws.
  */
 export function setCpuClass(pid: number, cpuClass: CpuClass, from: CpuClass = 'normal'): void {
   try {
@@ -34,21 +35,61 @@ export function setCpuClass(pid: number, cpuClass: CpuClass, from: CpuClass = 'n
   } catch {
     // See above: raising a priority back may be refused.
   }
-  const chrt = chrtPath();
-  if (chrt && (cpuClass === 'background') !== (from === 'background')) {
-    // Asynchronous: a short-lived chrt, off the event loop; its outcome changes nothing here.
-    const policy = cpuClass === 'background' ? '--idle' : '--other';
-    execFile(chrt, [policy, '--pid', '0', String(pid)], () => undefined);
+  if ((cpuClass === 'background') !== (from === 'background')) {
+    POLICIES.set(pid, cpuClass === 'background' ? '--idle' : '--other');
   }
 }
 
 const NICENESS: Record<CpuClass, number> = { normal: 0, live: 15, background: 19, low: 19 };
 
-let chrt: string | null | undefined;
+/**
+ * Sets scheduling policies with `chrt` run by one long-lived shell, not forked by the service:
+ * forking a process of a few hundred MB (its page tables) held the event loop about 20 ms per
+ * change: 770 ms of a 49 s CPU profile at 26 sessions (recorders falling behind and catching
+ * up, tail encoders at `close`); a line to the shell holds it 0.2 ms (bench:cpu-class). The shell
+ * also runs the changes in the order they were asked for, which concurrent `chrt` processes did
+ * not promise. It exits when its input closes, with the service, however the service ends.
+ */
+class PolicySetter {
+  /** Past this much unread input the shell is stuck: changes fork their own `chrt` instead. */
+  private static readonly BACKLOG_BYTES = 64 * 1024;
+  private chrt: string | null | undefined;
+  private shell: ChildProcessByStdio<Writable, null, null> | null = null;
 
-function chrtPath(): string | null {
-  if (chrt === undefined) {
-    chrt = process.platform === 'linux' ? findOnPath('chrt') : null;
+  set(pid: number, policy: '--idle' | '--other'): void {
+    this.chrt ??= process.platform === 'linux' ? findOnPath('chrt') : null;
+    if (!this.chrt || !Number.isSafeInteger(pid) || pid <= 0) {
+      return;
+    }
+    const shell = this.shell ?? this.start();
+    if (shell && shell.stdin.writableLength < PolicySetter.BACKLOG_BYTES) {
+      shell.stdin.write(`${this.chrt} ${policy} --pid 0 ${pid}\n`);
+    } else {
+      execFile(this.chrt, [policy, '--pid', '0', String(pid)], () => undefined);
+    }
   }
-  return chrt;
+
+  private start(): ChildProcessByStdio<Writable, null, null> | null {
+    const sh = findOnPath('sh');
+    if (!sh) {
+      return null;
+    }
+    const shell = spawn(sh, [], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const gone = (): void => {
+      if (this.shell === shell) {
+        this.shell = null;
+      }
+    };
+    shell.on('error', gone);
+    shell.on('exit', gone);
+    // EPIPE once it has exited: the next change starts another.
+    shell.stdin.on('error', () => undefined);
+    // Neither the shell nor its pipe keeps the service's event loop alive.
+    shell.unref();
+    (shell.stdin as Writable & { unref?(): void }).unref?.();
+    this.shell = shell;
+    return shell;
+  }
 }
+
+const POLICIES = new PolicySetter();
