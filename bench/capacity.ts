@@ -37,7 +37,8 @@
  * - BENCH_SETTINGS_RUNS (2): runs of each encoder setting (the least CPU is taken; 0: skip them);
  * - BENCH_QUIET_WAIT_SECONDS (20): before each measurement, wait up to this long for the machine
  *   to be idle (other people's work on the same cores skews every figure);
- * - BENCH_DATA_DIR: where the scene is cached (bench/support/scene.ts).
+ * - BENCH_DATA_DIR: where the scene is cached (bench/support/scene.ts);
+ * - BENCH_SERVICE_NODE_OPTIONS: the service's NODE_OPTIONS (V8 flags to compare; none by default).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -242,6 +243,9 @@ async function main(): Promise<number> {
       // Background work after each close (a full decode of the recording, in the idle CPU class)
       // that the naive recorder does not do; bench:codecs measures it.
       RECORDING_DECODE_CHECK: 'false',
+      ...(process.env.BENCH_SERVICE_NODE_OPTIONS
+        ? { NODE_OPTIONS: process.env.BENCH_SERVICE_NODE_OPTIONS }
+        : {}),
     };
     const serviceConfig = envSchema.parse(serviceEnvBase);
 
