@@ -27,6 +27,7 @@ import { setPriority } from 'node:os';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { setCpuClass } from '../src/media/cpu-class';
 import { findOnPath } from '../src/media/ffmpeg-locator';
+import { holdServiceLikeHeap } from './support/heap';
 import { progressFor, sourceState } from './support/run-info';
 
 const progress = progressFor('cpu-class');
@@ -132,13 +133,7 @@ async function main(): Promise<void> {
     throw new Error('bench:cpu-class needs Linux and util-linux chrt');
   }
   progress(`holding ${HEAP_MB} MB; ${PROCESSES} processes; ${CHANGES} changes per round`);
-  const held: unknown[] = [];
-  for (let i = 0; i < HEAP_MB; i++) {
-    held.push(Buffer.alloc(1 << 20, i));
-  }
-  // Small objects too: the service's heap is mostly those, and the fork copies their pages.
-  const objects = Array.from({ length: 1_000_000 }, (_, i) => ({ seq: i, tag: `frame-${i}` }));
-  held.push(objects);
+  const held = holdServiceLikeHeap(HEAP_MB);
   const children: ChildProcess[] = Array.from({ length: PROCESSES }, () =>
     spawn('sleep', ['600'], { stdio: 'ignore' }),
   );

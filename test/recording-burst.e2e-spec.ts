@@ -1,5 +1,4 @@
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { startTestApp, type TestApp } from './support/app';
 import { BUNDLED } from './support/bitstreams';
@@ -11,6 +10,7 @@ import {
   longestAckGapMs,
 } from './support/canary';
 import { jpegFrames, probe } from './support/media';
+import { descendantsMatching } from './support/processes';
 import { hsToken } from './support/tokens';
 import { waitFor } from './support/wait';
 
@@ -31,20 +31,7 @@ function unevenPts(count: number): number[] {
 
 /** The service's tail encoders (their argument list forces key frames at chunk starts). */
 function tailEncoders(): number {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((pid) => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        return (
-          ppid === process.pid &&
-          readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('force_key_frames')
-        );
-      } catch {
-        return false;
-      }
-    }).length;
+  return descendantsMatching('force_key_frames').length;
 }
 
 /** Frames the bundled 2018 ffmpeg decodes from the file (the system's is what `probe` uses). */

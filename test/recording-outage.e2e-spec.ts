@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RecordingStatus } from '../src/media/recording.service';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
@@ -7,24 +7,13 @@ import { testDir } from './support/dirs';
 import { jpegFrames } from './support/media';
 import { PgProcess } from './support/pg-process';
 import { StreamClient } from './support/stream-client';
+import { descendantsMatching } from './support/processes';
 import { hsToken } from './support/tokens';
 import { waitFor } from './support/wait';
 
 /** This process's H.264 encoders (ffmpeg with libx264), from /proc. */
 function videoEncoderCount(): number {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((pid) => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        return (
-          ppid === process.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('libx264')
-        );
-      } catch {
-        return false;
-      }
-    }).length;
+  return descendantsMatching('libx264').length;
 }
 
 describe('recording while the database is down', () => {

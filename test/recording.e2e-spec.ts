@@ -1,15 +1,11 @@
-import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
-import { promisify } from 'node:util';
 import type { RecordingStatus } from '../src/media/recording.service';
 import { encodeMediaMessage, Track } from '../src/protocol/media-header';
 import { call, startTestApp, type TestApp } from './support/app';
 import { jpegFrames, pcmSine, probe } from './support/media';
+import { descendantsMatching } from './support/processes';
 import { StreamClient } from './support/stream-client';
 import { hsToken } from './support/tokens';
 import { waitFor } from './support/wait';
-
-const run = promisify(execFile);
 
 /** Real encoding on a busy two-core machine: generous, and each wait inside names what it missed. */
 const RECORDING_TEST_MS = 240_000;
@@ -255,8 +251,7 @@ describe('live recording', () => {
       frames640,
     );
     await client.acksUntil(100);
-    const { stdout } = await run('pgrep', ['-P', String(process.pid), '-f', 'libx264']);
-    const pids = stdout.trim().split('\n').filter(Boolean).map(Number);
+    const pids = descendantsMatching('libx264').map((p) => p.pid);
     expect(pids.length).toBeGreaterThan(0);
     pids.forEach((pid) => process.kill(pid, 'SIGKILL'));
     await stream(
@@ -296,21 +291,7 @@ describe('live recording', () => {
 
 /** Nice level and scheduling policy of this process's H.264 encoders (libx264), from /proc. */
 function videoEncoders(): Array<{ nice: number; policy: number }> {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .flatMap((pid) => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-        // Fields from the state (3rd) on: ppid is the 4th, nice the 19th, policy the 41st.
-        return Number(fields[1]) === process.pid && cmdline.includes('libx264')
-          ? [{ nice: Number(fields[16]), policy: Number(fields[38]) }]
-          : [];
-      } catch {
-        return [];
-      }
-    });
+  return descendantsMatching('libx264').map(({ nice, policy }) => ({ nice, policy }));
 }
 
 const SCHED_IDLE = 5;

@@ -13,6 +13,7 @@ import type { VideoSettings } from '../sessions/session.types';
 import { videoCodecFamily } from '../protocol/codecs';
 import { EncoderSlots } from './encoder-slots';
 import { locateTool } from './ffmpeg-locator';
+import { PROCESS_STARTER } from './process-launcher';
 import { FinishLanes } from './finish-lanes';
 import { ImageDecoderPool } from './image-decoder';
 import { ImageWork, imageWorkStatsSchema } from './image-work';
@@ -118,6 +119,8 @@ export class RecordingService implements OnModuleDestroy {
     this.dir = recordingsDirOf(config);
     mkdirSync(this.dir, { recursive: true });
     this.ffmpegPath = locateTool('ffmpeg', config.FFMPEG_PATH).path;
+    // Encoders start through a helper process: started now, it is forked from a small service.
+    PROCESS_STARTER.warmUp();
   }
 
   /** Encoder slots and each live recorder's backlog, for operators and benchmarks. */

@@ -1,14 +1,14 @@
 import { availableParallelism } from 'node:os';
 
 /**
- * Spaces out process starts. Starting ffmpeg costs the event loop about 13 ms (child_process
- * forks the whole service) and the new process about 30 ms of CPU before its first frame. When
+ * Spaces out process starts. A new ffmpeg spends about 30 ms of CPU before its first frame. When
  * 48 sessions began recording within one second (bench:ingest, paced overload), the 36 encoders
- * they started blocked the loop for 0.5 s and then, all busy at once at the service's priority,
- * left it a thirty-seventh of the cores: acks came 1–2 s late. Spaced by SPAWN_SPACING_MS per
- * core, starts queue (their input waits in a bounded buffer, the frames in the spool) and the loop
- * keeps most of its time; a start with nothing queued before it goes at once, so an ordinary
- * session is never delayed.
+ * they started blocked the loop for 0.5 s (each start then forked the service on its event loop,
+ * which the process launcher now does instead) and then, all busy at once at the service's
+ * priority, left it a thirty-seventh of the cores: acks came 1–2 s late. Spaced by
+ * SPAWN_SPACING_MS per core, starts queue (their input waits in a bounded buffer, the frames in
+ * the spool) and the cores keep room for the loop; a start with nothing queued before it goes at
+ * once, so an ordinary session is never delayed.
  */
 export class SpawnPacer {
   private readonly queue: Array<() => void> = [];
@@ -62,9 +62,9 @@ export class SpawnPacer {
 }
 
 /**
- * Per core, the time between two ffmpeg starts: 50 ms gives each start's 13 ms of forking and
- * 30 ms of encoder set-up room on a core, so a burst never takes more than about a quarter of the
- * loop and half of the cores (2 cores: 40 starts a second).
+ * Per core, the time between two ffmpeg starts: 50 ms gives each start's fork (in the launcher)
+ * and 30 ms of encoder set-up room on a core, so a burst never takes more than about half of the
+ * cores (2 cores: 40 starts a second).
  */
 const SPAWN_SPACING_MS = 50;
 

@@ -1,8 +1,13 @@
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { type CpuClass, setCpuClass } from './cpu-class';
 import { AccessUnitSplitter } from './h264-stream';
+import {
+  type LaunchControl,
+  type LaunchedPipes,
+  PROCESS_STARTER,
+  type ProcessStarter,
+} from './process-launcher';
 import { FFMPEG_SPAWNS } from './spawn-pacer';
 
 /** Tail of ffmpeg's stderr kept for error messages (at `-loglevel error` it is short anyway). */
@@ -37,12 +42,17 @@ export interface StreamSink {
  * settles; its 'end' fires before a piped stdout has drained; it fails a command 20 ms after the
  * output stream closes unless the exit was seen first (fluent-ffmpeg issues #1135, #1171); it
  * spawns `ffmpeg -formats` and `-encoders` before the first command; and its setFfmpegPath is
- * process-wide, not per command. Here the child's 'close' event alone decides: it comes after the
- * exit and after stdout has ended, so success means every byte reached the sink.
+ * process-wide, not per command. Here `closed` alone decides: it comes after the exit and after
+ * stdout has ended, so success means every byte reached the sink. ffmpeg is started through the
+ * process launcher (`PROCESS_STARTER`), so that the service's event loop never waits for a fork.
  */
 export class PipedFfmpegProcess {
   private readonly input = new PassThrough({ highWaterMark: INPUT_HIGH_WATER_MARK });
-  private child: ChildProcessByStdio<Writable, Readable, Readable> | null = null;
+  /** ffmpeg's pid and pipes, once it runs. */
+  private child: LaunchedPipes | null = null;
+  private control: LaunchControl | null = null;
+  /** ffmpeg has exited (or never started): its pid is no longer ours. */
+  private gone = false;
   /** `run()` was called: input is accepted, and buffered until ffmpeg's turn to start comes. */
   private running = false;
   /** Withdraws a start still waiting for its turn. */
@@ -59,6 +69,7 @@ export class PipedFfmpegProcess {
   constructor(
     private readonly ffmpegPath: string,
     private readonly label: string,
+    private readonly starter: ProcessStarter = PROCESS_STARTER,
   ) {}
 
   /** Writes to ffmpeg's stdin; false when its buffer is full (then await `drained()`). */
@@ -96,7 +107,7 @@ export class PipedFfmpegProcess {
     const child = this.child;
     // Until it has exited (its pid is ours until then): one whose stdin is closed may still have
     // frames to encode that a `close` waits for.
-    if (child?.pid !== undefined && !this.killed && child.exitCode === null && !child.signalCode) {
+    if (child && !this.killed && !this.gone) {
       setCpuClass(child.pid, cpuClass, this.appliedClass);
       this.appliedClass = cpuClass;
     }
@@ -107,7 +118,7 @@ export class PipedFfmpegProcess {
     this.closed = true;
     this.killed = true;
     this.input.destroy();
-    this.child?.kill('SIGKILL');
+    this.control?.kill('SIGKILL');
     // Killed before its turn to start: it never will, and that ends it.
     this.cancelStart();
   }
@@ -127,11 +138,13 @@ export class PipedFfmpegProcess {
     // Marked handled here: a failure surfaces through end() or drained(), whoever asks first.
     this.done.catch(() => undefined);
     // Input written meanwhile waits in `input` (bounded: writers honour its backpressure).
+    let launched = false;
     const withdraw = FFMPEG_SPAWNS.schedule(() => {
+      launched = true;
       this.cancelStart = () => undefined;
       this.spawnNow([...inputArgs, '-i', 'pipe:0', ...outputArgs, 'pipe:1'], sink, settle);
     });
-    if (!this.child) {
+    if (!launched) {
       this.cancelStart = () => {
         this.cancelStart = () => undefined;
         withdraw();
@@ -145,49 +158,58 @@ export class PipedFfmpegProcess {
     sink: StreamSink,
     settle: { resolve(): void; reject(err: Error): void },
   ): void {
-    const child = spawn(this.ffmpegPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child = child;
-    if (this.cpuClass !== null && this.cpuClass !== 'normal') {
-      this.setCpuClass(this.cpuClass);
-    }
-    // EPIPE once ffmpeg has exited: its exit status says why, and 'close' reports that.
-    child.stdin.on('error', () => undefined);
-    this.input.pipe(child.stdin);
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (text: string) => {
-      this.stderr = (this.stderr + text).slice(-STDERR_TAIL_CHARS);
-    });
     let sinkError: Error | null = null;
-    child.stdout.on('data', (chunk: Buffer) => {
-      if (sinkError) {
-        return;
-      }
-      try {
-        sink.push(chunk);
-      } catch (err) {
-        sinkError = err instanceof Error ? err : new Error(String(err));
-        child.kill('SIGKILL');
-      }
-    });
-    // Only when the process could not be spawned at all.
-    child.on('error', (err) => settle.reject(this.failure(err.message)));
-    child.on('close', (code, signal) => {
-      if (sinkError) {
-        settle.reject(this.failure(`its output was unreadable: ${sinkError.message}`));
-      } else if (this.killed) {
-        settle.reject(new Error(`${this.label} was killed`));
-      } else if (code !== 0) {
-        settle.reject(
-          this.failure(signal ? `ffmpeg died of ${signal}` : `ffmpeg exited with code ${code}`),
-        );
-      } else {
-        try {
-          sink.end();
-          settle.resolve();
-        } catch (err) {
-          settle.reject(this.failure(`its output was unreadable: ${String(err)}`));
+    this.control = this.starter.launch(this.ffmpegPath, args, {
+      started: (child) => {
+        this.child = child;
+        if (this.cpuClass !== null && this.cpuClass !== 'normal') {
+          this.setCpuClass(this.cpuClass);
         }
-      }
+        // EPIPE once ffmpeg has exited: its exit status says why, and `closed` reports that.
+        child.stdin.on('error', () => undefined);
+        this.input.pipe(child.stdin);
+        child.stderr.setEncoding('utf8');
+        child.stderr.on('data', (text: string) => {
+          this.stderr = (this.stderr + text).slice(-STDERR_TAIL_CHARS);
+        });
+        child.stdout.on('data', (chunk: Buffer) => {
+          if (sinkError) {
+            return;
+          }
+          try {
+            sink.push(chunk);
+          } catch (err) {
+            sinkError = err instanceof Error ? err : new Error(String(err));
+            this.control?.kill('SIGKILL');
+          }
+        });
+      },
+      // Only when the process could not be started at all.
+      failed: (err) => {
+        this.gone = true;
+        settle.reject(this.failure(err.message));
+      },
+      closed: (code, signal, reason) => {
+        this.gone = true;
+        if (sinkError) {
+          settle.reject(this.failure(`its output was unreadable: ${sinkError.message}`));
+        } else if (this.killed) {
+          settle.reject(new Error(`${this.label} was killed`));
+        } else if (reason) {
+          settle.reject(this.failure(reason));
+        } else if (code !== 0) {
+          settle.reject(
+            this.failure(signal ? `ffmpeg died of ${signal}` : `ffmpeg exited with code ${code}`),
+          );
+        } else {
+          try {
+            sink.end();
+            settle.resolve();
+          } catch (err) {
+            settle.reject(this.failure(`its output was unreadable: ${String(err)}`));
+          }
+        }
+      },
     });
   }
 
@@ -230,8 +252,8 @@ export interface VideoEncoderOptions {
  * arrives. `end()` delivers the rest.
  */
 export class VideoEncoderProcess extends PipedFfmpegProcess {
-  constructor(ffmpegPath: string) {
-    super(ffmpegPath, 'video encoder');
+  constructor(ffmpegPath: string, starter?: ProcessStarter) {
+    super(ffmpegPath, 'video encoder', starter);
   }
 
   start(options: VideoEncoderOptions): void {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { BUNDLED } from '../../test/support/bitstreams';
 import { testDir } from '../../test/support/dirs';
 import { jpegFrames } from '../../test/support/media';
+import { descendantsMatching } from '../../test/support/processes';
 import { locateTool } from './ffmpeg-locator';
 import { isKeyframe } from './h264-stream';
 import { VideoEncoderProcess } from './video-encoder';
@@ -207,17 +208,7 @@ describe('VideoLanes', () => {
       true,
       (i) => {
         if (i === 60 && !killed) {
-          const pids = execFileSync(
-            'pgrep',
-            ['-P', String(process.pid), '-f', 'force_key_frames'],
-            {
-              encoding: 'utf8',
-            },
-          )
-            .trim()
-            .split('\n')
-            .map(Number);
-          process.kill(pids[0], 'SIGKILL');
+          process.kill(descendantsMatching('force_key_frames')[0].pid, 'SIGKILL');
           killed = true;
         }
       },
