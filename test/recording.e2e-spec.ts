@@ -317,11 +317,12 @@ describe('recording backpressure', () => {
   };
 
   it('acks frames faster than the encoder, tells the client to slow down, and still records them all', async () => {
-    const small = await jpegFrames(320, 240);
+    const small = await jpegFrames(320, 180);
     const client = await connect(token);
-    // Upscaling every frame in sharp makes this session slower to encode than to store.
+    // Scaling and padding every frame in sharp (its aspect is not the recording's) makes this
+    // session slower to encode than to store.
     const opened = await client.open({
-      video: { width: 320, height: 240, fps: 10 },
+      video: { width: 320, height: 180, fps: 10 },
       recording: { width: 640, height: 480 },
     });
     // 10 s of capture at once: far more than BEHIND_MS ahead of the encoder on any machine. No
@@ -395,6 +396,10 @@ describe('recording backpressure', () => {
       backlogFrames: 50,
       encodingFrames: 0,
       fromSpool: true,
+      started: false,
+    });
+    expect(busy.recorders.find((r) => r.sessionId === b.sessionId)).toMatchObject({
+      started: true,
     });
     await waitFor(
       async () => (await statusOf(a.sessionId)) === 'pending',

@@ -64,8 +64,39 @@ describe('FramePipeline', () => {
       .raw()
       .toBuffer({ resolveWithObject: true });
     expect([...data].every((v) => v < 20)).toBe(true);
-    const up = await pipeline({ width: 1280, height: 960 }).prepare(await image(640, 480), 0);
+    const up = await pipeline({ width: 1280, height: 960 }).prepare(await image(640, 360), 0);
     expect(jpegSize(up)).toEqual({ width: 1280, height: 960 });
+  });
+
+  it('leaves a smaller JPEG of the recording aspect to the encoder to scale, and no other', async () => {
+    const p = pipeline();
+    for (const [w, h] of [
+      [320, 240],
+      [160, 120],
+      [64, 48],
+    ]) {
+      const jpeg = await image(w, h);
+      expect(await p.prepare(jpeg, 0)).toBe(jpeg);
+    }
+    expect(p.stats).toEqual({ passthroughs: 3, conversions: 0 });
+    // Another aspect needs padding, a larger JPEG a downscale, a PNG a decode: converted.
+    for (const [w, h, format] of [
+      [320, 200, 'jpeg'],
+      [321, 240, 'jpeg'],
+      [1280, 960, 'jpeg'],
+      [320, 240, 'png'],
+    ] as const) {
+      expect(jpegSize(await p.prepare(await image(w, h, format), 0))).toEqual({
+        width: 640,
+        height: 480,
+      });
+    }
+    expect(p.stats).toEqual({ passthroughs: 3, conversions: 4 });
+    // A truncated small JPEG is not handed on: the decoder finds it broken.
+    const small = await image(320, 240);
+    await expect(p.prepare(small.subarray(0, small.length - 10), 0)).rejects.toThrow(
+      /cannot be decoded/,
+    );
   });
 
   it('burns in a watermark when asked, even for a JPEG of the target size', async () => {

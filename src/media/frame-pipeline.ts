@@ -37,12 +37,27 @@ export interface FramePipelineOptions {
 const JPEG_QUALITY = 90;
 
 /**
- * Turns one client image (JPEG, PNG or WebP) into a JPEG of exactly the recording size for the
- * encoder: validated, scaled with the aspect kept (black padding, lanczos3, upscaling allowed),
- * optionally watermarked. Sizes are checked from the header before anything is decoded: an image
- * larger than the session's limit is refused at once. A JPEG that already has the target size goes
- * through untouched (no decode/re-encode round trip); any other goes through the node's image queue
- * to a decoder process, charged to the session's budget.
+ * Whether the encoder can take a JPEG of this size as it is: the recording size, or smaller with
+ * the same aspect. ffmpeg's scaler (the encoder's `-s`) then scales it up exactly as a conversion
+ * would (no padding needed), for a fraction of the cost: no decode, resize and JPEG encode in a
+ * decoder process, and a smaller JPEG to decode in the encoder. A larger JPEG is not taken: its
+ * decode would cost the encoder more than the recording size the session is weighed by.
+ */
+function encoderScales(
+  size: { width: number; height: number },
+  width: number,
+  height: number,
+): boolean {
+  return size.width > 0 && size.width <= width && size.width * height === size.height * width;
+}
+
+/**
+ * Turns one client image (JPEG, PNG or WebP) into a JPEG the encoder takes: validated, scaled to
+ * the recording size with the aspect kept (black padding, lanczos3, upscaling allowed), optionally
+ * watermarked. Sizes are checked from the header before anything is decoded: an image larger than
+ * the session's limit is refused at once. A JPEG of the recording size, or smaller with its aspect
+ * (`encoderScales`), goes to the encoder untouched, which scales it; any other image goes through
+ * the node's image queue to a decoder process, charged to the session's budget.
  */
 export class FramePipeline {
   private passthroughs = 0;
@@ -78,9 +93,9 @@ export class FramePipeline {
           `(${this.maxWidth}×${this.maxHeight}, ${this.maxPixels} pixels)`,
       );
     }
-    if (!watermark && header.width === width && header.height === height) {
+    if (!watermark && header.format === 'jpeg' && encoderScales(header, width, height)) {
       const size = jpegSize(image);
-      if (size && size.width === width && size.height === height) {
+      if (size && encoderScales(size, width, height)) {
         this.passthroughs++;
         return image;
       }

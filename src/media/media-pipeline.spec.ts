@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { copyFileSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { ALL_FORMATS, FilePathSource, Input } from 'mediabunny';
 import sharp from 'sharp';
 import { testDir } from '../../test/support/dirs';
@@ -15,6 +17,7 @@ import { VideoEncoderProcess } from './video-encoder';
 
 const FFMPEG = locateTool('ffmpeg', process.env.FFMPEG_PATH).path;
 const FFPROBE = locateTool('ffprobe', process.env.FFPROBE_PATH).path;
+const run = promisify(execFile);
 const WIDTH = 640;
 const HEIGHT = 480;
 const FPS = 10;
@@ -176,6 +179,57 @@ describe('media pipeline: JPEG → H.264 (+ PCM → AAC) → fragmented MP4', ()
     const file = readFileSync(path);
     expect(result.bytes).toBe(file.length);
     expect(result.sha256).toBe(createHash('sha256').update(file).digest('hex'));
+  });
+
+  it('scales smaller JPEGs of the recording aspect, of changing sizes, to the recording size', async () => {
+    const path = join(dir, 'mixed.mp4');
+    // Frames 0, 3, 6… at 640×480, 1, 4, 7… at 320×240, 2, 5, 8… at 160×120.
+    const sizes = [WIDTH, WIDTH / 2, WIDTH / 4];
+    const mixed = await Promise.all(
+      frames.slice(0, 30).map(async (f, i) => {
+        const w = sizes[i % 3];
+        return w === WIDTH
+          ? f
+          : sharp(f)
+              .resize(w, (w * HEIGHT) / WIDTH)
+              .jpeg()
+              .toBuffer();
+      }),
+    );
+    await record(path, { frames: mixed, pts: unevenPts(30), lastDurationS: 0.1 });
+    const probe = await probeRecording(path, FFPROBE);
+    expect(probe).toMatchObject({ videoFrames: 30, width: WIDTH, height: HEIGHT });
+    // Each recorded frame is its own picture, scaled up whole: it is closer to its own 640×480
+    // original, by at least half, than to the original ten frames before (30 pixels of drift).
+    const picture = async (n: number): Promise<Buffer> => {
+      const { stdout } = await run(
+        FFMPEG,
+        ['-v', 'error', '-i', path, '-vf', `select=eq(n\\,${n})`, '-frames:v', '1'].concat([
+          '-f',
+          'rawvideo',
+          '-pix_fmt',
+          'rgb24',
+          'pipe:1',
+        ]),
+        { encoding: 'buffer', maxBuffer: 4 * WIDTH * HEIGHT },
+      );
+      return stdout;
+    };
+    const original = (i: number) => sharp(frames[i]).raw().toBuffer();
+    const meanDiff = (a: Buffer, b: Buffer) => {
+      let sum = 0;
+      for (let k = 0; k < a.length; k++) {
+        sum += Math.abs(a[k] - b[k]);
+      }
+      return sum / a.length;
+    };
+    for (const n of [27, 28, 29]) {
+      const got = await picture(n);
+      expect(got.length).toBe(WIDTH * HEIGHT * 3);
+      const own = meanDiff(got, await original(n));
+      const other = meanDiff(got, await original(n - 10));
+      expect(own).toBeLessThan(other / 2);
+    }
   });
 
   it('muxes 3 s of PCM as an AAC track 2 that starts with the video and lasts 3 s', async () => {

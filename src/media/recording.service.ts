@@ -56,6 +56,8 @@ export const recordingStatusSchema = z.strictObject({
       /** Of those, the frames inside ffmpeg. */
       encodingFrames: z.number().int(),
       fromSpool: z.boolean(),
+      /** An encoder takes its frames; false while it waits for an encoder slot. */
+      started: z.boolean(),
     }),
   ),
 });
@@ -129,8 +131,8 @@ export class RecordingService implements OnModuleDestroy {
       encoders: { active: this.slots.active, waiting: this.slots.waiting, max: this.maxEncoders },
       images: { ...this.imageWork.stats, decoderProcesses: this.decoder.processes },
       recorders: [...this.recorders].map(([sessionId, backlog]) => {
-        const { frames, encoding, fromSpool } = backlog();
-        return { sessionId, backlogFrames: frames, encodingFrames: encoding, fromSpool };
+        const { frames, encoding, fromSpool, started } = backlog();
+        return { sessionId, backlogFrames: frames, encodingFrames: encoding, fromSpool, started };
       }),
     };
   }

@@ -107,6 +107,8 @@ export interface RecorderBacklog {
    */
   encoding: number;
   fromSpool: boolean;
+  /** Its recorder runs (an encoder takes its frames); false while it waits for a slot. */
+  started: boolean;
 }
 
 export interface RecorderEvents {
@@ -297,6 +299,7 @@ export class SessionRecorder {
       frames: Math.max(0, this.latestSeq - this.nextSeq + 1) + this.encoding,
       encoding: this.encoding,
       fromSpool: this.catchingUp,
+      started: true,
     };
   }
 

@@ -192,7 +192,7 @@ export class SessionRecording implements RecordingHandle {
   }
 
   private backlog = (): RecorderBacklog =>
-    this.recorder?.backlog ?? { frames: this.latest, encoding: 0, fromSpool: true };
+    this.recorder?.backlog ?? { frames: this.latest, encoding: 0, fromSpool: true, started: false };
 
   /** A failed start is reported by finish; until then the rejection is held, not unhandled. */
   private launch(slot: boolean): void {

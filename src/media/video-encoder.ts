@@ -243,9 +243,9 @@ export interface VideoEncoderOptions {
 }
 
 /**
- * One session's H.264 encoder: JPEGs (already at the output size) in on stdin, one access unit
- * out per JPEG. The caller maps access units back to capture times by order, so a frame ffmpeg
- * cannot decode stops the encoder (`-xerror`) instead of being skipped.
+ * One session's H.264 encoder: JPEGs (at the output size, or smaller with its aspect) in on
+ * stdin, one access unit out per JPEG. The caller maps access units back to capture times by
+ * order, so a frame ffmpeg cannot decode stops the encoder (`-xerror`) instead of being skipped.
  *
  * An access unit arrives about two JPEGs after its own: ffmpeg's JPEG parser passes a frame on
  * when the next one starts, and an access unit is known complete when the next one's delimiter
@@ -285,8 +285,9 @@ export class VideoEncoderProcess extends PipedFfmpegProcess {
         // Neither drop nor duplicate: exactly one output frame per input JPEG.
         '-vsync',
         'passthrough',
-        // A guard only: JPEGs come at the output size, and then the scale filter passes each frame
-        // through untouched (measured: no cost, docs/recording.md).
+        // JPEGs come at the output size, and then the scale filter passes each frame through
+        // untouched (measured: no cost, docs/recording.md), or smaller with its aspect
+        // (FramePipeline), which it scales up; a size change between frames is followed.
         '-s',
         `${options.width}x${options.height}`,
         '-c:v',

@@ -9,7 +9,16 @@ import { AppError } from '../common/app-error';
 import { ErrorCode } from '../common/error-code';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
-import { admits, CapacityEstimate, capFor, type Demand, fairShare, usedAt } from './capacity';
+import {
+  admits,
+  BUSY_FRACTION,
+  CapacityEstimate,
+  capFor,
+  type Demand,
+  encodersSaturated,
+  fairShare,
+  usedAt,
+} from './capacity';
 import { z } from 'zod';
 
 /**
@@ -20,10 +29,6 @@ import { z } from 'zod';
 const INITIAL_FPS_PER_CORE = 150;
 /** How often the encoders' rate is sampled. */
 const SAMPLE_MS = 1_000;
-/** The machine's cores are busy: with frames waiting, the encoders are what limits the rate. */
-const BUSY_FRACTION = 0.85;
-/** A recorder this many frames behind has more work than its encoder does (see session-recorder). */
-const BEHIND_FRAMES = 16;
 /** Estimate changes smaller than this do not move the caps (each change is a `flow` message). */
 const RECAP_CHANGE = 0.05;
 /** Retry-After for a session refused for capacity: sessions end and the estimate moves. */
@@ -198,13 +203,7 @@ export class CapacityService implements OnApplicationBootstrap, OnModuleDestroy 
       cpu.total > this.lastCpu.total
         ? (cpu.busy - this.lastCpu.busy) / (cpu.total - this.lastCpu.total)
         : 0;
-    const { encoders, recorders } = this.recordings.status();
-    // One recorder behind is limited by its own encoder, not the node's: its rate would
-    // underestimate the node. At least one behind per core (or sessions waiting for an encoder
-    // slot) means the encoders together are the bottleneck.
-    const behind = recorders.filter((r) => r.fromSpool || r.backlogFrames >= BEHIND_FRAMES).length;
-    const waiting = encoders.waiting > 0 || behind >= this.cores;
-    this.saturated = waiting && busy >= BUSY_FRACTION;
+    this.saturated = encodersSaturated(this.recordings.status().recorders, this.cores, busy);
     this.estimate.add({
       encoded: encoded - this.lastEncoded,
       seconds: (now - this.lastSampleAt) / 1000,

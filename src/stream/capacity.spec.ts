@@ -1,4 +1,13 @@
-import { admits, CapacityEstimate, capFor, type Demand, fairShare, usedAt } from './capacity';
+import {
+  admits,
+  CapacityEstimate,
+  capFor,
+  type Demand,
+  encodersSaturated,
+  fairShare,
+  type RecorderLoad,
+  usedAt,
+} from './capacity';
 
 const at = (fps: number, weight = 1): Demand => ({ fps, weight });
 
@@ -131,5 +140,38 @@ describe('CapacityEstimate', () => {
     expect(estimate.fps).toBe(120);
     expect(estimate.lastRate).toBe(40);
     expect(estimate.source).toBe('configured');
+  });
+});
+
+describe('encodersSaturated', () => {
+  const keepingUp: RecorderLoad = { backlogFrames: 2, fromSpool: false, started: true };
+  const behind: RecorderLoad = { backlogFrames: 40, fromSpool: false, started: true };
+  const catchingUp: RecorderLoad = { backlogFrames: 5, fromSpool: true, started: true };
+  const waitingForSlot: RecorderLoad = { backlogFrames: 300, fromSpool: true, started: false };
+
+  it('needs the cores busy and a running recorder behind per core', () => {
+    expect(encodersSaturated([behind, catchingUp, keepingUp], 2, 0.95)).toBe(true);
+    expect(encodersSaturated([behind, catchingUp], 2, 0.5)).toBe(false);
+    // One behind is limited by its own encoder, not the node's.
+    expect(encodersSaturated([behind, keepingUp, keepingUp], 2, 0.99)).toBe(false);
+  });
+
+  it('does not count recordings waiting for an encoder slot: their frames wait for a slot', () => {
+    const waiting = Array.from({ length: 12 }, () => waitingForSlot);
+    expect(encodersSaturated([...Array(36).fill(keepingUp), ...waiting], 2, 0.99)).toBe(false);
+    expect(encodersSaturated([behind, ...waiting], 2, 0.99)).toBe(false);
+    expect(encodersSaturated([behind, behind, ...waiting], 2, 0.99)).toBe(true);
+  });
+
+  it('keeps a node whose capped sessions keep up from lowering its estimate', () => {
+    // 48 sessions for 36 slots on busy cores: the running encoders only get what the capped
+    // sessions send (44 frames/s), and keep up. Those seconds say nothing of the capacity.
+    const estimate = new CapacityEstimate(300, false);
+    const recorders = [...Array(36).fill(keepingUp), ...Array(12).fill(waitingForSlot)];
+    for (let second = 0; second < 30; second++) {
+      const saturated = encodersSaturated(recorders, 2, 0.97);
+      estimate.add({ encoded: 44, seconds: 1, saturated, spare: false });
+    }
+    expect(estimate.fps).toBe(300);
   });
 });

@@ -13,9 +13,9 @@ export interface CapacitySample {
   encoded: number;
   seconds: number;
   /**
-   * The encoders had more to do than they did: frames waited for them (a recorder behind, or a
-   * session waiting for an encoder slot) while the machine's cores were busy. Only then is the
-   * rate what they sustain; otherwise it is what was asked of them.
+   * The encoders had more to do than they did: frames waited for them (recorders behind) while
+   * the machine's cores were busy (`encodersSaturated`). Only then is the rate what they sustain;
+   * otherwise it is what was asked of them.
    */
   saturated: boolean;
   /** The cores had time to spare: the encoders could have done more had they been asked. */
@@ -106,6 +106,45 @@ export class CapacityEstimate {
     this.moved = true;
     return true;
   }
+}
+
+/** The machine's cores are busy: with frames waiting for the encoders, they limit the rate. */
+export const BUSY_FRACTION = 0.85;
+/** A recorder this many frames behind has more work than its encoder does (see session-recorder). */
+export const BEHIND_FRAMES = 16;
+
+/** What a sample needs of a recorder: how far behind it is, and whether an encoder serves it. */
+export interface RecorderLoad {
+  backlogFrames: number;
+  fromSpool: boolean;
+  /** False while it waits for an encoder slot. */
+  started: boolean;
+}
+
+/**
+ * Whether the encoders were the bottleneck over a sample, so that its rate is what they sustain:
+ * the cores busy, and at least one running recorder per core behind its session. One behind is
+ * limited by its own encoder, not the node's. A recording waiting for an encoder slot does not
+ * count: its frames wait for a slot, not for the encoders. It used to, and under bench:abuse (48
+ * sessions for 36 slots, the cores busy with the attacks) every second then counted as saturated
+ * while the running encoders only had what the capped sessions sent: each sample's rate lowered
+ * the estimate, which lowered the caps and the next rate, down to about 1 fps a session.
+ */
+export function encodersSaturated(
+  recorders: Iterable<RecorderLoad>,
+  cores: number,
+  busy: number,
+): boolean {
+  if (busy < BUSY_FRACTION) {
+    return false;
+  }
+  let behind = 0;
+  for (const r of recorders) {
+    if (r.started && (r.fromSpool || r.backlogFrames >= BEHIND_FRAMES)) {
+      behind++;
+    }
+  }
+  return behind >= cores;
 }
 
 /** A session's claim on the encoders. */
