@@ -85,6 +85,17 @@ function timed(inner: ProcessStarter, launchMs: number[]): ProcessStarter {
   };
 }
 
+/** The service's encoder at 640×480, started through `starter`. */
+function startEncoder(
+  ffmpegPath: string,
+  starter: ProcessStarter,
+  onAccessUnit: () => void,
+): VideoEncoderProcess {
+  const encoder = new VideoEncoderProcess(ffmpegPath, starter);
+  encoder.start({ width: 640, height: 480, fps: FPS, preset: 'superfast', crf: 26, onAccessUnit });
+  return encoder;
+}
+
 /** One encoder: fed at 10 fps for SECONDS, then ended. */
 async function runEncoder(
   ffmpegPath: string,
@@ -92,20 +103,12 @@ async function runEncoder(
   jpeg: Buffer,
   storm: Storm,
 ): Promise<void> {
-  const encoder = new VideoEncoderProcess(ffmpegPath, starter);
   const startedAt = performance.now();
   let units = 0;
-  encoder.start({
-    width: 640,
-    height: 480,
-    fps: FPS,
-    preset: 'superfast',
-    crf: 26,
-    onAccessUnit: () => {
-      if (units++ === 0) {
-        storm.firstUnitMs.push(performance.now() - startedAt);
-      }
-    },
+  const encoder = startEncoder(ffmpegPath, starter, () => {
+    if (units++ === 0) {
+      storm.firstUnitMs.push(performance.now() - startedAt);
+    }
   });
   const frames = SECONDS * FPS;
   for (let i = 0; i < frames; i++) {
@@ -146,17 +149,9 @@ async function singleStart(
   starter: ProcessStarter,
   jpeg: Buffer,
 ): Promise<number> {
-  const encoder = new VideoEncoderProcess(ffmpegPath, starter);
   const startedAt = performance.now();
   let units = 0;
-  encoder.start({
-    width: 640,
-    height: 480,
-    fps: FPS,
-    preset: 'superfast',
-    crf: 26,
-    onAccessUnit: () => units++,
-  });
+  const encoder = startEncoder(ffmpegPath, starter, () => units++);
   encoder.write(jpeg);
   await encoder.end();
   if (units !== 1) {
