@@ -5,6 +5,7 @@ import { BUNDLED } from '../../test/support/bitstreams';
 import { testDir } from '../../test/support/dirs';
 import { jpegFrames } from '../../test/support/media';
 import { descendantsMatching } from '../../test/support/processes';
+import { waitFor } from '../../test/support/wait';
 import { locateTool } from './ffmpeg-locator';
 import { isKeyframe } from './h264-stream';
 import { VideoEncoderProcess } from './video-encoder';
@@ -206,9 +207,16 @@ describe('VideoLanes', () => {
       total,
       (i) => total - 1 - i,
       true,
-      (i) => {
+      async (i) => {
         if (i === 60 && !killed) {
-          process.kill(descendantsMatching('force_key_frames')[0].pid, 'SIGKILL');
+          // The launcher starts it in its own time: wait until the tail encoder runs.
+          let tail: number | undefined;
+          await waitFor(
+            () => (tail = descendantsMatching('force_key_frames')[0]?.pid) !== undefined,
+            10_000,
+            'a tail encoder running',
+          );
+          process.kill(tail as number, 'SIGKILL');
           killed = true;
         }
       },
