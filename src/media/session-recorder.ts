@@ -431,9 +431,10 @@ export class SessionRecorder {
   /**
    * Encodes everything up to `lastSeq` (everything stored), closes the encoders, writes the text
    * track's `cues` (the session's messages) and finalizes the MP4. What is left to encode at this
-   * point is at most the frames in flight, so this takes milliseconds for a live recorder.
+   * point is at most the frames in flight, so this takes milliseconds for a live recorder. The
+   * cues are awaited only once the encoders are done: they can be read meanwhile.
    */
-  async finish(lastSeq: number, cues: readonly TextCue[]): Promise<RecordingResult> {
+  async finish(lastSeq: number, cues: PromiseLike<readonly TextCue[]>): Promise<RecordingResult> {
     try {
       return await this.settle(lastSeq, cues);
     } finally {
@@ -442,7 +443,10 @@ export class SessionRecorder {
     }
   }
 
-  private async settle(lastSeq: number, cues: readonly TextCue[]): Promise<RecordingResult> {
+  private async settle(
+    lastSeq: number,
+    cues: PromiseLike<readonly TextCue[]>,
+  ): Promise<RecordingResult> {
     try {
       return await this.complete(lastSeq, cues);
     } catch (err) {
@@ -453,7 +457,10 @@ export class SessionRecorder {
     }
   }
 
-  private async complete(lastSeq: number, cues: readonly TextCue[]): Promise<RecordingResult> {
+  private async complete(
+    lastSeq: number,
+    cues: PromiseLike<readonly TextCue[]>,
+  ): Promise<RecordingResult> {
     this.latestSeq = Math.max(this.latestSeq, lastSeq);
     this.finishing = true;
     if (this.yielding && !this.session.passthrough) {
@@ -488,7 +495,7 @@ export class SessionRecorder {
     }
     // The duration stays the media's: ffmpeg reads the text track as data, whose end it leaves out
     // of the file's duration, and so do players that stop with the video.
-    await writer.addCues(cues);
+    await writer.addCues(await cues);
     const { bytes, sha256 } = await writer.finalize();
     return {
       path: this.deps.outputPath,

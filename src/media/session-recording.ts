@@ -107,22 +107,34 @@ export class SessionRecording implements RecordingHandle {
     // Until the recorder has finished, any failure (the database's too) must stop its encoders
     // and release its file and slot: else ffmpeg waits on its input for ever.
     let recorded = false;
+    // The encoders flush while the row is marked and the cues are read: at `close` nothing waits
+    // for two database round trips before ffmpeg is told to finish. Both are awaited below; until
+    // then a rejection is held, not unhandled.
+    const finalizing = this.deps.rows.update(
+      { id },
+      { status: 'finalizing', updatedAt: new Date() },
+    );
+    finalizing.catch(() => undefined);
     try {
-      await this.deps.rows.update({ id }, { status: 'finalizing', updatedAt: new Date() });
       if (!this.started) {
+        await finalizing;
         throw new NoVideoFramesError();
       }
+      const cues = this.deps.loadCues();
+      cues.catch(() => undefined);
       const recorder = await this.started;
       const upTo = Math.max(lastSeq, this.latest);
-      const cues = await this.deps.loadCues();
-      const result = await recorder.finish(upTo, cues).catch((err: unknown) => {
-        if (!isDiskFull(err)) {
-          throw err;
-        }
-        // The disk filled up under the live recorder; the spool has every frame: rebuild.
-        this.deps.logger.warn({ sessionId, err }, 'recording rebuilt from the spool');
-        return this.rebuild(upTo, cues);
-      });
+      const [result] = await Promise.all([
+        recorder.finish(upTo, cues).catch(async (err: unknown) => {
+          if (!isDiskFull(err)) {
+            throw err;
+          }
+          // The disk filled up under the live recorder; the spool has every frame: rebuild.
+          this.deps.logger.warn({ sessionId, err }, 'recording rebuilt from the spool');
+          return this.rebuild(upTo, cues);
+        }),
+        finalizing,
+      ]);
       recorded = true;
       await this.deps.rows.update(
         { id },
@@ -163,6 +175,8 @@ export class SessionRecording implements RecordingHandle {
       } else {
         this.deps.logger.error({ sessionId, err }, 'recording failed');
       }
+      // Written after the `finalizing` mark, never overtaken by it.
+      await finalizing.catch(() => undefined);
       await this.markFailed(reason);
       return { id, status: 'failed', durationMs: null, reason };
     } finally {
@@ -244,7 +258,7 @@ export class SessionRecording implements RecordingHandle {
   /** A second recorder that encodes the whole spool, in the background CPU class if slotless. */
   private async rebuild(
     lastSeq: number,
-    cues: readonly TextCue[],
+    cues: PromiseLike<readonly TextCue[]>,
   ): ReturnType<SessionRecorder['finish']> {
     const recorder = this.newRecorder('spool', !this.holdsSlot);
     this.recorder = recorder;
