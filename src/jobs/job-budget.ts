@@ -2,10 +2,8 @@ import { Inject, Injectable } from '@nestjs/common';
 import { availableParallelism } from 'node:os';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { RecordingService } from '../media/recording.service';
+import { BEHIND_FRAMES } from '../stream/capacity';
 import { CapacityService } from '../stream/capacity.service';
-
-/** A live recorder this many frames behind is not keeping up (as CapacityService judges it). */
-const BEHIND_FRAMES = 16;
 
 /** What the node's live recording uses now, as the job budget sees it. */
 export interface LiveLoad {

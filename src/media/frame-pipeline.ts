@@ -93,12 +93,14 @@ export class FramePipeline {
           `(${this.maxWidth}×${this.maxHeight}, ${this.maxPixels} pixels)`,
       );
     }
-    if (!watermark && header.format === 'jpeg' && encoderScales(header, width, height)) {
-      const size = jpegSize(image);
-      if (size && encoderScales(size, width, height)) {
-        this.passthroughs++;
-        return image;
-      }
+    if (
+      !watermark &&
+      header.format === 'jpeg' &&
+      encoderScales(header, width, height) &&
+      endsLikeJpeg(image)
+    ) {
+      this.passthroughs++;
+      return image;
     }
     const task = {
       input: image,
@@ -148,9 +150,14 @@ export class FramePipeline {
  * buffer is not a whole JPEG (no SOI, no SOF, or no EOI at the end: truncated). Never decodes.
  */
 export function jpegSize(b: Buffer): { width: number; height: number } | null {
-  if (b.length < 4 || b[b.length - 2] !== 0xff || b[b.length - 1] !== 0xd9) {
+  if (!endsLikeJpeg(b)) {
     return null;
   }
   const header = imageHeader(b);
   return header?.format === 'jpeg' ? { width: header.width, height: header.height } : null;
+}
+
+/** Whether the buffer ends with a JPEG's EOI marker: a JPEG cut short does not. */
+function endsLikeJpeg(b: Buffer): boolean {
+  return b.length >= 4 && b[b.length - 2] === 0xff && b[b.length - 1] === 0xd9;
 }

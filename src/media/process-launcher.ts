@@ -151,8 +151,8 @@ interface Launch {
 
 /**
  * Starts processes through one long-lived helper process, so that the service never forks
- * itself. A fork copies the forking process's page tables: for a service of a few hundred MB it
- * held the event loop about 20 ms per encoder started (26 at once when 26 sessions opened, three
+ * itself. A fork copies the forking process's page tables: for a service of 300 MB of heap it
+ * held the event loop 83–93 ms per encoder started (26 at once when 26 sessions opened, three
  * more per session split at `close`; bench:spawn measures it). The helper is a small Node
  * process started once (restarted if it dies); its forks are cheap and off the service's loop.
  * The pipes it hands back are the process's own, so frames and output never pass through it.
