@@ -72,4 +72,96 @@ describe('SessionStore on real Postgres', () => {
     expect(lastSeq.get(interrupted)).toBe(9);
     expect(lastSeq.get(abandoned)).toBe(0);
   });
+  describe('end: the last counters and the status in one statement', () => {
+    const counts = {
+      lastSeq: 42,
+      videoFrames: 40,
+      audioFrames: 1,
+      rejectedFrames: 1,
+      bytesIn: 4200,
+    };
+    async function row(id: string) {
+      const [r] = await db.query<
+        Array<{
+          status: string;
+          last_seq: string;
+          video_frames: string;
+          audio_frames: string;
+          rejected_frames: string;
+          bytes_in: string;
+          closed_at: Date | null;
+          history: Array<{ status: string; cause: string }>;
+        }>
+      >(
+        `SELECT status, last_seq, video_frames, audio_frames, rejected_frames, bytes_in, closed_at,
+                status_history AS history
+         FROM sessions WHERE id = $1`,
+        [id],
+      );
+      return r;
+    }
+
+    it('moves the status, appends it to the history and writes every counter', async () => {
+      const id = await insertSession('node-e', 'open');
+      const at = new Date('2026-12-05T10:00:00.000Z');
+      await expect(
+        store.end(id, ['open', 'interrupted'], 'closed', 'client_close', at, 'node-e', counts),
+      ).resolves.toBe(true);
+      const r = await row(id);
+      expect(r.status).toBe('closed');
+      expect(r.closed_at?.toISOString()).toBe(at.toISOString());
+      expect(r.history).toEqual([
+        { status: 'closed', at: at.toISOString(), cause: 'client_close' },
+      ]);
+      expect(
+        [r.last_seq, r.video_frames, r.audio_frames, r.rejected_frames, r.bytes_in].map(Number),
+      ).toEqual([42, 40, 1, 1, 4200]);
+    });
+
+    it('writes the counters but leaves a status outside `from` as it is (as saveStats would)', async () => {
+      const id = await insertSession('node-e', 'abandoned');
+      await expect(
+        store.end(
+          id,
+          ['open', 'interrupted'],
+          'closed',
+          'client_close',
+          new Date(),
+          'node-e',
+          counts,
+        ),
+      ).resolves.toBe(false);
+      const r = await row(id);
+      expect(r.status).toBe('abandoned');
+      expect(r.closed_at).toBeNull();
+      expect(r.history).toEqual([]);
+      expect(Number(r.last_seq)).toBe(42);
+    });
+
+    it("writes nothing on another node's session", async () => {
+      const id = await insertSession('node-f', 'open');
+      await expect(
+        store.end(id, ['open'], 'closed', 'client_close', new Date(), 'node-e', counts),
+      ).resolves.toBe(false);
+      const r = await row(id);
+      expect(r.status).toBe('open');
+      expect(Number(r.last_seq)).toBe(0);
+    });
+
+    it('a counter flush after the end does not put older counters back', async () => {
+      const id = await insertSession('node-e', 'open');
+      const older = {
+        id,
+        lastSeq: 7,
+        videoFrames: 7,
+        audioFrames: 0,
+        rejectedFrames: 0,
+        bytesIn: 700,
+      };
+      await store.end(id, ['open'], 'closed', 'client_close', new Date(), 'node-e', counts);
+      // What the registry's batched flush writes: only while the session has not ended.
+      await store.saveStats([older], ['open', 'interrupted'], 'node-e');
+      expect(Number((await row(id)).last_seq)).toBe(42);
+    });
+  });
 });

@@ -57,6 +57,56 @@ export class SessionStore {
   }
 
   /**
+   * A session's last counters and its end (`transition`) in one statement, so ending costs one
+   * round trip and one commit, not two. The counters are written whenever `owner` (if given) owns
+   * the row, as `saveStats` would; the status only moves from one of `from`. True when it moved.
+   */
+  async end(
+    id: string,
+    from: readonly SessionStatus[],
+    to: SessionStatus,
+    cause: string,
+    at: Date,
+    owner: string | undefined,
+    counts: SessionCounts,
+  ): Promise<boolean> {
+    // The CTE locks the row and keeps its status from before the update for RETURNING.
+    const [rows] = await this.db.query<[Array<{ moved: boolean }>, number]>(
+      `WITH prev AS (
+         SELECT id, status = ANY($6::text[]) AS moved FROM sessions
+         WHERE id = $1 AND ($7::text IS NULL OR node = $7)
+         FOR UPDATE)
+       UPDATE sessions s SET
+         last_seq = $8, video_frames = $9, audio_frames = $10, rejected_frames = $11,
+         bytes_in = $12,
+         status = CASE WHEN p.moved THEN $2 ELSE s.status END,
+         status_history = CASE WHEN p.moved THEN s.status_history || jsonb_build_array(
+           jsonb_build_object('status', $2::text, 'at', $3::text, 'cause', $4::text))
+           ELSE s.status_history END,
+         updated_at = $5,
+         interrupted_at = CASE WHEN p.moved AND $2 = 'interrupted' THEN $5 ELSE s.interrupted_at END,
+         closed_at = CASE WHEN p.moved AND $2 IN ('closed', 'abandoned') THEN $5 ELSE s.closed_at END
+       FROM prev p WHERE s.id = p.id
+       RETURNING p.moved`,
+      [
+        id,
+        to,
+        at.toISOString(),
+        cause,
+        at,
+        from,
+        owner ?? null,
+        counts.lastSeq,
+        counts.videoFrames,
+        counts.audioFrames,
+        counts.rejectedFrames,
+        counts.bytesIn,
+      ],
+    );
+    return rows.length > 0 && rows[0].moved;
+  }
+
+  /**
    * One statement for every dirty session of the node. With `whileStatus`, a row is written only
    * while the session is in one of those states (a recount must not overwrite the counters of an
    * end that happened meanwhile); with `owner`, only while that node owns the session (counters

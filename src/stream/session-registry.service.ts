@@ -406,7 +406,9 @@ export class SessionRegistry implements OnApplicationBootstrap, OnModuleDestroy 
         }
       }
       try {
-        await this.store.saveStats(rows, undefined, this.config.NODE_ID);
+        // Not over a session that has ended meanwhile: its end wrote the final counters, and a
+        // flush taken before it would put older ones back.
+        await this.store.saveStats(rows, ['open', 'interrupted'], this.config.NODE_ID);
         return 0;
       } catch (err) {
         this.logger.warn({ err }, 'session counters not saved; retrying on the next flush');

@@ -89,6 +89,7 @@ describe('SessionRuntime counters', () => {
     config: loadConfig({ NODE_ENV: 'test', ACK_INTERVAL_MS: '10000', ACK_MAX_FRAMES: '10000' }),
     store: {
       transition: () => Promise.resolve(true),
+      end: () => Promise.resolve(true),
       saveMediaOrigin: () => Promise.resolve(),
       saveStats: (rows: SessionStats[]) => {
         saved.push(rows);
@@ -362,6 +363,7 @@ describe('SessionRuntime when the database refuses a transition', () => {
         config: loadConfig({ NODE_ENV: 'test', RESUME_WINDOW_MS: '1000' }),
         store: {
           transition: down,
+          end: down,
           saveStats: down,
           saveMediaOrigin: () => Promise.resolve(),
         } as unknown as SessionStore,
@@ -533,6 +535,7 @@ describe('SessionRuntime message timing', () => {
         config: loadConfig({ NODE_ENV: 'test', ACK_INTERVAL_MS: '10000', ACK_MAX_FRAMES: '10000' }),
         store: {
           transition: ok,
+          end: ok,
           saveStats: ok,
           saveMediaOrigin: ok,
           storeMessage: (

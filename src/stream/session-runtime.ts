@@ -874,18 +874,16 @@ export class SessionRuntime {
     this.status = status;
     await this.spool.close();
     try {
-      this.dirty = true;
-      const stats = this.takeStats();
-      if (stats) {
-        await this.deps.store.saveStats([stats], undefined, this.deps.config.NODE_ID);
-      }
-      await this.deps.store.transition(
+      // The last counters go with the status: one statement at the end, not two.
+      this.dirty = false;
+      await this.deps.store.end(
         this.id,
         from,
         status,
         cause,
         new Date(),
         this.deps.config.NODE_ID,
+        this.counts,
       );
     } catch (err) {
       // The database did not take the end: the session stays what its row says. This runtime,
