@@ -15,6 +15,10 @@ export interface SessionCounts {
   bytesIn: number;
 }
 
+/** The entry a status change appends to `status_history`: $2 status, $3 time (text), $4 cause. */
+const HISTORY_ENTRY = `jsonb_build_array(
+  jsonb_build_object('status', $2::text, 'at', $3::text, 'cause', $4::text))`;
+
 /** Counters of one session, written in batches (never per frame). */
 export interface SessionStats extends SessionCounts {
   id: string;
@@ -45,8 +49,7 @@ export class SessionStore {
     const [, affected] = await this.db.query<[unknown[], number]>(
       `UPDATE sessions SET
          status = $2,
-         status_history = status_history || jsonb_build_array(
-           jsonb_build_object('status', $2::text, 'at', $3::text, 'cause', $4::text)),
+         status_history = status_history || ${HISTORY_ENTRY},
          updated_at = $5,
          interrupted_at = CASE WHEN $2 = 'interrupted' THEN $5 ELSE interrupted_at END,
          closed_at = CASE WHEN $2 IN ('closed', 'abandoned') THEN $5 ELSE closed_at END
@@ -64,7 +67,7 @@ export class SessionStore {
   async end(
     id: string,
     from: readonly SessionStatus[],
-    to: SessionStatus,
+    to: 'closed' | 'abandoned',
     cause: string,
     at: Date,
     owner: string | undefined,
@@ -80,12 +83,10 @@ export class SessionStore {
          last_seq = $8, video_frames = $9, audio_frames = $10, rejected_frames = $11,
          bytes_in = $12,
          status = CASE WHEN p.moved THEN $2 ELSE s.status END,
-         status_history = CASE WHEN p.moved THEN s.status_history || jsonb_build_array(
-           jsonb_build_object('status', $2::text, 'at', $3::text, 'cause', $4::text))
+         status_history = CASE WHEN p.moved THEN s.status_history || ${HISTORY_ENTRY}
            ELSE s.status_history END,
          updated_at = $5,
-         interrupted_at = CASE WHEN p.moved AND $2 = 'interrupted' THEN $5 ELSE s.interrupted_at END,
-         closed_at = CASE WHEN p.moved AND $2 IN ('closed', 'abandoned') THEN $5 ELSE s.closed_at END
+         closed_at = CASE WHEN p.moved THEN $5 ELSE s.closed_at END
        FROM prev p WHERE s.id = p.id
        RETURNING p.moved`,
       [
